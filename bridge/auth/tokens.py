@@ -1,0 +1,135 @@
+"""Issue and verify bearer JWTs (PyJWT): explicit algorithms, typed claims, lifetime cap, revocation."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jwt
+
+from bridge.auth.keys import SigningKey
+from bridge.domain.authz import ROLES, Principal
+from bridge.domain.identifiers import is_identifier
+from bridge.errors import Unauthorized
+
+LOCAL_ALGORITHMS = ["EdDSA"]
+EXTERNAL_ALGORITHMS = ["RS256", "ES256", "EdDSA"]
+FORBIDDEN_HEADERS = ("jku", "x5u", "jwk", "x5c")
+REQUIRED_CLAIMS = ("agent_id", "workspace_id", "role", "session_id", "iat", "exp", "jti", "iss", "aud")
+IDENTIFIER_CLAIMS = ("agent_id", "workspace_id", "session_id")
+_CACHE_SIZE = 4096
+
+
+def issue_token(key: SigningKey, *, issuer: str, audience: str, agent_id: str, role: str, workspace_id: str,
+                session_id: str | None = None, ttl: float = 8 * 3600, now: float | None = None) -> tuple[str, dict]:
+    """Sign a token for an agent with the local key; returns (token, claims)."""
+    issued = int(now if now is not None else time.time())
+    claims = {
+        "iss": issuer, "aud": audience, "agent_id": agent_id, "workspace_id": workspace_id, "role": role,
+        "session_id": session_id or f"{agent_id}-{secrets.token_hex(4)}", "iat": issued, "exp": issued + int(ttl),
+        "jti": secrets.token_urlsafe(16), "sub": agent_id,
+    }
+    return jwt.encode(claims, key.private, algorithm="EdDSA", headers={"kid": key.kid}), claims
+
+
+def _fail(reason: str, message: str) -> Unauthorized:
+    return Unauthorized(message, {"reason": reason})
+
+
+class TokenVerifier:
+    """Verify bearer tokens against the local key or a JWKS file; revocation is checked on every call."""
+
+    def __init__(self, *, issuer: str, audience: str, leeway: float, max_ttl: float,
+                 revoked: Callable[[dict[str, Any]], str | None], local_key: SigningKey | None = None,
+                 jwks_file: str | None = None, clock: Callable[[], float] = time.time):
+        self.issuer, self.audience = issuer, audience
+        self.leeway, self.max_ttl = leeway, max_ttl
+        self.revoked = revoked
+        self.clock = clock
+        self._keys: dict[str, Any] = {}
+        if local_key is not None:
+            self._keys[local_key.kid] = (local_key.public, LOCAL_ALGORITHMS)
+        if jwks_file is not None:
+            jwk_set = jwt.PyJWKSet.from_dict(json.loads(Path(jwks_file).read_text(encoding="utf-8")))
+            for jwk in jwk_set.keys:
+                algorithm = jwk.algorithm_name
+                if algorithm not in EXTERNAL_ALGORITHMS or jwk.key_id is None:
+                    continue
+                self._keys[jwk.key_id] = (jwk.key, [algorithm])
+        self._cache: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+
+    def verify(self, token: str) -> Principal:
+        """Return the principal of a valid, unexpired, unrevoked token; raise UNAUTHORIZED otherwise."""
+        claims = self._cache.get(token)
+        if claims is None:
+            claims = self._decode(token)
+            with self._lock:
+                if len(self._cache) >= _CACHE_SIZE:
+                    self._cache.clear()
+                self._cache[token] = claims
+        elif claims["exp"] + self.leeway < self.clock():
+            raise _fail("expired", "token has expired")
+        reason = self.revoked(claims)
+        if reason is not None:
+            raise _fail("revoked", f"token revoked (by {reason})")
+        return Principal(agent_id=claims["agent_id"], workspace_id=claims["workspace_id"], role=claims["role"],
+                         session_id=claims["session_id"], jti=claims["jti"])
+
+    def _decode(self, token: str) -> dict[str, Any]:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.DecodeError as exc:
+            raise _fail("malformed", "token is not a well-formed JWT") from exc
+        for name in FORBIDDEN_HEADERS:
+            if name in header:
+                raise _fail("forbidden_header", f"token header {name!r} is not accepted")
+        entry = self._keys.get(header.get("kid")) if isinstance(header.get("kid"), str) else None
+        if entry is None:
+            raise _fail("unknown_key", "token was not signed by a known key")
+        key, algorithms = entry
+        if header.get("alg") not in algorithms:
+            raise _fail("algorithm", "token algorithm is not allowed")
+        try:
+            claims = jwt.decode(
+                token, key, algorithms=algorithms, audience=self.audience, issuer=self.issuer, leeway=self.leeway,
+                options={"require": list(REQUIRED_CLAIMS), "verify_signature": True},
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise _fail("expired", "token has expired") from exc
+        except jwt.InvalidAudienceError as exc:
+            raise _fail("audience", "token audience does not match") from exc
+        except jwt.InvalidIssuerError as exc:
+            raise _fail("issuer", "token issuer does not match") from exc
+        except jwt.MissingRequiredClaimError as exc:
+            raise _fail("missing_claim", f"token lacks the {exc.claim!r} claim") from exc
+        except jwt.InvalidSignatureError as exc:
+            raise _fail("bad_signature", "token signature is invalid") from exc
+        except jwt.ImmatureSignatureError as exc:
+            raise _fail("not_yet_valid", "token is not valid yet") from exc
+        except jwt.InvalidTokenError as exc:
+            raise _fail("invalid", "token is invalid") from exc
+        self._check_types(claims)
+        return claims
+
+    def _check_types(self, claims: dict[str, Any]) -> None:
+        for name in IDENTIFIER_CLAIMS:
+            if not is_identifier(claims.get(name)):
+                raise _fail("ill_typed_claim", f"claim {name!r} must be an identifier string")
+        if claims.get("role") not in ROLES:
+            raise _fail("ill_typed_claim", "claim 'role' must be participant, coordinator or auditor")
+        for name in ("iat", "exp"):
+            value = claims.get(name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise _fail("ill_typed_claim", f"claim {name!r} must be an integer")
+        if not isinstance(claims.get("jti"), str) or not claims["jti"]:
+            raise _fail("ill_typed_claim", "claim 'jti' must be a non-empty string")
+        if claims["exp"] - claims["iat"] > self.max_ttl:
+            raise _fail("lifetime", "token lifetime exceeds the configured maximum")
+        if claims["iat"] > self.clock() + self.leeway:
+            raise _fail("not_yet_valid", "token was issued in the future")

@@ -1,0 +1,67 @@
+"""Options every database-touching command shares, and how a command gets its settings and parts."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import getpass
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import click
+
+from bridge.cli.output import fail
+from bridge.domain.authz import Principal
+from bridge.errors import BridgeError
+from bridge.services.core import Call
+from bridge.settings import Settings
+from bridge.wiring import Parts, build
+
+
+def db_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Add `--db`, `--workspace` and `--json` to a command."""
+    fn = click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")(fn)
+    fn = click.option("--workspace", default=None, help="Workspace id [env BRIDGE_WORKSPACE; default: default].")(fn)
+    fn = click.option("--db", default=None, help="Database file [env BRIDGE_DB; default: ./bridge.db].")(fn)
+    return fn
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from flags over environment over defaults; a bad setting exits 2 listing every problem."""
+    try:
+        return Settings.load(overrides)
+    except BridgeError as error:
+        click.echo(error.message, err=True)
+        raise SystemExit(2) from error
+
+
+@contextlib.contextmanager
+def opened(settings: Settings, as_json: bool) -> Iterator[Parts]:
+    """Build the parts for a CLI command, turning bridge errors into exit codes."""
+    parts = None
+    try:
+        parts = build(settings)
+        yield parts
+    except BridgeError as error:
+        fail(error, as_json)
+    finally:
+        if parts is not None:
+            parts.close()
+
+
+def operator_call(settings: Settings, actor: str | None) -> Call:
+    """The operator identity of a CLI invocation (`human:<os user>` unless --actor says otherwise)."""
+    name = actor or f"human:{getpass.getuser()}"
+    return Call(Principal(agent_id=name, workspace_id=settings.workspace, role="operator", session_id="cli"))
+
+
+def handles_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Map a BridgeError raised by a command body to stderr + its exit code."""
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except BridgeError as error:
+            fail(error, kwargs.get("as_json", False))
+
+    return wrapper

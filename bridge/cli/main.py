@@ -1,0 +1,27 @@
+"""The `bridge` command line: the service, tokens and operator controls over the same services."""
+
+from __future__ import annotations
+
+import click
+
+import bridge as bridge_pkg
+from bridge.cli.control import freeze, unfreeze
+from bridge.cli.serve import serve
+from bridge.cli.token import token
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(bridge_pkg.__version__, prog_name="bridge")
+def cli() -> None:
+    """Local coordination bridge for AI coding-agent sessions."""
+
+
+cli.add_command(serve)
+cli.add_command(token)
+cli.add_command(freeze)
+cli.add_command(unfreeze)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="bridge")

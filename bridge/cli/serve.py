@@ -1,0 +1,35 @@
+"""`bridge serve`: the HTTP API (and, from the wake-pipeline issue on, the worker) in one process."""
+
+from __future__ import annotations
+
+import click
+
+from bridge import logs
+from bridge.cli.common import load_settings, opened
+
+
+@click.command()
+@click.option("--host", default=None, help="Bind address [env BRIDGE_HOST; default 127.0.0.1].")
+@click.option("--port", type=int, default=None, help="Port [env BRIDGE_PORT; default 8765; 0 picks one].")
+@click.option("--db", default=None, help="Database file [env BRIDGE_DB; default ./bridge.db].")
+@click.option("--workspace", default=None, help="Workspace served [env BRIDGE_WORKSPACE; default: default].")
+@click.option("--synchronous", default=None, help="FULL or NORMAL [env BRIDGE_SYNCHRONOUS; default FULL].")
+@click.option("--threads", type=int, default=None, help="HTTP worker threads [env BRIDGE_THREADS; default 32].")
+@click.option("--jwks-file", default=None, help="Also accept tokens signed by keys in this JWKS file.")
+@click.option("--log-level", default=None, help="DEBUG, INFO, WARNING or ERROR [env BRIDGE_LOG_LEVEL].")
+def serve(**flags: object) -> None:
+    """Run the HTTP API on 127.0.0.1:8765 with zero configuration."""
+    settings = load_settings(**flags)
+    logs.configure(settings.log_level)
+    from bridge.http.server import serve_forever
+
+    with opened(settings, as_json=False) as parts:
+        def announce(server: object) -> None:
+            host, port = server.effective_host, server.effective_port  # type: ignore[attr-defined]
+            click.echo(f"bridge {settings.workspace!r} listening on http://{host}:{port} (db {settings.db_path})",
+                       err=True)
+            click.echo(f"mint a token: bridge token issue --db {settings.db} --agent-id <agent> --role participant",
+                       err=True)
+            click.echo(f"READY http://{host}:{port}", err=True)
+
+        serve_forever(parts, on_start=announce)

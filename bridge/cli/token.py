@@ -1,0 +1,79 @@
+"""`bridge token issue|revoke|jwks`: the local token issuer."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from bridge.auth.tokens import issue_token
+from bridge.cli.common import db_options, load_settings, opened, operator_call
+from bridge.cli.output import emit, fail
+from bridge.domain.authz import ROLES
+from bridge.domain.identifiers import is_identifier
+from bridge.errors import InvalidArgument
+from bridge.services import tokens as token_service
+from bridge.settings import parse_duration
+
+
+@click.group()
+def token() -> None:
+    """Issue, revoke and publish the keys of bearer tokens."""
+
+
+@token.command("issue")
+@click.option("--agent-id", required=True, help="The agent's stable identity.")
+@click.option("--role", required=True, type=click.Choice(ROLES), help="participant, coordinator or auditor.")
+@click.option("--session-id", default=None, help="Session id claim (default: generated).")
+@click.option("--ttl", default="8h", show_default=True, help="Lifetime, e.g. 30m, 8h (at most the max TTL).")
+@db_options
+def issue(agent_id: str, role: str, session_id: str | None, ttl: str, db: str | None, workspace: str | None,
+          as_json: bool) -> None:
+    """Print a signed token (only the token on stdout; --json adds the claims)."""
+    settings = load_settings(db=db, workspace=workspace)
+    for name, value in (("agent-id", agent_id), ("session-id", session_id)):
+        if value is not None and not is_identifier(value):
+            fail(InvalidArgument(f"--{name} must match [A-Za-z0-9][A-Za-z0-9._:@-]{{0,127}}"), as_json)
+    try:
+        lifetime = parse_duration(ttl)
+    except ValueError as exc:
+        fail(InvalidArgument(f"--ttl: {exc}"), as_json)
+    if lifetime <= 0 or lifetime > settings.token_max_ttl:
+        fail(InvalidArgument(f"--ttl must be positive and at most {settings.token_max_ttl:g}s"), as_json)
+    with opened(settings, as_json) as parts:
+        signed, claims = issue_token(parts.key, issuer=settings.issuer, audience=settings.audience,
+                                     agent_id=agent_id, role=role, workspace_id=settings.workspace,
+                                     session_id=session_id, ttl=lifetime)
+    if as_json:
+        emit({"token": signed, "claims": claims}, True)
+    else:
+        click.echo(signed)
+
+
+@token.command("revoke")
+@click.option("--jti", default=None, help="Revoke one token by its jti.")
+@click.option("--session-id", default=None, help="Revoke every token of a session.")
+@click.option("--agent-id", default=None, help="Revoke every token of an agent issued before now.")
+@click.option("--reason", default=None, help="Why (kept in the audit trail).")
+@click.option("--actor", default=None, help="Operator identity (default human:<os user>).")
+@db_options
+def revoke(jti: str | None, session_id: str | None, agent_id: str | None, reason: str | None, actor: str | None,
+           db: str | None, workspace: str | None, as_json: bool) -> None:
+    """Revoke tokens by jti, session or agent; effective on the next request in every process."""
+    chosen = [(k, v) for k, v in (("jti", jti), ("session", session_id), ("agent", agent_id)) if v]
+    if len(chosen) != 1:
+        fail(InvalidArgument("give exactly one of --jti, --session-id, --agent-id"), as_json)
+    settings = load_settings(db=db, workspace=workspace)
+    with opened(settings, as_json) as parts:
+        kind, value = chosen[0]
+        result = token_service.revoke(parts.bridge, operator_call(settings, actor), kind, value, reason)
+    emit(result, as_json)
+
+
+@token.command("jwks")
+@db_options
+def jwks(db: str | None, workspace: str | None, as_json: bool) -> None:
+    """Print the public keys (JWKS) other verifiers need."""
+    settings = load_settings(db=db, workspace=workspace)
+    with opened(settings, as_json) as parts:
+        click.echo(json.dumps({"keys": [parts.key.public_jwk()]}, indent=2))

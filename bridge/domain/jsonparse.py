@@ -1,0 +1,66 @@
+"""Strict JSON parsing for request bodies: no NaN/Infinity, no duplicate keys, nesting ≤ 32, no lone surrogates.
+
+pydantic would silently keep the last duplicate key and bottle's `request.json` turns deep nesting into a 500,
+so bodies are parsed here first and only then validated against the command's model.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from bridge.errors import InvalidArgument
+
+MAX_DEPTH = 32
+
+
+def _reject_constant(name: str) -> Any:
+    raise InvalidArgument(f"JSON constant {name} is not allowed", {"reason": "non_finite_number"})
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise InvalidArgument(f"duplicate JSON key {key!r}", {"reason": "duplicate_key", "key": key})
+        result[key] = value
+    return result
+
+
+def parse_json(raw: bytes | str) -> Any:
+    """Parse a request body strictly; raise INVALID_ARGUMENT with a reason on any violation."""
+    if isinstance(raw, bytes):
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InvalidArgument("body is not valid UTF-8", {"reason": "invalid_utf8"}) from exc
+    else:
+        text = raw
+    try:
+        value = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
+    except RecursionError as exc:
+        raise InvalidArgument(f"JSON nesting deeper than {MAX_DEPTH}", {"reason": "too_deep"}) from exc
+    except ValueError as exc:  # json.JSONDecodeError is a ValueError
+        raise InvalidArgument(f"malformed JSON: {exc}", {"reason": "malformed_json"}) from exc
+    _check(value, 1)
+    return value
+
+
+def _check(value: Any, depth: int) -> None:
+    if isinstance(value, dict | list):
+        if depth > MAX_DEPTH:
+            raise InvalidArgument(f"JSON nesting deeper than {MAX_DEPTH}", {"reason": "too_deep"})
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for key, item in items:
+            if isinstance(key, str):
+                _check_string(key)
+            _check(item, depth + 1)
+    elif isinstance(value, str):
+        _check_string(value)
+
+
+def _check_string(text: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidArgument("strings must not contain lone surrogates", {"reason": "lone_surrogate"}) from exc

@@ -1,0 +1,319 @@
+"""Request and response models of the `/v1` commands: they validate input and generate the OpenAPI document."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from bridge.domain.identifiers import IDENTIFIER_PATTERN
+
+MAX_BODY_BYTES = 64 * 1024
+MAX_POST_METADATA = 16 * 1024
+MAX_THREAD_METADATA = 8 * 1024
+
+
+def _no_nul(text: str) -> str:
+    if "\x00" in text:
+        raise ValueError("must not contain NUL characters")
+    return text
+
+
+def _json_size(limit: int) -> AfterValidator:
+    def check(value: dict[str, Any]) -> dict[str, Any]:
+        size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "surrogatepass"))
+        if size > limit:
+            raise ValueError(f"must encode to at most {limit} bytes of JSON (got {size})")
+        return value
+
+    return AfterValidator(check)
+
+
+def _body_size(text: str) -> str:
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_BODY_BYTES:
+        raise ValueError(f"must be at most {MAX_BODY_BYTES} bytes of UTF-8 (got {size})")
+    return text
+
+
+Identifier = Annotated[str, StringConstraints(pattern=IDENTIFIER_PATTERN)]
+Text = Annotated[str, AfterValidator(_no_nul)]
+ThreadType = Literal["conversation", "workflow", "incident"]
+ThreadStatus = Literal["active", "blocked", "resolved", "closed"]
+MessageKind = Literal["chat", "event", "system"]
+Metadata8K = Annotated[dict[str, Any], _json_size(MAX_THREAD_METADATA)]
+Metadata16K = Annotated[dict[str, Any], _json_size(MAX_POST_METADATA)]
+
+KNOWN_EVENT_TYPES = (
+    "finding_reported", "fix_pushed", "re_review_requested", "finding_verified", "finding_rejected",
+    "thread_escalated", "thread_resolved",
+)
+
+
+class Input(BaseModel):
+    """Base of command inputs: unknown fields are refused, types are not coerced."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+    workspace_id: Identifier | None = Field(default=None, description="Hint; must equal the token's workspace.")
+
+
+class ParticipantSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    agent_id: Identifier
+    thread_role: Identifier = "participant"
+
+
+def _participant_list(values: list[Identifier | ParticipantSpec]) -> list[ParticipantSpec]:
+    specs = [v if isinstance(v, ParticipantSpec) else ParticipantSpec(agent_id=v) for v in values]
+    ids = [s.agent_id for s in specs]
+    if len(set(ids)) != len(ids):
+        raise ValueError("participants must be unique")
+    return specs
+
+
+Participants = Annotated[list[Identifier | ParticipantSpec], AfterValidator(_participant_list)]
+
+
+class CreateThreadInput(Input):
+    title: Annotated[Text, StringConstraints(min_length=1, max_length=200)]
+    type: ThreadType
+    participants: Annotated[Participants, Field(min_length=1, max_length=20)]
+    created_by: Identifier | None = None
+    metadata: Metadata8K = Field(default_factory=dict)
+    idempotency_key: Annotated[Text, StringConstraints(min_length=1, max_length=128)] | None = None
+
+
+class ThreadRef(Input):
+    thread_id: Identifier
+
+
+class GetThreadInput(ThreadRef):
+    pass
+
+
+class ListThreadsInput(Input):
+    status: ThreadStatus | None = None
+    type: ThreadType | None = None
+    participant: Identifier | None = None
+    updated_since: Annotated[str, StringConstraints(max_length=40)] | None = Field(
+        default=None, description="ISO-8601 timestamp")
+    limit: Annotated[int, Field(ge=1, le=200)] = 50
+    cursor: Annotated[str, StringConstraints(max_length=200)] | None = None
+
+
+class UpdateParticipantsInput(ThreadRef):
+    add: Annotated[Participants, Field(max_length=20)] = Field(default_factory=list)
+    remove: Annotated[list[Identifier], Field(max_length=20)] = Field(default_factory=list)
+
+
+class UpdateThreadStatusInput(ThreadRef):
+    status: ThreadStatus
+    reason: Annotated[Text, StringConstraints(min_length=1, max_length=500)]
+    owner_agent_id: Identifier | None = None
+    metadata: Metadata8K = Field(default_factory=dict)
+    expected_status: ThreadStatus | None = Field(
+        default=None, description="Compare-and-set: refuse with CONFLICT unless the thread has this status now.")
+
+
+class SummarizeThreadInput(ThreadRef):
+    max_messages: Annotated[int, Field(ge=1, le=1000)] = 200
+
+
+class PostMessageInput(ThreadRef):
+    schema_version: Annotated[int, Field(ge=1, le=1, description="Always 1.")]
+    kind: MessageKind
+    body: Annotated[Text, StringConstraints(min_length=1), AfterValidator(_body_size)]
+    metadata: Metadata16K = Field(default_factory=dict)
+    in_reply_to: Identifier | None = None
+    to: Annotated[list[Identifier], Field(max_length=20)] | None = None
+    to_role: Identifier | None = None
+    idempotency_key: Annotated[Text, StringConstraints(min_length=1, max_length=128)] | None = None
+    sender_agent_id: Identifier | None = None
+    sender_session_id: Identifier | None = None
+
+    @model_validator(mode="after")
+    def _event_type(self) -> PostMessageInput:
+        if self.kind == "event":
+            event_type = self.metadata.get("event_type")
+            if not isinstance(event_type, str) or not event_type:
+                raise ValueError("metadata.event_type (a non-empty string) is required when kind=event")
+        return self
+
+    def payload_fingerprint(self) -> str:
+        """The fields that must match for an idempotent replay."""
+        return json.dumps(
+            [self.schema_version, self.kind, self.body, self.metadata, self.in_reply_to, self.to, self.to_role],
+            sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+class ReadMessagesInput(ThreadRef):
+    since_seq: Annotated[int, Field(ge=0)] = 0
+    limit: Annotated[int, Field(ge=1, le=200)] = 50
+    kinds: list[MessageKind] | None = None
+    from_agent_id: Identifier | None = None
+    event_type: Annotated[Text, StringConstraints(min_length=1, max_length=128)] | None = None
+    wait_ms: Annotated[int, Field(ge=0, le=30000)] = 0
+    agent_id: Identifier | None = None
+
+
+class AckReadInput(ThreadRef):
+    last_read_seq: Annotated[int, Field(ge=0)]
+    agent_id: Identifier | None = None
+
+
+class InboxInput(Input):
+    limit: Annotated[int, Field(ge=1, le=200)] = 50
+    wait_ms: Annotated[int, Field(ge=0, le=30000)] = 0
+    agent_id: Identifier | None = None
+
+
+class HeartbeatSessionInput(Input):
+    session_id: Identifier
+    runtime: Annotated[Text, StringConstraints(min_length=1, max_length=64)]
+    status: Literal["active", "idle", "offline"]
+    resumable: bool
+    management_mode: Literal["managed", "unmanaged"] = "unmanaged"
+    tmux_target: Annotated[Text, StringConstraints(min_length=1, max_length=200)] | None = None
+    cwd: Annotated[Text, StringConstraints(min_length=1, max_length=4096)] | None = None
+    agent_id: Identifier | None = None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Outputs (documentation in the OpenAPI document; the services build plain dicts of these shapes).
+
+
+class Output(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ParticipantOut(Output):
+    agent_id: str
+    thread_role: str
+    added_at: str
+
+
+class EscalationOut(Output):
+    owner_agent_id: str | None
+    since: str
+    reason: str
+    escalated_by: str
+
+
+class ThreadOut(Output):
+    thread_id: str
+    workspace_id: str
+    title: str
+    type: ThreadType
+    status: ThreadStatus
+    participants: list[ParticipantOut]
+    escalation: EscalationOut | None
+    latest_seq: int
+    metadata: dict[str, Any]
+    created_by: str
+    created_at: str
+    updated_at: str
+
+
+class CreateThreadOutput(Output):
+    thread_id: str
+    status: ThreadStatus
+    created_at: str
+    replayed: bool
+
+
+class ListThreadsOutput(Output):
+    threads: list[ThreadOut]
+    next_cursor: str | None
+
+
+class UpdateThreadStatusOutput(Output):
+    thread_id: str
+    status: ThreadStatus
+    updated_at: str
+    changed: bool
+
+
+class OpenItem(Output):
+    message_id: str
+    seq: int
+    sender_agent_id: str
+    finding_id: str | None
+    severity: str | None
+    file: str | None
+    line: int | None
+    title: str
+
+
+class SummaryParticipant(Output):
+    agent_id: str
+    thread_role: str
+    last_activity_at: str | None
+    messages: int
+
+
+class SummarizeThreadOutput(Output):
+    summary: str
+    open_items: list[OpenItem]
+    last_status: ThreadStatus
+    participants: list[SummaryParticipant]
+    counts: dict[str, Any]
+
+
+class PostMessageOutput(Output):
+    message_id: str
+    seq: int
+    thread_status: ThreadStatus
+    created_at: str
+    replayed: bool
+
+
+class MessageOut(Output):
+    message_id: str
+    thread_id: str
+    seq: int
+    schema_version: int
+    kind: MessageKind
+    body: str
+    metadata: dict[str, Any]
+    sender_agent_id: str
+    sender_session_id: str
+    in_reply_to: str | None
+    to: list[str] | None
+    to_role: str | None
+    created_at: str
+
+
+class ReadMessagesOutput(Output):
+    messages: list[MessageOut]
+    next_seq: int
+    has_more: bool
+    latest_seq: int
+    unread_count: int
+
+
+class AckReadOutput(Output):
+    ok: bool
+    last_read_seq: int
+    updated_at: str
+
+
+class InboxEntry(Output):
+    thread_id: str
+    title: str
+    status: ThreadStatus
+    unread_count: int
+    last_read_seq: int
+    latest_seq: int
+    addressed_to_me: int
+
+
+class InboxOutput(Output):
+    threads: list[InboxEntry]
+
+
+class HeartbeatSessionOutput(Output):
+    ok: bool
+    recorded_at: str

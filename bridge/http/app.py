@@ -1,0 +1,264 @@
+"""The WSGI application: bottle routes over the services, one envelope for every error, request ids, metrics.
+
+`create_app()` builds a fresh app (its own Prometheus registry, nothing global), so tests and benchmarks can make
+many. The outer `RequestIdMiddleware` owns what must hold for every response, including bottle's own errors:
+an `x-request-id` header and a JSON body instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import bottle
+from pydantic import ValidationError
+
+import bridge as bridge_pkg
+from bridge.auth.tokens import TokenVerifier
+from bridge.domain.authz import Principal
+from bridge.domain.jsonparse import parse_json
+from bridge.domain.ratelimit import TokenBuckets
+from bridge.errors import (
+    BridgeError,
+    Internal,
+    InvalidArgument,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    Unauthorized,
+    Unavailable,
+    UnsupportedMediaType,
+    WorkspaceMismatch,
+)
+from bridge.http.envelope import error_body, error_headers, request_id_from, to_json
+from bridge.http.metrics import Metrics
+from bridge.http.openapi import build_openapi
+from bridge.services.commands import COMMANDS, Command
+from bridge.services.control import freeze_state
+from bridge.services.core import Bridge, Call, audit
+from bridge.store import control as control_store
+from bridge.store.migrate import latest_version
+
+log = logging.getLogger("bridge.http")
+JSON = "application/json"
+_FRAMEWORK_ERRORS: dict[int, type[BridgeError]] = {
+    400: InvalidArgument, 404: NotFound, 405: MethodNotAllowed, 413: PayloadTooLarge, 415: UnsupportedMediaType,
+}
+
+
+def validation_error(exc: ValidationError) -> InvalidArgument:
+    """A pydantic failure as INVALID_ARGUMENT listing each offending field."""
+    fields = [{"field": ".".join(str(p) for p in e["loc"]) or "(body)", "problem": e["msg"], "type": e["type"]}
+              for e in exc.errors(include_url=False, include_input=False)]
+    return InvalidArgument("request does not match the command's schema", {"fields": fields})
+
+
+class Api:
+    """Route handlers bound to one bridge, one verifier and one metrics registry."""
+
+    def __init__(self, bridge: Bridge, verifier: TokenVerifier, metrics: Metrics):
+        self.bridge, self.verifier, self.metrics = bridge, verifier, metrics
+        self.auth_audit = TokenBuckets(per_minute=60, burst=20)
+        self.openapi = to_json(build_openapi())
+
+    # ------------------------------------------------------------------------------------------- commands
+    def command(self, name: str) -> bytes:
+        environ = bottle.request.environ
+        request_id = environ["bridge.request_id"]
+        command = COMMANDS.get(name)
+        environ["bridge.command"] = name if command else "unknown"
+        principal: Principal | None = None
+        try:
+            if command is None:
+                raise NotFound("unknown command", {"command": name})
+            raw = self._read_body(environ)
+            principal = self._authenticate(environ)
+            try:
+                payload = command.input.model_validate(parse_json(raw) if raw else {})
+            except ValidationError as exc:
+                raise validation_error(exc) from exc
+            result = command.handler(self.bridge, Call(principal, request_id), payload)
+            environ["bridge.code"] = "OK"
+            bottle.response.content_type = JSON
+            return to_json(result)
+        except BridgeError as error:
+            if error.http_status in (401, 403) and not error.audited:
+                self._audit_refusal(command, principal, request_id, error)
+            return self._error(error)
+
+    def _read_body(self, environ: dict[str, Any]) -> bytes:
+        limit = self.bridge.settings.max_body
+        length_header = environ.get("CONTENT_LENGTH") or ""
+        try:
+            length = int(length_header) if length_header else None
+        except ValueError as exc:
+            raise InvalidArgument("Content-Length is not a number", {"reason": "bad_content_length"}) from exc
+        if length is not None and length > limit:
+            raise PayloadTooLarge(f"body exceeds {limit} bytes", {"limit": limit})
+        stream = environ["wsgi.input"]
+        raw = stream.read(min(length, limit + 1)) if length is not None else stream.read(limit + 1)
+        if len(raw) > limit:
+            raise PayloadTooLarge(f"body exceeds {limit} bytes", {"limit": limit})
+        if raw:
+            media_type = (environ.get("CONTENT_TYPE") or "").split(";", 1)[0].strip().lower()
+            if media_type != JSON:
+                raise UnsupportedMediaType("body must be application/json", {"content_type": media_type or None})
+        return raw
+
+    def _authenticate(self, environ: dict[str, Any]) -> Principal:
+        header = environ.get("HTTP_AUTHORIZATION") or ""
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthorized("missing or malformed Authorization header (expected: Bearer <JWT>)",
+                               {"reason": "missing_credentials"})
+        try:
+            principal = self.verifier.verify(token.strip())
+        except Unauthorized as error:
+            self.metrics.auth_failures.labels(reason=error.details.get("reason", "invalid")).inc()
+            raise
+        if principal.workspace_id != self.bridge.workspace:
+            self.metrics.auth_failures.labels(reason="workspace_mismatch").inc()
+            error = WorkspaceMismatch("token workspace does not match this bridge's workspace",
+                                      {"token_workspace": principal.workspace_id})
+            error.details["agent_id"] = principal.agent_id
+            raise error
+        return principal
+
+    def _audit_refusal(self, command: Command | None, principal: Principal | None, request_id: str,
+                       error: BridgeError) -> None:
+        """Audit a 401/403, rate-limited so a flood cannot grow the audit table without bound."""
+        if self.auth_audit.take("refusals") > 0:
+            return
+        actor = principal or Principal(agent_id=str(error.details.get("agent_id", "anonymous")),
+                                       workspace_id=self.bridge.workspace, role="unauthenticated", session_id="-")
+        try:
+            self.bridge.store.write(lambda conn: audit(
+                conn, self.bridge, Call(actor, request_id), command.name if command else "unknown",
+                outcome="refused", reason=error.code,
+                details={"reason": error.details.get("reason"), "message": error.message}))
+        except BridgeError:
+            log.warning("could not audit a refusal", extra={"event": "audit_failed", "request_id": request_id})
+
+    def _error(self, error: BridgeError) -> bytes:
+        environ = bottle.request.environ
+        environ["bridge.code"] = error.code
+        bottle.response.status = error.http_status
+        bottle.response.content_type = JSON
+        for name, value in error_headers(error):
+            bottle.response.set_header(name, value)
+        return error_body(error, environ["bridge.request_id"])
+
+    # ------------------------------------------------------------------------------------------- operations
+    def health(self) -> bytes:
+        bottle.request.environ["bridge.command"] = "health"
+        bottle.response.content_type = JSON
+        beat = self.bridge.store.read(lambda conn: control_store.get_flag(conn, "worker_heartbeat"))
+        age = None if beat is None else max(0.0, round(time.time() - float(beat), 3))
+        return to_json({"status": "ok", "version": bridge_pkg.__version__, "workspace": self.bridge.workspace,
+                        "worker": {"last_tick_age_seconds": age}, "frozen": freeze_state(self.bridge)})
+
+    def ready(self) -> bytes:
+        bottle.request.environ["bridge.command"] = "ready"
+        checks: dict[str, str] = {}
+        try:
+            version = self.bridge.store.schema_version()
+            checks["database"] = "ok"
+            checks["migrations"] = "ok" if version == latest_version() else f"schema {version}, code {latest_version()}"
+        except BridgeError as exc:
+            checks["database"] = exc.message
+            checks["migrations"] = "unknown"
+        data_dir = self.bridge.settings.data_dir
+        checks["data_dir"] = "ok" if os.access(data_dir, os.W_OK) else f"{data_dir} is not writable"
+        failing = [name for name, state in checks.items() if state != "ok"]
+        if failing:
+            return self._error(Unavailable("not ready: " + ", ".join(failing), {"checks": checks, "failing": failing}))
+        bottle.response.content_type = JSON
+        return to_json({"ready": True, "checks": checks})
+
+    def metrics_page(self) -> bytes:
+        environ = bottle.request.environ
+        environ["bridge.command"] = "metrics"
+        try:
+            loopback = ipaddress.ip_address(environ.get("REMOTE_ADDR") or "127.0.0.1").is_loopback
+        except ValueError:
+            loopback = False
+        if not loopback:
+            return self._error(NotFound("not found", {}))
+        bottle.response.content_type = "text/plain; version=0.0.4; charset=utf-8"
+        return self.metrics.render()
+
+    def openapi_doc(self) -> bytes:
+        bottle.request.environ["bridge.command"] = "openapi"
+        bottle.response.content_type = JSON
+        return self.openapi
+
+    def framework_error(self, error: bottle.HTTPError) -> bytes:
+        """bottle's own errors (unknown route, wrong method, ...) in the JSON envelope."""
+        if error.status_code == 405:
+            allowed = error.headers.get("Allow", "")
+            mapped: BridgeError = MethodNotAllowed("method not allowed", {"allow": allowed})
+        else:
+            cls = _FRAMEWORK_ERRORS.get(error.status_code, Internal)
+            mapped = cls("not found" if cls is NotFound else ("internal error" if cls is Internal else str(error.body)))
+        if isinstance(mapped, Internal):
+            log.error("unhandled error", exc_info=error.exception,
+                      extra={"event": "internal_error", "request_id": bottle.request.environ.get("bridge.request_id")})
+        return self._error(mapped)
+
+
+def create_app(bridge: Bridge, verifier: TokenVerifier, metrics: Metrics | None = None) -> RequestIdMiddleware:
+    """Build the WSGI application for one bridge."""
+    metrics = metrics or Metrics(bridge)
+    api = Api(bridge, verifier, metrics)
+    app = bottle.Bottle(catchall=True)
+    app.route("/v1/mcp/<name>", "POST", api.command)
+    app.route("/health", "GET", api.health)
+    app.route("/ready", "GET", api.ready)
+    app.route("/metrics", "GET", api.metrics_page)
+    app.route("/v1/openapi.json", "GET", api.openapi_doc)
+    for status in (400, 404, 405, 413, 415, 500):
+        app.error(status)(api.framework_error)
+    return RequestIdMiddleware(app, metrics)
+
+
+class RequestIdMiddleware:
+    """Every response gets `x-request-id`; metrics and one log line per request; last-resort JSON 500."""
+
+    def __init__(self, app: bottle.Bottle, metrics: Metrics):
+        self.app, self.metrics = app, metrics
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        request_id = request_id_from(environ.get("HTTP_X_REQUEST_ID"))
+        environ["bridge.request_id"] = request_id
+        started = time.perf_counter()
+        status_line = ["500 Internal Server Error"]
+
+        def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            status_line[0] = status
+            headers = [(k, v) for k, v in headers if k.lower() != "x-request-id"] + [("x-request-id", request_id)]
+            return start_response(status, headers, exc_info)
+
+        try:
+            body = self.app(environ, start)
+        except Exception:
+            log.exception("unhandled error", extra={"event": "internal_error", "request_id": request_id})
+            error = Internal("internal error")
+            payload = error_body(error, request_id)
+            start_response("500 Internal Server Error", [("Content-Type", JSON), ("x-request-id", request_id),
+                                                         ("Content-Length", str(len(payload)))])
+            body = [payload]
+        command = environ.get("bridge.command", "unknown")
+        code = environ.get("bridge.code") or ("OK" if status_line[0].startswith("2") else status_line[0][:3])
+        elapsed = time.perf_counter() - started
+        self.metrics.requests.labels(command=command, code=code).inc()
+        self.metrics.duration.labels(command=command).observe(elapsed)
+        if log.isEnabledFor(logging.DEBUG) or code != "OK":
+            log.log(logging.INFO if code != "INTERNAL" else logging.ERROR, "request",
+                    extra={"event": "request", "request_id": request_id, "command": command, "code": code,
+                           "method": environ.get("REQUEST_METHOD"), "path": environ.get("PATH_INFO"),
+                           "duration_ms": round(elapsed * 1000, 3)})
+        return body

@@ -1,0 +1,38 @@
+"""The one error envelope and JSON rendering for every HTTP response."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from typing import Any
+
+from bridge.domain.identifiers import is_request_id, iso, now_ms
+from bridge.errors import BridgeError
+
+
+def request_id_from(client_value: str | None) -> str:
+    """Echo a sane client request id, else generate one."""
+    return client_value if is_request_id(client_value) else f"req_{secrets.token_hex(8)}"
+
+
+def to_json(value: Any) -> bytes:
+    """Compact JSON bytes for a response body."""
+    return json.dumps(value, separators=(",", ":")).encode("utf-8")
+
+
+def error_body(error: BridgeError, request_id: str) -> bytes:
+    """`{"error": {code, message, details}, "request_id", "occurred_at"}`."""
+    return to_json({
+        "error": {"code": error.code, "message": error.message, "details": error.details},
+        "request_id": request_id, "occurred_at": iso(now_ms()),
+    })
+
+
+def error_headers(error: BridgeError) -> list[tuple[str, str]]:
+    """Headers an error implies: Retry-After, WWW-Authenticate."""
+    headers = []
+    if error.retry_after is not None:
+        headers.append(("Retry-After", str(error.retry_after)))
+    if error.http_status == 401:
+        headers.append(("WWW-Authenticate", 'Bearer realm="bridge"'))
+    return headers

@@ -1,0 +1,93 @@
+"""Prometheus metrics (SPEC §11): one registry per app; counters fed by the event hub, gauges read at scrape."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from bridge.services.control import freeze_state
+from bridge.services.core import Bridge
+from bridge.store import threads as thread_store
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+class _StateCollector(Collector):
+    """Gauges computed from the database at scrape time, so every process reports the shared truth."""
+
+    def __init__(self, bridge: Bridge, metrics: Metrics):
+        self.bridge, self.metrics = bridge, metrics
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        threads = GaugeMetricFamily("bridge_threads", "Threads by status.", labels=["status"])
+        counts = self.bridge.store.read(lambda conn: thread_store.count_by_status(conn, self.bridge.workspace))
+        for status in ("active", "blocked", "resolved", "closed"):
+            threads.add_metric([status], counts.get(status, 0))
+        yield threads
+        frozen = GaugeMetricFamily("bridge_frozen", "1 when writes are frozen (label mode).", labels=["mode"])
+        mode = freeze_state(self.bridge)
+        frozen.add_metric([mode or "none"], 1 if mode else 0)
+        yield frozen
+        tick = GaugeMetricFamily("bridge_worker_last_tick_timestamp_seconds",
+                                 "Unix time of the worker's last completed tick (0 when none ran).")
+        tick.add_metric([], self.metrics.worker_last_tick)
+        yield tick
+
+
+class Metrics:
+    """The metric families of one app instance."""
+
+    def __init__(self, bridge: Bridge):
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("bridge_requests_total", "Requests by command and result code.",
+                                ["command", "code"], registry=r)
+        self.duration = Histogram("bridge_request_duration_seconds", "Request duration by command.", ["command"],
+                                  buckets=LATENCY_BUCKETS, registry=r)
+        self.posted = Counter("bridge_messages_posted_total", "Messages committed.", registry=r)
+        self.post_to_visible = Histogram("bridge_post_to_visible_seconds",
+                                         "Commit of a message to its delivery to a long-polling reader.",
+                                         buckets=LATENCY_BUCKETS, registry=r)
+        self.escalations = Counter("bridge_escalations_total", "Threads escalated, by reason class.", ["reason"],
+                                   registry=r)
+        self.loop_guard = Counter("bridge_loop_guard_trips_total", "Loop guard trips by kind.", ["kind"],
+                                  registry=r)
+        self.auth_failures = Counter("bridge_auth_failures_total", "Refused credentials by reason.", ["reason"],
+                                     registry=r)
+        self.worker_last_tick = 0.0
+        r.register(_StateCollector(bridge, self))
+        bridge.events.subscribe(self.on_event)
+
+    def on_event(self, name: str, fields: dict[str, Any]) -> None:
+        """Update counters from service events."""
+        if name == "message_posted":
+            self.posted.inc()
+        elif name == "message_visible":
+            self.post_to_visible.observe(max(0.0, time.time() - _iso_seconds(fields["created_at"])))
+        elif name == "escalation":
+            self.escalations.labels(reason=reason_class(str(fields["reason"]))).inc()
+        elif name == "loop_guard_trip":
+            self.loop_guard.labels(kind=fields["kind"]).inc()
+        elif name == "worker_tick":
+            self.worker_last_tick = fields["at"]
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition."""
+        return generate_latest(self.registry)
+
+
+def reason_class(reason: str) -> str:
+    """A bounded label for an escalation reason: its known prefix, else `manual`."""
+    prefix = reason.split(":", 1)[0]
+    return prefix if prefix in ("loop_guard", "human_override", "coordinator_override") else "manual"
+
+
+def _iso_seconds(text: str) -> float:
+    from bridge.domain.identifiers import parse_iso
+
+    return parse_iso(text) / 1000

@@ -1,0 +1,135 @@
+"""The service container and what every use case shares: the caller, audit records, events, visibility."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import apsw
+
+from bridge.domain.authz import Op, Principal, check_workspace, require
+from bridge.domain.identifiers import now_ms
+from bridge.domain.ratelimit import TokenBuckets
+from bridge.errors import BridgeError, NotFound, RateLimited, Unavailable
+from bridge.settings import Settings
+from bridge.store import Store, savepoint
+from bridge.store import audit as audit_store
+from bridge.store import control as control_store
+from bridge.store import threads as thread_store
+
+T = TypeVar("T")
+log = logging.getLogger("bridge.services")
+
+BRIDGE_SENDER = "bridge"  # sender id of the bridge's own system messages
+
+
+@dataclass(frozen=True)
+class Call:
+    """Who is calling, and the request id that ties logs, audit and responses together."""
+
+    principal: Principal
+    request_id: str | None = None
+
+
+class EventHub:
+    """Synchronous publish/subscribe for things that happened (metrics and logs listen); emitted after COMMIT."""
+
+    def __init__(self) -> None:
+        self._listeners: list[Callable[[str, dict[str, Any]], None]] = []
+
+    def subscribe(self, listener: Callable[[str, dict[str, Any]], None]) -> None:
+        """Call `listener(name, fields)` for every event."""
+        self._listeners.append(listener)
+
+    def emit(self, name: str, **fields: Any) -> None:
+        """Deliver an event to every listener; a failing listener never breaks the caller."""
+        for listener in self._listeners:
+            try:
+                listener(name, fields)
+            except Exception:
+                log.exception("event listener failed", extra={"event": name})
+
+
+@dataclass
+class Bridge:
+    """Everything a use case needs: settings, the store, the event hub, in-process quotas and a clock."""
+
+    settings: Settings
+    store: Store
+    events: EventHub = field(default_factory=EventHub)
+    clock: Callable[[], int] = now_ms
+    quotas: TokenBuckets = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.quotas = TokenBuckets(self.settings.write_quota_per_min, self.settings.write_burst)
+
+    @property
+    def workspace(self) -> str:
+        return self.settings.workspace
+
+
+@dataclass
+class Pending:
+    """Work decided inside a transaction that must happen after COMMIT (events to emit, an error to raise)."""
+
+    events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    error: BridgeError | None = None
+
+    def emit(self, name: str, **fields: Any) -> None:
+        self.events.append((name, fields))
+
+
+def audit(conn: apsw.Connection, bridge: Bridge, call: Call, operation: str, *, thread_id: str | None = None,
+          outcome: str = "ok", reason: str | None = None, details: dict[str, Any] | None = None) -> None:
+    """Append an audit event in the caller's transaction."""
+    audit_store.insert(conn, {
+        "occurred_at": bridge.clock(), "workspace_id": bridge.workspace, "actor": call.principal.agent_id,
+        "actor_role": call.principal.role, "operation": operation, "outcome": outcome, "thread_id": thread_id,
+        "request_id": call.request_id, "reason": reason, "details": details,
+    })
+
+
+def audited_write(bridge: Bridge, call: Call, operation: str, thread_id: str | None,
+                  work: Callable[[apsw.Connection, Pending], T]) -> T:
+    """Run a mutation in one write transaction; a refusal rolls the work back and is itself audited."""
+    def transaction(conn: apsw.Connection) -> tuple[T | None, Pending]:
+        pending = Pending()
+        try:
+            with savepoint(conn):
+                return work(conn, pending), pending
+        except BridgeError as error:
+            if isinstance(error, Unavailable | RateLimited):  # load shedding: counted by metrics, not audited
+                raise
+            error.audited = True
+            audit(conn, bridge, call, operation, thread_id=thread_id, outcome="refused", reason=error.code,
+                  details={"message": error.message, **error.details})
+            return None, Pending(error=error)
+
+    result, pending = bridge.store.write(transaction)
+    if pending.error is not None:
+        raise pending.error
+    for name, fields in pending.events:
+        bridge.events.emit(name, **fields)
+    return result  # type: ignore[return-value]
+
+
+def check_frozen(conn: apsw.Connection, operation: str) -> None:
+    """Raise UNAVAILABLE (`frozen`) when a write freeze covers this operation (SPEC §8)."""
+    mode = control_store.get_flag(conn, "freeze")
+    if mode == "all" or (mode == "create" and operation == "create_thread"):
+        raise Unavailable("writes are frozen by an operator", {"reason": "frozen", "freeze": mode}, retry_after=30)
+
+
+def visible_thread(conn: apsw.Connection, call: Call, thread_id: str, op: Op) -> dict[str, Any]:
+    """Load a thread the caller may `op` on; NOT_FOUND for unknown or other-workspace ids, FORBIDDEN by role."""
+    thread = thread_store.get_thread(conn, thread_id)
+    if thread is None:
+        raise NotFound("thread not found", {"thread_id": thread_id})
+    if thread["workspace_id"] != call.principal.workspace_id:
+        raise NotFound("thread not found", {"thread_id": thread_id})
+    check_workspace(call.principal, thread["workspace_id"])
+    member = thread_store.is_participant(conn, thread_id, call.principal.agent_id)
+    require(call.principal, op, is_member=member)
+    return thread

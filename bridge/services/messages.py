@@ -1,0 +1,214 @@
+"""Message use cases: post (ordering, idempotency, quota, loop guard), read with long-poll, ack, inbox."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import Any
+
+import apsw
+
+from bridge.domain import loopguard
+from bridge.domain.authz import Op, check_hint, check_workspace, require
+from bridge.domain.identifiers import iso, new_id
+from bridge.domain.models import AckReadInput, InboxInput, PostMessageInput, ReadMessagesInput
+from bridge.errors import Conflict, Forbidden, IdempotencyConflict, InvalidArgument, RateLimited, ThreadClosed
+from bridge.services.core import Bridge, Call, Pending, audited_write, check_frozen, visible_thread
+from bridge.services.threads import change_status
+from bridge.store import messages as message_store
+from bridge.store import threads as thread_store
+from bridge.store.rows import loads
+
+LOOP_GUARD_ACTOR = "bridge:loop_guard"
+
+
+def message_view(m: dict[str, Any]) -> dict[str, Any]:
+    """The wire shape of a stored message."""
+    return {
+        "message_id": m["message_id"], "thread_id": m["thread_id"], "seq": m["seq"],
+        "schema_version": m["schema_version"], "kind": m["kind"], "body": m["body"],
+        "metadata": loads(m["metadata"]), "sender_agent_id": m["sender_agent_id"],
+        "sender_session_id": m["sender_session_id"], "in_reply_to": m["in_reply_to"],
+        "to": loads(m["to_agents"]), "to_role": m["to_role"], "created_at": iso(m["created_at"]),
+    }
+
+
+def post_message(bridge: Bridge, call: Call, req: PostMessageInput) -> dict[str, Any]:
+    """Append a message: seq allocated in the transaction, answered only after COMMIT."""
+    principal = call.principal
+    check_workspace(principal, req.workspace_id)
+    check_hint(principal, "sender_agent_id", req.sender_agent_id, principal.agent_id)
+    check_hint(principal, "sender_session_id", req.sender_session_id, principal.session_id)
+    if req.kind == "system" and principal.role not in ("coordinator", "operator"):
+        raise Forbidden("kind=system is reserved to coordinators and the bridge", {"reason": "system_reserved"})
+    fingerprint = hashlib.sha256(req.payload_fingerprint().encode()).hexdigest()
+    event_type = req.metadata.get("event_type") if isinstance(req.metadata.get("event_type"), str) else None
+
+    def work(conn: apsw.Connection, pending: Pending) -> dict[str, Any]:
+        thread = visible_thread(conn, call, req.thread_id, Op.POST)
+        if req.idempotency_key is not None:
+            existing = message_store.find_by_idempotency_key(conn, req.thread_id, principal.agent_id,
+                                                             req.idempotency_key)
+            if existing is not None:
+                if existing["payload_hash"] != fingerprint:
+                    raise IdempotencyConflict("idempotency_key was used with a different payload",
+                                              {"message_id": existing["message_id"]})
+                return {"message_id": existing["message_id"], "seq": existing["seq"],
+                        "thread_status": thread["status"], "created_at": iso(existing["created_at"]),
+                        "replayed": True}
+        check_frozen(conn, "post_message")
+        if thread["status"] == "closed":
+            raise ThreadClosed("the thread is closed", {"thread_id": req.thread_id})
+        _check_addressing(conn, req)
+        wait = bridge.quotas.take(principal.agent_id)
+        if wait > 0:
+            raise RateLimited("write quota exceeded for this agent",
+                              {"reason": "write_quota", "quota_per_min": bridge.settings.write_quota_per_min},
+                              retry_after=bridge.quotas.retry_after_header(wait))
+        now = bridge.clock()
+        seq = message_store.next_seq(conn, req.thread_id, now)
+        message_id = new_id("msg")
+        message_store.insert_message(conn, {
+            "message_id": message_id, "thread_id": req.thread_id, "seq": seq, "schema_version": req.schema_version,
+            "kind": req.kind, "event_type": event_type, "body": req.body, "metadata": req.metadata,
+            "sender_agent_id": principal.agent_id, "sender_session_id": principal.session_id,
+            "sender_role": principal.role, "in_reply_to": req.in_reply_to, "to_agents": req.to,
+            "to_role": req.to_role, "created_at": now, "idempotency_key": req.idempotency_key,
+            "payload_hash": fingerprint,
+        })
+        pending.emit("message_posted", thread_id=req.thread_id, seq=seq, created_at=now)
+        status = _loop_guard(conn, bridge, call, pending, thread, req, event_type)
+        return {"message_id": message_id, "seq": seq, "thread_status": status, "created_at": iso(now),
+                "replayed": False}
+
+    return audited_write(bridge, call, "post_message", req.thread_id, work)
+
+
+def _check_addressing(conn: apsw.Connection, req: PostMessageInput) -> None:
+    if req.in_reply_to is not None:
+        target = message_store.get_message(conn, req.in_reply_to)
+        if target is None or target["thread_id"] != req.thread_id:
+            raise InvalidArgument("in_reply_to must name a message of the same thread", {"field": "in_reply_to"})
+    if req.to or req.to_role is not None:
+        members = {p["agent_id"]: p["thread_role"] for p in thread_store.participants(conn, req.thread_id)}
+        strangers = [a for a in req.to or [] if a not in members]
+        if strangers:
+            raise InvalidArgument("to must name participants of the thread",
+                                  {"field": "to", "not_participants": strangers})
+        if req.to_role is not None and req.to_role not in members.values():
+            raise InvalidArgument("to_role matches no participant's thread role", {"field": "to_role"})
+
+
+def _loop_guard(conn: apsw.Connection, bridge: Bridge, call: Call, pending: Pending, thread: dict[str, Any],
+                req: PostMessageInput, event_type: str | None) -> str:
+    """Update the thread's loop-guard counters; auto-escalate when tripped. Returns the thread status after."""
+    if req.kind == "system":
+        return thread["status"]
+    finding = loopguard.finding_key(event_type=event_type, metadata=req.metadata, body=req.body)
+    reports = message_store.bump_finding(conn, req.thread_id, finding) if finding else None
+    verdict = loopguard.judge(
+        previous_no_progress=thread["no_progress"],
+        progress=loopguard.is_progress(kind=req.kind, event_type=event_type, sender_role=call.principal.role),
+        finding_reports=reports, finding=finding, max_turns=bridge.settings.loop_guard_turns,
+        max_repeats=bridge.settings.loop_guard_repeats)
+    message_store.set_no_progress(conn, req.thread_id, verdict.no_progress)
+    if verdict.trip_reason is None or thread["status"] != "active":
+        return thread["status"]
+    guard = Call(principal=call.principal.__class__(
+        agent_id=LOOP_GUARD_ACTOR, workspace_id=call.principal.workspace_id, role="operator",
+        session_id="bridge"), request_id=call.request_id)
+    current = thread_store.get_thread(conn, req.thread_id) or thread
+    change_status(conn, bridge, guard, pending, current, "blocked", verdict.trip_reason)
+    pending.emit("loop_guard_trip", thread_id=req.thread_id, kind=verdict.kind)
+    return "blocked"
+
+
+def read_messages(bridge: Bridge, call: Call, req: ReadMessagesInput) -> dict[str, Any]:
+    """Messages after `since_seq`; with `wait_ms` waits for the first one committed by any process."""
+    principal = call.principal
+    check_workspace(principal, req.workspace_id)
+    check_hint(principal, "agent_id", req.agent_id, principal.agent_id)
+    started = time.time()
+
+    def page(conn: apsw.Connection) -> dict[str, Any]:
+        thread = visible_thread(conn, call, req.thread_id, Op.READ)
+        found = message_store.read_range(conn, req.thread_id, since_seq=req.since_seq, limit=req.limit + 1,
+                                         kinds=req.kinds, from_agent_id=req.from_agent_id,
+                                         event_type=req.event_type)
+        batch = found[: req.limit]
+        return {"messages": [message_view(m) for m in batch],
+                "next_seq": batch[-1]["seq"] if batch else req.since_seq,
+                "has_more": len(found) > req.limit, "latest_seq": thread["latest_seq"],
+                "unread_count": message_store.unread_count(conn, req.thread_id, principal.agent_id)}
+
+    result = bridge.store.read(page)
+    if result["messages"] or req.wait_ms == 0:
+        return result
+    deadline = time.monotonic() + req.wait_ms / 1000
+    arrived = bridge.store.wait_until(lambda: _nonempty(bridge.store.read(page)), deadline)
+    if arrived is None:
+        return bridge.store.read(page)
+    for m in arrived["messages"]:
+        created = m["created_at"]
+        bridge.events.emit("message_visible", thread_id=req.thread_id, created_at=created, waited_since=started)
+    return arrived
+
+
+def _nonempty(result: dict[str, Any]) -> dict[str, Any] | None:
+    return result if result["messages"] else None
+
+
+def ack_read(bridge: Bridge, call: Call, req: AckReadInput) -> dict[str, Any]:
+    """Advance the caller's read cursor (monotonic, at most the latest seq)."""
+    principal = call.principal
+    check_workspace(principal, req.workspace_id)
+    check_hint(principal, "agent_id", req.agent_id, principal.agent_id)
+
+    def work(conn: apsw.Connection, pending: Pending) -> dict[str, Any]:
+        thread = visible_thread(conn, call, req.thread_id, Op.ACK)
+        if req.last_read_seq > thread["latest_seq"]:
+            raise InvalidArgument("last_read_seq is beyond the thread's latest seq",
+                                  {"field": "last_read_seq", "latest_seq": thread["latest_seq"]})
+        current = message_store.get_cursor(conn, req.thread_id, principal.agent_id)
+        if req.last_read_seq < current:
+            raise Conflict("read cursors only move forward",
+                           {"reason": "cursor_regression", "last_read_seq": current})
+        now = bridge.clock()
+        if req.last_read_seq > current:
+            message_store.set_cursor(conn, req.thread_id, principal.agent_id, req.last_read_seq, now)
+            pending.emit("cursor_advanced", thread_id=req.thread_id, agent_id=principal.agent_id,
+                         seq=req.last_read_seq)
+        return {"ok": True, "last_read_seq": req.last_read_seq, "updated_at": iso(now)}
+
+    return _write_unaudited(bridge, work)
+
+
+def _write_unaudited(bridge: Bridge, work: Any) -> dict[str, Any]:
+    pending = Pending()
+    result = bridge.store.write(lambda conn: work(conn, pending))
+    for name, fields in pending.events:
+        bridge.events.emit(name, **fields)
+    return result
+
+
+def inbox(bridge: Bridge, call: Call, req: InboxInput) -> dict[str, Any]:
+    """The caller's threads with unread messages; with `wait_ms` waits until there is one."""
+    principal = call.principal
+    check_workspace(principal, req.workspace_id)
+    check_hint(principal, "agent_id", req.agent_id, principal.agent_id)
+    require(principal, Op.ACK)
+
+    def read(conn: apsw.Connection) -> dict[str, Any]:
+        entries = message_store.inbox(conn, bridge.workspace, principal.agent_id, req.limit)
+        return {"threads": [{
+            "thread_id": e["thread_id"], "title": e["title"], "status": e["status"],
+            "unread_count": e["unread_count"], "last_read_seq": e["last_read_seq"], "latest_seq": e["latest_seq"],
+            "addressed_to_me": e["addressed_to_me"]} for e in entries if e["unread_count"] > 0]}
+
+    result = bridge.store.read(read)
+    if result["threads"] or req.wait_ms == 0:
+        return result
+    deadline = time.monotonic() + req.wait_ms / 1000
+    arrived = bridge.store.wait_until(lambda: (lambda r: r if r["threads"] else None)(bridge.store.read(read)),
+                                      deadline)
+    return arrived or result

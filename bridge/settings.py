@@ -1,0 +1,172 @@
+"""Every default and every BRIDGE_* override, validated once.
+
+Precedence: CLI flags > environment (`BRIDGE_*`) > the defaults below. Invalid configuration fails fast with one
+error listing every bad setting.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bridge.errors import ConfigError
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+_SIZE = re.compile(r"^(\d+)(b|kib|kb|k|mib|mb|m)?$", re.IGNORECASE)
+_SIZE_UNITS = {None: 1, "b": 1, "k": 1024, "kb": 1024, "kib": 1024, "m": 1 << 20, "mb": 1 << 20, "mib": 1 << 20}
+
+
+def parse_duration(value: str | float | int) -> float:
+    """Parse `500ms`, `20s`, `5m`, `8h`, `1d` or a bare number of seconds into seconds."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if value < 0:
+            raise ValueError("must not be negative")
+        return float(value)
+    match = _DURATION.match(str(value).strip())
+    if not match:
+        raise ValueError(f"not a duration: {value!r} (use forms like 500ms, 20s, 8h)")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def parse_size(value: str | int) -> int:
+    """Parse `262144`, `256KiB` or `1MiB` into bytes."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    match = _SIZE.match(str(value).strip())
+    if not match:
+        raise ValueError(f"not a size: {value!r} (use forms like 262144, 256KiB, 1MiB)")
+    unit = match.group(2).lower() if match.group(2) else None
+    return int(match.group(1)) * _SIZE_UNITS[unit]
+
+
+def _int(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError("not an integer")
+    return int(value)
+
+
+def _str(value: Any) -> str:
+    return str(value)
+
+
+def _sync(value: Any) -> str:
+    text = str(value).upper()
+    if text not in ("FULL", "NORMAL"):
+        raise ValueError("must be FULL or NORMAL")
+    return text
+
+
+def _setting(default: Any, env: str, parse: Callable[[Any], Any]) -> Any:
+    return field(default=default, metadata={"env": env, "parse": parse})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The validated configuration of one bridge process."""
+
+    host: str = _setting("127.0.0.1", "BRIDGE_HOST", _str)
+    port: int = _setting(8765, "BRIDGE_PORT", _int)
+    db: str = _setting("./bridge.db", "BRIDGE_DB", _str)
+    workspace: str = _setting("default", "BRIDGE_WORKSPACE", _str)
+    synchronous: str = _setting("FULL", "BRIDGE_SYNCHRONOUS", _sync)
+    busy_timeout: float = _setting(5.0, "BRIDGE_BUSY_TIMEOUT", parse_duration)
+    threads: int = _setting(32, "BRIDGE_THREADS", _int)
+    issuer: str = _setting("bridge-local", "BRIDGE_ISSUER", _str)
+    audience: str = _setting("bridge", "BRIDGE_AUDIENCE", _str)
+    jwks_file: str | None = _setting(None, "BRIDGE_JWKS_FILE", _str)
+    token_max_ttl: float = _setting(24 * 3600.0, "BRIDGE_TOKEN_MAX_TTL", parse_duration)
+    token_leeway: float = _setting(5.0, "BRIDGE_TOKEN_LEEWAY", parse_duration)
+    max_body: int = _setting(256 * 1024, "BRIDGE_MAX_BODY", parse_size)
+    max_header: int = _setting(16 * 1024, "BRIDGE_MAX_HEADER", parse_size)
+    write_quota_per_min: int = _setting(120, "BRIDGE_WRITE_QUOTA_PER_MIN", _int)
+    write_burst: int = _setting(30, "BRIDGE_WRITE_BURST", _int)
+    loop_guard_turns: int = _setting(20, "BRIDGE_LOOP_GUARD_TURNS", _int)
+    loop_guard_repeats: int = _setting(3, "BRIDGE_LOOP_GUARD_REPEATS", _int)
+    worker_poll: float = _setting(5.0, "BRIDGE_WORKER_POLL", parse_duration)
+    worker_lease: float = _setting(30.0, "BRIDGE_WORKER_LEASE", parse_duration)
+    ack_timeout: float = _setting(8.0, "BRIDGE_ACK_TIMEOUT", parse_duration)
+    delivery_retries: int = _setting(2, "BRIDGE_DELIVERY_RETRIES", _int)
+    quiet_window: float = _setting(20.0, "BRIDGE_QUIET_WINDOW", parse_duration)
+    defer_recheck: float = _setting(5.0, "BRIDGE_DEFER_RECHECK", parse_duration)
+    max_defer: float = _setting(60.0, "BRIDGE_MAX_DEFER", parse_duration)
+    resume_attempts: int = _setting(2, "BRIDGE_RESUME_ATTEMPTS", _int)
+    session_stale: float = _setting(12 * 3600.0, "BRIDGE_SESSION_STALE", parse_duration)
+    trigger_rate_per_min: int = _setting(10, "BRIDGE_TRIGGER_RATE_PER_MIN", _int)
+    command_timeout: float = _setting(120.0, "BRIDGE_COMMAND_TIMEOUT", parse_duration)
+    log_level: str = _setting("INFO", "BRIDGE_LOG_LEVEL", _str)
+
+    @classmethod
+    def load(cls, overrides: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from flags (`overrides`, None values ignored) over environment over defaults."""
+        env = os.environ if env is None else env
+        overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+        values: dict[str, Any] = {}
+        problems: list[str] = []
+        for f in dataclasses.fields(cls):
+            name, env_name = f.name, f.metadata["env"]
+            if name in overrides:
+                raw, source = overrides[name], f"--{name.replace('_', '-')}"
+            elif env_name in env:
+                raw, source = env[env_name], env_name
+            else:
+                continue
+            try:
+                values[name] = f.metadata["parse"](raw)
+            except (TypeError, ValueError) as exc:
+                problems.append(f"{source}={raw!r}: {exc}")
+        unknown = set(overrides) - {f.name for f in dataclasses.fields(cls)}
+        problems.extend(f"unknown setting {name!r}" for name in sorted(unknown))
+        settings = cls(**values)
+        problems.extend(settings._problems())
+        if problems:
+            raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems), {"problems": problems})
+        return settings
+
+    def _problems(self) -> list[str]:
+        from bridge.domain.identifiers import is_identifier
+
+        out = []
+        if not 0 <= self.port <= 65535:
+            out.append(f"port {self.port} is not in 0..65535")
+        if not is_identifier(self.workspace):
+            out.append(f"workspace {self.workspace!r} is not a valid identifier")
+        if self.token_leeway > 5:
+            out.append("token leeway must be at most 5s")
+        if self.token_max_ttl <= 0:
+            out.append("token max ttl must be positive")
+        if self.max_body < 1024:
+            out.append("max body must be at least 1KiB")
+        if self.max_header < 1024:
+            out.append("max header must be at least 1KiB")
+        if self.threads < 2:
+            out.append("threads must be at least 2")
+        if self.busy_timeout < 0.1:
+            out.append("busy timeout must be at least 100ms")
+        for name in ("write_quota_per_min", "write_burst", "loop_guard_turns", "loop_guard_repeats",
+                     "delivery_retries", "resume_attempts", "trigger_rate_per_min"):
+            if getattr(self, name) < 0:
+                out.append(f"{name} must not be negative")
+        if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            out.append(f"log level {self.log_level!r} is not DEBUG, INFO, WARNING or ERROR")
+        return out
+
+    @property
+    def db_path(self) -> Path:
+        """The database file, as an absolute path."""
+        return Path(self.db).expanduser().resolve()
+
+    @property
+    def data_dir(self) -> Path:
+        """The directory next to the database holding the signing key (`bridge.db` -> `bridge.data/`)."""
+        path = self.db_path
+        return path.with_name(path.stem + ".data")
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with some fields changed (tests and benchmarks)."""
+        return dataclasses.replace(self, **changes)

@@ -1,0 +1,33 @@
+"""The append-only audit trail (database triggers refuse UPDATE and DELETE)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import apsw
+
+from bridge.store.rows import dumps, rows
+
+
+def insert(conn: apsw.Connection, event: dict[str, Any]) -> None:
+    """Append one audit event."""
+    conn.execute(
+        "INSERT INTO audit_events (occurred_at, workspace_id, actor, actor_role, operation, outcome, thread_id,"
+        " request_id, reason, details) VALUES (:occurred_at, :workspace_id, :actor, :actor_role, :operation,"
+        " :outcome, :thread_id, :request_id, :reason, :details)",
+        {**event, "details": dumps(event.get("details") or {})},
+    )
+
+
+def query(conn: apsw.Connection, workspace_id: str, *, thread_id: str | None = None, operation: str | None = None,
+          after_id: int = 0, limit: int = 100) -> list[dict[str, Any]]:
+    """Audit events in insertion order, optionally for one thread or operation."""
+    where, params = ["workspace_id = ?", "audit_id > ?"], [workspace_id, after_id]
+    if thread_id is not None:
+        where.append("thread_id = ?")
+        params.append(thread_id)
+    if operation is not None:
+        where.append("operation = ?")
+        params.append(operation)
+    return rows(conn, f"SELECT * FROM audit_events WHERE {' AND '.join(where)} ORDER BY audit_id LIMIT ?",
+                (*params, limit))

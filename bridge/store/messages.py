@@ -1,0 +1,129 @@
+"""Messages, read cursors and loop-guard finding counters."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import apsw
+
+from bridge.store.rows import dumps, one, rows, scalar
+
+_MESSAGE_COLUMNS = ("message_id, thread_id, seq, schema_version, kind, event_type, body, metadata, sender_agent_id,"
+                    " sender_session_id, sender_role, in_reply_to, to_agents, to_role, created_at")
+
+
+def next_seq(conn: apsw.Connection, thread_id: str, now: int) -> int:
+    """Allocate the thread's next seq (previous max + 1) inside the write transaction."""
+    return conn.execute("UPDATE threads SET latest_seq = latest_seq + 1, updated_at = ? WHERE thread_id = ?"
+                        " RETURNING latest_seq", (now, thread_id)).fetchall()[0][0]
+
+
+def insert_message(conn: apsw.Connection, m: dict[str, Any]) -> None:
+    """Insert a message row (seq already allocated)."""
+    conn.execute(
+        f"INSERT INTO messages ({_MESSAGE_COLUMNS}, idempotency_key, payload_hash) VALUES (:message_id, :thread_id,"
+        " :seq, :schema_version, :kind, :event_type, :body, :metadata, :sender_agent_id, :sender_session_id,"
+        " :sender_role, :in_reply_to, :to_agents, :to_role, :created_at, :idempotency_key, :payload_hash)",
+        {**m, "metadata": dumps(m["metadata"]), "to_agents": None if m["to_agents"] is None else dumps(m["to_agents"])},
+    )
+
+
+def find_by_idempotency_key(conn: apsw.Connection, thread_id: str, sender: str, key: str) -> dict[str, Any] | None:
+    """The message a sender posted with this key on this thread, or None."""
+    return one(conn, f"SELECT {_MESSAGE_COLUMNS}, payload_hash FROM messages"
+                     " WHERE thread_id = ? AND sender_agent_id = ? AND idempotency_key = ?", (thread_id, sender, key))
+
+
+def get_message(conn: apsw.Connection, message_id: str) -> dict[str, Any] | None:
+    """A message row by id, or None."""
+    return one(conn, f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE message_id = ?", (message_id,))
+
+
+def read_range(conn: apsw.Connection, thread_id: str, *, since_seq: int, limit: int, kinds: list[str] | None,
+               from_agent_id: str | None, event_type: str | None) -> list[dict[str, Any]]:
+    """Messages with seq > since_seq in ascending order, filtered; at most `limit` rows."""
+    where, params = ["thread_id = ?", "seq > ?"], [thread_id, since_seq]
+    if kinds:
+        where.append(f"kind IN ({','.join('?' * len(kinds))})")
+        params.extend(kinds)
+    if from_agent_id is not None:
+        where.append("sender_agent_id = ?")
+        params.append(from_agent_id)
+    if event_type is not None:
+        where.append("event_type = ?")
+        params.append(event_type)
+    return rows(conn, f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE {' AND '.join(where)} ORDER BY seq LIMIT ?",
+                (*params, limit))
+
+
+def latest_messages(conn: apsw.Connection, thread_id: str, limit: int) -> list[dict[str, Any]]:
+    """The newest `limit` messages of a thread, in ascending seq order."""
+    found = rows(conn, f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE thread_id = ? ORDER BY seq DESC LIMIT ?",
+                 (thread_id, limit))
+    found.reverse()
+    return found
+
+
+def counts(conn: apsw.Connection, thread_id: str) -> dict[str, Any]:
+    """Message counts of a thread by kind and by event type, and per sender (count, last activity)."""
+    by_kind = {r["kind"]: r["n"] for r in rows(
+        conn, "SELECT kind, COUNT(*) AS n FROM messages WHERE thread_id = ? GROUP BY kind", (thread_id,))}
+    by_event = {r["event_type"]: r["n"] for r in rows(
+        conn, "SELECT event_type, COUNT(*) AS n FROM messages WHERE thread_id = ? AND event_type IS NOT NULL"
+              " GROUP BY event_type ORDER BY event_type", (thread_id,))}
+    by_sender = {r["sender_agent_id"]: r for r in rows(
+        conn, "SELECT sender_agent_id, COUNT(*) AS n, MAX(created_at) AS last_at FROM messages WHERE thread_id = ?"
+              " GROUP BY sender_agent_id", (thread_id,))}
+    return {"by_kind": by_kind, "by_event_type": by_event, "by_sender": by_sender}
+
+
+def get_cursor(conn: apsw.Connection, thread_id: str, agent_id: str) -> int:
+    """The agent's last read seq on the thread (0 when it never acknowledged)."""
+    return scalar(conn, "SELECT last_read_seq FROM read_cursors WHERE thread_id = ? AND agent_id = ?",
+                  (thread_id, agent_id)) or 0
+
+
+def set_cursor(conn: apsw.Connection, thread_id: str, agent_id: str, seq: int, now: int) -> None:
+    """Store the agent's read cursor (callers enforce monotonicity)."""
+    conn.execute("INSERT INTO read_cursors (thread_id, agent_id, last_read_seq, updated_at) VALUES (?, ?, ?, ?)"
+                 " ON CONFLICT (thread_id, agent_id) DO UPDATE SET last_read_seq = excluded.last_read_seq,"
+                 " updated_at = excluded.updated_at", (thread_id, agent_id, seq, now))
+
+
+_UNREAD = "m.thread_id = t.thread_id AND m.seq > COALESCE(c.last_read_seq, 0) AND m.sender_agent_id != :agent"
+_ADDRESSED = ("(m.to_agents IS NULL AND m.to_role IS NULL"
+              " OR EXISTS (SELECT 1 FROM json_each(m.to_agents) j WHERE j.value = :agent)"
+              " OR m.to_role = p.thread_role)")
+
+
+def unread_count(conn: apsw.Connection, thread_id: str, agent_id: str) -> int:
+    """Messages after the agent's cursor that it did not send itself."""
+    return scalar(conn, "SELECT COUNT(*) FROM messages WHERE thread_id = ? AND sender_agent_id != ? AND seq > ?",
+                  (thread_id, agent_id, get_cursor(conn, thread_id, agent_id)))
+
+
+def inbox(conn: apsw.Connection, workspace_id: str, agent_id: str, limit: int) -> list[dict[str, Any]]:
+    """Threads of the agent with unread messages, with unread and addressed-unread counts."""
+    return rows(conn, f"""
+        SELECT t.thread_id, t.title, t.status, t.latest_seq, t.updated_at,
+               COALESCE(c.last_read_seq, 0) AS last_read_seq,
+               (SELECT COUNT(*) FROM messages m WHERE {_UNREAD}) AS unread_count,
+               (SELECT COUNT(*) FROM messages m WHERE {_UNREAD} AND {_ADDRESSED}) AS addressed_to_me
+        FROM participants p
+        JOIN threads t ON t.thread_id = p.thread_id
+        LEFT JOIN read_cursors c ON c.thread_id = p.thread_id AND c.agent_id = p.agent_id
+        WHERE p.agent_id = :agent AND t.workspace_id = :ws AND t.latest_seq > COALESCE(c.last_read_seq, 0)
+        ORDER BY t.updated_at DESC, t.thread_id
+    """, {"agent": agent_id, "ws": workspace_id})[:limit] if limit else []
+
+
+def bump_finding(conn: apsw.Connection, thread_id: str, finding_key: str) -> int:
+    """Count one more report of a finding on a thread; return the new count."""
+    return conn.execute("INSERT INTO finding_reports (thread_id, finding_key, reports) VALUES (?, ?, 1)"
+                        " ON CONFLICT (thread_id, finding_key) DO UPDATE SET reports = reports + 1"
+                        " RETURNING reports", (thread_id, finding_key)).fetchall()[0][0]
+
+
+def set_no_progress(conn: apsw.Connection, thread_id: str, value: int) -> None:
+    """Store the loop guard's consecutive no-progress counter."""
+    conn.execute("UPDATE threads SET no_progress = ? WHERE thread_id = ?", (value, thread_id))
