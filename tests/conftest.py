@@ -1,0 +1,157 @@
+"""Shared fixtures: real database files in tmp_path, real signed tokens, a real waitress server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+import pytest
+import requests
+
+from bridge.auth.tokens import issue_token
+from bridge.domain.authz import Principal
+from bridge.http.server import make_server, shutdown
+from bridge.services.core import Call
+from bridge.settings import Settings
+from bridge.wiring import Parts, build
+
+
+@pytest.fixture
+def settings(tmp_path) -> Settings:
+    """Default settings on a fresh database file in tmp_path (environment ignored)."""
+    return Settings.load({"db": str(tmp_path / "bridge.db")}, env={})
+
+
+@pytest.fixture
+def make_parts(tmp_path) -> Iterator[Callable[..., Parts]]:
+    """Build bridge parts with setting overrides; every one built is closed at teardown."""
+    built: list[Parts] = []
+
+    def factory(**overrides: Any) -> Parts:
+        overrides.setdefault("db", str(tmp_path / "bridge.db"))
+        parts = build(Settings.load(overrides, env={}))
+        built.append(parts)
+        return parts
+
+    yield factory
+    for parts in built:
+        parts.close()
+
+
+@pytest.fixture
+def parts(make_parts) -> Parts:
+    """Bridge parts with default settings on a fresh database file."""
+    return make_parts()
+
+
+def principal(agent_id: str, role: str = "participant", workspace: str = "default",
+              session_id: str | None = None) -> Principal:
+    """A principal as the verifier would produce it (for unit tests of services)."""
+    return Principal(agent_id=agent_id, workspace_id=workspace, role=role, session_id=session_id or f"{agent_id}-s1")
+
+
+def call_as(agent_id: str, role: str = "participant", **kwargs: Any) -> Call:
+    """A service call made by an agent (unit tests)."""
+    return Call(principal(agent_id, role, **kwargs), request_id="test")
+
+
+@pytest.fixture
+def make_token(parts) -> Callable[..., str]:
+    """Mint a real EdDSA token with the bridge's local key; `claims=` overrides or removes (None) claims."""
+    def mint(agent_id: str, role: str = "participant", *, session_id: str | None = None, ttl: float = 3600,
+             workspace: str | None = None, claims: dict[str, Any] | None = None) -> str:
+        settings = parts.bridge.settings
+        token, base = issue_token(parts.key, issuer=settings.issuer, audience=settings.audience, agent_id=agent_id,
+                                  role=role, workspace_id=workspace or settings.workspace,
+                                  session_id=session_id or f"{agent_id}-s1", ttl=ttl)
+        if claims is None:
+            return token
+        merged = {**base, **claims}
+        merged = {k: v for k, v in merged.items() if v is not None}
+        return jwt.encode(merged, parts.key.private, algorithm="EdDSA", headers={"kid": parts.key.kid})
+
+    return mint
+
+
+@dataclass
+class Response:
+    status: int
+    headers: Any
+    body: Any
+
+    @property
+    def code(self) -> str | None:
+        """The error code of an error envelope (None on success)."""
+        return self.body.get("error", {}).get("code") if isinstance(self.body, dict) else None
+
+
+class ApiClient:
+    """A tiny HTTP client for the `/v1` API of a live server."""
+
+    def __init__(self, base_url: str):
+        self.base_url = base_url
+        self.session = requests.Session()
+
+    def call(self, command: str, token: str | None, payload: Any = None, **kwargs: Any) -> Response:
+        """POST /v1/mcp/<command> with a JSON body (payload dict, or kwargs)."""
+        body = payload if payload is not None else kwargs
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        reply = self.session.post(f"{self.base_url}/v1/mcp/{command}", json=body, headers=headers, timeout=60)
+        return self._wrap(reply)
+
+    def raw(self, method: str, path: str, **kwargs: Any) -> Response:
+        """Any request, for bad-input tests."""
+        kwargs.setdefault("timeout", 60)
+        return self._wrap(self.session.request(method, f"{self.base_url}{path}", **kwargs))
+
+    @staticmethod
+    def _wrap(reply: requests.Response) -> Response:
+        try:
+            body = reply.json()
+        except ValueError:
+            body = reply.text
+        return Response(reply.status_code, reply.headers, body)
+
+    def ok(self, command: str, token: str, **payload: Any) -> dict[str, Any]:
+        """Call and assert success; return the body."""
+        reply = self.call(command, token, payload)
+        assert reply.status == 200, (command, reply.status, reply.body)
+        return reply.body
+
+
+@dataclass
+class LiveServer:
+    url: str
+    parts: Parts
+    client: ApiClient
+
+
+@pytest.fixture
+def live_server(parts) -> Iterator[LiveServer]:
+    """The real app under waitress on 127.0.0.1 (free port), stopped fully at teardown."""
+    server = make_server(parts, host="127.0.0.1", port=0)
+    thread = threading.Thread(target=server.run, name="waitress", daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.effective_port}"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            requests.get(f"{url}/health", timeout=1)
+            break
+        except requests.ConnectionError:
+            time.sleep(0.02)
+    client = ApiClient(url)
+    yield LiveServer(url=url, parts=parts, client=client)
+    client.session.close()
+    shutdown(server)
+    thread.join(timeout=10)
+
+
+@pytest.fixture
+def api(live_server) -> ApiClient:
+    """The client of the live server."""
+    return live_server.client
