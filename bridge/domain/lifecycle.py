@@ -77,9 +77,9 @@ def _check_owner_rule(target: str, *, actor_agent_id: str, reason: str, owner_ag
         return
     if owner_agent_id is not None:
         if actor_agent_id != owner_agent_id:
+            verb = "close" if target == "closed" else "unblock"
             raise Forbidden(
-                f"only the escalation owner {owner_agent_id} or an override may {('unblock', 'close')[target == 'closed']}"
-                " this thread",
+                f"only the escalation owner {owner_agent_id} or an override may {verb} this thread",
                 {"reason": "owner_rule", "owner_agent_id": owner_agent_id,
                  "override_prefixes": list(OVERRIDE_PREFIXES)},
             )

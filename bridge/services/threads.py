@@ -187,8 +187,8 @@ def update_participants(bridge: Bridge, call: Call, req: UpdateParticipantsInput
             raise InvalidArgument("a thread has at most 20 participants", {"field": "add"})
         if added or removed:
             thread_store.touch(conn, req.thread_id, now)
-            post_system_message(conn, bridge, req.thread_id,
-                                "Participants updated: " + ", ".join([f"+{a}" for a in added] + [f"-{r}" for r in removed]),
+            changes = [f"+{a}" for a in added] + [f"-{r}" for r in removed]
+            post_system_message(conn, bridge, req.thread_id, "Participants updated: " + ", ".join(changes),
                                 {"event_type": "participants_updated", "added": added, "removed": removed,
                                  "actor": call.principal.agent_id})
         audit(conn, bridge, call, "update_participants", thread_id=req.thread_id,
@@ -251,7 +251,8 @@ def change_status(conn: apsw.Connection, bridge: Bridge, call: Call, pending: Pe
             snapshot = build_summary(conn, {**thread, "status": target}, 50)
             thread_store.insert_escalation(conn, thread_id, reason=reason, escalated_by=call.principal.agent_id,
                                            owner_agent_id=owner_agent_id, now=now, snapshot=snapshot)
-        post_system_message(conn, bridge, thread_id, f"Thread {plan.operation}: {current} -> {target}. Reason: {reason}",
+        body = f"Thread {plan.operation}: {current} -> {target}. Reason: {reason}"
+        post_system_message(conn, bridge, thread_id, body,
                             {"event_type": plan.event_type, "from_status": current, "to_status": target,
                              "reason": reason, "actor": call.principal.agent_id, "owner_agent_id": owner_agent_id,
                              **({"details": metadata} if metadata else {})})

@@ -172,25 +172,22 @@ class Store:
 
     def wait_until(self, check: Callable[[], T | None], deadline: float) -> T | None:
         """Re-run `check()` after every commit (this process or another) until it returns a value or time is up."""
-        result = check()
-        if result is not None:
-            return result
         with self._commit_cv:
+            seen = self._commits  # read before check(): a commit racing with check() still wakes us
             self._waiters += 1
             self._ensure_watcher()
         try:
             while True:
-                with self._commit_cv:
-                    seen = self._commits
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        return None
-                    self._commit_cv.wait_for(lambda: self._commits != seen or self._closed, timeout=remaining)
-                    if self._closed:
-                        return None
                 result = check()
                 if result is not None:
                     return result
+                with self._commit_cv:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0 or self._closed:
+                        return None
+                    self._commit_cv.wait_for(lambda seen=seen: self._commits != seen or self._closed,
+                                             timeout=remaining)
+                    seen = self._commits
         finally:
             with self._commit_cv:
                 self._waiters -= 1
