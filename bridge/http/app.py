@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import os
+import tempfile
 import time
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 import bottle
@@ -110,22 +111,15 @@ class Api:
         return raw
 
     def _authenticate(self, environ: dict[str, Any]) -> Principal:
-        header = environ.get("HTTP_AUTHORIZATION") or ""
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise Unauthorized("missing or malformed Authorization header (expected: Bearer <JWT>)",
-                               {"reason": "missing_credentials"})
         try:
-            principal = self.verifier.verify(token.strip())
+            principal = self.verifier.verify(_bearer_token(environ))
         except Unauthorized as error:
             self.metrics.auth_failures.labels(reason=error.details.get("reason", "invalid")).inc()
             raise
         if principal.workspace_id != self.bridge.workspace:
             self.metrics.auth_failures.labels(reason="workspace_mismatch").inc()
-            error = WorkspaceMismatch("token workspace does not match this bridge's workspace",
-                                      {"token_workspace": principal.workspace_id})
-            error.details["agent_id"] = principal.agent_id
-            raise error
+            raise WorkspaceMismatch("token workspace does not match this bridge's workspace",
+                                    {"token_workspace": principal.workspace_id, "agent_id": principal.agent_id})
         return principal
 
     def _audit_refusal(self, command: Command | None, principal: Principal | None, request_id: str,
@@ -171,8 +165,7 @@ class Api:
         except BridgeError as exc:
             checks["database"] = exc.message
             checks["migrations"] = "unknown"
-        data_dir = self.bridge.settings.data_dir
-        checks["data_dir"] = "ok" if os.access(data_dir, os.W_OK) else f"{data_dir} is not writable"
+        checks["data_dir"] = _writable(self.bridge.settings.data_dir)
         failing = [name for name, state in checks.items() if state != "ok"]
         if failing:
             return self._error(Unavailable("not ready: " + ", ".join(failing), {"checks": checks, "failing": failing}))
@@ -208,6 +201,23 @@ class Api:
             log.error("unhandled error", exc_info=error.exception,
                       extra={"event": "internal_error", "request_id": bottle.request.environ.get("bridge.request_id")})
         return self._error(mapped)
+
+
+def _bearer_token(environ: dict[str, Any]) -> str:
+    scheme, _, token = (environ.get("HTTP_AUTHORIZATION") or "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("missing or malformed Authorization header (expected: Bearer <JWT>)",
+                           {"reason": "missing_credentials"})
+    return token.strip()
+
+
+def _writable(directory: Path) -> str:
+    """`ok` when a file can be created in `directory` (a real probe: root passes every os.access check)."""
+    try:
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".ready-"):
+            return "ok"
+    except OSError as exc:
+        return f"{directory} is not writable: {exc.strerror or exc}"
 
 
 def create_app(bridge: Bridge, verifier: TokenVerifier, metrics: Metrics | None = None) -> RequestIdMiddleware:

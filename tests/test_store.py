@@ -1,0 +1,108 @@
+"""The store on real files: pragmas, migrations, the append-only audit trail, group commit, errors."""
+
+from __future__ import annotations
+
+import threading
+
+import apsw
+import pytest
+
+from bridge.errors import SchemaTooNew, Unavailable
+from bridge.store import Store, connect, open_store
+from bridge.store.migrate import latest_version
+
+
+def test_connection_factory_sets_pragmas(tmp_path):
+    with open_store(tmp_path / "b.db") as store:
+        assert store.pragmas() == {"journal_mode": "wal", "synchronous": 2, "foreign_keys": 1, "busy_timeout": 5000}
+    with open_store(tmp_path / "n.db", synchronous="NORMAL", busy_timeout=7) as store:
+        assert store.pragmas()["synchronous"] == 1
+        assert store.pragmas()["busy_timeout"] == 7000
+
+
+def test_migrations_are_applied_once_and_recorded(tmp_path):
+    path = tmp_path / "b.db"
+    with open_store(path) as store:
+        assert store.schema_version() == latest_version() >= 1
+    with open_store(path) as store:  # second start: nothing to apply, data intact
+        assert store.schema_version() == latest_version()
+        tables = store.read(lambda c: {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type='table'")})
+        assert {"threads", "messages", "participants", "audit_events", "revocations", "sessions"} <= tables
+
+
+def test_newer_database_is_refused(tmp_path):
+    path = tmp_path / "b.db"
+    conn = connect(path)
+    conn.execute(f"PRAGMA user_version={latest_version() + 5}")
+    conn.close()
+    with pytest.raises(SchemaTooNew) as info:
+        Store(path)
+    assert "newer" in info.value.message
+    assert info.value.details["database_version"] == latest_version() + 5
+
+
+def _audit_row(conn: apsw.Connection) -> None:
+    conn.execute("INSERT INTO audit_events (occurred_at, workspace_id, actor, actor_role, operation, outcome)"
+                 " VALUES (1, 'default', 'a', 'operator', 'test', 'ok')")
+
+
+def test_audit_trail_is_append_only(tmp_path):
+    with open_store(tmp_path / "b.db") as store:
+        store.write(_audit_row)
+        with pytest.raises(apsw.ConstraintError, match="append-only"):
+            store.write(lambda c: c.execute("UPDATE audit_events SET actor = 'x'"))
+        with pytest.raises(apsw.ConstraintError, match="append-only"):
+            store.write(lambda c: c.execute("DELETE FROM audit_events"))
+        assert store.read(lambda c: c.execute("SELECT actor FROM audit_events").fetchall()) == [("a",)]
+
+
+def test_failed_write_rolls_back_only_itself(tmp_path):
+    """Writers batched into one commit: one failing op must not undo or break the others."""
+    with open_store(tmp_path / "b.db") as store:
+        barrier = threading.Barrier(8)
+        errors: list[BaseException] = []
+
+        def writer(i: int) -> None:
+            barrier.wait()
+
+            def op(conn: apsw.Connection) -> None:
+                _audit_row(conn)
+                if i % 2:
+                    raise ValueError(i)
+
+            try:
+                store.write(op)
+            except ValueError as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=writer, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(errors) == 4
+        assert store.read(lambda c: c.execute("SELECT COUNT(*) FROM audit_events").fetchall()[0][0]) == 4
+
+
+def test_busy_database_is_unavailable_and_writes_nothing(tmp_path):
+    path = tmp_path / "b.db"
+    with open_store(path, busy_timeout=0.2) as store:
+        blocker = connect(path)
+        blocker.execute("BEGIN IMMEDIATE")
+        try:
+            with pytest.raises(Unavailable) as info:
+                store.write(_audit_row)
+            assert info.value.details["reason"] == "database_busy"
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        assert store.read(lambda c: c.execute("SELECT COUNT(*) FROM audit_events").fetchall()[0][0]) == 0
+        store.write(_audit_row)  # and it recovers once the lock is gone
+        assert store.read(lambda c: c.execute("SELECT COUNT(*) FROM audit_events").fetchall()[0][0]) == 1
+
+
+def test_closed_store_refuses_writes(tmp_path):
+    store = Store(tmp_path / "b.db")
+    store.close()
+    with pytest.raises(Unavailable):
+        store.write(_audit_row)
