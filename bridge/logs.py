@@ -20,7 +20,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "event": getattr(record, "event", None) or record.getMessage(),
         }
-        if getattr(record, "event", None):
+        if getattr(record, "event", None) and record.getMessage() != entry["event"]:
             entry["message"] = record.getMessage()
         for name in CONTEXT_FIELDS:
             value = getattr(record, name, None)
