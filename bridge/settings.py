@@ -80,6 +80,8 @@ class Settings:
     issuer: str = _setting("bridge-local", "BRIDGE_ISSUER", _str)
     audience: str = _setting("bridge", "BRIDGE_AUDIENCE", _str)
     jwks_file: str | None = _setting(None, "BRIDGE_JWKS_FILE", _str)
+    jwks_url: str | None = _setting(None, "BRIDGE_JWKS_URL", _str)
+    jwks_ca_file: str | None = _setting(None, "BRIDGE_JWKS_CA_FILE", _str)
     token_max_ttl: float = _setting(24 * 3600.0, "BRIDGE_TOKEN_MAX_TTL", parse_duration)
     token_leeway: float = _setting(5.0, "BRIDGE_TOKEN_LEEWAY", parse_duration)
     max_body: int = _setting(256 * 1024, "BRIDGE_MAX_BODY", parse_size)
@@ -152,6 +154,12 @@ class Settings:
                      "delivery_retries", "resume_attempts", "trigger_rate_per_min"):
             if getattr(self, name) < 0:
                 out.append(f"{name} must not be negative")
+        if self.jwks_url is not None and not self.jwks_url.startswith("https://"):
+            out.append("jwks url must use https://")
+        for name in ("jwks_file", "jwks_ca_file"):
+            value = getattr(self, name)
+            if value is not None and not Path(value).is_file():
+                out.append(f"{name.replace('_', ' ')} {value!r} is not a readable file")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             out.append(f"log level {self.log_level!r} is not DEBUG, INFO, WARNING or ERROR")
         return out

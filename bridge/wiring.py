@@ -38,5 +38,6 @@ def build(settings: Settings) -> Parts:
 
     verifier = TokenVerifier(issuer=settings.issuer, audience=settings.audience, leeway=settings.token_leeway,
                              max_ttl=settings.token_max_ttl, revoked=revoked, local_key=key,
-                             jwks_file=settings.jwks_file)
+                             jwks_file=settings.jwks_file, jwks_url=settings.jwks_url,
+                             jwks_ca_file=settings.jwks_ca_file)
     return Parts(bridge=bridge, key=key, verifier=verifier)

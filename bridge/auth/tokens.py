@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -46,7 +47,8 @@ class TokenVerifier:
 
     def __init__(self, *, issuer: str, audience: str, leeway: float, max_ttl: float,
                  revoked: Callable[[dict[str, Any]], str | None], local_key: SigningKey | None = None,
-                 jwks_file: str | None = None, clock: Callable[[], float] = time.time):
+                 jwks_file: str | None = None, jwks_url: str | None = None, jwks_ca_file: str | None = None,
+                 clock: Callable[[], float] = time.time):
         self.issuer, self.audience = issuer, audience
         self.leeway, self.max_ttl = leeway, max_ttl
         self.revoked = revoked
@@ -61,6 +63,10 @@ class TokenVerifier:
                 if algorithm not in EXTERNAL_ALGORITHMS or jwk.key_id is None:
                     continue
                 self._keys[jwk.key_id] = (jwk.key, [algorithm])
+        # Remote JWKS: PyJWKClient caches the set (5 min) and throttles refetches on unknown kids (cooldown 30 s).
+        self._jwks_client = None if jwks_url is None else jwt.PyJWKClient(
+            jwks_url, lifespan=300, cooldown_duration=30, timeout=5,
+            ssl_context=ssl.create_default_context(cafile=jwks_ca_file) if jwks_ca_file else None)
         self._cache: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
 
@@ -89,7 +95,10 @@ class TokenVerifier:
         for name in FORBIDDEN_HEADERS:
             if name in header:
                 raise _fail("forbidden_header", f"token header {name!r} is not accepted")
-        entry = self._keys.get(header.get("kid")) if isinstance(header.get("kid"), str) else None
+        kid = header.get("kid")
+        entry = self._keys.get(kid) if isinstance(kid, str) else None
+        if entry is None and isinstance(kid, str) and self._jwks_client is not None:
+            entry = self._remote_key(kid)
         if entry is None:
             raise _fail("unknown_key", "token was not signed by a known key")
         key, algorithms = entry
@@ -116,6 +125,15 @@ class TokenVerifier:
             raise _fail("invalid", "token is invalid") from exc
         self._check_types(claims)
         return claims
+
+    def _remote_key(self, kid: str) -> tuple[Any, list[str]] | None:
+        try:
+            jwk = self._jwks_client.get_signing_key(kid)  # type: ignore[union-attr]
+        except jwt.PyJWKClientError:
+            return None
+        if jwk.algorithm_name not in EXTERNAL_ALGORITHMS:
+            return None
+        return jwk.key, [jwk.algorithm_name]
 
     def _check_types(self, claims: dict[str, Any]) -> None:
         for name in IDENTIFIER_CLAIMS:

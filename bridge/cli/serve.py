@@ -16,6 +16,10 @@ from bridge.cli.common import load_settings, opened
 @click.option("--synchronous", default=None, help="FULL or NORMAL [env BRIDGE_SYNCHRONOUS; default FULL].")
 @click.option("--threads", type=int, default=None, help="HTTP worker threads [env BRIDGE_THREADS; default 32].")
 @click.option("--jwks-file", default=None, help="Also accept tokens signed by keys in this JWKS file.")
+@click.option("--jwks-url", default=None, help="Also accept tokens signed by keys served at this https JWKS URL.")
+@click.option("--jwks-ca-file", default=None, help="CA bundle to trust for --jwks-url (private issuers).")
+@click.option("--issuer", default=None, help="Expected iss claim [env BRIDGE_ISSUER; default bridge-local].")
+@click.option("--audience", default=None, help="Expected aud claim [env BRIDGE_AUDIENCE; default bridge].")
 @click.option("--log-level", default=None, help="DEBUG, INFO, WARNING or ERROR [env BRIDGE_LOG_LEVEL].")
 def serve(**flags: object) -> None:
     """Run the HTTP API on 127.0.0.1:8765 with zero configuration."""
