@@ -106,3 +106,21 @@ def test_closed_store_refuses_writes(tmp_path):
     store.close()
     with pytest.raises(Unavailable):
         store.write(_audit_row)
+
+
+def test_disk_full_is_unavailable_writes_nothing_and_the_writer_survives(tmp_path):
+    """SQLITE_FULL (here from max_page_count) answers UNAVAILABLE/disk_full; later writes still work."""
+    with open_store(tmp_path / "b.db") as store:
+        pages = store.read(lambda c: c.execute("PRAGMA page_count").fetchall()[0][0])
+        store.write(lambda c: c.execute(f"PRAGMA max_page_count={pages}"))
+
+        def big(conn: apsw.Connection) -> None:
+            conn.execute("INSERT INTO control (key, value, updated_at) VALUES ('big', ?, 1)", ("x" * 200_000,))
+
+        with pytest.raises(Unavailable) as info:
+            store.write(big)
+        assert info.value.details["reason"] == "disk_full"
+        assert store.read(lambda c: c.execute("SELECT COUNT(*) FROM control").fetchall()[0][0]) == 0
+        store.write(lambda c: c.execute("PRAGMA max_page_count=1073741823"))
+        store.write(big)
+        assert store.read(lambda c: c.execute("SELECT COUNT(*) FROM control").fetchall()[0][0]) == 1

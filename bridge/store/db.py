@@ -12,6 +12,7 @@ after COMMIT, so an acknowledged write is durable.
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import time
 from collections import deque
@@ -26,6 +27,7 @@ from bridge.errors import Unavailable
 from bridge.store.migrate import migrate
 
 T = TypeVar("T")
+log = logging.getLogger("bridge.store")
 MAX_BATCH = 128
 _DATA_VERSION_POLL = 0.005  # seconds between cross-process commit checks while someone long-polls
 
@@ -128,10 +130,26 @@ class Store:
 
     def _run_batch(self, conn: apsw.Connection,
                    batch: list[tuple[Callable[[apsw.Connection], Any], Future[Any]]]) -> None:
+        try:
+            self._commit_batch(conn, batch)
+        except BaseException as exc:  # the writer thread must survive anything; callers get an answer
+            log.exception("write batch failed", extra={"event": "store_batch_failed"})
+            with contextlib.suppress(apsw.Error):
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+            error = unavailable_from(exc) if isinstance(exc, apsw.Error) else Unavailable(
+                "the write could not be completed; nothing was written", {"reason": "storage_error"})
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(error)
+
+    def _commit_batch(self, conn: apsw.Connection,
+                      batch: list[tuple[Callable[[apsw.Connection], Any], Future[Any]]]) -> None:
+        """One transaction for the batch, one SAVEPOINT per operation; answer every caller after COMMIT."""
         outcomes: list[tuple[Future[Any], bool, Any]] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
-        except _STORAGE_ERRORS as exc:
+        except apsw.Error as exc:
             for _, future in batch:
                 future.set_exception(unavailable_from(exc))
             return
@@ -142,6 +160,9 @@ class Store:
                 conn.execute("RELEASE op")
                 outcomes.append((future, True, result))
             except BaseException as exc:
+                if not conn.in_transaction:
+                    # SQLITE_FULL / I/O errors roll the whole transaction back: nothing of the batch survives.
+                    raise
                 with contextlib.suppress(apsw.Error):
                     conn.execute("ROLLBACK TO op")
                     conn.execute("RELEASE op")
@@ -149,9 +170,10 @@ class Store:
                 outcomes.append((future, False, error))
         try:
             conn.execute("COMMIT")
-        except _STORAGE_ERRORS as exc:
+        except apsw.Error as exc:
             with contextlib.suppress(apsw.Error):
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
             for future, _, _ in outcomes:
                 future.set_exception(unavailable_from(exc))
             return
