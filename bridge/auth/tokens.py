@@ -90,7 +90,7 @@ class TokenVerifier:
     def _decode(self, token: str) -> dict[str, Any]:
         try:
             header = jwt.get_unverified_header(token)
-        except jwt.DecodeError as exc:
+        except jwt.InvalidTokenError as exc:  # DecodeError, or a header PyJWT refuses (a non-string kid)
             raise _fail("malformed", "token is not a well-formed JWT") from exc
         for name in FORBIDDEN_HEADERS:
             if name in header:

@@ -7,6 +7,7 @@ so bodies are parsed here first and only then validated against the command's mo
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from bridge.errors import InvalidArgument
@@ -16,6 +17,13 @@ MAX_DEPTH = 32
 
 def _reject_constant(name: str) -> Any:
     raise InvalidArgument(f"JSON constant {name} is not allowed", {"reason": "non_finite_number"})
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # a literal such as 1e999 overflows to infinity without any NaN/Infinity token
+        raise InvalidArgument(f"JSON number {text[:40]} is out of range", {"reason": "non_finite_number"})
+    return value
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -37,7 +45,8 @@ def parse_json(raw: bytes | str) -> Any:
     else:
         text = raw
     try:
-        value = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
+        value = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant,
+                           parse_float=_finite_float)
     except RecursionError as exc:
         raise InvalidArgument(f"JSON nesting deeper than {MAX_DEPTH}", {"reason": "too_deep"}) from exc
     except ValueError as exc:  # json.JSONDecodeError is a ValueError

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from pydantic.json_schema import models_json_schema
@@ -13,8 +14,9 @@ from bridge.services.commands import COMMANDS
 REF = "#/components/schemas/{model}"
 
 
+@functools.cache
 def build_openapi() -> dict[str, Any]:
-    """The OpenAPI document (a plain dict ready for JSON)."""
+    """The OpenAPI document (a plain dict ready for JSON; built once per process, do not mutate)."""
     models = [(c.input, "validation") for c in COMMANDS.values()] + \
              [(c.output, "serialization") for c in COMMANDS.values()]
     _, schemas = models_json_schema(models, ref_template=REF)

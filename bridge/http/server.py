@@ -7,12 +7,42 @@ import signal
 import threading
 from typing import Any
 
+from waitress.channel import HTTPChannel
 from waitress.server import create_server
+from waitress.task import ErrorTask
 
-from bridge.http.app import create_app
+from bridge.errors import BridgeError, Internal, InvalidArgument, PayloadTooLarge
+from bridge.http.app import JSON, create_app
+from bridge.http.envelope import error_body, request_id_from
 from bridge.wiring import Parts
 
 log = logging.getLogger("bridge.http")
+
+
+class _JsonErrorTask(ErrorTask):
+    """waitress's own refusals (body or headers over the limit, an unparsable request: answered before the app
+    runs) in the JSON envelope with an `x-request-id`, like every other response; the HTTP status is waitress's."""
+
+    def execute(self) -> None:
+        problem = self.request.error
+        cls: type[BridgeError] = {413: PayloadTooLarge, 500: Internal}.get(problem.code, InvalidArgument)
+        if cls is PayloadTooLarge:  # the same words as the app's own check
+            limit = self.channel.adj.max_request_body_size - 1  # see make_server
+            error = cls(f"body exceeds {limit} bytes", {"limit": limit})
+        else:
+            message = "internal error" if cls is Internal else f"{problem.reason.lower()}: {problem.body}"
+            error = cls(message, {"reason": problem.reason})
+        request_id = request_id_from(self.request.headers.get("X_REQUEST_ID"))
+        body = error_body(error, request_id)
+        self.status = f"{problem.code} {problem.reason}"
+        self.response_headers.extend([("Content-Type", JSON), ("x-request-id", request_id)])
+        self.set_close_on_finish()
+        self.content_length = len(body)
+        self.write(body)
+
+
+class _JsonErrorChannel(HTTPChannel):
+    error_task_class = _JsonErrorTask
 
 
 def make_server(parts: Parts, *, host: str | None = None, port: int | None = None, **overrides: Any) -> Any:
@@ -22,7 +52,7 @@ def make_server(parts: Parts, *, host: str | None = None, port: int | None = Non
         "host": settings.host if host is None else host,
         "port": settings.port if port is None else port,
         "threads": settings.threads,
-        "max_request_body_size": settings.max_body,
+        "max_request_body_size": settings.max_body + 1,  # waitress refuses a body of this size or more
         "max_request_header_size": settings.max_header,
         "connection_limit": max(100, settings.threads * 4),
         "channel_timeout": 60,
@@ -31,15 +61,34 @@ def make_server(parts: Parts, *, host: str | None = None, port: int | None = Non
         "clear_untrusted_proxy_headers": True,
     }
     options.update(overrides)
-    return create_server(create_app(parts.bridge, parts.verifier), **options)
+    servers: dict[Any, Any] = {}
+    server = create_server(create_app(parts.bridge, parts.verifier), map=servers, **options)
+    for listener in servers.values():  # one per listening socket; only servers are in the map before run()
+        listener.channel_class = _JsonErrorChannel
+    return server
 
 
 def shutdown(server: Any) -> None:
-    """Stop accepting, close the sockets and stop waitress's task threads."""
-    server.close()
+    """Stop waitress's task threads, then close the sockets from inside the server's own loop.
+
+    Closing from another thread raced a finishing task (which still pulls the server's trigger) and the loop's
+    select(); closing in the loop also wakes it, so `run()` returns at once. Directly when no loop is running.
+    """
     dispatcher = getattr(server, "task_dispatcher", None)
     if dispatcher is not None:
         dispatcher.shutdown(cancel_pending=True, timeout=5)
+    trigger = getattr(server, "trigger", None)
+    if trigger is not None and not getattr(trigger, "_closed", True):
+        closed = threading.Event()
+
+        def close_in_loop() -> None:
+            server.close()
+            closed.set()
+
+        trigger.pull_trigger(close_in_loop)
+        if closed.wait(2):
+            return
+    server.close()
 
 
 def serve_forever(parts: Parts, *, on_start: Any = None) -> None:
