@@ -27,18 +27,19 @@ def open_items(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Findings reported and not later closed by a verifying/resolving event that points to them."""
     findings = [m for m in events if m["event_type"] == "finding_reported"]
     closed_ids: set[str] = set()
-    closed_finding_ids: set[str] = set()
+    closed_finding_ids: dict[str, int] = {}  # finding id -> seq of its latest closing event
     for m in events:
         if m["event_type"] in CLOSING_EVENTS:
             if m["in_reply_to"]:
                 closed_ids.add(m["in_reply_to"])
             finding_id = _finding_id(m)
             if finding_id is not None:
-                closed_finding_ids.add(finding_id)
+                closed_finding_ids[finding_id] = max(m["seq"], closed_finding_ids.get(finding_id, 0))
     items = []
     for m in findings:
         finding_id = _finding_id(m)
-        if m["message_id"] in closed_ids or (finding_id is not None and finding_id in closed_finding_ids):
+        closed_later = finding_id is not None and closed_finding_ids.get(finding_id, 0) > m["seq"]
+        if m["message_id"] in closed_ids or closed_later:
             continue
         meta = m["metadata"]
         line = meta.get("line")

@@ -166,6 +166,7 @@ def ack_read(bridge: Bridge, call: Call, req: AckReadInput) -> dict[str, Any]:
 
     def work(conn: apsw.Connection, pending: Pending) -> dict[str, Any]:
         thread = visible_thread(conn, call, req.thread_id, Op.ACK)
+        check_frozen(conn, "ack_read")
         if req.last_read_seq > thread["latest_seq"]:
             raise InvalidArgument("last_read_seq is beyond the thread's latest seq",
                                   {"field": "last_read_seq", "latest_seq": thread["latest_seq"]})

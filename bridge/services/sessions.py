@@ -9,7 +9,7 @@ import apsw
 from bridge.domain.authz import Op, check_hint, check_workspace, require
 from bridge.domain.identifiers import iso
 from bridge.domain.models import HeartbeatSessionInput
-from bridge.services.core import Bridge, Call
+from bridge.services.core import Bridge, Call, check_frozen
 from bridge.store import control as control_store
 
 
@@ -32,6 +32,7 @@ def heartbeat_session(bridge: Bridge, call: Call, req: HeartbeatSessionInput) ->
     now = bridge.clock()
 
     def work(conn: apsw.Connection) -> None:
+        check_frozen(conn, "heartbeat_session")
         control_store.upsert_session(conn, {
             "workspace_id": bridge.workspace, "agent_id": principal.agent_id, "session_id": req.session_id,
             "runtime": req.runtime, "runtime_kind": runtime_kind(req.runtime), "status": req.status,

@@ -225,14 +225,18 @@ class Store:
         conn = connect(self.path, synchronous=self.synchronous, busy_timeout=self.busy_timeout)
         try:
             last = conn.execute("PRAGMA data_version").fetchall()[0][0]
+            with self._commit_cv:  # a foreign commit after a waiter's check() but before `last` was read: re-check
+                self._commits += 1
+                self._commit_cv.notify_all()
             idle_since = time.monotonic()
             while not self._closed:
                 time.sleep(_DATA_VERSION_POLL)
                 with self._commit_cv:
                     waiters = self._waiters
-                if waiters == 0:
-                    if time.monotonic() - idle_since > 5:
+                    if waiters == 0 and time.monotonic() - idle_since > 5:
+                        self._watcher = None  # decided under the lock: a new waiter starts a fresh watcher
                         return
+                if waiters == 0:
                     continue
                 idle_since = time.monotonic()
                 try:

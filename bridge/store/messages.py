@@ -104,7 +104,7 @@ def unread_count(conn: apsw.Connection, thread_id: str, agent_id: str) -> int:
 
 def inbox(conn: apsw.Connection, workspace_id: str, agent_id: str, limit: int) -> list[dict[str, Any]]:
     """Threads of the agent with unread messages, with unread and addressed-unread counts."""
-    return rows(conn, f"""
+    found = rows(conn, f"""
         SELECT t.thread_id, t.title, t.status, t.latest_seq, t.updated_at,
                COALESCE(c.last_read_seq, 0) AS last_read_seq,
                (SELECT COUNT(*) FROM messages m WHERE {_UNREAD}) AS unread_count,
@@ -114,7 +114,9 @@ def inbox(conn: apsw.Connection, workspace_id: str, agent_id: str, limit: int) -
         LEFT JOIN read_cursors c ON c.thread_id = p.thread_id AND c.agent_id = p.agent_id
         WHERE p.agent_id = :agent AND t.workspace_id = :ws AND t.latest_seq > COALESCE(c.last_read_seq, 0)
         ORDER BY t.updated_at DESC, t.thread_id
-    """, {"agent": agent_id, "ws": workspace_id})[:limit] if limit else []
+    """, {"agent": agent_id, "ws": workspace_id})
+    # the limit counts threads with unread messages: drop those where only the agent's own messages are new first
+    return [r for r in found if r["unread_count"] > 0][:limit] if limit else []
 
 
 def bump_finding(conn: apsw.Connection, thread_id: str, finding_key: str) -> int:
