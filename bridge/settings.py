@@ -101,6 +101,9 @@ class Settings:
     session_stale: float = _setting(12 * 3600.0, "BRIDGE_SESSION_STALE", parse_duration)
     trigger_rate_per_min: int = _setting(10, "BRIDGE_TRIGGER_RATE_PER_MIN", _int)
     command_timeout: float = _setting(120.0, "BRIDGE_COMMAND_TIMEOUT", parse_duration)
+    tmux_socket: str | None = _setting(None, "BRIDGE_TMUX_SOCKET", _str)
+    tmux_session: str | None = _setting(None, "BRIDGE_TMUX_SESSION", _str)
+    runtimes_file: str | None = _setting(None, "BRIDGE_RUNTIMES_FILE", _str)
     log_level: str = _setting("INFO", "BRIDGE_LOG_LEVEL", _str)
 
     @classmethod
@@ -156,10 +159,17 @@ class Settings:
                 out.append(f"{name} must not be negative")
         if self.jwks_url is not None and not self.jwks_url.startswith("https://"):
             out.append("jwks url must use https://")
-        for name in ("jwks_file", "jwks_ca_file"):
+        for name in ("jwks_file", "jwks_ca_file", "runtimes_file"):
             value = getattr(self, name)
             if value is not None and not Path(value).is_file():
                 out.append(f"{name.replace('_', ' ')} {value!r} is not a readable file")
+        if self.runtimes_file is not None and Path(self.runtimes_file).is_file():
+            from bridge.worker.runtimes import load_templates
+
+            try:
+                load_templates(self.runtimes_file)
+            except ValueError as exc:
+                out.append(f"runtimes file: {exc}")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             out.append(f"log level {self.log_level!r} is not DEBUG, INFO, WARNING or ERROR")
         return out
@@ -174,6 +184,17 @@ class Settings:
         """The directory next to the database holding the signing key (`bridge.db` -> `bridge.data/`)."""
         path = self.db_path
         return path.with_name(path.stem + ".data")
+
+    @property
+    def workspace_tmux_session(self) -> str:
+        """The tmux session that holds the windows the bridge launches or spawns."""
+        return self.tmux_session or f"bridge-{self.workspace}"
+
+    @property
+    def url(self) -> str:
+        """The bridge's own base URL (given to spawned agents)."""
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
+        return f"http://{host}:{self.port}"
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with some fields changed (tests and benchmarks)."""

@@ -6,7 +6,7 @@ import click
 
 import bridge as bridge_pkg
 from bridge.cli.control import freeze, unfreeze
-from bridge.cli.serve import serve
+from bridge.cli.serve import serve, worker
 from bridge.cli.token import token
 
 
@@ -17,6 +17,7 @@ def cli() -> None:
 
 
 cli.add_command(serve)
+cli.add_command(worker)
 cli.add_command(token)
 cli.add_command(freeze)
 cli.add_command(unfreeze)

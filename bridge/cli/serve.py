@@ -1,4 +1,4 @@
-"""`bridge serve`: the HTTP API (and, from the wake-pipeline issue on, the worker) in one process."""
+"""`bridge serve` (HTTP API and supervisor worker in one process) and `bridge worker` (the worker alone)."""
 
 from __future__ import annotations
 
@@ -20,9 +20,13 @@ from bridge.cli.common import load_settings, opened
 @click.option("--jwks-ca-file", default=None, help="CA bundle to trust for --jwks-url (private issuers).")
 @click.option("--issuer", default=None, help="Expected iss claim [env BRIDGE_ISSUER; default bridge-local].")
 @click.option("--audience", default=None, help="Expected aud claim [env BRIDGE_AUDIENCE; default bridge].")
+@click.option("--worker/--no-worker", "with_worker", default=True, show_default=True,
+              help="Run the supervisor worker in this process.")
+@click.option("--tmux-socket", default=None, help="tmux server socket name (-L) [env BRIDGE_TMUX_SOCKET].")
+@click.option("--runtimes-file", default=None, help="JSON runtime adapters [env BRIDGE_RUNTIMES_FILE].")
 @click.option("--log-level", default=None, help="DEBUG, INFO, WARNING or ERROR [env BRIDGE_LOG_LEVEL].")
-def serve(**flags: object) -> None:
-    """Run the HTTP API on 127.0.0.1:8765 with zero configuration."""
+def serve(with_worker: bool, **flags: object) -> None:
+    """Run the HTTP API on 127.0.0.1:8765 (and the worker) with zero configuration."""
     settings = load_settings(**flags)
     logs.configure(settings.log_level)
     from bridge.http.server import serve_forever
@@ -36,4 +40,35 @@ def serve(**flags: object) -> None:
                        err=True)
             click.echo(f"READY http://{host}:{port}", err=True)
 
-        serve_forever(parts, on_start=announce)
+        serve_forever(parts, on_start=announce, with_worker=with_worker)
+
+
+@click.command()
+@click.option("--db", default=None, help="Database file [env BRIDGE_DB; default ./bridge.db].")
+@click.option("--workspace", default=None, help="Workspace [env BRIDGE_WORKSPACE; default: default].")
+@click.option("--tmux-socket", default=None, help="tmux server socket name (-L) [env BRIDGE_TMUX_SOCKET].")
+@click.option("--runtimes-file", default=None, help="JSON runtime adapters [env BRIDGE_RUNTIMES_FILE].")
+@click.option("--host", default=None, help="Where the API listens (given to spawned agents) [env BRIDGE_HOST].")
+@click.option("--port", type=int, default=None, help="The API's port (given to spawned agents) [env BRIDGE_PORT].")
+@click.option("--log-level", default=None, help="DEBUG, INFO, WARNING or ERROR [env BRIDGE_LOG_LEVEL].")
+def worker(**flags: object) -> None:
+    """Run the supervisor worker alone (wakes agents; several processes may share the database)."""
+    import signal
+    import threading
+
+    from bridge.worker.supervisor import Supervisor
+
+    settings = load_settings(**flags)
+    logs.configure(settings.log_level)
+    stop = threading.Event()
+    with opened(settings, as_json=False) as parts:
+        supervisor = Supervisor(parts.bridge)
+
+        def handle(signum: int, frame: object) -> None:
+            stop.set()
+            supervisor.nudge.set()
+
+        signal.signal(signal.SIGTERM, handle)
+        signal.signal(signal.SIGINT, handle)
+        click.echo(f"READY worker {supervisor.worker_id} (db {settings.db_path})", err=True)
+        supervisor.run(stop)

@@ -181,6 +181,14 @@ class HeartbeatSessionInput(Input):
     agent_id: Identifier | None = None
 
 
+class TriggerParticipantInput(ThreadRef):
+    target_agent_id: Identifier
+    reason: Annotated[Text, StringConstraints(min_length=1, max_length=500)]
+    trigger_prompt: Annotated[Text, StringConstraints(min_length=1, max_length=8192)] | None = None
+    request_id: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:-]{1,128}$")] | None = Field(
+        default=None, description="Idempotency key; the x-request-id header when absent.")
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Outputs (documentation in the OpenAPI document; the services build plain dicts of these shapes).
 
@@ -317,3 +325,19 @@ class InboxOutput(Output):
 class HeartbeatSessionOutput(Output):
     ok: bool
     recorded_at: str
+
+
+class TriggerParticipantOutput(Output):
+    trigger_id: str
+    target_agent_id: str
+    action: Literal["trigger_runtime", "fallback_required"]
+    result: Literal["queued", "fallback_required"]
+    job_status: str
+    fallback_action: Literal["resume_session", "spawn_session"] | None
+    target_session_id: str | None
+    runtime: str | None
+    management_mode: str | None
+    session_status: str | None
+    stale_session: bool
+    triggered_at: str
+    replayed: bool

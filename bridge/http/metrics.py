@@ -12,7 +12,9 @@ from prometheus_client.registry import Collector
 
 from bridge.services.control import freeze_state
 from bridge.services.core import Bridge
+from bridge.store import control as control_store
 from bridge.store import threads as thread_store
+from bridge.store import triggers as trigger_store
 
 disable_created_metrics()  # the *_created series only add noise to a small local service
 
@@ -35,9 +37,15 @@ class _StateCollector(Collector):
         mode = freeze_state(self.bridge)
         frozen.add_metric([mode or "none"], 1 if mode else 0)
         yield frozen
+        jobs = GaugeMetricFamily("bridge_trigger_jobs", "Trigger jobs by status.", labels=["status"])
+        by_status = self.bridge.store.read(lambda conn: trigger_store.count_by_status(conn, self.bridge.workspace))
+        for status in ("queued", "awaiting_ack", "resume", "spawn", "delivered", "resumed", "spawned", "failed"):
+            jobs.add_metric([status], by_status.get(status, 0))
+        yield jobs
         tick = GaugeMetricFamily("bridge_worker_last_tick_timestamp_seconds",
                                  "Unix time of the worker's last completed tick (0 when none ran).")
-        tick.add_metric([], self.metrics.worker_last_tick)
+        beat = self.bridge.store.read(lambda conn: control_store.get_flag(conn, "worker_heartbeat"))
+        tick.add_metric([], float(beat) if beat else 0.0)
         yield tick
 
 
@@ -61,7 +69,11 @@ class Metrics:
                                   registry=r)
         self.auth_failures = Counter("bridge_auth_failures_total", "Refused credentials by reason.", ["reason"],
                                      registry=r)
-        self.worker_last_tick = 0.0
+        self.trigger_attempts = Counter("bridge_trigger_attempts_total", "Trigger attempts by result.", ["result"],
+                                        registry=r)
+        self.trigger_dispatch = Histogram("bridge_trigger_dispatch_seconds",
+                                          "Trigger created (or its message posted) to delivered/resumed/spawned.",
+                                          buckets=LATENCY_BUCKETS, registry=r)
         r.register(_StateCollector(bridge, self))
         bridge.events.subscribe(self.on_event)
 
@@ -75,8 +87,10 @@ class Metrics:
             self.escalations.labels(reason=reason_class(str(fields["reason"]))).inc()
         elif name == "loop_guard_trip":
             self.loop_guard.labels(kind=fields["kind"]).inc()
-        elif name == "worker_tick":
-            self.worker_last_tick = fields["at"]
+        elif name == "trigger_attempt":
+            self.trigger_attempts.labels(result=fields["code"] or fields["outcome"]).inc()
+        elif name == "trigger_finished" and fields["status"] != "failed":
+            self.trigger_dispatch.observe(max(0.0, time.time() - fields["created_at"] / 1000))
 
     def render(self) -> bytes:
         """The Prometheus text exposition."""

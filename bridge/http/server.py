@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from waitress.channel import HTTPChannel
@@ -91,17 +92,26 @@ def shutdown(server: Any) -> None:
     server.close()
 
 
-def serve_forever(parts: Parts, *, on_start: Any = None) -> None:
-    """Serve until SIGINT/SIGTERM, then shut down cleanly."""
+def serve_forever(parts: Parts, *, on_start: Callable[[Any], None] | None = None, with_worker: bool = True) -> None:
+    """Serve (and, unless told otherwise, run the supervisor worker) until SIGINT/SIGTERM; then stop both."""
     server = make_server(parts)
     stop = threading.Event()
+    worker_thread = None
+    if with_worker:
+        from bridge.worker.supervisor import Supervisor
+
+        supervisor = Supervisor(parts.bridge)
+        supervisor.url = f"http://{server.effective_host}:{server.effective_port}"
+        worker_thread = threading.Thread(target=supervisor.run, args=(stop,), name="bridge-worker", daemon=True)
 
     def handle(signum: int, frame: Any) -> None:
         stop.set()
-        server.close()
+        server.trigger.pull_trigger(server.close)  # close from inside the server's loop, which then returns
 
     signal.signal(signal.SIGTERM, handle)
     signal.signal(signal.SIGINT, handle)
+    if worker_thread is not None:
+        worker_thread.start()
     if on_start is not None:
         on_start(server)
     try:
@@ -110,4 +120,8 @@ def serve_forever(parts: Parts, *, on_start: Any = None) -> None:
         if not stop.is_set():
             raise
     finally:
+        stop.set()
+        if worker_thread is not None:
+            supervisor.nudge.set()
+            worker_thread.join(timeout=15)
         shutdown(server)

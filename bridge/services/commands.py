@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from bridge.domain import models as m
-from bridge.services import messages, sessions, threads
+from bridge.services import messages, sessions, threads, triggers
 from bridge.services.core import Bridge, Call
 
 
@@ -46,4 +46,6 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
             False),
     Command("heartbeat_session", "Record the caller's session in the runtime registry.", m.HeartbeatSessionInput,
             m.HeartbeatSessionOutput, sessions.heartbeat_session, True),
+    Command("trigger_participant", "Wake a participant: tmux pane, else resume, else spawn (coordinators).",
+            m.TriggerParticipantInput, m.TriggerParticipantOutput, triggers.trigger_participant, True),
 )}

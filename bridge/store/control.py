@@ -57,3 +57,11 @@ def revocation_reason(conn: apsw.Connection, *, jti: str, session_id: str, agent
     return scalar(conn, "SELECT kind FROM revocations WHERE (kind = 'jti' AND value = ?)"
                         " OR (kind = 'session' AND value = ?) OR (kind = 'agent' AND value = ? AND revoked_at > ?)"
                         " LIMIT 1", (jti, session_id, agent_id, issued_at_ms))
+
+
+def set_session_fields(conn: apsw.Connection, workspace_id: str, agent_id: str, **fields: Any) -> bool:
+    """Change some fields of an agent's registry entry (status, paused, tmux_target, ...); False if none."""
+    columns = ", ".join(f"{name} = :{name}" for name in fields)
+    conn.execute(f"UPDATE sessions SET {columns} WHERE workspace_id = :ws AND agent_id = :agent",
+                 {**fields, "ws": workspace_id, "agent": agent_id})
+    return conn.changes() == 1

@@ -1,0 +1,102 @@
+"""Waking dormant agents (SPEC §9), the pure part: the decision table, reason codes and the trigger envelope."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+ENVELOPE_LIMIT = 8 * 1024
+TERMINAL = frozenset({"delivered", "resumed", "spawned", "failed"})
+ACTIVE_STATES = ("queued", "resume", "spawn", "awaiting_ack")
+
+# Reason codes of SPEC §9 (audit, attempts, dead letters).
+TARGET_NOT_FOUND = "TARGET_NOT_FOUND"
+PANE_DEAD = "PANE_DEAD"
+SEND_KEYS_ERROR = "SEND_KEYS_ERROR"
+ACK_TIMEOUT = "ACK_TIMEOUT"
+OPERATOR_BUSY = "OPERATOR_BUSY"
+DEFER_TIMEOUT = "DEFER_TIMEOUT"
+RUNTIME_PAUSED = "RUNTIME_PAUSED"
+RESUME_FAILED = "RESUME_FAILED"
+SPAWN_FAILED = "SPAWN_FAILED"
+SESSION_STALE = "SESSION_STALE"
+CRASH_LOOP = "CRASH_LOOP"
+TRIGGER_RATE_LIMITED = "TRIGGER_RATE_LIMITED"
+THREAD_AUTO_BLOCKED = "THREAD_AUTO_BLOCKED"
+
+CRASH_LOOP_FAILURES = 3
+CRASH_LOOP_WINDOW_MS = 15 * 60 * 1000
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What `trigger_participant` decided for a target (the first row of the table that matches)."""
+
+    action: str  # trigger_runtime | fallback_required
+    result: str  # queued | fallback_required
+    job_status: str  # queued | resume | spawn
+    fallback_action: str | None  # resume_session | spawn_session | None
+    stale: bool
+
+
+def is_stale(session: dict[str, Any] | None, now_ms: int, stale_after_s: float) -> bool:
+    """No session, or no heartbeat for longer than the stale threshold."""
+    return session is None or now_ms - session["last_heartbeat_at"] > stale_after_s * 1000
+
+
+def decide(session: dict[str, Any] | None, now_ms: int, stale_after_s: float) -> Decision:
+    """The §9 decision table: tmux when managed and reachable, else resume when resumable, else spawn."""
+    stale = is_stale(session, now_ms, stale_after_s)
+    if session is not None and not stale and session["management_mode"] == "managed" \
+            and session["tmux_target"] and session["status"] != "offline":
+        return Decision("trigger_runtime", "queued", "queued", None, stale)
+    if session is not None and not stale and session["resumable"]:
+        return Decision("fallback_required", "fallback_required", "resume", "resume_session", stale)
+    return Decision("fallback_required", "fallback_required", "spawn", "spawn_session", stale)
+
+
+def default_prompt(thread_id: str, reason: str) -> str:
+    """The prompt used when a trigger names none."""
+    return (f"You have unread messages on bridge thread {thread_id} ({reason}). Read them with read_messages, "
+            "act on what is addressed to you, then ack_read.")
+
+
+def clean_text(text: str) -> str:
+    """Collapse whitespace and drop control characters (ESC, BEL, NUL, ...): nothing may act on the terminal."""
+    return " ".join(_CONTROL.sub(" ", text).split())
+
+
+def envelope(trigger_id: str, thread_id: str, reason: str, prompt: str) -> str:
+    """The one line typed into a pane: `[BRIDGE_TRIGGER id=… thread=… reason=…] prompt [/BRIDGE_TRIGGER]`.
+
+    One line, so a newline in the prompt can never submit early; capped at 8 KiB (UTF-8) with the closing tag kept.
+    """
+    head = f"[BRIDGE_TRIGGER id={trigger_id} thread={thread_id} reason={clean_text(reason).replace(' ', '_')}]"
+    tail = "[/BRIDGE_TRIGGER]"
+    body = clean_text(prompt)
+    budget = ENVELOPE_LIMIT - len(head.encode()) - len(tail.encode()) - 2
+    encoded = body.encode("utf-8")
+    if len(encoded) > budget:
+        body = encoded[:budget].decode("utf-8", "ignore")
+    return f"{head} {body} {tail}"
+
+
+ENVELOPE_PATTERN = re.compile(r"\[BRIDGE_TRIGGER id=(?P<id>\S+) thread=(?P<thread>\S+) reason=(?P<reason>\S*)\]"
+                              r"(?P<prompt>.*?)\[/BRIDGE_TRIGGER\]")
+
+
+def parse_envelope(line: str) -> dict[str, str] | None:
+    """The fields of an envelope found in a line (for agents and tests), or None."""
+    match = ENVELOPE_PATTERN.search(line)
+    if match is None:
+        return None
+    return {"trigger_id": match["id"], "thread_id": match["thread"], "reason": match["reason"],
+            "prompt": match["prompt"].strip()}
+
+
+def delivery_backoff(deliveries: int) -> float:
+    """Seconds before re-delivery after the n-th unacknowledged delivery: 2 s, then 4 s, then 8 s…"""
+    return 2.0 * (2 ** max(0, deliveries - 1))

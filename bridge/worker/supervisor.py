@@ -1,0 +1,410 @@
+"""The supervisor worker: one `tick(now)` reconciles panes, enqueues automatic wakes and advances trigger jobs.
+
+`run()` only loops: tick, then sleep until the next job is due, the poll interval passes, or a nudge arrives (a post,
+an ack or a heartbeat in this process). Jobs are claimed with a lease and a claim token; a worker that dies mid-job
+leaves a lease that expires, and its late result is refused because the token no longer matches.
+
+Job states: queued (deliver to the tmux pane) → awaiting_ack → delivered; or, on the fallback chain,
+resume → resumed, spawn → spawned; failed is the dead letter.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import apsw
+
+from bridge.domain import wake
+from bridge.domain.authz import Principal
+from bridge.services.core import Bridge, Call, Pending, audit
+from bridge.services.threads import build_summary
+from bridge.services.triggers import enqueue
+from bridge.store import control as control_store
+from bridge.store import messages as message_store
+from bridge.store import threads as thread_store
+from bridge.store import triggers as trigger_store
+from bridge.worker.runtimes import load_templates, render, run_command
+from bridge.worker.tmux import Tmux, TmuxError
+
+log = logging.getLogger("bridge.worker")
+WORKER = Call(Principal(agent_id="bridge:worker", workspace_id="-", role="worker", session_id="worker"))
+ACK_RECHECK_MS = 200
+CLAIM_BATCH = 16
+
+
+class StaleClaim(Exception):
+    """The job's claim was taken over (lease expired): this worker's result is discarded."""
+
+
+@dataclass
+class TickReport:
+    """What one tick did (tests and logs)."""
+
+    woken: list[str] = field(default_factory=list)
+    processed: list[tuple[str, str]] = field(default_factory=list)  # (trigger_id, status after)
+    offline: list[str] = field(default_factory=list)
+
+
+class Supervisor:
+    """Advances the wake pipeline of one workspace."""
+
+    def __init__(self, bridge: Bridge, tmux: Tmux | None = None, *, wall: Callable[[], float] = time.time):
+        self.bridge = bridge
+        self.settings = bridge.settings
+        self.tmux = tmux or Tmux(self.settings.tmux_socket)
+        self.templates = load_templates(self.settings.runtimes_file)
+        self.wall = wall
+        self.worker_id = f"w-{secrets.token_hex(4)}"
+        self.nudge = threading.Event()
+        self.url = self.settings.url  # the bridge's address given to spawned agents (serve sets the bound one)
+        self._last_beat = 0
+        bridge.events.subscribe(self._on_event)
+
+    def _on_event(self, name: str, fields: dict[str, Any]) -> None:
+        if name in ("message_posted", "cursor_advanced", "heartbeat", "trigger_enqueued"):
+            self.nudge.set()
+
+    # ------------------------------------------------------------------------------------------- loop
+    def run(self, stop: threading.Event) -> None:
+        """Tick until `stop` is set (signal handlers only set it)."""
+        log.info("worker started", extra={"event": "worker_started"})
+        while not stop.is_set():
+            try:
+                self.tick()
+            except Exception:
+                log.exception("worker tick failed", extra={"event": "worker_tick_failed"})
+            if stop.is_set():
+                break
+            self.nudge.wait(self._next_wait())
+            self.nudge.clear()
+        log.info("worker stopped", extra={"event": "worker_stopped"})
+
+    def _next_wait(self) -> float:
+        now = self.bridge.clock()
+        due = self.bridge.store.read(lambda c: c.execute(
+            "SELECT MIN(next_attempt_at) FROM trigger_jobs WHERE workspace_id = ? AND status IN"
+            " ('queued', 'resume', 'spawn', 'awaiting_ack')", (self.bridge.workspace,)).fetchall()[0][0])
+        wait = self.settings.worker_poll if due is None else (due - now) / 1000
+        return min(max(wait, 0.005), self.settings.worker_poll)
+
+    def tick(self, now: int | None = None) -> TickReport:
+        """One pass: heartbeat, reconcile panes, enqueue automatic wakes, advance every due job."""
+        now = self.bridge.clock() if now is None else now
+        report = TickReport()
+        self._beat(now)
+        report.offline = self._reconcile(now)
+        report.woken = self._auto_wake(now)
+        token = f"{self.worker_id}-{secrets.token_hex(6)}"
+        jobs = self.bridge.store.write(lambda c: trigger_store.claim_due(
+            c, self.bridge.workspace, now, int(self.settings.worker_lease * 1000), token, CLAIM_BATCH))
+        for job in jobs:
+            try:
+                report.processed.append((job["trigger_id"], self.process(job, token, now)))
+            except StaleClaim:
+                log.warning("late result refused", extra={"event": "stale_claim", "trigger_id": job["trigger_id"]})
+        self.bridge.events.emit("worker_tick", at=self.wall())
+        return report
+
+    def _beat(self, now: int) -> None:
+        if now - self._last_beat >= 1000:
+            self._last_beat = now
+            wall = self.wall()
+            self.bridge.store.write(lambda c: control_store.set_flag(c, "worker_heartbeat", f"{wall:.3f}", now))
+
+    # ------------------------------------------------------------------------------------------- reconcile
+    def _reconcile(self, now: int) -> list[str]:
+        """Mark managed runtimes whose pane is missing or dead as offline."""
+        sessions = self.bridge.store.read(lambda c: control_store.list_sessions(c, self.bridge.workspace))
+        gone = []
+        for s in sessions:
+            if s["management_mode"] != "managed" or not s["tmux_target"] or s["status"] == "offline":
+                continue
+            pane = self.tmux.probe(s["tmux_target"])
+            if pane is None or pane.dead:
+                code = wake.TARGET_NOT_FOUND if pane is None else wake.PANE_DEAD
+                self._mark_offline(s["agent_id"], s["tmux_target"], code)
+                gone.append(s["agent_id"])
+        return gone
+
+    def _mark_offline(self, agent_id: str, target: str | None, code: str) -> None:
+        def work(conn: apsw.Connection) -> None:
+            if control_store.set_session_fields(conn, self.bridge.workspace, agent_id, status="offline"):
+                audit(conn, self.bridge, WORKER, "runtime_offline", reason=code,
+                      details={"agent_id": agent_id, "tmux_target": target})
+
+        self.bridge.store.write(work)
+
+    # ------------------------------------------------------------------------------------------- automatic wake
+    def _auto_wake(self, now: int) -> list[str]:
+        """One trigger per (thread, agent, newest addressed unread seq), deduplicated in the database."""
+        candidates = self.bridge.store.read(lambda c: trigger_store.wake_candidates(c, self.bridge.workspace, now))
+        created = []
+        for cand in candidates:
+            pending = Pending()
+
+            def work(conn: apsw.Connection, cand: dict[str, Any] = cand, pending: Pending = pending) -> str | None:
+                if _loop_blocked(conn, cand["thread_id"]):
+                    return None
+                busy = conn.execute(
+                    "SELECT trigger_id FROM trigger_jobs WHERE thread_id = ? AND target_agent_id = ? AND status IN"
+                    " ('queued', 'resume', 'spawn', 'awaiting_ack') LIMIT 1",
+                    (cand["thread_id"], cand["agent_id"])).fetchall()
+                trigger_id = busy[0][0] if busy else None
+                if trigger_id is None:
+                    output = enqueue(conn, self.bridge, pending, thread_id=cand["thread_id"], target=cand["agent_id"],
+                                     reason="unread_messages", prompt=None, origin="auto",
+                                     requested_by=WORKER.principal.agent_id, trigger_seq=cand["seq"])
+                    trigger_id = output["trigger_id"]
+                    audit(conn, self.bridge, WORKER, "auto_wake", thread_id=cand["thread_id"],
+                          reason="unread_messages", details={"trigger_id": trigger_id, "agent_id": cand["agent_id"],
+                                                             "seq": cand["seq"]})
+                trigger_store.add_wake_mark(conn, cand["thread_id"], cand["agent_id"], cand["seq"], trigger_id, now)
+                return trigger_id if not busy else None
+
+            made = self.bridge.store.write(work)
+            if made:
+                created.append(made)
+        return created
+
+    # ------------------------------------------------------------------------------------------- jobs
+    def process(self, job: dict[str, Any], token: str, now: int) -> str:
+        """Advance one claimed job by one step; return its status after."""
+        thread = self.bridge.store.read(lambda c: thread_store.get_thread(c, job["thread_id"]))
+        if thread is None or thread["status"] == "closed":
+            return self._finish(job, token, now, "failed", "THREAD_CLOSED", "the thread is closed")
+        if self.bridge.store.read(lambda c: _loop_blocked(c, job["thread_id"])):
+            return self._finish(job, token, now, "failed", wake.THREAD_AUTO_BLOCKED,
+                                "the thread was blocked by the loop guard")
+        step = {"queued": self._deliver, "awaiting_ack": self._check_ack, "resume": self._resume,
+                "spawn": self._spawn}[job["status"]]
+        return step(job, token, now)
+
+    def _session(self, agent_id: str) -> dict[str, Any] | None:
+        return self.bridge.store.read(lambda c: control_store.get_session(c, self.bridge.workspace, agent_id))
+
+    def _deliver(self, job: dict[str, Any], token: str, now: int) -> str:
+        rate = self.settings.trigger_rate_per_min
+        if rate:
+            window_start = now - 60_000
+            used = self.bridge.store.read(lambda c: trigger_store.recent_attempt_count(
+                c, job["thread_id"], job["target_agent_id"], window_start))
+            if used >= rate:
+                oldest = self.bridge.store.read(lambda c: trigger_store.oldest_attempt_since(
+                    c, job["thread_id"], job["target_agent_id"], window_start)) or now
+                return self._defer(job, token, now, wake.TRIGGER_RATE_LIMITED, oldest + 60_000 - now + 1)
+        session = self._session(job["target_agent_id"])
+        if session is not None and session["paused"]:
+            return self._defer(job, token, now, wake.RUNTIME_PAUSED, self.settings.defer_recheck * 1000)
+        decision = wake.decide(session, now, self.settings.session_stale)
+        if decision.job_status != "queued":
+            return self._fallback(job, token, now, session, wake.TARGET_NOT_FOUND, "no reachable managed pane")
+        target = session["tmux_target"]
+        pane = self.tmux.probe(target)
+        if pane is None or pane.dead:
+            code = wake.TARGET_NOT_FOUND if pane is None else wake.PANE_DEAD
+            self._mark_offline(job["target_agent_id"], target, code)
+            return self._fallback(job, token, now, self._session(job["target_agent_id"]), code, f"pane {target}")
+        if not job["force"]:
+            last_input = self.tmux.last_human_input(pane.session)
+            human_recent = last_input is not None and self.wall() - last_input < self.settings.quiet_window
+            if human_recent or pane.in_mode:
+                since = job["deferred_since"] or now
+                if now - since >= self.settings.max_defer * 1000:
+                    return self._fallback(job, token, now, session, wake.DEFER_TIMEOUT,
+                                          f"operator busy for {self.settings.max_defer:g}s")
+                return self._defer(job, token, now, wake.OPERATOR_BUSY, self.settings.defer_recheck * 1000,
+                                   deferred_since=since)
+        cursor = self.bridge.store.read(lambda c: message_store.get_cursor(c, job["thread_id"],
+                                                                           job["target_agent_id"]))
+        typed_at = self.bridge.clock()
+        try:
+            self.tmux.type_line(pane.pane_id, wake.envelope(job["trigger_id"], job["thread_id"], job["reason"],
+                                                            job["prompt"]))
+        except TmuxError as exc:
+            return self._retry_or_fallback(job, token, now, session, wake.SEND_KEYS_ERROR, str(exc))
+        self.bridge.events.emit("trigger_typed", trigger_id=job["trigger_id"], thread_id=job["thread_id"])
+        return self._update(job, token, now, {
+            "status": "awaiting_ack", "deliveries": job["deliveries"] + 1, "delivered_at": typed_at,
+            "ack_deadline": typed_at + int(self.settings.ack_timeout * 1000), "ack_cursor_seq": cursor,
+            "tmux_target": pane.pane_id, "next_attempt_at": typed_at + ACK_RECHECK_MS, "deferred_since": None,
+            "defer_reason": None}, attempt=("tmux", "typed", None, f"typed into {pane.pane_id}"))
+
+    def _check_ack(self, job: dict[str, Any], token: str, now: int) -> str:
+        def acked(conn: apsw.Connection) -> bool:
+            cursor = message_store.get_cursor(conn, job["thread_id"], job["target_agent_id"])
+            session = control_store.get_session(conn, self.bridge.workspace, job["target_agent_id"])
+            beat_after = session is not None and session["last_heartbeat_at"] >= job["delivered_at"]
+            return cursor > (job["ack_cursor_seq"] or 0) or beat_after
+
+        if self.bridge.store.read(acked):
+            return self._finish(job, token, now, "delivered", None, "acknowledged", stage="tmux")
+        if now < job["ack_deadline"]:
+            return self._update(job, token, now, {"next_attempt_at": min(job["ack_deadline"], now + ACK_RECHECK_MS)})
+        return self._retry_or_fallback(job, token, now, self._session(job["target_agent_id"]), wake.ACK_TIMEOUT,
+                                       f"no ack within {self.settings.ack_timeout:g}s")
+
+    def _retry_or_fallback(self, job: dict[str, Any], token: str, now: int, session: dict[str, Any] | None,
+                           code: str, detail: str) -> str:
+        deliveries = job["deliveries"] + (1 if code == wake.SEND_KEYS_ERROR else 0)
+        if deliveries <= self.settings.delivery_retries:
+            return self._update(job, token, now, {
+                "status": "queued", "deliveries": deliveries,
+                "next_attempt_at": now + int(wake.delivery_backoff(max(deliveries, 1)) * 1000)},
+                attempt=("tmux", "retry", code, detail))
+        return self._fallback(job, token, now, session, code, detail)
+
+    def _fallback(self, job: dict[str, Any], token: str, now: int, session: dict[str, Any] | None, code: str,
+                  detail: str) -> str:
+        resumable = session is not None and session["resumable"] and \
+            not wake.is_stale(session, now, self.settings.session_stale)
+        status = "resume" if resumable else "spawn"
+        return self._update(job, token, now, {"status": status, "next_attempt_at": now, "deferred_since": None,
+                                              "defer_reason": None},
+                            attempt=("tmux", "fallback", code, f"{detail}; next: {status}"), audit_reason=code)
+
+    def _defer(self, job: dict[str, Any], token: str, now: int, code: str, delay_ms: float,
+               deferred_since: int | None = None) -> str:
+        first = job["defer_reason"] != code
+        return self._update(job, token, now, {
+            "next_attempt_at": now + int(delay_ms), "defer_reason": code,
+            "deferred_since": deferred_since if deferred_since is not None else job["deferred_since"]},
+            attempt=("tmux", "deferred", code, None), audit_reason=code if first else None)
+
+    def _resume(self, job: dict[str, Any], token: str, now: int) -> str:
+        session = self._session(job["target_agent_id"])
+        if session is None or not session["resumable"]:
+            return self._to_spawn(job, token, now, wake.RESUME_FAILED, "no resumable session")
+        if wake.is_stale(session, now, self.settings.session_stale):
+            return self._to_spawn(job, token, now, wake.SESSION_STALE, "session is stale")
+        failures = self.bridge.store.read(lambda c: trigger_store.runtime_failures_since(
+            c, self.bridge.workspace, job["target_agent_id"], now - wake.CRASH_LOOP_WINDOW_MS))
+        if failures >= wake.CRASH_LOOP_FAILURES:
+            return self._to_spawn(job, token, now, wake.CRASH_LOOP, f"{failures} runtime failures in 15 min")
+        template = self.templates.get(session["runtime_kind"], {}).get("resume")
+        if not template:
+            return self._to_spawn(job, token, now, wake.RESUME_FAILED,
+                                  f"no resume command for runtime {session['runtime_kind']!r}")
+        self._extend_lease(job, token, now)
+        argv = render(template, self._values(job, session["session_id"], job["prompt"]))
+        result = run_command(argv, timeout=self.settings.command_timeout, cwd=session["cwd"], env=self._env(job))
+        if result.ok:
+            return self._finish(job, token, now, "resumed", None, result.detail, stage="resume")
+        self.bridge.store.write(lambda c: trigger_store.record_runtime_failure(
+            c, self.bridge.workspace, job["target_agent_id"], "resume", now))
+        attempts = job["resume_attempts"] + 1
+        if attempts < self.settings.resume_attempts:
+            return self._update(job, token, now, {"resume_attempts": attempts, "next_attempt_at": now + 2000},
+                                attempt=("resume", "failed", wake.RESUME_FAILED, result.detail),
+                                audit_reason=wake.RESUME_FAILED)
+        return self._to_spawn(job, token, now, wake.RESUME_FAILED, result.detail, resume_attempts=attempts)
+
+    def _to_spawn(self, job: dict[str, Any], token: str, now: int, code: str, detail: str,
+                  resume_attempts: int | None = None) -> str:
+        changes: dict[str, Any] = {"status": "spawn", "next_attempt_at": now}
+        if resume_attempts is not None:
+            changes["resume_attempts"] = resume_attempts
+        return self._update(job, token, now, changes, attempt=("resume", "skipped" if resume_attempts is None
+                                                               else "failed", code, detail), audit_reason=code)
+
+    def _spawn(self, job: dict[str, Any], token: str, now: int) -> str:
+        session = self._session(job["target_agent_id"])
+        kind = session["runtime_kind"] if session else "generic"
+        template = self.templates.get(kind, {}).get("spawn")
+        if not template:
+            return self._finish(job, token, now, "failed", wake.SPAWN_FAILED, f"no spawn command for runtime {kind!r}")
+        thread = self.bridge.store.read(lambda c: thread_store.get_thread(c, job["thread_id"]))
+        summary = self.bridge.store.read(lambda c: build_summary(c, thread, 50))["summary"]
+        prompt = f"{job['prompt']}\n\nThread summary:\n{summary}"
+        session_id = f"spawned-{job['trigger_id']}"
+        argv = render(template, self._values(job, session_id, prompt))
+        self._extend_lease(job, token, now)
+        try:
+            pane_id = self.tmux.new_window(self.settings.workspace_tmux_session, job["target_agent_id"], argv,
+                                           cwd=session["cwd"] if session else None, env=self._env(job))
+        except TmuxError as exc:
+            self.bridge.store.write(lambda c: trigger_store.record_runtime_failure(
+                c, self.bridge.workspace, job["target_agent_id"], "spawn", now))
+            return self._finish(job, token, now, "failed", wake.SPAWN_FAILED, str(exc), stage="spawn")
+
+        def register(conn: apsw.Connection) -> None:
+            control_store.upsert_session(conn, {
+                "workspace_id": self.bridge.workspace, "agent_id": job["target_agent_id"], "session_id": session_id,
+                "runtime": session["runtime"] if session else "generic", "runtime_kind": kind, "status": "idle",
+                "resumable": 0, "management_mode": "managed", "tmux_target": pane_id,
+                "cwd": session["cwd"] if session else None, "now": now})
+
+        self.bridge.store.write(register)
+        return self._finish(job, token, now, "spawned", None, f"spawned in {pane_id}", stage="spawn",
+                            extra={"tmux_target": pane_id})
+
+    # ------------------------------------------------------------------------------------------- helpers
+    def _values(self, job: dict[str, Any], session_id: str, prompt: str) -> dict[str, str]:
+        return {"session_id": session_id, "prompt": prompt, "agent_id": job["target_agent_id"],
+                "thread_id": job["thread_id"], "trigger_id": job["trigger_id"]}
+
+    def _env(self, job: dict[str, Any]) -> dict[str, str]:
+        return {"BRIDGE_URL": self.url, "BRIDGE_AGENT_ID": job["target_agent_id"],
+                "BRIDGE_THREAD_ID": job["thread_id"], "BRIDGE_TRIGGER_ID": job["trigger_id"],
+                "BRIDGE_WORKSPACE": self.bridge.workspace}
+
+    def _extend_lease(self, job: dict[str, Any], token: str, now: int) -> None:
+        until = now + int((self.settings.command_timeout + self.settings.worker_lease) * 1000)
+
+        def work(conn: apsw.Connection) -> None:
+            conn.execute("UPDATE trigger_jobs SET lease_until = ? WHERE trigger_id = ? AND claim_token = ?",
+                         (until, job["trigger_id"], token))
+            if conn.changes() != 1:
+                raise StaleClaim(job["trigger_id"])
+
+        self.bridge.store.write(work)
+
+    def _update(self, job: dict[str, Any], token: str, now: int, changes: dict[str, Any], *,
+                attempt: tuple[str, str, str | None, str | None] | None = None,
+                audit_reason: str | None = None) -> str:
+        status = changes.get("status", job["status"])
+
+        def work(conn: apsw.Connection) -> None:
+            if not trigger_store.update_claimed(conn, job["trigger_id"], token, {**changes, "updated_at": now}):
+                raise StaleClaim(job["trigger_id"])
+            if attempt is not None:
+                stage, outcome, code, detail = attempt
+                trigger_store.insert_attempt(conn, {
+                    "trigger_id": job["trigger_id"], "thread_id": job["thread_id"],
+                    "target_agent_id": job["target_agent_id"], "stage": stage, "outcome": outcome,
+                    "reason_code": code, "detail": detail, "started_at": now, "finished_at": self.bridge.clock()})
+            if audit_reason is not None or status in wake.TERMINAL:
+                audit(conn, self.bridge, WORKER, f"trigger_{status}", thread_id=job["thread_id"],
+                      outcome="failed" if status == "failed" else "ok", reason=audit_reason,
+                      details={"trigger_id": job["trigger_id"], "target_agent_id": job["target_agent_id"],
+                               "stage_detail": attempt[3] if attempt else None})
+
+        self.bridge.store.write(work)
+        if attempt is not None:
+            self.bridge.events.emit("trigger_attempt", trigger_id=job["trigger_id"], outcome=attempt[1],
+                                    code=attempt[2])
+        if status in wake.TERMINAL:
+            self.bridge.events.emit("trigger_finished", trigger_id=job["trigger_id"], status=status,
+                                    created_at=job["created_at"], trigger_seq=job["trigger_seq"],
+                                    thread_id=job["thread_id"])
+        log.info("trigger %s", status, extra={"event": f"trigger_{status}", "trigger_id": job["trigger_id"],
+                                              "thread_id": job["thread_id"], "agent_id": job["target_agent_id"]})
+        return status
+
+    def _finish(self, job: dict[str, Any], token: str, now: int, status: str, code: str | None, detail: str,
+                *, stage: str | None = None, extra: dict[str, Any] | None = None) -> str:
+        changes = {"status": status, "result_code": code, "last_error": detail if status == "failed" else None,
+                   "finished_at": now, **(extra or {})}
+        stage = stage or {"queued": "tmux", "awaiting_ack": "tmux"}.get(job["status"], job["status"])
+        return self._update(job, token, now, changes, attempt=(stage, status, code, detail), audit_reason=code)
+
+
+def _loop_blocked(conn: apsw.Connection, thread_id: str) -> bool:
+    """True while the thread is blocked by the loop guard (waking agents would feed the loop)."""
+    escalation = thread_store.open_escalation(conn, thread_id)
+    return escalation is not None and escalation["reason"].startswith("loop_guard:")

@@ -1,0 +1,131 @@
+"""The tmux adapter: the only module that runs tmux (argv lists, never a shell, every call with a timeout).
+
+Traps it avoids (see TRAPS.md): text is typed with `send-keys -l -t <target> -- <text>` so nothing is read as a key
+name or a flag; Enter is a separate call; control characters are stripped by the caller's envelope; `pane_dead` is
+only visible with `remain-on-exit`, which is set on every window the bridge creates; a pane in copy mode swallows
+keys, so `pane_in_mode` counts as busy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+
+class TmuxError(Exception):
+    """A tmux command failed or timed out."""
+
+
+@dataclass(frozen=True)
+class Pane:
+    """What a probe of a pane target found."""
+
+    pane_id: str
+    session: str
+    dead: bool
+    in_mode: bool
+
+
+class Tmux:
+    """tmux on the default server, or on a private socket (`-L name`) for tests and isolated setups."""
+
+    def __init__(self, socket_name: str | None = None, timeout: float = 5.0):
+        self.socket_name = socket_name
+        self.timeout = timeout
+
+    @staticmethod
+    def available() -> bool:
+        """True when a tmux binary is on PATH."""
+        return shutil.which("tmux") is not None
+
+    def _argv(self, args: Sequence[str]) -> list[str]:
+        return ["tmux", *(["-L", self.socket_name] if self.socket_name else []), *args]
+
+    def run(self, *args: str) -> str:
+        """Run one tmux command; return stdout; raise TmuxError on failure or timeout."""
+        try:
+            done = subprocess.run(self._argv(args), capture_output=True, text=True, timeout=self.timeout,
+                                  check=False)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise TmuxError(f"tmux {args[0]}: {exc}") from exc
+        if done.returncode != 0:
+            raise TmuxError(f"tmux {args[0]}: {done.stderr.strip() or done.returncode}")
+        return done.stdout
+
+    def probe(self, target: str) -> Pane | None:
+        """The pane a target names, or None when it does not exist (or no tmux server runs)."""
+        try:
+            out = self.run("display-message", "-p", "-t", target,
+                           "#{pane_id}\t#{session_name}\t#{pane_dead}\t#{pane_in_mode}")
+        except TmuxError:
+            return None
+        parts = out.rstrip("\n").split("\t")
+        if len(parts) != 4 or not parts[0]:
+            return None
+        return Pane(pane_id=parts[0], session=parts[1], dead=parts[2] == "1", in_mode=parts[3] == "1")
+
+    def last_human_input(self, session: str) -> float | None:
+        """Unix time of the latest key press of any client attached to the session (tmux `client_activity`)."""
+        try:
+            out = self.run("list-clients", "-t", session, "-F", "#{client_activity}")
+        except TmuxError:
+            return None
+        stamps = [int(v) for v in out.split() if v.isdigit()]
+        return float(max(stamps)) if stamps else None
+
+    def type_line(self, target: str, line: str) -> None:
+        """Type one line literally into a pane, then press Enter (two calls: the text can never be a key name)."""
+        self.run("send-keys", "-l", "-t", target, "--", line)
+        self.run("send-keys", "-t", target, "Enter")
+
+    def has_session(self, name: str) -> bool:
+        """True when a session with exactly this name exists."""
+        try:
+            self.run("has-session", "-t", f"={name}")
+            return True
+        except TmuxError:
+            return False
+
+    def new_window(self, session: str, window_name: str, argv: Sequence[str], *, cwd: str | None = None,
+                   env: Mapping[str, str] | None = None) -> str:
+        """Start `argv` (no shell) in a new window of `session` (created if needed); return its pane target."""
+        options = [*(["-c", cwd] if cwd else []), *[a for k, v in (env or {}).items() for a in ("-e", f"{k}={v}")]]
+        fmt = "#{pane_id}"
+        if self.has_session(session):
+            out = self.run("new-window", "-d", "-P", "-F", fmt, "-t", f"={session}:", "-n", window_name, *options,
+                           "--", *argv)
+        else:
+            out = self.run("new-session", "-d", "-P", "-F", fmt, "-s", session, "-n", window_name,
+                           "-x", "200", "-y", "50", *options, "--", *argv)
+        pane_id = out.strip()
+        self.run("set-option", "-w", "-t", pane_id, "remain-on-exit", "on")
+        return pane_id
+
+    def kill_pane(self, target: str) -> None:
+        """Kill a pane (its window goes with it when it was the last pane)."""
+        self.run("kill-pane", "-t", target)
+
+    def capture(self, target: str, lines: int = 200) -> str:
+        """The visible text of a pane plus some history."""
+        return self.run("capture-pane", "-p", "-J", "-t", target, "-S", f"-{lines}")
+
+    def kill_server(self) -> None:
+        """Stop this socket's tmux server (tests)."""
+        with contextlib.suppress(TmuxError):
+            self.run("kill-server")
+
+    def wait_for_text(self, target: str, text: str, timeout: float = 10.0) -> bool:
+        """Poll a pane until `text` appears (tests and drills)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if text in self.capture(target):
+                    return True
+            except TmuxError:
+                pass
+            time.sleep(0.02)
+        return False
