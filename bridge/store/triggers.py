@@ -33,9 +33,10 @@ def find_by_request(conn: apsw.Connection, workspace_id: str, requested_by: str,
 
 def claim_due(conn: apsw.Connection, workspace_id: str, now: int, lease_ms: int, token: str,
               limit: int) -> list[dict[str, Any]]:
-    """Lease due, unleased (or lease-expired) jobs to `token`; return them."""
-    due = rows(conn, "SELECT trigger_id FROM trigger_jobs WHERE workspace_id = ? AND status IN"
-                     " ('queued', 'resume', 'spawn', 'awaiting_ack') AND next_attempt_at <= ?"
+    """Lease due, unleased (or lease-expired) jobs to `token`; return them. Jobs awaiting an ack are always due:
+    checking one is two indexed reads, and a tick nudged by an ack must see it at once."""
+    due = rows(conn, "SELECT trigger_id FROM trigger_jobs WHERE workspace_id = ? AND (status IN"
+                     " ('queued', 'resume', 'spawn') AND next_attempt_at <= ? OR status = 'awaiting_ack')"
                      " AND (lease_until IS NULL OR lease_until <= ?) ORDER BY next_attempt_at LIMIT ?",
                (workspace_id, now, now, limit))
     claimed = []
@@ -116,20 +117,22 @@ def add_wake_mark(conn: apsw.Connection, thread_id: str, agent_id: str, seq: int
 def wake_candidates(conn: apsw.Connection, workspace_id: str, now: int) -> list[dict[str, Any]]:
     """(thread, agent, newest addressed unread seq) for registered agents whose session is not active."""
     return rows(conn, """
-        SELECT p.thread_id, p.agent_id, MAX(m.seq) AS seq, s.status AS session_status
-        FROM participants p
-        JOIN threads t ON t.thread_id = p.thread_id AND t.workspace_id = :ws AND t.status != 'closed'
-        JOIN sessions s ON s.workspace_id = :ws AND s.agent_id = p.agent_id AND s.status != 'active'
-        LEFT JOIN read_cursors c ON c.thread_id = p.thread_id AND c.agent_id = p.agent_id
-        JOIN messages m ON m.thread_id = p.thread_id AND m.seq > COALESCE(c.last_read_seq, 0)
-             AND m.sender_agent_id != p.agent_id
-             AND (m.to_agents IS NULL AND m.to_role IS NULL
-                  OR EXISTS (SELECT 1 FROM json_each(m.to_agents) j WHERE j.value = p.agent_id)
-                  OR m.to_role = p.thread_role)
-        WHERE t.latest_seq > COALESCE(c.last_read_seq, 0)
-        GROUP BY p.thread_id, p.agent_id
-        HAVING NOT EXISTS (SELECT 1 FROM wake_marks w WHERE w.thread_id = p.thread_id AND w.agent_id = p.agent_id
-                           AND w.seq = MAX(m.seq))
+        SELECT u.thread_id, u.agent_id, u.seq FROM (
+            SELECT p.thread_id, p.agent_id, MAX(m.seq) AS seq
+            FROM participants p
+            JOIN threads t ON t.thread_id = p.thread_id AND t.workspace_id = :ws AND t.status != 'closed'
+            JOIN sessions s ON s.workspace_id = :ws AND s.agent_id = p.agent_id AND s.status != 'active'
+            LEFT JOIN read_cursors c ON c.thread_id = p.thread_id AND c.agent_id = p.agent_id
+            JOIN messages m ON m.thread_id = p.thread_id AND m.seq > COALESCE(c.last_read_seq, 0)
+                 AND m.sender_agent_id != p.agent_id
+                 AND (m.to_agents IS NULL AND m.to_role IS NULL
+                      OR EXISTS (SELECT 1 FROM json_each(m.to_agents) j WHERE j.value = p.agent_id)
+                      OR m.to_role = p.thread_role)
+            WHERE t.latest_seq > COALESCE(c.last_read_seq, 0)
+            GROUP BY p.thread_id, p.agent_id
+        ) u
+        WHERE NOT EXISTS (SELECT 1 FROM wake_marks w WHERE w.thread_id = u.thread_id AND w.agent_id = u.agent_id
+                          AND w.seq = u.seq)
     """, {"ws": workspace_id})
 
 
