@@ -8,6 +8,7 @@ import bridge as bridge_pkg
 from bridge.cli.control import freeze, unfreeze
 from bridge.cli.serve import serve, worker
 from bridge.cli.token import token
+from bridge.cli.wake import force_trigger, runtime, trigger_retry, triggers
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -21,6 +22,8 @@ cli.add_command(worker)
 cli.add_command(token)
 cli.add_command(freeze)
 cli.add_command(unfreeze)
+for command in (runtime, triggers, trigger_retry, force_trigger):
+    cli.add_command(command)
 
 
 def main() -> None:

@@ -1,0 +1,89 @@
+"""Operator use cases on the runtime registry: list, pause/resume, launch into tmux, stop."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import apsw
+
+from bridge.domain import wake
+from bridge.domain.identifiers import iso
+from bridge.errors import NotFound
+from bridge.services.core import Bridge, Call, Pending, audit, audited_write
+from bridge.store import control as control_store
+from bridge.worker.tmux import Tmux
+
+
+def runtime_view(session: dict[str, Any], now: int, stale_after: float) -> dict[str, Any]:
+    """A registry entry for operators."""
+    return {
+        "agent_id": session["agent_id"], "session_id": session["session_id"], "runtime": session["runtime"],
+        "kind": session["runtime_kind"], "status": session["status"], "management_mode": session["management_mode"],
+        "tmux_target": session["tmux_target"], "resumable": bool(session["resumable"]),
+        "paused": bool(session["paused"]), "stale": wake.is_stale(session, now, stale_after),
+        "last_heartbeat_at": iso(session["last_heartbeat_at"]), "cwd": session["cwd"],
+    }
+
+
+def list_runtimes(bridge: Bridge) -> list[dict[str, Any]]:
+    """Every agent in the runtime registry."""
+    now = bridge.clock()
+    return [runtime_view(s, now, bridge.settings.session_stale)
+            for s in bridge.store.read(lambda conn: control_store.list_sessions(conn, bridge.workspace))]
+
+
+def set_paused(bridge: Bridge, call: Call, agent_id: str, paused: bool, reason: str) -> dict[str, Any]:
+    """Pause (triggers defer) or resume an agent's runtime; audited."""
+    operation = "runtime_pause" if paused else "runtime_resume"
+
+    def work(conn: apsw.Connection, pending: Pending) -> dict[str, Any]:
+        before = control_store.get_session(conn, bridge.workspace, agent_id)
+        if before is None:
+            raise NotFound("no runtime registered for this agent", {"agent_id": agent_id})
+        control_store.set_session_fields(conn, bridge.workspace, agent_id, paused=int(paused))
+        audit(conn, bridge, call, operation, reason=reason,
+              details={"agent_id": agent_id, "before": bool(before["paused"]), "after": paused})
+        pending.emit("trigger_enqueued", trigger_id=None, thread_id=None, status=None)  # nudge deferred jobs
+        return {"agent_id": agent_id, "paused": paused}
+
+    return audited_write(bridge, call, operation, None, work)
+
+
+def launch(bridge: Bridge, call: Call, tmux: Tmux, *, agent_id: str, kind: str, argv: Sequence[str],
+           session_id: str, tmux_session: str | None, cwd: str | None, resumable: bool) -> dict[str, Any]:
+    """Start `argv` in a window named for the agent in the workspace's tmux session; register it as managed."""
+    session_name = tmux_session or bridge.settings.workspace_tmux_session
+    pane_id = tmux.new_window(session_name, agent_id, list(argv), cwd=cwd,
+                              env={"BRIDGE_URL": bridge.settings.url, "BRIDGE_AGENT_ID": agent_id,
+                                   "BRIDGE_WORKSPACE": bridge.workspace})
+
+    def work(conn: apsw.Connection, pending: Pending) -> dict[str, Any]:
+        control_store.upsert_session(conn, {
+            "workspace_id": bridge.workspace, "agent_id": agent_id, "session_id": session_id, "runtime": kind,
+            "runtime_kind": kind, "status": "idle", "resumable": int(resumable), "management_mode": "managed",
+            "tmux_target": pane_id, "cwd": cwd, "now": bridge.clock()})
+        audit(conn, bridge, call, "runtime_launch", details={"agent_id": agent_id, "kind": kind, "argv": list(argv),
+                                                             "tmux_target": pane_id, "session_id": session_id})
+        return {"agent_id": agent_id, "tmux_target": pane_id, "tmux_session": session_name, "session_id": session_id}
+
+    return audited_write(bridge, call, "runtime_launch", None, work)
+
+
+def stop(bridge: Bridge, call: Call, tmux: Tmux, agent_id: str, reason: str) -> dict[str, Any]:
+    """Kill the agent's managed pane and mark it offline; audited."""
+    session = bridge.store.read(lambda conn: control_store.get_session(conn, bridge.workspace, agent_id))
+    if session is None:
+        raise NotFound("no runtime registered for this agent", {"agent_id": agent_id})
+    killed = False
+    if session["management_mode"] == "managed" and session["tmux_target"] and tmux.probe(session["tmux_target"]):
+        tmux.kill_pane(session["tmux_target"])
+        killed = True
+
+    def work(conn: apsw.Connection, pending: Pending) -> dict[str, Any]:
+        control_store.set_session_fields(conn, bridge.workspace, agent_id, status="offline")
+        audit(conn, bridge, call, "runtime_stop", reason=reason,
+              details={"agent_id": agent_id, "tmux_target": session["tmux_target"], "killed": killed})
+        return {"agent_id": agent_id, "status": "offline", "killed_pane": killed}
+
+    return audited_write(bridge, call, "runtime_stop", None, work)
