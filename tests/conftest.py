@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -11,6 +12,7 @@ from typing import Any
 import jwt
 import pytest
 import requests
+from wakekit import WakeStack, make_wake_stack, mint_for
 
 from bridge.auth.tokens import issue_token
 from bridge.domain.authz import Principal
@@ -18,6 +20,7 @@ from bridge.http.server import make_server, shutdown
 from bridge.services.core import Call
 from bridge.settings import Settings
 from bridge.wiring import Parts, build
+from bridge.worker.tmux import Tmux
 
 
 @pytest.fixture
@@ -131,27 +134,63 @@ class LiveServer:
 
 
 @pytest.fixture
-def live_server(parts) -> Iterator[LiveServer]:
-    """The real app under waitress on 127.0.0.1 (free port), stopped fully at teardown."""
-    server = make_server(parts, host="127.0.0.1", port=0)
-    thread = threading.Thread(target=server.run, name="waitress", daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{server.effective_port}"
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            requests.get(f"{url}/health", timeout=1)
-            break
-        except requests.ConnectionError:
-            time.sleep(0.02)
-    client = ApiClient(url)
-    yield LiveServer(url=url, parts=parts, client=client)
-    client.session.close()
-    shutdown(server)
-    thread.join(timeout=10)
+def serve_parts() -> Iterator[Callable[[Parts], LiveServer]]:
+    """Serve any parts with the real app under waitress on 127.0.0.1 (free port); all stopped at teardown."""
+    running: list[tuple[Any, threading.Thread, ApiClient]] = []
+
+    def start(parts: Parts) -> LiveServer:
+        server = make_server(parts, host="127.0.0.1", port=0)
+        thread = threading.Thread(target=server.run, name="waitress", daemon=True)
+        thread.start()
+        url = f"http://127.0.0.1:{server.effective_port}"
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                requests.get(f"{url}/health", timeout=1)
+                break
+            except requests.ConnectionError:
+                time.sleep(0.02)
+        client = ApiClient(url)
+        running.append((server, thread, client))
+        return LiveServer(url=url, parts=parts, client=client)
+
+    yield start
+    for server, thread, client in running:
+        client.session.close()
+        shutdown(server)
+        thread.join(timeout=10)
+
+
+@pytest.fixture
+def live_server(parts, serve_parts) -> LiveServer:
+    """The real app for the default parts under waitress on 127.0.0.1."""
+    return serve_parts(parts)
 
 
 @pytest.fixture
 def api(live_server) -> ApiClient:
     """The client of the live server."""
     return live_server.client
+
+
+@pytest.fixture
+def private_tmux() -> Iterator[Tmux]:
+    """A tmux server on a private socket (`tmux -L bridge-test-…`), killed at teardown."""
+    tmux = Tmux(f"bridge-test-{secrets.token_hex(4)}")
+    yield tmux
+    tmux.kill_server()
+
+
+@pytest.fixture
+def wake_stack(tmp_path, make_parts, serve_parts, private_tmux) -> Iterator[Callable[..., WakeStack]]:
+    """Factory: a live bridge with fast wake timings, the stand-in runtime, a supervisor and a private tmux."""
+    stacks: list[WakeStack] = []
+
+    def build_stack(**overrides: Any) -> WakeStack:
+        stack = make_wake_stack(tmp_path, make_parts, serve_parts, mint_for, private_tmux, **overrides)
+        stacks.append(stack)
+        return stack
+
+    yield build_stack
+    for stack in stacks:
+        stack.stop_worker()

@@ -28,8 +28,9 @@ def clean_env(**settings: Any) -> dict[str, str]:
 class ServerProcess:
     """`python -m bridge serve --port 0 --db <file>` in a child process; `url` is known once it printed READY."""
 
-    def __init__(self, db: Path | str, log_path: Path | str, **settings: Any):
+    def __init__(self, db: Path | str, log_path: Path | str, *, worker: bool = False, **settings: Any):
         self.db = str(db)
+        self.worker = worker
         self.log_path = Path(log_path)
         self.env = clean_env(**settings)
         self.proc: subprocess.Popen[bytes] | None = None
@@ -42,7 +43,8 @@ class ServerProcess:
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in _reap()
         offset = self._log.tell()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bridge", "serve", "--port", "0", "--db", self.db],
+            [sys.executable, "-m", "bridge", "serve", "--port", "0", "--db", self.db,
+             "--worker" if self.worker else "--no-worker"],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._log, env=self.env)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
