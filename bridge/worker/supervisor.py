@@ -64,6 +64,7 @@ class Supervisor:
         self.nudge = threading.Event()
         self.url = self.settings.url  # the bridge's address given to spawned agents (serve sets the bound one)
         self._last_beat = 0
+        self._last_reconcile = 0
         bridge.events.subscribe(self._on_event)
 
     def _on_event(self, name: str, fields: dict[str, Any]) -> None:
@@ -98,7 +99,9 @@ class Supervisor:
         now = self.bridge.clock() if now is None else now
         report = TickReport()
         self._beat(now)
-        report.offline = self._reconcile(now)
+        if now - self._last_reconcile >= self.settings.worker_poll * 1000:  # not on every nudge: probes cost
+            self._last_reconcile = now
+            report.offline = self._reconcile(now)
         report.woken = self._auto_wake(now)
         token = f"{self.worker_id}-{secrets.token_hex(6)}"
         jobs = self.bridge.store.write(lambda c: trigger_store.claim_due(
@@ -211,8 +214,7 @@ class Supervisor:
             self._mark_offline(job["target_agent_id"], target, code)
             return self._fallback(job, token, now, self._session(job["target_agent_id"]), code, f"pane {target}")
         if not job["force"]:
-            last_input = self.tmux.last_human_input(pane.session)
-            human_recent = last_input is not None and self.wall() - last_input < self.settings.quiet_window
+            human_recent = pane.last_input is not None and self.wall() - pane.last_input < self.settings.quiet_window
             if human_recent or pane.in_mode:
                 since = job["deferred_since"] or now
                 if now - since >= self.settings.max_defer * 1000:

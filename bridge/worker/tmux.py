@@ -28,6 +28,7 @@ class Pane:
     session: str
     dead: bool
     in_mode: bool
+    last_input: float | None = None  # latest key press of a client attached to the pane's session (unix time)
 
 
 class Tmux:
@@ -57,16 +58,23 @@ class Tmux:
         return done.stdout
 
     def probe(self, target: str) -> Pane | None:
-        """The pane a target names, or None when it does not exist (or no tmux server runs)."""
+        """The pane a target names (with its session's latest human input), or None when it does not exist.
+
+        One tmux invocation (`display-message ; list-clients`): the wake path's latency is mostly process starts.
+        """
         try:
             out = self.run("display-message", "-p", "-t", target,
-                           "#{pane_id}\t#{session_name}\t#{pane_dead}\t#{pane_in_mode}")
+                           "#{pane_id}\t#{session_name}\t#{pane_dead}\t#{pane_in_mode}", ";",
+                           "list-clients", "-t", target, "-F", "#{client_activity}")
         except TmuxError:
             return None
-        parts = out.rstrip("\n").split("\t")
+        lines = out.splitlines()
+        parts = lines[0].split("\t") if lines else []
         if len(parts) != 4 or not parts[0]:
             return None
-        return Pane(pane_id=parts[0], session=parts[1], dead=parts[2] == "1", in_mode=parts[3] == "1")
+        stamps = [int(v) for v in lines[1:] if v.strip().isdigit()]
+        return Pane(pane_id=parts[0], session=parts[1], dead=parts[2] == "1", in_mode=parts[3] == "1",
+                    last_input=float(max(stamps)) if stamps else None)
 
     def last_human_input(self, session: str) -> float | None:
         """Unix time of the latest key press of any client attached to the session (tmux `client_activity`)."""
@@ -78,9 +86,14 @@ class Tmux:
         return float(max(stamps)) if stamps else None
 
     def type_line(self, target: str, line: str) -> None:
-        """Type one line literally into a pane, then press Enter (two calls: the text can never be a key name)."""
-        self.run("send-keys", "-l", "-t", target, "--", line)
-        self.run("send-keys", "-t", target, "Enter")
+        """Type one line literally into a pane, then press Enter.
+
+        Two commands in one invocation: `send-keys -l … -- <line>` (the text is never a key name or a flag) then a
+        separate `send-keys Enter`. The line is one argument, so it can never act as the `;` separator.
+        """
+        if line == ";":
+            line = " ;"
+        self.run("send-keys", "-l", "-t", target, "--", line, ";", "send-keys", "-t", target, "Enter")
 
     def has_session(self, name: str) -> bool:
         """True when a session with exactly this name exists."""
