@@ -73,6 +73,7 @@ class Api:
         command = COMMANDS.get(name)
         environ["bridge.command"] = name if command else "unknown"
         principal: Principal | None = None
+        payload: Any = None
         try:
             if command is None:
                 raise NotFound("unknown command", {"command": name})
@@ -88,7 +89,7 @@ class Api:
             return to_json(result)
         except BridgeError as error:
             if error.http_status in (401, 403) and not error.audited:
-                self._audit_refusal(command, principal, request_id, error)
+                self._audit_refusal(command, principal, request_id, error, getattr(payload, "thread_id", None))
             return self._error(error)
 
     def _read_body(self, environ: dict[str, Any]) -> bytes:
@@ -123,7 +124,7 @@ class Api:
         return principal
 
     def _audit_refusal(self, command: Command | None, principal: Principal | None, request_id: str,
-                       error: BridgeError) -> None:
+                       error: BridgeError, thread_id: str | None) -> None:
         """Audit a 401/403, rate-limited so a flood cannot grow the audit table without bound."""
         if self.auth_audit.take("refusals") > 0:
             return
@@ -132,7 +133,7 @@ class Api:
         try:
             self.bridge.store.write(lambda conn: audit(
                 conn, self.bridge, Call(actor, request_id), command.name if command else "unknown",
-                outcome="refused", reason=error.code,
+                thread_id=thread_id, outcome="refused", reason=error.code,
                 details={"reason": error.details.get("reason"), "message": error.message}))
         except BridgeError:
             log.warning("could not audit a refusal", extra={"event": "audit_failed", "request_id": request_id})

@@ -268,7 +268,7 @@ def change_status(conn: apsw.Connection, bridge: Bridge, call: Call, pending: Pe
                    "owner_after": owner_agent_id if (owner_changed or plan.opens_escalation) else None})
     pending.emit("thread_updated", thread_id=thread_id)
     return {"thread_id": thread_id, "status": target, "updated_at": iso(now if plan.changed else thread["updated_at"]),
-            "changed": plan.changed or owner_changed}
+            "changed": plan.changed}
 
 
 def summarize_thread(bridge: Bridge, call: Call, req: SummarizeThreadInput) -> dict[str, Any]:
