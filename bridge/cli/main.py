@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 import bridge as bridge_pkg
+from bridge.cli import operator
 from bridge.cli.control import freeze, unfreeze
 from bridge.cli.serve import serve, worker
 from bridge.cli.token import token
@@ -22,7 +23,7 @@ cli.add_command(worker)
 cli.add_command(token)
 cli.add_command(freeze)
 cli.add_command(unfreeze)
-for command in (runtime, triggers, trigger_retry, force_trigger):
+for command in (runtime, triggers, trigger_retry, force_trigger, *operator.COMMANDS):
     cli.add_command(command)
 
 

@@ -232,7 +232,7 @@ def _refuse_audited(bridge: Bridge, call: Call, operation: str, thread_id: str |
 
 def change_status(conn: apsw.Connection, bridge: Bridge, call: Call, pending: Pending, thread: dict[str, Any],
                   target: str, reason: str, *, owner_agent_id: str | None = None,
-                  metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+                  metadata: dict[str, Any] | None = None, operation: str = "update_thread_status") -> dict[str, Any]:
     """Apply a status change inside a write transaction: state machine, escalation record, system message, audit."""
     thread_id, current = thread["thread_id"], thread["status"]
     escalation = thread_store.open_escalation(conn, thread_id)
@@ -262,7 +262,7 @@ def change_status(conn: apsw.Connection, bridge: Bridge, call: Call, pending: Pe
             and escalation["owner_agent_id"] != owner_agent_id:
         thread_store.set_escalation_owner(conn, thread_id, owner_agent_id)
         owner_changed = True
-    audit(conn, bridge, call, "update_thread_status", thread_id=thread_id, reason=reason,
+    audit(conn, bridge, call, operation, thread_id=thread_id, reason=reason,
           details={"before": current, "after": target, "changed": plan.changed, "operation": plan.operation,
                    "owner_before": escalation["owner_agent_id"] if escalation else None,
                    "owner_after": owner_agent_id if (owner_changed or plan.opens_escalation) else None})

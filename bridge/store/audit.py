@@ -31,3 +31,19 @@ def query(conn: apsw.Connection, workspace_id: str, *, thread_id: str | None = N
         params.append(operation)
     return rows(conn, f"SELECT * FROM audit_events WHERE {' AND '.join(where)} ORDER BY audit_id LIMIT ?",
                 (*params, limit))
+
+
+def latest(conn: apsw.Connection, workspace_id: str, thread_id: str | None, limit: int,
+           operation: str | None = None) -> list[dict[str, Any]]:
+    """The newest `limit` audit events (optionally of one thread or operation), returned oldest first."""
+    where, params = ["workspace_id = ?"], [workspace_id]
+    if thread_id is not None:
+        where.append("thread_id = ?")
+        params.append(thread_id)
+    if operation is not None:
+        where.append("operation = ?")
+        params.append(operation)
+    found = rows(conn, f"SELECT * FROM audit_events WHERE {' AND '.join(where)} ORDER BY audit_id DESC LIMIT ?",
+                 (*params, limit))
+    found.reverse()
+    return found
