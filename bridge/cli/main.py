@@ -7,6 +7,7 @@ import click
 import bridge as bridge_pkg
 from bridge.cli import operator
 from bridge.cli.control import freeze, unfreeze
+from bridge.cli.db import db, doctor
 from bridge.cli.serve import serve, worker
 from bridge.cli.token import token
 from bridge.cli.wake import force_trigger, runtime, trigger_retry, triggers
@@ -23,7 +24,7 @@ cli.add_command(worker)
 cli.add_command(token)
 cli.add_command(freeze)
 cli.add_command(unfreeze)
-for command in (runtime, triggers, trigger_retry, force_trigger, *operator.COMMANDS):
+for command in (db, doctor, runtime, triggers, trigger_retry, force_trigger, *operator.COMMANDS):
     cli.add_command(command)
 
 

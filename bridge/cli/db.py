@@ -1,0 +1,105 @@
+"""`bridge db migrate|check|backup|restore|vacuum` and `bridge doctor`."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from bridge.cli.common import db_options, load_settings, opened, operator_call
+from bridge.cli.output import emit, fail, table
+from bridge.errors import Conflict, InvalidArgument
+from bridge.services.core import audit
+from bridge.store import maintenance
+from bridge.store.migrate import latest_version
+
+
+@click.group()
+def db() -> None:
+    """Database maintenance (works with the server running)."""
+
+
+@db.command("migrate")
+@db_options
+def migrate(db: str | None, workspace: str | None, as_json: bool) -> None:
+    """Apply pending schema migrations (every start does this too)."""
+    settings = load_settings(db=db, workspace=workspace)
+    with opened(settings, as_json) as parts:
+        version = parts.bridge.store.schema_version()
+    emit({"database": str(settings.db_path), "schema_version": version, "latest": latest_version()}, as_json)
+
+
+@db.command("check")
+@db_options
+def check(db: str | None, workspace: str | None, as_json: bool) -> None:
+    """Integrity, foreign keys, schema version and invariants (gapless seqs, escalations, cursors); exit 1 if bad."""
+    settings = load_settings(db=db, workspace=workspace)
+    if not settings.db_path.exists():
+        fail(InvalidArgument(f"no database at {settings.db_path}"), as_json)
+    verdict = maintenance.check(settings.db_path)
+    emit(verdict, as_json, "ok: " + ", ".join(verdict["checks"]) if verdict["ok"] else
+         "\n".join(f"FAILED {p['check']}: {p['found']}" for p in verdict["problems"]))
+    sys.exit(0 if verdict["ok"] else 1)
+
+
+def _audited(settings, as_json: bool, actor: str | None, operation: str, details: dict) -> None:  # type: ignore[no-untyped-def]
+    with opened(settings, as_json) as parts:
+        parts.bridge.store.write(lambda conn: audit(conn, parts.bridge, operator_call(settings, actor), operation,
+                                                    details=details))
+
+
+@db.command("backup")
+@click.option("--out", "out", required=True, help="New file to write the backup to.")
+@click.option("--actor", default=None, help="Operator identity (default human:<os user>).")
+@db_options
+def backup(out: str, actor: str | None, db: str | None, workspace: str | None, as_json: bool) -> None:
+    """Online backup through SQLite's backup API (safe while the bridge is writing)."""
+    settings = load_settings(db=db, workspace=workspace)
+    try:
+        result = maintenance.backup(settings.db_path, out)
+    except FileExistsError as exc:
+        fail(Conflict(str(exc)), as_json)
+    _audited(settings, as_json, actor, "db_backup", result)
+    emit(result, as_json)
+
+
+@db.command("restore")
+@click.option("--from", "source", required=True, help="Backup file made by `bridge db backup`.")
+@click.option("--yes", is_flag=True, help="Confirm replacing the database's content.")
+@click.option("--actor", default=None, help="Operator identity (default human:<os user>).")
+@db_options
+def restore(source: str, yes: bool, actor: str | None, db: str | None, workspace: str | None, as_json: bool) -> None:
+    """Replace the database's content with a checked backup (stop the bridge first)."""
+    settings = load_settings(db=db, workspace=workspace)
+    if not yes:
+        fail(InvalidArgument("restoring replaces every row: pass --yes to confirm"), as_json)
+    try:
+        result = maintenance.restore(source, settings.db_path)
+    except (ValueError, OSError) as exc:
+        fail(InvalidArgument(str(exc)), as_json)
+    _audited(settings, as_json, actor, "db_restore", result)
+    emit(result, as_json)
+
+
+@db.command("vacuum")
+@db_options
+def vacuum(db: str | None, workspace: str | None, as_json: bool) -> None:
+    """Rebuild the database file to reclaim free pages."""
+    settings = load_settings(db=db, workspace=workspace)
+    emit(maintenance.vacuum(settings.db_path), as_json)
+
+
+@click.command()
+@click.option("--host", default=None, help="Address the service will bind [env BRIDGE_HOST].")
+@click.option("--port", type=int, default=None, help="Port the service will bind [env BRIDGE_PORT].")
+@db_options
+def doctor(host: str | None, port: int | None, db: str | None, workspace: str | None, as_json: bool) -> None:
+    """Preflight: Python, dependencies, tmux, database, key file permissions, port. Exit 1 if a required check fails."""
+    from bridge.doctor import run_checks
+
+    settings = load_settings(db=db, workspace=workspace, host=host, port=port)
+    results = run_checks(settings)
+    healthy = all(r["ok"] for r in results if r["required"])
+    rows = [{**r, "ok": "ok" if r["ok"] else ("FAIL" if r["required"] else "warn")} for r in results]
+    emit({"ok": healthy, "checks": results}, as_json, table(rows, ["check", "ok", "detail"]))
+    sys.exit(0 if healthy else 1)
