@@ -11,6 +11,7 @@ from bridge.cli.db import db, doctor
 from bridge.cli.serve import serve, worker
 from bridge.cli.token import token
 from bridge.cli.wake import force_trigger, runtime, trigger_retry, triggers
+from ops.cli import ops
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -24,7 +25,7 @@ cli.add_command(worker)
 cli.add_command(token)
 cli.add_command(freeze)
 cli.add_command(unfreeze)
-for command in (db, doctor, runtime, triggers, trigger_retry, force_trigger, *operator.COMMANDS):
+for command in (ops, db, doctor, runtime, triggers, trigger_retry, force_trigger, *operator.COMMANDS):
     cli.add_command(command)
 
 
