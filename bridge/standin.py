@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import json
 import os
 import re
 import sys
+import termios
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from typing import Any
 
 from bridge.domain.wake import parse_envelope
@@ -85,6 +88,36 @@ def _handle(client: Client, thread_id: str, trigger_id: str, reply: str | None) 
     print(f"STANDIN ACKED trigger={trigger_id} seq={acked}", flush=True)
 
 
+def _typed_lines() -> Iterator[str]:
+    """Lines typed into stdin. A terminal in canonical mode keeps at most 4095 bytes of a line and drops the rest,
+    which would cut an envelope (up to 8 KiB) before its closing tag; so a terminal is read in non-canonical mode
+    (echo and signals kept) and split on newlines here."""
+    fd = sys.stdin.fileno()
+    if not os.isatty(fd):
+        yield from sys.stdin
+        return
+    saved = termios.tcgetattr(fd)
+    mode = [*saved[:6], list(saved[6])]
+    mode[3] &= ~termios.ICANON
+    mode[6][termios.VMIN], mode[6][termios.VTIME] = 1, 0
+    termios.tcsetattr(fd, termios.TCSANOW, mode)
+    pending = b""
+    try:
+        while True:
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:  # the terminal went away
+                return
+            if not chunk:
+                return
+            *lines, pending = (pending + chunk).split(b"\n")
+            for line in lines:
+                yield line.decode("utf-8", "replace") + "\n"
+    finally:
+        with contextlib.suppress(termios.error):
+            termios.tcsetattr(fd, termios.TCSANOW, saved)
+
+
 def agent(args: argparse.Namespace) -> int:
     client = _client(args)
     beat = client.heartbeat(managed=True)
@@ -93,7 +126,7 @@ def agent(args: argparse.Namespace) -> int:
         match = THREAD_ID.search(args.first_prompt)
         if match:
             _handle(client, match.group(0), os.environ.get("BRIDGE_TRIGGER_ID", "spawn"), args.reply)
-    for line in sys.stdin:
+    for line in _typed_lines():
         envelope = parse_envelope(line)
         if envelope is None:
             print(f"STANDIN IGNORED {line.strip()[:80]}", flush=True)

@@ -8,11 +8,12 @@ import getpass
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import apsw
 import click
 
 from bridge.cli.output import fail
 from bridge.domain.authz import Principal
-from bridge.errors import BridgeError
+from bridge.errors import BridgeError, Unavailable
 from bridge.services.core import Call
 from bridge.settings import Settings
 from bridge.wiring import Parts, build
@@ -40,7 +41,11 @@ def opened(settings: Settings, as_json: bool) -> Iterator[Parts]:
     """Build the parts for a CLI command, turning bridge errors into exit codes."""
     parts = None
     try:
-        parts = build(settings)
+        try:
+            parts = build(settings)
+        except (OSError, apsw.Error) as exc:  # cannot create, open, lock or migrate the file: not a bug, exit 4
+            raise Unavailable(f"cannot open the database {settings.db_path}: {exc}",
+                              {"reason": "database_unavailable", "database": str(settings.db_path)}) from exc
         yield parts
     except BridgeError as error:
         fail(error, as_json)

@@ -22,9 +22,12 @@ from bridge.store.rows import loads
 
 def enqueue(conn: apsw.Connection, bridge: Bridge, pending: Pending, *, thread_id: str, target: str, reason: str,
             prompt: str | None, origin: str, requested_by: str, request_id: str | None = None,
-            request_hash: str | None = None, force: bool = False, trigger_seq: int | None = None) -> dict[str, Any]:
-    """Create a trigger job with the §9 decision for the target's current session; return the decision output."""
-    now = bridge.clock()
+            request_hash: str | None = None, force: bool = False, trigger_seq: int | None = None,
+            now: int | None = None) -> dict[str, Any]:
+    """Create a trigger job with the §9 decision for the target's current session; return the decision output.
+
+    `now` is the worker's tick time for automatic wakes (the job is then due in that same tick)."""
+    now = bridge.clock() if now is None else now
     session = control_store.get_session(conn, bridge.workspace, target)
     decision = wake.decide(session, now, bridge.settings.session_stale)
     trigger_id = new_id("trg")

@@ -30,6 +30,8 @@ def latest_version() -> int:
 
 def migrate(conn: apsw.Connection) -> list[int]:
     """Apply pending migrations, each in its own `BEGIN IMMEDIATE` transaction; refuse a newer database."""
+    if conn.execute("PRAGMA user_version").fetchall()[0][0] == latest_version():
+        return []  # current: take no write lock, so opening works (and reads go on) while another writer is busy
     applied = []
     for number, _name, sql in migrations():
         conn.execute("BEGIN IMMEDIATE")

@@ -75,16 +75,22 @@ def attempts(conn: apsw.Connection, trigger_id: str) -> list[dict[str, Any]]:
     return rows(conn, "SELECT * FROM trigger_attempts WHERE trigger_id = ? ORDER BY attempt_id", (trigger_id,))
 
 
+# What the storm guard counts: attempts that reached the target (typed into its pane, or a resume/spawn command
+# run). Outcome rows of the same attempt (`delivered` on ack, `retry`/`fallback` on timeout) and deferrals are not
+# attempts: counting them made one acknowledged delivery use two slots.
+_COUNTED = "(outcome = 'typed' OR stage IN ('resume', 'spawn') AND outcome IN ('resumed', 'spawned', 'failed'))"
+
+
 def recent_attempt_count(conn: apsw.Connection, thread_id: str, agent_id: str, since: int) -> int:
     """Delivery attempts at a (thread, target) since a time (the storm guard's window)."""
     return scalar(conn, "SELECT COUNT(*) FROM trigger_attempts WHERE thread_id = ? AND target_agent_id = ?"
-                        " AND started_at >= ? AND outcome != 'deferred'", (thread_id, agent_id, since)) or 0
+                        f" AND started_at >= ? AND {_COUNTED}", (thread_id, agent_id, since)) or 0
 
 
 def oldest_attempt_since(conn: apsw.Connection, thread_id: str, agent_id: str, since: int) -> int | None:
     """The earliest counted attempt in the storm window (to know when a slot frees)."""
     return scalar(conn, "SELECT MIN(started_at) FROM trigger_attempts WHERE thread_id = ? AND target_agent_id = ?"
-                        " AND started_at >= ? AND outcome != 'deferred'", (thread_id, agent_id, since))
+                        f" AND started_at >= ? AND {_COUNTED}", (thread_id, agent_id, since))
 
 
 def list_jobs(conn: apsw.Connection, workspace_id: str, *, dead: bool = False, thread_id: str | None = None,

@@ -8,9 +8,13 @@ file (`--runtimes-file` / `BRIDGE_RUNTIMES_FILE`) overrides or adds kinds, e.g.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
+import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,20 +66,40 @@ def render(template: Sequence[str], values: Mapping[str, str]) -> list[str]:
 class CommandResult:
     ok: bool
     detail: str
+    interrupted: bool = False  # stopped by `cancel` (worker shutdown): no verdict on the runtime
 
 
 def run_command(argv: Sequence[str], *, timeout: float, cwd: str | None = None,
-                env: Mapping[str, str] | None = None) -> CommandResult:
-    """Run an argv list (never a shell) with a timeout; the process group is killed on timeout."""
+                env: Mapping[str, str] | None = None, cancel: threading.Event | None = None) -> CommandResult:
+    """Run an argv list (never a shell) with a timeout; the process group is killed on timeout, or as soon as
+    `cancel` is set (a worker shutting down must not wait for, nor leave behind, a long-running command)."""
+    if cancel is not None and cancel.is_set():
+        return CommandResult(False, "not started: worker stopping", interrupted=True)
     try:
-        done = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, check=False,
-                              cwd=cwd if cwd and os.path.isdir(cwd) else None,
-                              env={**os.environ, **(env or {})}, start_new_session=True)
-    except subprocess.TimeoutExpired:
-        return CommandResult(False, f"timed out after {timeout:g}s")
+        proc = subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, cwd=cwd if cwd and os.path.isdir(cwd) else None,
+                                env={**os.environ, **(env or {})}, start_new_session=True)
     except OSError as exc:
         return CommandResult(False, f"could not start {argv[0]!r}: {exc.strerror or exc}")
-    if done.returncode != 0:
-        tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or [""]
-        return CommandResult(False, f"exit {done.returncode}: {tail[0][:200]}")
+    deadline = time.monotonic() + timeout
+    with proc:
+        while True:
+            try:
+                stdout, stderr = proc.communicate(timeout=max(0.0, min(deadline - time.monotonic(), 0.2)))
+                break
+            except subprocess.TimeoutExpired:
+                stopping = cancel is not None and cancel.is_set()
+                if not stopping and time.monotonic() < deadline:
+                    continue
+            # the command leads its own session: kill the whole group, so children it started die with it
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.kill()
+            proc.communicate()
+            if stopping:
+                return CommandResult(False, "interrupted: worker stopping", interrupted=True)
+            return CommandResult(False, f"timed out after {timeout:g}s")
+    if proc.returncode != 0:
+        tail = (stderr or stdout).strip().splitlines()[-1:] or [""]
+        return CommandResult(False, f"exit {proc.returncode}: {tail[0][:200]}")
     return CommandResult(True, "exit 0")

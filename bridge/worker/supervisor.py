@@ -64,6 +64,7 @@ class Supervisor:
         self.nudge = threading.Event()
         self.url = self.settings.url  # the bridge's address given to spawned agents (serve sets the bound one)
         self._last_beat = 0
+        self._stopping: threading.Event | None = None  # run()'s stop event: cuts a running fallback command short
         self._last_reconcile = 0
         bridge.events.subscribe(self._on_event)
 
@@ -75,6 +76,7 @@ class Supervisor:
     def run(self, stop: threading.Event) -> None:
         """Tick until `stop` is set (signal handlers only set it)."""
         log.info("worker started", extra={"event": "worker_started"})
+        self._stopping = stop
         while not stop.is_set():
             try:
                 self.tick()
@@ -162,7 +164,7 @@ class Supervisor:
                 if trigger_id is None:
                     output = enqueue(conn, self.bridge, pending, thread_id=cand["thread_id"], target=cand["agent_id"],
                                      reason="unread_messages", prompt=None, origin="auto",
-                                     requested_by=WORKER.principal.agent_id, trigger_seq=cand["seq"])
+                                     requested_by=WORKER.principal.agent_id, trigger_seq=cand["seq"], now=now)
                     trigger_id = output["trigger_id"]
                     audit(conn, self.bridge, WORKER, "auto_wake", thread_id=cand["thread_id"],
                           reason="unread_messages", details={"trigger_id": trigger_id, "agent_id": cand["agent_id"],
@@ -184,6 +186,10 @@ class Supervisor:
         if self.bridge.store.read(lambda c: _loop_blocked(c, job["thread_id"])):
             return self._finish(job, token, now, "failed", wake.THREAD_AUTO_BLOCKED,
                                 "the thread was blocked by the loop guard")
+        if job["status"] in ("resume", "spawn"):  # a paused runtime holds every trigger, not only tmux delivery
+            session = self._session(job["target_agent_id"])
+            if session is not None and session["paused"]:
+                return self._defer(job, token, now, wake.RUNTIME_PAUSED, self.settings.defer_recheck * 1000)
         step = {"queued": self._deliver, "awaiting_ack": self._check_ack, "resume": self._resume,
                 "spawn": self._spawn}[job["status"]]
         return step(job, token, now)
@@ -294,7 +300,10 @@ class Supervisor:
                                   f"no resume command for runtime {session['runtime_kind']!r}")
         self._extend_lease(job, token, now)
         argv = render(template, self._values(job, session["session_id"], job["prompt"]))
-        result = run_command(argv, timeout=self.settings.command_timeout, cwd=session["cwd"], env=self._env(job))
+        result = run_command(argv, timeout=self.settings.command_timeout, cwd=session["cwd"], env=self._env(job),
+                             cancel=self._stopping)
+        if result.interrupted:  # shutting down: release the claim (no verdict) so the next worker takes it at once
+            return self._update(job, token, now, {}, attempt=("resume", "interrupted", None, result.detail))
         if result.ok:
             return self._finish(job, token, now, "resumed", None, result.detail, stage="resume")
         self.bridge.store.write(lambda c: trigger_store.record_runtime_failure(

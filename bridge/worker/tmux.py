@@ -31,6 +31,12 @@ class Pane:
     last_input: float | None = None  # latest key press of a client attached to the pane's session (unix time)
 
 
+def _end_of_second(stamps: list[int]) -> float | None:
+    """The latest `client_activity` as the end of its second: tmux keeps whole seconds, and the key press may have
+    come late in that second, so rounding down would end a quiet window up to a second early."""
+    return float(max(stamps) + 1) if stamps else None
+
+
 class Tmux:
     """tmux on the default server, or on a private socket (`-L name`) for tests and isolated setups."""
 
@@ -74,7 +80,7 @@ class Tmux:
             return None
         stamps = [int(v) for v in lines[1:] if v.strip().isdigit()]
         return Pane(pane_id=parts[0], session=parts[1], dead=parts[2] == "1", in_mode=parts[3] == "1",
-                    last_input=float(max(stamps)) if stamps else None)
+                    last_input=_end_of_second(stamps))
 
     def last_human_input(self, session: str) -> float | None:
         """Unix time of the latest key press of any client attached to the session (tmux `client_activity`)."""
@@ -82,17 +88,17 @@ class Tmux:
             out = self.run("list-clients", "-t", session, "-F", "#{client_activity}")
         except TmuxError:
             return None
-        stamps = [int(v) for v in out.split() if v.isdigit()]
-        return float(max(stamps)) if stamps else None
+        return _end_of_second([int(v) for v in out.split() if v.isdigit()])
 
     def type_line(self, target: str, line: str) -> None:
         """Type one line literally into a pane, then press Enter.
 
         Two commands in one invocation: `send-keys -l … -- <line>` (the text is never a key name or a flag) then a
-        separate `send-keys Enter`. The line is one argument, so it can never act as the `;` separator.
+        separate `send-keys Enter`. tmux still reads an argument ending in `;` as a command separator (dropping the
+        `;`); `\\;` is its escape for a literal one, so a trailing `;` is escaped.
         """
-        if line == ";":
-            line = " ;"
+        if line.endswith(";"):
+            line = line[:-1] + "\\;"
         self.run("send-keys", "-l", "-t", target, "--", line, ";", "send-keys", "-t", target, "Enter")
 
     def has_session(self, name: str) -> bool:

@@ -1,0 +1,325 @@
+"""Operator side of the wake pipeline: `bridge runtime ...`, `triggers`, `force-trigger`, metrics, health, and
+`bridge serve` waking a stand-in end to end with its own worker, then stopping on SIGTERM.
+
+Real tmux on a private socket, real stand-in agents in panes, the CLI on the same database file the live server
+uses, and a real `bridge serve` subprocess stopped by PID.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import sys
+import time
+from typing import Any
+
+import pytest
+import requests
+from click.testing import CliRunner, Result
+from serverproc import ServerProcess
+from wakekit import WakeStack, mint_for
+
+from bridge.cli.main import cli
+from bridge.domain import wake
+from bridge.store import audit as audit_store
+from bridge.store import triggers as trigger_store
+from bridge.worker.supervisor import Supervisor
+
+
+@pytest.fixture(autouse=True)
+def _no_bridge_env(monkeypatch, tmp_path):
+    """The CLI reads BRIDGE_* from the environment: start every test from none, in a scratch directory (so a
+    command that missed its --db can never touch a ./bridge.db outside the test)."""
+    for name in [k for k in os.environ if k.startswith("BRIDGE_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+
+
+def bridge(stack: WakeStack, *args: str) -> Result:
+    """Run one `bridge` command in-process on the stack's database file (`--db` goes before any `--`)."""
+    cut = args.index("--") if "--" in args else len(args)
+    argv = [*args[:cut], "--db", stack.bridge.settings.db, *args[cut:]]
+    return CliRunner().invoke(cli, argv, catch_exceptions=False)
+
+
+def launch(stack: WakeStack, agent_id: str, *extra: str) -> Result:
+    """`bridge runtime launch` of a stand-in agent (its token written where the stand-in reads it)."""
+    token_file = stack.token_file(agent_id)
+    return bridge(stack, "runtime", "launch", "--agent-id", agent_id, "--kind", "generic", "--tmux-socket",
+                  stack.tmux.socket_name, "--json", *extra, "--", sys.executable, "-m", "bridge.standin", "--url",
+                  stack.live.url, "--token-file", str(token_file), "agent")
+
+
+def audit_rows(stack: WakeStack, operation: str) -> list[dict[str, Any]]:
+    rows = stack.bridge.store.read(lambda c: audit_store.query(c, "default", operation=operation, limit=1000))
+    return [{**r, "details": json.loads(r["details"])} for r in rows]
+
+
+def windows(stack: WakeStack, session: str) -> list[tuple[str, str]]:
+    out = stack.tmux.run("list-windows", "-t", f"={session}", "-F", "#{window_name}\t#{pane_id}")
+    return [tuple(line.split("\t")) for line in out.splitlines() if line]  # type: ignore[misc]
+
+
+def metric(text: str, name: str, labels: str = "") -> float | None:
+    """The value of one sample in a Prometheus exposition (None when absent)."""
+    pattern = re.compile(rf"^{re.escape(name)}{re.escape(labels)} (\S+)$", re.MULTILINE)
+    match = pattern.search(text)
+    return float(match.group(1)) if match else None
+
+
+# ----------------------------------------------------------------------------------------------------- runtime CLI
+def test_runtime_launch_list_pause_resume_stop(wake_stack):
+    stack = wake_stack()
+    coord = stack.make_token("coord", "coordinator")
+    thread_id = stack.api.ok("create_thread", coord, title="operator thread", type="workflow",
+                             participants=["reviewer", "helper", "exec"])["thread_id"]
+
+    launched = launch(stack, "reviewer", "--session-id", "rev-launch-1", "--actor", "human:ops")
+    assert launched.exit_code == 0, launched.output
+    out = json.loads(launched.stdout)
+    pane = out["tmux_target"]
+    assert (out["agent_id"], out["tmux_session"], out["session_id"]) == ("reviewer", "bridge-default",
+                                                                         "rev-launch-1")
+    assert stack.tmux.has_session("bridge-default")
+    assert windows(stack, "bridge-default") == [("reviewer", pane)]
+    session = stack.session("reviewer")
+    assert (session["management_mode"], session["tmux_target"], session["runtime_kind"]) == ("managed", pane,
+                                                                                             "generic")
+    assert stack.tmux.wait_for_text(pane, "STANDIN READY agent=reviewer", 15), stack.tmux.capture(pane)
+    [row] = audit_rows(stack, "runtime_launch")
+    assert (row["actor"], row["actor_role"], row["outcome"]) == ("human:ops", "operator", "ok")
+    assert row["details"]["tmux_target"] == pane and row["details"]["argv"][-1] == "agent"
+
+    # a second launch reuses the workspace session: one more window, named for its agent
+    second = launch(stack, "helper")
+    assert second.exit_code == 0, second.output
+    helper_pane = json.loads(second.stdout)["tmux_target"]
+    sessions = stack.tmux.run("list-sessions", "-F", "#{session_name}").split()
+    assert sessions == ["bridge-default"]
+    assert windows(stack, "bridge-default") == [("reviewer", pane), ("helper", helper_pane)]
+    # --tmux-session picks another session (created on demand)
+    other = launch(stack, "exec", "--tmux-session", "side-session")
+    assert other.exit_code == 0, other.output
+    assert json.loads(other.stdout)["tmux_session"] == "side-session"
+    assert [name for name, _ in windows(stack, "side-session")] == ["exec"]
+
+    listed = bridge(stack, "runtime", "list", "--json")
+    assert listed.exit_code == 0, listed.output
+    rows = {r["agent_id"]: r for r in json.loads(listed.stdout)["runtimes"]}
+    assert set(rows) == {"reviewer", "helper", "exec"}
+    assert {k: rows["reviewer"][k] for k in ("kind", "management_mode", "tmux_target", "paused", "stale")} == {
+        "kind": "generic", "management_mode": "managed", "tmux_target": pane, "paused": False, "stale": False}
+    human = bridge(stack, "runtime", "list")
+    assert human.exit_code == 0 and "reviewer" in human.stdout and "agent_id" in human.stdout
+
+    # pause: a forced trigger waits (RUNTIME_PAUSED) until the runtime is resumed
+    paused = bridge(stack, "runtime", "pause", "--agent-id", "reviewer", "--reason", "human at the keyboard",
+                    "--actor", "human:ops", "--json")
+    assert paused.exit_code == 0, paused.output
+    assert json.loads(paused.stdout) == {"agent_id": "reviewer", "paused": True}
+    [row] = audit_rows(stack, "runtime_pause")
+    assert (row["actor"], row["reason"], row["details"]) == (
+        "human:ops", "human at the keyboard", {"agent_id": "reviewer", "before": False, "after": True})
+    rows = {r["agent_id"]: r for r in json.loads(bridge(stack, "runtime", "list", "--json").stdout)["runtimes"]}
+    assert (rows["reviewer"]["paused"], rows["helper"]["paused"]) == (True, False)
+
+    forced = bridge(stack, "force-trigger", "--thread-id", thread_id, "--agent-id", "reviewer", "--reason",
+                    "release blocker", "--actor", "human:ops", "--json")
+    assert forced.exit_code == 0, forced.output
+    trig = json.loads(forced.stdout)["trigger_id"]
+    assert stack.job(trig)["force"] == 1 and stack.job(trig)["origin"] == "operator"
+    [row] = audit_rows(stack, "force_trigger")
+    assert (row["actor"], row["actor_role"], row["reason"], row["thread_id"]) == (
+        "human:ops", "operator", "release blocker", thread_id)
+    assert row["details"]["trigger_id"] == trig and row["details"]["force"] is True
+    for _ in range(3):
+        stack.supervisor.tick()
+        time.sleep(0.05)
+    job = stack.job(trig)
+    assert (job["status"], job["defer_reason"]) == ("queued", wake.RUNTIME_PAUSED)
+    assert f"id={trig}" not in stack.tmux.capture(pane)
+    assert ("tmux", "deferred", wake.RUNTIME_PAUSED) in [(a["stage"], a["outcome"], a["reason_code"])
+                                                        for a in stack.attempts(trig)]
+
+    resumed = bridge(stack, "runtime", "resume", "--agent-id", "reviewer", "--json")
+    assert resumed.exit_code == 0, resumed.output
+    [row] = audit_rows(stack, "runtime_resume")
+    assert row["details"] == {"agent_id": "reviewer", "before": True, "after": False}
+    assert row["actor"].startswith("human:") and row["actor_role"] == "operator"
+    stack.run_until(lambda: stack.job(trig)["status"] in wake.TERMINAL, 15)
+    assert stack.job(trig)["status"] == "delivered", stack.attempts(trig)
+    assert stack.tmux.wait_for_text(pane, f"STANDIN ACKED trigger={trig}", 10)
+
+    listed = bridge(stack, "triggers", "--json")
+    assert listed.exit_code == 0, listed.output
+    [view] = [t for t in json.loads(listed.stdout)["triggers"] if t["trigger_id"] == trig]
+    assert (view["status"], view["force"], view["origin"], view["target_agent_id"]) == ("delivered", True,
+                                                                                        "operator", "reviewer")
+    assert [a["outcome"] for a in view["attempts"]][-2:] == ["typed", "delivered"]
+    assert trig in bridge(stack, "triggers").stdout  # the table form
+
+    stopped = bridge(stack, "runtime", "stop", "--agent-id", "reviewer", "--tmux-socket", stack.tmux.socket_name,
+                     "--reason", "end of shift", "--json")
+    assert stopped.exit_code == 0, stopped.output
+    assert json.loads(stopped.stdout) == {"agent_id": "reviewer", "status": "offline", "killed_pane": True}
+    assert stack.tmux.probe(pane) is None
+    assert [name for name, _ in windows(stack, "bridge-default")] == ["helper"]
+    assert stack.session("reviewer")["status"] == "offline"
+    [row] = audit_rows(stack, "runtime_stop")
+    assert (row["reason"], row["details"]["killed"], row["details"]["tmux_target"]) == ("end of shift", True, pane)
+
+
+def test_paused_runtime_holds_fallback_jobs_too(wake_stack, tmp_path):
+    """`runtime pause`: the agent's triggers wait (RUNTIME_PAUSED) — the resume command does not run either."""
+    stack = wake_stack()
+    calls = tmp_path / "resume-calls.txt"
+    runtimes = stack.bridge.settings.runtimes_file
+    script = "import sys; open(sys.argv[1], 'a').write(sys.argv[2] + '\\n')"
+    with open(runtimes, "w") as handle:
+        json.dump({"generic": {"resume": [sys.executable, "-c", script, str(calls), "{trigger_id}"],
+                               "spawn": None}}, handle)
+    stack.supervisor = Supervisor(stack.bridge, stack.tmux)
+    stack.api.ok("heartbeat_session", stack.make_token("reviewer"), session_id="reviewer-s1", runtime="generic",
+                 status="idle", resumable=True)
+    coord = stack.make_token("coord", "coordinator")
+    thread_id = stack.api.ok("create_thread", coord, title="t", type="workflow",
+                             participants=["reviewer", "exec"])["thread_id"]
+    assert bridge(stack, "runtime", "pause", "--agent-id", "reviewer").exit_code == 0
+    trig = stack.api.ok("trigger_participant", coord, thread_id=thread_id, target_agent_id="reviewer",
+                        reason="wake")["trigger_id"]
+    assert stack.job(trig)["status"] == "resume"
+    for _ in range(3):
+        stack.supervisor.tick()
+        time.sleep(0.05)
+    job = stack.job(trig)
+    assert (job["status"], job["defer_reason"]) == ("resume", wake.RUNTIME_PAUSED), stack.attempts(trig)
+    assert not calls.exists()
+    assert bridge(stack, "runtime", "resume", "--agent-id", "reviewer").exit_code == 0
+    stack.run_until(lambda: stack.job(trig)["status"] in wake.TERMINAL)
+    assert stack.job(trig)["status"] == "resumed"
+    assert calls.read_text().split() == [trig]
+
+
+def test_operator_commands_exit_codes(wake_stack):
+    stack = wake_stack()
+    coord = stack.make_token("coord", "coordinator")
+    thread_id = stack.api.ok("create_thread", coord, title="t", type="workflow",
+                             participants=["reviewer", "exec"])["thread_id"]
+    sock = stack.tmux.socket_name
+    not_found = [
+        ("runtime", "pause", "--agent-id", "ghost"),
+        ("runtime", "resume", "--agent-id", "ghost"),
+        ("runtime", "stop", "--agent-id", "ghost", "--tmux-socket", sock),
+        ("force-trigger", "--thread-id", "thr_000000000000aaaaaaaaaaaa", "--agent-id", "reviewer", "--reason", "r"),
+        ("trigger-retry", "--trigger-id", "trg_000000000000aaaaaaaaaaaa", "--reason", "r"),
+    ]
+    for args in not_found:
+        result = bridge(stack, *args, "--json")
+        assert result.exit_code == 3, (args, result.output)
+        assert json.loads(result.stderr)["error"]["code"] == "NOT_FOUND"
+    usage = [
+        ("force-trigger", "--thread-id", thread_id, "--agent-id", "reviewer"),  # --reason is required
+        ("force-trigger", "--thread-id", thread_id, "--agent-id", "stranger", "--reason", "r"),  # not a participant
+        ("runtime", "launch", "--agent-id", "x", "--kind", "bogus", "--tmux-socket", sock, "--", "true"),
+    ]
+    for args in usage:
+        assert bridge(stack, *args).exit_code == 2, args
+    assert not stack.tmux.has_session("bridge-default")  # nothing was launched
+    stack.api.ok("update_thread_status", coord, thread_id=thread_id, status="closed", reason="done")
+    closed = bridge(stack, "force-trigger", "--thread-id", thread_id, "--agent-id", "reviewer", "--reason", "r")
+    assert closed.exit_code == 1, closed.output
+    assert stack.bridge.store.read(lambda c: trigger_store.list_jobs(c, "default")) == []
+    refused = [r for r in audit_rows(stack, "force_trigger") if r["outcome"] == "refused"]
+    assert {r["reason"] for r in refused} >= {"THREAD_CLOSED"}
+
+
+# ----------------------------------------------------------------------------------------------------- observability
+def test_trigger_metrics_and_worker_heartbeat_in_health(wake_stack):
+    stack = wake_stack()
+    health = stack.api.raw("GET", "/health").body
+    assert health["worker"]["last_tick_age_seconds"] is None  # no worker ever ticked on this database
+
+    pane = stack.launch_standin("reviewer")
+    coord = stack.make_token("coord", "coordinator")
+    thread_id = stack.api.ok("create_thread", coord, title="metrics", type="workflow",
+                             participants=["reviewer", "exec"])["thread_id"]
+    stack.api.ok("post_message", stack.make_token("exec"), thread_id=thread_id, schema_version=1, kind="chat",
+                 body="ping")
+    delivered = stack.supervisor.tick().woken[0]
+    stack.run_until(lambda: stack.job(delivered)["status"] in wake.TERMINAL)
+    assert stack.job(delivered)["status"] == "delivered"
+    assert stack.tmux.wait_for_text(pane, "STANDIN ACKED", 5)
+    # a second thread, closed before its trigger runs: that job fails
+    other = stack.api.ok("create_thread", coord, title="closing", type="workflow",
+                         participants=["reviewer", "exec"])["thread_id"]
+    doomed = stack.api.ok("trigger_participant", coord, thread_id=other, target_agent_id="exec",
+                          reason="wake")["trigger_id"]
+    stack.api.ok("update_thread_status", coord, thread_id=other, status="closed", reason="done")
+    stack.run_until(lambda: stack.job(doomed)["status"] in wake.TERMINAL)
+    assert stack.job(doomed)["status"] == "failed"
+
+    text = stack.api.raw("GET", "/metrics").body
+    assert metric(text, "bridge_trigger_jobs", '{status="delivered"}') == 1
+    assert metric(text, "bridge_trigger_jobs", '{status="failed"}') == 1
+    assert metric(text, "bridge_trigger_jobs", '{status="queued"}') == 0
+    assert metric(text, "bridge_trigger_attempts_total", '{result="typed"}') == 1
+    assert metric(text, "bridge_trigger_attempts_total", '{result="delivered"}') == 1
+    assert metric(text, "bridge_trigger_attempts_total", '{result="THREAD_CLOSED"}') == 1
+    assert metric(text, "bridge_trigger_dispatch_seconds_count") == 1  # delivered only; failures are not dispatch
+    assert 0 < metric(text, "bridge_trigger_dispatch_seconds_sum") < 30
+    last_tick = metric(text, "bridge_worker_last_tick_timestamp_seconds")
+    assert last_tick is not None and abs(time.time() - last_tick) < 30
+
+    stack.supervisor.tick(now=stack.bridge.clock() + 1500)  # past the 1 s beat throttle
+    age = stack.api.raw("GET", "/health").body["worker"]["last_tick_age_seconds"]
+    assert age is not None and 0 <= age < 5
+
+
+# ----------------------------------------------------------------------------------------------------- processes
+@pytest.mark.slow
+def test_bridge_serve_wakes_a_standin_end_to_end_and_stops_on_sigterm(tmp_path, make_parts, private_tmux):
+    db = tmp_path / "serve.db"
+    parts = make_parts(db=str(db))  # creates the database and the signing key the server will use
+    mint = mint_for(parts)
+    server = ServerProcess(db, tmp_path / "serve.log", worker=True, tmux_socket=private_tmux.socket_name,
+                           worker_poll="5s", ack_timeout="3s", quiet_window="1s")
+    server.start()
+    try:
+        with requests.Session() as http:
+            def call(command: str, token: str, **body: Any) -> dict[str, Any]:
+                reply = http.post(f"{server.url}/v1/mcp/{command}", json=body,
+                                  headers={"Authorization": f"Bearer {token}"}, timeout=30)
+                assert reply.status_code == 200, (command, reply.status_code, reply.text)
+                return reply.json()
+
+            token_file = tmp_path / "reviewer.token"
+            token_file.write_text(mint("reviewer"))
+            pane = private_tmux.new_window("bridge-default", "reviewer", [
+                sys.executable, "-m", "bridge.standin", "--url", server.url, "--token-file", str(token_file), "agent"])
+            assert private_tmux.wait_for_text(pane, "STANDIN READY", 15), private_tmux.capture(pane)
+            coord = mint("coord", "coordinator")
+            thread_id = call("create_thread", coord, title="e2e", type="workflow",
+                             participants=["reviewer", "exec"])["thread_id"]
+            posted_at = time.monotonic()
+            call("post_message", mint("exec"), thread_id=thread_id, schema_version=1, kind="chat", body="wake up")
+            # no tick from here: the server's own worker is nudged by the post (poll is 5 s)
+            assert private_tmux.wait_for_text(pane, "STANDIN ACKED", 15), (private_tmux.capture(pane),
+                                                                            server.log_text())
+            assert time.monotonic() - posted_at < 4.5
+            jobs = parts.bridge.store.read(lambda c: trigger_store.list_jobs(c, "default", thread_id=thread_id))
+            assert len(jobs) == 1
+            assert WakeStack.wait_for(lambda: parts.bridge.store.read(
+                lambda c: trigger_store.get_job(c, jobs[0]["trigger_id"]))["status"] == "delivered", 10)
+            health = http.get(f"{server.url}/health", timeout=10).json()
+            assert 0 <= health["worker"]["last_tick_age_seconds"] < 10
+        proc = server.proc
+        assert proc is not None
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0, server.log_text()
+        assert time.monotonic() - started < 5
+        assert "worker_stopped" in server.log_text()
+    finally:
+        server.stop()
