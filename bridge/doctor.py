@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import socket
 import stat
 import subprocess
@@ -47,6 +48,11 @@ def run_checks(settings: Settings) -> list[dict[str, Any]]:
 def _database(settings: Settings) -> dict[str, Any]:
     path = settings.db_path
     if not path.exists():
+        parent = path.parent
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent
+        if not (parent.is_dir() and os.access(parent, os.W_OK | os.X_OK)):
+            return _result("database", False, f"{path} cannot be created: {parent} is not a writable directory")
         return _result("database", True, f"{path} will be created on first start", required=False)
     try:
         from bridge.store import maintenance

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Iterator
+from pathlib import Path
 
+import apsw
 import click
 
 from bridge.cli.common import db_options, load_settings, opened, operator_call
@@ -11,6 +15,7 @@ from bridge.cli.output import emit, fail, table
 from bridge.errors import Conflict, InvalidArgument
 from bridge.services.core import audit
 from bridge.store import maintenance
+from bridge.store.db import unavailable_from
 from bridge.store.migrate import latest_version
 
 
@@ -42,6 +47,16 @@ def check(db: str | None, workspace: str | None, as_json: bool) -> None:
     sys.exit(0 if verdict["ok"] else 1)
 
 
+@contextlib.contextmanager
+def _storage_errors(as_json: bool) -> Iterator[None]:
+    """A locked, full or unopenable database file is exit 4 (database unavailable), not a traceback."""
+    try:
+        yield
+    except (apsw.BusyError, apsw.LockedError, apsw.FullError, apsw.IOError, apsw.ReadOnlyError,
+            apsw.CantOpenError) as exc:
+        fail(unavailable_from(exc), as_json)
+
+
 def _audited(settings, as_json: bool, actor: str | None, operation: str, details: dict) -> None:  # type: ignore[no-untyped-def]
     with opened(settings, as_json) as parts:
         parts.bridge.store.write(lambda conn: audit(conn, parts.bridge, operator_call(settings, actor), operation,
@@ -55,8 +70,11 @@ def _audited(settings, as_json: bool, actor: str | None, operation: str, details
 def backup(out: str, actor: str | None, db: str | None, workspace: str | None, as_json: bool) -> None:
     """Online backup through SQLite's backup API (safe while the bridge is writing)."""
     settings = load_settings(db=db, workspace=workspace)
+    if not Path(out).expanduser().resolve().parent.is_dir():
+        fail(InvalidArgument(f"no directory for --out {out}: create it first"), as_json)
     try:
-        result = maintenance.backup(settings.db_path, out)
+        with _storage_errors(as_json):
+            result = maintenance.backup(settings.db_path, out)
     except FileExistsError as exc:
         fail(Conflict(str(exc)), as_json)
     _audited(settings, as_json, actor, "db_backup", result)
@@ -74,7 +92,8 @@ def restore(source: str, yes: bool, actor: str | None, db: str | None, workspace
     if not yes:
         fail(InvalidArgument("restoring replaces every row: pass --yes to confirm"), as_json)
     try:
-        result = maintenance.restore(source, settings.db_path)
+        with _storage_errors(as_json):
+            result = maintenance.restore(source, settings.db_path)
     except (ValueError, OSError) as exc:
         fail(InvalidArgument(str(exc)), as_json)
     _audited(settings, as_json, actor, "db_restore", result)
@@ -86,7 +105,9 @@ def restore(source: str, yes: bool, actor: str | None, db: str | None, workspace
 def vacuum(db: str | None, workspace: str | None, as_json: bool) -> None:
     """Rebuild the database file to reclaim free pages."""
     settings = load_settings(db=db, workspace=workspace)
-    emit(maintenance.vacuum(settings.db_path), as_json)
+    with _storage_errors(as_json):
+        result = maintenance.vacuum(settings.db_path, busy_timeout=settings.busy_timeout)
+    emit(result, as_json)
 
 
 @click.command()

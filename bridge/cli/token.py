@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import time
 
 import click
 
@@ -14,6 +16,7 @@ from bridge.domain.identifiers import is_identifier
 from bridge.errors import InvalidArgument
 from bridge.services import tokens as token_service
 from bridge.settings import parse_duration
+from bridge.store import control as control_store
 
 
 @click.group()
@@ -41,6 +44,12 @@ def issue(agent_id: str, role: str, session_id: str | None, ttl: str, db: str | 
     if lifetime <= 0 or lifetime > settings.token_max_ttl:
         fail(InvalidArgument(f"--ttl must be positive and at most {settings.token_max_ttl:g}s"), as_json)
     with opened(settings, as_json) as parts:
+        cutoff = parts.bridge.store.read(lambda conn: control_store.agent_revoked_at(conn, agent_id))
+        wait = math.ceil(cutoff / 1000) - time.time() if cutoff is not None else 0.0
+        if 0 < wait <= 2:
+            # `iat` has whole seconds and an agent revocation refuses every token with iat < its cut-off: a token
+            # issued in the revocation's own second would be born revoked. Wait for the next second instead.
+            time.sleep(wait)
         signed, claims = issue_token(parts.key, issuer=settings.issuer, audience=settings.audience,
                                      agent_id=agent_id, role=role, workspace_id=settings.workspace,
                                      session_id=session_id, ttl=lifetime)

@@ -43,7 +43,6 @@ def post_message(bridge: Bridge, call: Call, req: PostMessageInput) -> dict[str,
         raise Forbidden("kind=system is reserved to coordinators and the bridge", {"reason": "system_reserved"})
     fingerprint = hashlib.sha256(req.payload_fingerprint().encode()).hexdigest()
     event_type = req.metadata.get("event_type") if isinstance(req.metadata.get("event_type"), str) else None
-    message_id = new_id("msg")  # before the transaction: its urandom syscall would hand the GIL away mid-commit
 
     def work(conn: apsw.Connection, pending: Pending) -> dict[str, Any]:
         thread = visible_thread(conn, call, req.thread_id, Op.POST)
@@ -68,6 +67,7 @@ def post_message(bridge: Bridge, call: Call, req: PostMessageInput) -> dict[str,
                               retry_after=bridge.quotas.retry_after_header(wait))
         now = bridge.clock()
         seq = message_store.next_seq(conn, req.thread_id, now)
+        message_id = new_id("msg")
         message_store.insert_message(conn, {
             "message_id": message_id, "thread_id": req.thread_id, "seq": seq, "schema_version": req.schema_version,
             "kind": req.kind, "event_type": event_type, "body": req.body, "metadata": req.metadata,

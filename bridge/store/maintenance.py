@@ -29,16 +29,27 @@ INVARIANTS: dict[str, str] = {
 
 def check(path: Path | str) -> dict[str, Any]:
     """integrity_check, foreign_key_check, schema version and the invariants; `ok` only when all pass."""
-    conn = connect(path)
+    checks = ["integrity", "foreign_keys", "schema_version", *INVARIANTS]
+    try:
+        conn = connect(path)
+        conn.execute("PRAGMA schema_version").fetchall()  # reads the header: a non-SQLite file fails here
+    except (apsw.NotADBError, apsw.CorruptError) as exc:
+        return {"ok": False, "schema_version": None, "problems": [{"check": "integrity", "found": [str(exc)]}],
+                "checks": checks}
     try:
         integrity = [r[0] for r in conn.execute("PRAGMA integrity_check")]
         foreign = [list(r) for r in conn.execute("PRAGMA foreign_key_check")]
         version = conn.execute("PRAGMA user_version").fetchall()[0][0]
-        conn.execute("BEGIN")
-        try:
-            broken = {name: rows(conn, sql) for name, sql in INVARIANTS.items()}
-        finally:
-            conn.execute("COMMIT")
+        broken: dict[str, list[dict[str, Any]]] = {}
+        if version == latest_version():  # the invariants' tables exist only in a current schema
+            conn.execute("BEGIN")
+            try:
+                broken = {name: rows(conn, sql) for name, sql in INVARIANTS.items()}
+            finally:
+                conn.execute("COMMIT")
+    except (apsw.NotADBError, apsw.CorruptError) as exc:  # damage past the header surfaces while scanning
+        return {"ok": False, "schema_version": None, "problems": [{"check": "integrity", "found": [str(exc)]}],
+                "checks": checks}
     finally:
         conn.close()
     problems = []
@@ -49,8 +60,7 @@ def check(path: Path | str) -> dict[str, Any]:
     if version != latest_version():
         problems.append({"check": "schema_version", "found": version, "expected": latest_version()})
     problems += [{"check": name, "found": found[:20]} for name, found in broken.items() if found]
-    return {"ok": not problems, "schema_version": version, "problems": problems,
-            "checks": ["integrity", "foreign_keys", "schema_version", *INVARIANTS]}
+    return {"ok": not problems, "schema_version": version, "problems": problems, "checks": checks}
 
 
 def backup(source: Path | str, target: Path | str) -> dict[str, Any]:
@@ -89,9 +99,9 @@ def restore(backup_file: Path | str, target: Path | str) -> dict[str, Any]:
     return {"restored_from": str(backup_file), "database": str(target), "check": check(target)["ok"]}
 
 
-def vacuum(path: Path | str) -> dict[str, Any]:
+def vacuum(path: Path | str, *, busy_timeout: float = 5.0) -> dict[str, Any]:
     """Rebuild the database file (reclaims free pages)."""
-    conn = connect(path)
+    conn = connect(path, busy_timeout=busy_timeout)
     try:
         before = Path(path).stat().st_size
         conn.execute("VACUUM")

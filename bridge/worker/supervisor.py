@@ -173,6 +173,8 @@ class Supervisor:
                 return trigger_id if not busy else None
 
             made = self.bridge.store.write(work)
+            for name, fields in pending.events:
+                self.bridge.events.emit(name, **fields)
             if made:
                 created.append(made)
         return created
@@ -282,7 +284,8 @@ class Supervisor:
         return self._update(job, token, now, {
             "next_attempt_at": now + int(delay_ms), "defer_reason": code,
             "deferred_since": deferred_since if deferred_since is not None else job["deferred_since"]},
-            attempt=("tmux", "deferred", code, None), audit_reason=code if first else None)
+            attempt=("tmux", "deferred", code, None) if first else None,  # one row per deferral, not per re-check
+            audit_reason=code if first else None)
 
     def _resume(self, job: dict[str, Any], token: str, now: int) -> str:
         session = self._session(job["target_agent_id"])
