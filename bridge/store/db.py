@@ -120,7 +120,8 @@ class Store:
                 self._writing = True
             else:
                 self._queue.append((fn, future))
-                self._queue_cv.notify()
+                if not self._writing:  # else whoever is committing hands the queue on when done
+                    self._queue_cv.notify()
         if inline:
             try:
                 self._run_batch(self._writer_conn, [(fn, future)])
@@ -131,7 +132,8 @@ class Store:
     def _done_writing(self) -> None:
         with self._queue_cv:
             self._writing = False
-            self._queue_cv.notify_all()  # the writer thread (queued work) and close() (waiting for quiet)
+            if self._queue or self._closed:  # wake the writer thread (queued work) or close() (waiting for quiet)
+                self._queue_cv.notify_all()
 
     def _write_loop(self) -> None:
         conn = self._writer_conn
