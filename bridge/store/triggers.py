@@ -31,13 +31,20 @@ def find_by_request(conn: apsw.Connection, workspace_id: str, requested_by: str,
                (workspace_id, requested_by, request_id))
 
 
+_DUE = ("workspace_id = ? AND (status IN ('queued', 'resume', 'spawn') AND next_attempt_at <= ?"
+        " OR status = 'awaiting_ack') AND (lease_until IS NULL OR lease_until <= ?)")
+
+
+def any_due(conn: apsw.Connection, workspace_id: str, now: int) -> bool:
+    """True when claim_due would find a job (a read: most ticks have nothing to claim and need no write)."""
+    return scalar(conn, f"SELECT 1 FROM trigger_jobs WHERE {_DUE} LIMIT 1", (workspace_id, now, now)) is not None
+
+
 def claim_due(conn: apsw.Connection, workspace_id: str, now: int, lease_ms: int, token: str,
               limit: int) -> list[dict[str, Any]]:
     """Lease due, unleased (or lease-expired) jobs to `token`; return them. Jobs awaiting an ack are always due:
     checking one is two indexed reads, and a tick nudged by an ack must see it at once."""
-    due = rows(conn, "SELECT trigger_id FROM trigger_jobs WHERE workspace_id = ? AND (status IN"
-                     " ('queued', 'resume', 'spawn') AND next_attempt_at <= ? OR status = 'awaiting_ack')"
-                     " AND (lease_until IS NULL OR lease_until <= ?) ORDER BY next_attempt_at LIMIT ?",
+    due = rows(conn, f"SELECT trigger_id FROM trigger_jobs WHERE {_DUE} ORDER BY next_attempt_at LIMIT ?",
                (workspace_id, now, now, limit))
     claimed = []
     for row in due:
