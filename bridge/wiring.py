@@ -32,7 +32,7 @@ def build(settings: Settings) -> Parts:
     bridge = Bridge(settings=settings, store=store)
 
     def revoked(claims: dict[str, Any]) -> str | None:
-        return store.read(lambda conn: control_store.revocation_reason(
+        return store.query(lambda conn: control_store.revocation_reason(
             conn, jti=claims["jti"], session_id=claims["session_id"], agent_id=claims["agent_id"],
             issued_at_ms=claims["iat"] * 1000))
 

@@ -59,6 +59,11 @@ def revocation_reason(conn: apsw.Connection, *, jti: str, session_id: str, agent
                         " LIMIT 1", (jti, session_id, agent_id, issued_at_ms))
 
 
+def agent_revoked_at(conn: apsw.Connection, agent_id: str) -> int | None:
+    """The cut-off (ms) of the agent's revocation ("tokens issued before this"), or None."""
+    return scalar(conn, "SELECT revoked_at FROM revocations WHERE kind = 'agent' AND value = ?", (agent_id,))
+
+
 def set_session_fields(conn: apsw.Connection, workspace_id: str, agent_id: str, **fields: Any) -> bool:
     """Change some fields of an agent's registry entry (status, paused, tmux_target, ...); False if none."""
     columns = ", ".join(f"{name} = :{name}" for name in fields)

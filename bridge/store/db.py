@@ -108,6 +108,13 @@ class Store:
         except _STORAGE_ERRORS as exc:
             raise unavailable_from(exc) from exc
 
+    def query(self, fn: Callable[[apsw.Connection], T]) -> T:
+        """Run a single-statement read `fn(conn)` in autocommit (one statement is its own snapshot; no BEGIN/COMMIT)."""
+        try:
+            return fn(self.reader())
+        except _STORAGE_ERRORS as exc:
+            raise unavailable_from(exc) from exc
+
     # ------------------------------------------------------------------------------------------- writing
     def write(self, fn: Callable[[apsw.Connection], T]) -> T:
         """Run `fn(conn)` in a `BEGIN IMMEDIATE` transaction (batched with concurrent writers); return after COMMIT."""
