@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import click
 
+from ops.drills.cli import drill
+
 
 @click.group()
 def ops() -> None:
     """Ops tooling: runbook drills, SLI measurements, launch readiness."""
+
+
+ops.add_command(drill)

@@ -1,0 +1,42 @@
+"""`bridge token issue` right after `bridge token revoke --agent-id` gives a working token (runbooks/token-failure.md).
+
+`iat` has whole seconds and an agent revocation refuses every token issued before its cut-off (milliseconds): a token
+issued in the same second as the revocation used to be born revoked.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from click.testing import CliRunner
+
+from bridge.cli.main import cli
+from bridge.errors import Unauthorized
+from bridge.settings import Settings
+from bridge.wiring import build
+
+
+def test_a_token_issued_right_after_an_agent_revocation_is_valid(tmp_path, monkeypatch):
+    for name in [k for k in os.environ if k.startswith("BRIDGE_")]:
+        monkeypatch.delenv(name)
+    db = str(tmp_path / "bridge.db")
+    runner = CliRunner()
+
+    def bridge(*args: str) -> str:
+        result = runner.invoke(cli, [*args, "--db", db], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        return result.stdout.strip()
+
+    for _ in range(3):  # in-process commands take milliseconds: revocation and issue share a second
+        old = bridge("token", "issue", "--agent-id", "reviewer", "--role", "participant")
+        bridge("token", "revoke", "--agent-id", "reviewer", "--reason", "leaked")
+        new = bridge("token", "issue", "--agent-id", "reviewer", "--role", "participant")
+        parts = build(Settings.load({"db": db}, env={}))
+        try:
+            assert parts.verifier.verify(new).agent_id == "reviewer"
+            with pytest.raises(Unauthorized) as refused:
+                parts.verifier.verify(old)
+            assert refused.value.details["reason"] == "revoked"
+        finally:
+            parts.close()
