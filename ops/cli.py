@@ -5,6 +5,8 @@ from __future__ import annotations
 import click
 
 from ops.drills.cli import drill
+from ops.readiness import readiness
+from ops.sli import sli
 
 
 @click.group()
@@ -13,3 +15,5 @@ def ops() -> None:
 
 
 ops.add_command(drill)
+ops.add_command(sli)
+ops.add_command(readiness)

@@ -1,0 +1,423 @@
+"""`bridge ops readiness`: the seed's go-live checklist as real checks, a go/no-go table with the evidence of each row.
+
+Rows (each one runs something and keeps what it observed):
+
+1. functional acceptance: a scripted pilot workflow end to end on a live stack (`bridge serve` + worker + a stand-in
+   reviewer in tmux): create thread, finding, fix_pushed, the reviewer woken in its pane, verification, resolve;
+   with `--with-tests`, also the pytest suites of the workflow.
+2. security: forged, unsigned, HMAC-confused, expired, over-long, revoked and other-workspace tokens refused, the
+   authorization rules, and bad input rejected in the JSON envelope, over real HTTP (+ suites with `--with-tests`).
+3. operational signals: /health, /ready, /metrics with every contract metric name, the alert series moving.
+4. runbook drills: `bridge ops drill --all` as a subprocess, with the evidence records it writes.
+5. operator controls: the §10 commands as subprocesses on the live database file, with their exit codes, audited.
+6. SLI thresholds: `run_sli` (its own stack) against SPEC §13.
+7-9. the seed's three accepted risks, each with the evidence that it no longer applies.
+
+The decision is GO only when every row passes; the exit status is 0 on GO and 1 on NO-GO.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ops import acceptance
+from ops.acceptance import Evidence, project_root
+from ops.sli import parse_thresholds, run_sli
+from ops.stack import Stack, bridge_argv, clean_env, real_stack
+
+# The operator handoff of the seed, command by command.
+HANDOFF_COMMANDS = ("inspect-thread", "escalate-thread", "assign-escalation-owner", "reassign-escalation-owner",
+                    "get-escalation-owner", "unblock-thread", "override-close-thread")
+SKIP_MARKERS = re.compile(r"pytest\.mark\.skip|pytest\.skip\(|importorskip|unittest\.skip|pytest\.mark\.xfail")
+# pytest suites per row for --with-tests (those present in tests/ are run).
+SUITES = {
+    "functional": ("test_smoke.py", "test_lifecycle.py", "test_messages.py", "test_wake_operator.py",
+                   "test_wake_delivery.py"),
+    "security": ("test_auth.py", "test_authz.py", "test_bad_input.py", "test_jwks_url.py"),
+    "signals": ("test_endpoints.py",),
+    "operator": ("test_operator_cli.py", "test_cli.py"),
+}
+DB_SUITES = ("test_store.py", "test_store_writer.py", "test_durability.py")  # run with --with-tests
+DB_SMOKE = ("test_store.py",)  # always run: proof that the database-backed suite runs here, now
+
+
+@dataclass
+class Row:
+    key: str
+    item: str
+    ok: bool
+    summary: str
+    evidence: dict[str, Any]
+    seconds: float
+
+
+@dataclass
+class Options:
+    with_tests: bool
+    sli_iterations: int
+    thresholds: dict[str, float]
+    drill_timeout: float
+    workdir: Path
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+def run_bounded(argv: list[str], timeout: float, cwd: Path) -> tuple[int | None, str, str]:
+    """Run a command to completion or `timeout`: then SIGTERM (it stops what it started, as on Ctrl-C), and SIGKILL
+    only if it is still there a minute later. (exit code or None on timeout, stdout, stderr)"""
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env(),
+                            cwd=str(cwd))
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+        return proc.returncode, stdout, stderr
+    except subprocess.TimeoutExpired:
+        proc.terminate()
+        try:
+            stdout, stderr = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            stdout, stderr = proc.communicate()
+        return None, stdout, f"timed out after {timeout:g}s\n{stderr}"
+
+
+def run_pytest(files: tuple[str, ...], timeout: float = 900) -> dict[str, Any]:
+    """Run some test files in a subprocess; passed/failed/skipped counts from pytest's summary."""
+    root = project_root()
+    present = [f"tests/{f}" for f in files if (root / "tests" / f).is_file()]
+    result: dict[str, Any] = {"files": present, "missing": [f for f in files if f"tests/{f}" not in present]}
+    if not present:
+        return {**result, "ok": False, "summary": "no test file found"}
+    argv = [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", *present]
+    started = time.monotonic()
+    code, stdout, stderr = run_bounded(argv, timeout, root)
+    tail = stdout.strip().splitlines()[-1] if stdout.strip() else stderr.strip()[-300:]
+    counts = {k: int(n) for n, k in re.findall(r"(\d+) (passed|failed|skipped|error|errors|xfailed|xpassed)", tail)}
+    ok = code == 0 and counts.get("passed", 0) > 0 and not counts.get("skipped")
+    return {**result, "command": " ".join(["python", *argv[1:]]), "exit": code, "counts": counts,
+            "summary": tail, "seconds": round(time.monotonic() - started, 1), "ok": ok}
+
+
+def _with_suites(ev: Evidence, key: str, options: Options) -> None:
+    if options.with_tests and key in SUITES:
+        suites = run_pytest(SUITES[key])
+        ev.facts["tests"] = suites
+        ev.check(f"pytest {' '.join(suites['files'])}: all passed, none skipped", suites["ok"], suites["summary"])
+
+
+def _summary(ev: Evidence, good: str) -> str:
+    if ev.ok:
+        return good
+    failures = ev.failures()
+    return f"{len(failures)} of {len(ev.checks)} checks failed: " + "; ".join(failures)[:400]
+
+
+def _evidence(ev: Evidence) -> dict[str, Any]:
+    return {"checks": ev.checks, **ev.facts}
+
+
+# ------------------------------------------------------------------------------------------------ rows on the stack
+def row_functional(stack: Stack, options: Options) -> tuple[Evidence, str]:
+    ev = acceptance.pilot_workflow(stack)
+    _with_suites(ev, "functional", options)
+    wake = ev.facts.get("wake", {})
+    return ev, (f"pilot workflow on {stack.url}: thread {ev.facts.get('thread_id')} resolved with no open item; "
+                f"reviewer stand-in woken in its tmux pane ({wake.get('trigger_id')}, "
+                f"{wake.get('message_to_wake_ms')} ms message-to-wake); {len(ev.checks)} checks")
+
+
+def row_security(stack: Stack, options: Options) -> tuple[Evidence, str]:
+    ev = acceptance.security(stack)
+    _with_suites(ev, "security", options)
+    return ev, f"{len(ev.checks)} refusals checked over HTTP (tokens, authorization, bad input, audit)"
+
+
+def row_signals(stack: Stack, options: Options) -> tuple[Evidence, str]:
+    ev = acceptance.signals(stack)
+    _with_suites(ev, "signals", options)
+    return ev, (f"/health, /ready 200; /metrics exposes all {len(acceptance.CONTRACT_METRICS)} contract names; "
+                f"alert series moved: {ev.facts.get('metrics')}")
+
+
+def row_operator(stack: Stack, options: Options) -> tuple[Evidence, str]:
+    ev = acceptance.operator_controls(stack)
+    _with_suites(ev, "operator", options)
+    cli_checks = sum(1 for c in ev.checks if c["check"].count("`bridge ") == 1)
+    return ev, (f"{cli_checks} operator commands run on the live database with the expected exit codes "
+                f"(0/1/2/3/4), freeze/unfreeze honoured over HTTP, {len(ev.facts.get('audit', []))} audit events")
+
+
+# ------------------------------------------------------------------------------------------------ other rows
+def row_drills(options: Options) -> tuple[Evidence, str]:
+    from ops.cli import ops as ops_group
+
+    ev = Evidence()
+    if not ev.check("`bridge ops drill` is registered", "drill" in ops_group.commands, sorted(ops_group.commands)):
+        return ev, "the drill command is not registered in `bridge ops` (ops/cli.py): runbooks are not drill-validated"
+    out = options.workdir / "drills"
+    argv = bridge_argv("ops", "drill", "--all", "--out", str(out))
+    started = time.monotonic()
+    code, stdout, stderr = run_bounded(argv, options.drill_timeout, options.workdir)
+    records = []
+    for path in sorted(out.glob("*.json")) if out.is_dir() else []:
+        with contextlib.suppress(ValueError, OSError):
+            doc = json.loads(path.read_text())
+            records.append({"drill": doc.get("name", path.stem), "pass": doc.get("pass"),
+                            "runbook": doc.get("runbook"), "seconds": doc.get("duration_seconds"),
+                            "file": str(path)})
+    ev.facts.update({"command": "bridge ops drill --all --out " + str(out), "exit": code,
+                     "seconds": round(time.monotonic() - started, 1), "records": records,
+                     "output": (stdout.strip().splitlines() or [""])[-12:],
+                     "stderr_tail": stderr.strip()[-600:] or None})
+    ev.check("`bridge ops drill --all` exits 0", code == 0, {"exit": code, "stderr": stderr.strip()[-300:] or None})
+    ev.check("every drill wrote a passing evidence record", records and all(r["pass"] for r in records),
+             [(r["drill"], r["pass"]) for r in records])
+    passed = [r["drill"] for r in records if r["pass"]]
+    return ev, f"{len(passed)}/{len(records)} drills passed with evidence records: {', '.join(passed)}"
+
+
+def row_sli(options: Options) -> tuple[Evidence, str, dict[str, Any] | None]:
+    ev = Evidence()
+    report = run_sli(options.sli_iterations, thresholds=options.thresholds, workdir=options.workdir / "sli")
+    for verdict in report["thresholds"]:
+        ev.check(f"{verdict['name']} {verdict['op']} {verdict['limit']} ({verdict['source']})", verdict["ok"],
+                 verdict["value"])
+    s = report["sli"]
+    ev.facts.update({"iterations": report["iterations"], "sli": s, "stack": report["stack"]})
+    return ev, (f"{report['completed']} iterations: post {s['post_success']['pct']} % ok, read "
+                f"{s['read_success']['pct']} % ok, p95 post-to-visible {s['post_to_visible_ms']['p95']} ms, "
+                f"p95 message-to-wake {s['message_to_wake_ms']['p95']} ms (SPEC §13: 99.0 %, 99.5 %, 2000 ms, "
+                f"3000 ms)"), report
+
+
+def row_risk_db_tests(options: Options, functional_db: dict[str, Any] | None) -> tuple[Evidence, str]:
+    """Risk 1 (DB integration suite skipped without Postgres): the store is SQLite, a file the tests always have."""
+    ev = Evidence()
+    root = project_root()
+    tests = sorted((root / "tests").rglob("*.py"))
+    ev.check("tests/ is present", tests, str(root / "tests"))
+    markers = [f"{p.relative_to(root)}:{n}" for p in tests for n, line in enumerate(p.read_text().splitlines(), 1)
+               if SKIP_MARKERS.search(line)]
+    ev.check("no skip/xfail marker anywhere in tests/", not markers, markers[:10])
+    memory = [str(p.relative_to(root)) for p in tests if ":memory:" in p.read_text()]
+    ev.check("no in-memory database in tests/", not memory, memory)
+    conftest = (root / "tests" / "conftest.py").read_text() if (root / "tests" / "conftest.py").is_file() else ""
+    ev.check("fixtures build every bridge on a database file in tmp_path", 'tmp_path / "bridge.db"' in conftest,
+             "tests/conftest.py: settings/make_parts use tmp_path / 'bridge.db'")
+    suites = run_pytest(DB_SUITES if options.with_tests else DB_SMOKE)
+    ev.facts["tests"] = suites
+    ev.check(f"database-backed suite runs here and now: {' '.join(suites['files'])}", suites["ok"],
+             suites["summary"])
+    if functional_db:
+        ev.check("the pilot ran on a real SQLite file in WAL mode", functional_db.get("journal_mode") == "wal"
+                 and functional_db.get("db_bytes", 0) > 0,
+                 {k: functional_db.get(k) for k in ("db", "db_bytes", "journal_mode", "synchronous")})
+    return ev, (f"no skip marker or :memory: in {len(tests)} test files; {suites['summary']} "
+                f"({' '.join(suites['files'])}); the product has no optional database to be missing")
+
+
+def row_risk_benchmark(sli_report: dict[str, Any] | None) -> tuple[Evidence, str]:
+    """Risk 2 (SLI benchmark on an in-memory harness): the harness runs the real stack."""
+    ev = Evidence()
+    if not ev.check("the SLI harness ran", sli_report is not None, None):
+        return ev, "the SLI row did not produce a report"
+    st = sli_report["stack"]
+    ev.check("server is a separate `bridge serve` process", st["server_pid"] != os.getpid()
+             and "bridge serve" in (st.get("server_cmdline") or ""), st.get("server_cmdline"))
+    ev.check("over TCP on 127.0.0.1", st["url"].startswith("http://127.0.0.1:"), st["url"])
+    ev.check("a database file on disk, WAL, synchronous=FULL", st["db_bytes"] > 0 and st["journal_mode"] == "wal"
+             and st["synchronous"] == "FULL", {k: st[k] for k in ("db", "db_bytes", "journal_mode", "synchronous")})
+    ev.check("the supervisor worker was running (fresh heartbeat)", st.get("worker_heartbeat_age_s") is not None
+             and st["worker_heartbeat_age_s"] < 11, st.get("worker_heartbeat_age_s"))
+    ev.check("stand-in agents ran in tmux panes", st["tmux_server_pid"] and len(st["standins"]) >= 2,
+             st["standins"])
+    delivered = sli_report["wake_jobs"].get("delivered", 0)
+    ev.check("wakes went through tmux and were acknowledged", delivered > 0, sli_report["wake_jobs"])
+    bench = project_root() / "benchmarks"
+    sli_bench = bench / "test_bench_sli.py"
+    ev.check("the pytest-benchmark suite measures the same harness",
+             sli_bench.is_file() and "run_sli" in sli_bench.read_text(), str(sli_bench))
+    conftest = bench / "conftest.py"
+    ev.check("benchmark fixtures assert synchronous=FULL on a file",
+             conftest.is_file() and 'synchronous"] == 2' in conftest.read_text(), str(conftest))
+    return ev, (f"SLI measured through `bridge serve` pid {st['server_pid']} on {st['url']}, {st['db_bytes']} B "
+                f"WAL file with FULL, worker heartbeat {st.get('worker_heartbeat_age_s')} s, "
+                f"{len(st['standins'])} stand-ins in tmux, {delivered} wake jobs delivered")
+
+
+_FENCE = re.compile(r"```.*?```", re.DOTALL)
+_SPAN = re.compile(r"`([^`\n]+)`")
+_INVOCATION = re.compile(r"(?:^|[\s$(|;&])bridge((?: [a-z][a-z0-9-]*)+)", re.MULTILINE)
+
+
+def command_references(markdown: str) -> set[str]:
+    """`bridge <words>` as written in the code of a Markdown page (fenced blocks and inline code, not prose)."""
+    code = [block.strip("`") for block in _FENCE.findall(markdown)]
+    code += _SPAN.findall(_FENCE.sub("", markdown))
+    return {match.strip() for text in code for match in _INVOCATION.findall(text)}
+
+
+def resolves(group: click.Group, words: str) -> bool:
+    """True when the words name a command path of the CLI (walking groups; arguments after a leaf are ignored)."""
+    command: click.Command = group
+    for word in words.split():
+        if not isinstance(command, click.Group):
+            return True
+        if word not in command.commands:
+            return False
+        command = command.commands[word]
+    return True
+
+
+def row_risk_operator(operator_row: Row | None) -> tuple[Evidence, str]:
+    """Risk 3 (operator controls rely on manual command execution): each workflow is one guided command."""
+    from bridge.cli.main import cli
+
+    ev = Evidence()
+    missing = [c for c in HANDOFF_COMMANDS if c not in cli.commands]
+    ev.check("every handoff command of the seed is a `bridge` command", not missing, {"missing": missing})
+    helpless = [c for c in HANDOFF_COMMANDS if c in cli.commands and not (cli.commands[c].help or "").strip()]
+    ev.check("each has --help text", not helpless, helpless)
+    ev.check("the operator-controls row ran them with the rule-enforcing exit codes",
+             operator_row is not None and operator_row.ok, operator_row.summary if operator_row else None)
+    audited = (operator_row.evidence.get("audit") if operator_row else None) or []
+    ev.check("their mutations audited without any manual step", len(audited) >= 11, len(audited))
+    root = project_root()
+    runbooks = sorted((root / "runbooks").glob("*.md"))
+    named = {ref for path in runbooks for ref in command_references(path.read_text())}
+    unknown = sorted(ref for ref in named if not resolves(cli, ref))
+    ev.check("every `bridge ...` command the runbooks show exists", runbooks and named and not unknown,
+             {"runbooks": [p.name for p in runbooks], "commands": len(named), "unknown": unknown})
+    listed = subprocess.run(bridge_argv("ops", "drill", "--list"), capture_output=True, text=True, timeout=60,
+                            env=clean_env(), check=False)
+    ev.check("`bridge ops drill --list` maps drills to runbooks", listed.returncode == 0 and ".md" in listed.stdout,
+             listed.stdout.strip().splitlines()[:10] or listed.stderr.strip()[-300:])
+    return ev, (f"{len(HANDOFF_COMMANDS)} handoff workflows are `bridge` commands enforcing the rules and auditing "
+                f"themselves; {len(runbooks)} runbook(s) name only existing commands; drills replay them")
+
+
+# ------------------------------------------------------------------------------------------------ the run
+ITEMS = {
+    "functional": "Functional acceptance criteria passed for pilot workflow",
+    "security": "Security checks passed",
+    "signals": "Alerting/operational signals verified",
+    "drills": "Runbooks published and drill-validated",
+    "operator": "Pilot operator controls verified",
+    "sli": "SLI thresholds of SPEC §13 met on the real stack",
+    "risk_db_tests": "Risk 1 retired: DB-backed tests always run",
+    "risk_benchmark": "Risk 2 retired: the SLI benchmark runs on the real stack",
+    "risk_operator": "Risk 3 retired: operator workflows are guided commands",
+}
+
+
+def _timed(key: str, fn: Callable[[], tuple[Any, ...]], on_row: Callable[[Row], None] | None) -> tuple[Row, Any]:
+    started = time.monotonic()
+    extra = None
+    try:
+        ev, summary, *rest = fn()
+        extra = rest[0] if rest else None
+        row = Row(key, ITEMS[key], ev.ok, summary if ev.ok else _summary(ev, summary), _evidence(ev), 0.0)
+    except Exception as exc:  # a row that crashes is a failing row with its traceback, never a crashed report
+        row = Row(key, ITEMS[key], False, f"check crashed: {exc!r}",
+                  {"traceback": traceback.format_exc().splitlines()[-12:]}, 0.0)
+    row.seconds = round(time.monotonic() - started, 1)
+    if on_row is not None:
+        on_row(row)
+    return row, extra
+
+
+def run_readiness(options: Options, on_row: Callable[[Row], None] | None = None) -> dict[str, Any]:
+    """Run every row; return the report (decision GO only when all pass)."""
+    started = time.time()
+    rows: list[Row] = []
+    stack_doc: dict[str, Any] | None = None
+    operator_row = None
+    try:
+        with real_stack(options.workdir / "stack") as stack:
+            for key, fn in (("functional", row_functional), ("security", row_security), ("signals", row_signals),
+                            ("operator", row_operator)):
+                row, _ = _timed(key, lambda fn=fn: fn(stack, options), on_row)
+                rows.append(row)
+                operator_row = row if key == "operator" else operator_row
+            stack_doc = stack.describe()
+    except RuntimeError as exc:  # the stack itself could not start: those rows fail with the reason
+        for key in ("functional", "security", "signals", "operator"):
+            if key not in {r.key for r in rows}:
+                rows.append(Row(key, ITEMS[key], False, f"the stack did not start: {exc}", {}, 0.0))
+    drills, _ = _timed("drills", lambda: row_drills(options), on_row)
+    sli_row, sli_report = _timed("sli", lambda: row_sli(options), on_row)
+    rows += [drills, sli_row]
+    rows.append(_timed("risk_db_tests", lambda: row_risk_db_tests(options, stack_doc), on_row)[0])
+    rows.append(_timed("risk_benchmark", lambda: row_risk_benchmark(sli_report), on_row)[0])
+    rows.append(_timed("risk_operator", lambda: row_risk_operator(operator_row), on_row)[0])
+    order = list(ITEMS)
+    rows.sort(key=lambda r: order.index(r.key))
+    go = all(r.ok for r in rows)
+    return {"decision": "GO" if go else "NO-GO", "passed": sum(r.ok for r in rows), "rows_total": len(rows),
+            "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+            "duration_s": round(time.time() - started, 1), "with_tests": options.with_tests,
+            "stack": stack_doc, "rows": [r.__dict__ for r in rows]}
+
+
+def format_table(report: dict[str, Any], width: int = 110) -> str:
+    """The go/no-go table: one line per row, the evidence summary wrapped under it."""
+    import textwrap
+
+    lines = [f"{'#':>2}  {'checklist item':<58} {'verdict':<7} {'time':>6}", "-" * width]
+    for n, row in enumerate(report["rows"], 1):
+        lines.append(f"{n:>2}  {row['item']:<58} {'GO' if row['ok'] else 'NO-GO':<7} {row['seconds']:>5}s")
+        lines += textwrap.wrap(row["summary"], width=width - 6, initial_indent="      ", subsequent_indent="      ")
+    lines += ["-" * width, f"DECISION: {report['decision']} ({report['passed']}/{report['rows_total']} rows) "
+                           f"in {report['duration_s']} s"]
+    return "\n".join(lines)
+
+
+@click.command("readiness")
+@click.option("--with-tests", is_flag=True, help="Also run the pytest suites behind each row (adds ~2 minutes).")
+@click.option("--sli-iterations", type=click.IntRange(1, 10_000), default=30, show_default=True,
+              help="Iterations of the SLI row.")
+@click.option("--threshold", "threshold_args", multiple=True, metavar="NAME=VALUE",
+              help="Add or override an SLI threshold (as in `bridge ops sli`).")
+@click.option("--drill-timeout", type=click.FloatRange(10, 3600), default=900, show_default=True,
+              help="Seconds the drills row may take.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of the table.")
+@click.option("--out", type=click.Path(dir_okay=False, writable=True), default=None,
+              help="Write the JSON report to this file.")
+@click.option("--keep", is_flag=True, help="Keep the working directory (logs, databases, drill evidence).")
+def readiness(with_tests: bool, sli_iterations: int, threshold_args: tuple[str, ...], drill_timeout: float,
+              as_json: bool, out: str | None, keep: bool) -> None:
+    """Run the go-live checklist for real and print a go/no-go table; exit 0 only on GO."""
+    thresholds = parse_thresholds(threshold_args)
+    workdir = Path(tempfile.mkdtemp(prefix="bridge-readiness-"))
+    options = Options(with_tests=with_tests, sli_iterations=sli_iterations, thresholds=thresholds,
+                      drill_timeout=drill_timeout, workdir=workdir)
+
+    def progress(row: Row) -> None:
+        click.echo(f"{'GO   ' if row.ok else 'NO-GO'} {row.item} ({row.seconds}s)", err=True)
+
+    try:
+        report = run_readiness(options, on_row=progress)
+    finally:
+        if not keep:
+            import shutil
+
+            shutil.rmtree(workdir, ignore_errors=True)
+    report["workdir"] = str(workdir) if keep else None
+    text = json.dumps(report, indent=2, default=str)
+    click.echo(text if as_json else format_table(report))
+    if out:
+        Path(out).write_text(text + "\n", encoding="utf-8")
+        click.echo(f"report written to {out}", err=True)
+    sys.exit(0 if report["decision"] == "GO" else 1)
