@@ -35,7 +35,8 @@ from bridge.errors import (
     UnsupportedMediaType,
     WorkspaceMismatch,
 )
-from bridge.http.envelope import error_body, error_headers, request_id_from, to_json
+from bridge.http import mcp_endpoint
+from bridge.http.envelope import error_body, error_document, error_headers, request_id_from, to_json, validation_error
 from bridge.http.metrics import Metrics
 from bridge.http.openapi import build_openapi
 from bridge.services.commands import COMMANDS, Command
@@ -49,13 +50,6 @@ JSON = "application/json"
 _FRAMEWORK_ERRORS: dict[int, type[BridgeError]] = {
     400: InvalidArgument, 404: NotFound, 405: MethodNotAllowed, 413: PayloadTooLarge, 415: UnsupportedMediaType,
 }
-
-
-def validation_error(exc: ValidationError) -> InvalidArgument:
-    """A pydantic failure as INVALID_ARGUMENT listing each offending field."""
-    fields = [{"field": ".".join(str(p) for p in e["loc"]) or "(body)", "problem": e["msg"], "type": e["type"]}
-              for e in exc.errors(include_url=False, include_input=False)]
-    return InvalidArgument("request does not match the command's schema", {"fields": fields})
 
 
 class Api:
@@ -92,6 +86,35 @@ class Api:
                 self._audit_refusal(command, principal, request_id, error, getattr(payload, "thread_id", None))
             return self._error(error)
 
+    def mcp(self) -> bytes:
+        """`POST /mcp`: one JSON-RPC message in, one JSON reply out (202 and no body for notifications)."""
+        environ = bottle.request.environ
+        request_id = environ["bridge.request_id"]
+        environ["bridge.command"] = "mcp"
+        principal: Principal | None = None
+        try:
+            raw = self._read_body(environ)
+            principal = self._authenticate(environ)
+        except BridgeError as error:
+            if error.http_status in (401, 403):
+                self._audit_refusal(None, principal, request_id, error, None, operation="mcp")
+            return self._error(error)
+        try:
+            message = parse_json(raw)
+        except BridgeError as error:
+            environ["bridge.code"] = error.code
+            bottle.response.status = 400
+            bottle.response.content_type = JSON
+            return to_json(mcp_endpoint.parse_error(error.message))
+        reply = mcp_endpoint.handle(self.bridge, principal, request_id, message,
+                                    lambda error: error_document(error, request_id))
+        environ["bridge.code"] = "OK"
+        if reply is None:
+            bottle.response.status = 202
+            return b""
+        bottle.response.content_type = JSON
+        return to_json(reply)
+
     def _read_body(self, environ: dict[str, Any]) -> bytes:
         limit = self.bridge.settings.max_body
         length_header = environ.get("CONTENT_LENGTH") or ""
@@ -124,7 +147,7 @@ class Api:
         return principal
 
     def _audit_refusal(self, command: Command | None, principal: Principal | None, request_id: str,
-                       error: BridgeError, thread_id: str | None) -> None:
+                       error: BridgeError, thread_id: str | None, operation: str | None = None) -> None:
         """Audit a 401/403, rate-limited so a flood cannot grow the audit table without bound."""
         if self.auth_audit.take("refusals") > 0:
             return
@@ -132,7 +155,7 @@ class Api:
                                        workspace_id=self.bridge.workspace, role="unauthenticated", session_id="-")
         try:
             self.bridge.store.write(lambda conn: audit(
-                conn, self.bridge, Call(actor, request_id), command.name if command else "unknown",
+                conn, self.bridge, Call(actor, request_id), operation or (command.name if command else "unknown"),
                 thread_id=thread_id, outcome="refused", reason=error.code,
                 details={"reason": error.details.get("reason"), "message": error.message}))
         except BridgeError:
@@ -227,6 +250,7 @@ def create_app(bridge: Bridge, verifier: TokenVerifier, metrics: Metrics | None 
     api = Api(bridge, verifier, metrics)
     app = bottle.Bottle(catchall=True)
     app.route("/v1/mcp/<name>", "POST", api.command)
+    app.route("/mcp", "POST", api.mcp)
     app.route("/health", "GET", api.health)
     app.route("/ready", "GET", api.ready)
     app.route("/metrics", "GET", api.metrics_page)

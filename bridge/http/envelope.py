@@ -6,8 +6,10 @@ import json
 import secrets
 from typing import Any
 
+from pydantic import ValidationError
+
 from bridge.domain.identifiers import is_request_id, iso, now_ms
-from bridge.errors import BridgeError
+from bridge.errors import BridgeError, InvalidArgument
 
 
 def request_id_from(client_value: str | None) -> str:
@@ -20,12 +22,22 @@ def to_json(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":")).encode("utf-8")
 
 
-def error_body(error: BridgeError, request_id: str) -> bytes:
+def error_document(error: BridgeError, request_id: str) -> dict[str, Any]:
     """`{"error": {code, message, details}, "request_id", "occurred_at"}`."""
-    return to_json({
-        "error": {"code": error.code, "message": error.message, "details": error.details},
-        "request_id": request_id, "occurred_at": iso(now_ms()),
-    })
+    return {"error": {"code": error.code, "message": error.message, "details": error.details},
+            "request_id": request_id, "occurred_at": iso(now_ms())}
+
+
+def error_body(error: BridgeError, request_id: str) -> bytes:
+    """The error envelope as response bytes."""
+    return to_json(error_document(error, request_id))
+
+
+def validation_error(exc: ValidationError) -> InvalidArgument:
+    """A pydantic failure as INVALID_ARGUMENT listing each offending field."""
+    fields = [{"field": ".".join(str(p) for p in e["loc"]) or "(body)", "problem": e["msg"], "type": e["type"]}
+              for e in exc.errors(include_url=False, include_input=False)]
+    return InvalidArgument("request does not match the command's schema", {"fields": fields})
 
 
 def error_headers(error: BridgeError) -> list[tuple[str, str]]:

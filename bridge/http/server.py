@@ -86,9 +86,13 @@ def shutdown(server: Any) -> None:
             server.close()
             closed.set()
 
-        trigger.pull_trigger(close_in_loop)
-        if closed.wait(2):
-            return
+        try:
+            trigger.pull_trigger(close_in_loop)
+        except OSError:  # the loop already closed its trigger: nothing left to wake
+            pass
+        else:
+            if closed.wait(2):
+                return
     server.close()
 
 
