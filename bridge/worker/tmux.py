@@ -9,11 +9,13 @@ keys, so `pane_in_mode` counts as busy.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 
 class TmuxError(Exception):
@@ -133,9 +135,13 @@ class Tmux:
         return self.run("capture-pane", "-p", "-J", "-t", target, "-S", f"-{lines}")
 
     def kill_server(self) -> None:
-        """Stop this socket's tmux server (tests)."""
+        """Stop this socket's tmux server and, for a private socket, remove the socket file tmux leaves behind."""
         with contextlib.suppress(TmuxError):
             self.run("kill-server")
+        if self.socket_name:
+            folder = Path(os.environ.get("TMUX_TMPDIR") or "/tmp") / f"tmux-{os.getuid()}"
+            with contextlib.suppress(OSError):
+                (folder / self.socket_name).unlink()
 
     def wait_for_text(self, target: str, text: str, timeout: float = 10.0) -> bool:
         """Poll a pane until `text` appears (tests and drills)."""
