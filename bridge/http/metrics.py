@@ -72,7 +72,7 @@ class Metrics:
         self.trigger_attempts = Counter("bridge_trigger_attempts_total", "Trigger attempts by result.", ["result"],
                                         registry=r)
         self.trigger_dispatch = Histogram("bridge_trigger_dispatch_seconds",
-                                          "Trigger created (or its message posted) to delivered/resumed/spawned.",
+                                          "Message committed (or trigger created) to delivered/resumed/spawned.",
                                           buckets=LATENCY_BUCKETS, registry=r)
         r.register(_StateCollector(bridge, self))
         bridge.events.subscribe(self.on_event)
@@ -90,7 +90,7 @@ class Metrics:
         elif name == "trigger_attempt":
             self.trigger_attempts.labels(result=fields["code"] or fields["outcome"]).inc()
         elif name == "trigger_finished" and fields["status"] != "failed":
-            self.trigger_dispatch.observe(max(0.0, time.time() - fields["created_at"] / 1000))
+            self.trigger_dispatch.observe(max(0.0, time.time() - fields["started_at"] / 1000))
 
     def render(self) -> bytes:
         """The Prometheus text exposition."""

@@ -129,3 +129,8 @@ def bump_finding(conn: apsw.Connection, thread_id: str, finding_key: str) -> int
 def set_no_progress(conn: apsw.Connection, thread_id: str, value: int) -> None:
     """Store the loop guard's consecutive no-progress counter."""
     conn.execute("UPDATE threads SET no_progress = ? WHERE thread_id = ?", (value, thread_id))
+
+
+def created_at(conn: apsw.Connection, thread_id: str, seq: int) -> int | None:
+    """When the message with this seq was committed, or None."""
+    return scalar(conn, "SELECT created_at FROM messages WHERE thread_id = ? AND seq = ?", (thread_id, seq))

@@ -159,3 +159,22 @@ def runtime_failures_since(conn: apsw.Connection, workspace_id: str, agent_id: s
     """Runtime failures of an agent since a time."""
     return scalar(conn, "SELECT COUNT(*) FROM runtime_failures WHERE workspace_id = ? AND agent_id = ?"
                         " AND occurred_at >= ?", (workspace_id, agent_id, since)) or 0
+
+
+def next_due_at(conn: apsw.Connection, workspace_id: str) -> int | None:
+    """The earliest next_attempt_at of an unfinished job, or None."""
+    return scalar(conn, "SELECT MIN(next_attempt_at) FROM trigger_jobs WHERE workspace_id = ? AND status IN"
+                        " ('queued', 'resume', 'spawn', 'awaiting_ack')", (workspace_id,))
+
+
+def unfinished_job(conn: apsw.Connection, thread_id: str, agent_id: str) -> str | None:
+    """An unfinished job already waking this agent for this thread, or None."""
+    return scalar(conn, "SELECT trigger_id FROM trigger_jobs WHERE thread_id = ? AND target_agent_id = ? AND status"
+                        " IN ('queued', 'resume', 'spawn', 'awaiting_ack') LIMIT 1", (thread_id, agent_id))
+
+
+def extend_lease(conn: apsw.Connection, trigger_id: str, token: str, until: int) -> bool:
+    """Push a claimed job's lease further; False when `token` no longer holds the claim."""
+    conn.execute("UPDATE trigger_jobs SET lease_until = ? WHERE trigger_id = ? AND claim_token = ?",
+                 (until, trigger_id, token))
+    return conn.changes() == 1

@@ -94,9 +94,7 @@ class Supervisor:
 
     def _next_wait(self) -> float:
         now = self.bridge.clock()
-        due = self.bridge.store.read(lambda c: c.execute(
-            "SELECT MIN(next_attempt_at) FROM trigger_jobs WHERE workspace_id = ? AND status IN"
-            " ('queued', 'resume', 'spawn', 'awaiting_ack')", (self.bridge.workspace,)).fetchall()[0][0])
+        due = self.bridge.store.query(lambda c: trigger_store.next_due_at(c, self.bridge.workspace))
         wait = self.settings.worker_poll if due is None else (due - now) / 1000
         return min(max(wait, 0.005), self.settings.worker_poll)
 
@@ -162,11 +160,8 @@ class Supervisor:
             def work(conn: apsw.Connection, cand: dict[str, Any] = cand, pending: Pending = pending) -> str | None:
                 if _loop_blocked(conn, cand["thread_id"]):
                     return None
-                busy = conn.execute(
-                    "SELECT trigger_id FROM trigger_jobs WHERE thread_id = ? AND target_agent_id = ? AND status IN"
-                    " ('queued', 'resume', 'spawn', 'awaiting_ack') LIMIT 1",
-                    (cand["thread_id"], cand["agent_id"])).fetchall()
-                trigger_id = busy[0][0] if busy else None
+                busy = trigger_store.unfinished_job(conn, cand["thread_id"], cand["agent_id"])
+                trigger_id = busy  # the running job will wake the agent for this message too
                 if trigger_id is None:
                     output = enqueue(conn, self.bridge, pending, thread_id=cand["thread_id"], target=cand["agent_id"],
                                      reason="unread_messages", prompt=None, origin="auto",
@@ -373,13 +368,18 @@ class Supervisor:
                 "BRIDGE_THREAD_ID": job["thread_id"], "BRIDGE_TRIGGER_ID": job["trigger_id"],
                 "BRIDGE_WORKSPACE": self.bridge.workspace}
 
+    def _dispatch_start(self, job: dict[str, Any]) -> int:
+        """When the wait began: the commit of the message that caused an automatic wake, else the job's creation."""
+        if job["trigger_seq"] is None:
+            return job["created_at"]
+        found = self.bridge.store.query(lambda c: message_store.created_at(c, job["thread_id"], job["trigger_seq"]))
+        return job["created_at"] if found is None else found
+
     def _extend_lease(self, job: dict[str, Any], token: str, now: int) -> None:
         until = now + int((self.settings.command_timeout + self.settings.worker_lease) * 1000)
 
         def work(conn: apsw.Connection) -> None:
-            conn.execute("UPDATE trigger_jobs SET lease_until = ? WHERE trigger_id = ? AND claim_token = ?",
-                         (until, job["trigger_id"], token))
-            if conn.changes() != 1:
+            if not trigger_store.extend_lease(conn, job["trigger_id"], token, until):
                 raise StaleClaim(job["trigger_id"])
 
         self.bridge.store.write(work)
@@ -410,8 +410,7 @@ class Supervisor:
                                     code=attempt[2])
         if status in wake.TERMINAL:
             self.bridge.events.emit("trigger_finished", trigger_id=job["trigger_id"], status=status,
-                                    created_at=job["created_at"], trigger_seq=job["trigger_seq"],
-                                    thread_id=job["thread_id"])
+                                    started_at=self._dispatch_start(job), thread_id=job["thread_id"])
         log.info("trigger %s", status, extra={"event": f"trigger_{status}", "trigger_id": job["trigger_id"],
                                               "thread_id": job["thread_id"], "agent_id": job["target_agent_id"]})
         return status
