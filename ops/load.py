@@ -30,7 +30,6 @@ import multiprocessing
 import os
 import platform
 import queue
-import signal
 import statistics
 import subprocess
 import sys
@@ -42,6 +41,8 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from ops.stack import stop_process
 
 HOST = "127.0.0.1"
 SCENARIOS = ("health", "post", "read")
@@ -129,13 +130,7 @@ def subprocess_server(workdir: Path, threads: int | None = None, ready_timeout: 
                 time.sleep(0.05)
         yield Server(port=port, db=db, pid=proc.pid, stop=None)
     finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=15)
+        stop_process(proc)
 
 
 @contextlib.contextmanager

@@ -184,13 +184,14 @@ def _start_server(workdir: Path, env: dict[str, str], log_path: Path, ready_time
         if match:
             return proc, int(match.group(2))
         if proc.poll() is not None or time.monotonic() > deadline:
-            _stop_server(proc)
+            stop_process(proc)
             raise RuntimeError(f"bridge serve did not become ready (exit {proc.returncode}): "
                                f"{log_path.read_text(errors='replace')[-2000:]}")
         time.sleep(0.02)
 
 
-def _stop_server(proc: subprocess.Popen[bytes]) -> None:
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM a child by PID, SIGKILL it if it has not exited in time, and reap it."""
     if proc.poll() is None:
         os.kill(proc.pid, signal.SIGTERM)
         try:
@@ -239,11 +240,11 @@ def real_stack(workdir: Path | None = None, *, env: Mapping[str, str] | None = N
             stack = Stack(workdir=workdir, db=db, port=port, server=proc, server_env=server_env, log_path=log_path,
                           tmux=tmux, token_dir=token_dir, settings=settings, key=load_or_create(settings.data_dir))
         except BaseException:
-            _stop_server(proc)
+            stop_process(proc)
             raise
         try:
             yield stack
         finally:
             stack.close_db()
-            _stop_server(proc)
+            stop_process(proc)
             _stop_tmux(stack)

@@ -19,6 +19,7 @@ from click.testing import CliRunner
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from envelope import assert_envelope
 
 from bridge.auth.tokens import REQUIRED_CLAIMS, issue_token
 from bridge.cli.main import cli
@@ -27,28 +28,11 @@ from bridge.services import tokens as token_service
 from bridge.services.core import Call
 from bridge.store.rows import rows
 
-ISO_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 OTHER_ED25519 = Ed25519PrivateKey.generate()
 RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
 
 # ----------------------------------------------------------------------------------------------------- helpers
-def assert_envelope(reply: Any, status: int, code: str) -> dict[str, Any]:
-    """Exact status and code, the envelope's exact shape, and an x-request-id equal to the body's."""
-    assert reply.status == status, (reply.status, reply.body)
-    body = reply.body
-    assert isinstance(body, dict), body
-    assert set(body) == {"error", "request_id", "occurred_at"}, body
-    assert set(body["error"]) == {"code", "message", "details"}, body
-    assert body["error"]["code"] == code, body
-    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
-    assert isinstance(body["error"]["details"], dict)
-    assert ISO_MS.match(body["occurred_at"]), body["occurred_at"]
-    assert reply.headers["Content-Type"].startswith("application/json")
-    assert reply.headers["x-request-id"] == body["request_id"]
-    return body["error"]
-
-
 def assert_unauthorized(reply: Any, reason: str) -> dict[str, Any]:
     error = assert_envelope(reply, 401, "UNAUTHORIZED")
     assert reply.headers["WWW-Authenticate"].startswith("Bearer"), reply.headers
