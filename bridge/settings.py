@@ -101,6 +101,8 @@ class Settings:
     session_stale: float = _setting(12 * 3600.0, "BRIDGE_SESSION_STALE", parse_duration)
     trigger_rate_per_min: int = _setting(10, "BRIDGE_TRIGGER_RATE_PER_MIN", _int)
     command_timeout: float = _setting(120.0, "BRIDGE_COMMAND_TIMEOUT", parse_duration)
+    enter_delay: float = _setting(0.5, "BRIDGE_ENTER_DELAY", parse_duration)
+    spawn_ack_timeout: float = _setting(120.0, "BRIDGE_SPAWN_ACK_TIMEOUT", parse_duration)
     tmux_socket: str | None = _setting(None, "BRIDGE_TMUX_SOCKET", _str)
     tmux_session: str | None = _setting(None, "BRIDGE_TMUX_SESSION", _str)
     runtimes_file: str | None = _setting(None, "BRIDGE_RUNTIMES_FILE", _str)
@@ -157,6 +159,8 @@ class Settings:
                      "delivery_retries", "resume_attempts", "trigger_rate_per_min"):
             if getattr(self, name) < 0:
                 out.append(f"{name} must not be negative")
+        if self.enter_delay > 5:
+            out.append("enter delay must be at most 5s")
         if self.jwks_url is not None and not self.jwks_url.startswith("https://"):
             out.append("jwks url must use https://")
         for name in ("jwks_file", "jwks_ca_file", "runtimes_file"):

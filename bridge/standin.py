@@ -142,12 +142,13 @@ def resume(args: argparse.Namespace) -> int:
         return 1
     client = _client(args)
     match = THREAD_ID.search(args.prompt)
-    if match is None:
-        print("STANDIN RESUME no thread id in prompt", file=sys.stderr)
+    thread_id = match.group(0) if match else os.environ.get("BRIDGE_THREAD_ID")
+    if not thread_id:
+        print("STANDIN RESUME no thread id in prompt or BRIDGE_THREAD_ID", file=sys.stderr)
         return 2
-    _, acked = client.catch_up(match.group(0))
+    _, acked = client.catch_up(thread_id)
     client.heartbeat(managed=False)
-    print(f"STANDIN RESUMED session={args.session_id} thread={match.group(0)} seq={acked}", flush=True)
+    print(f"STANDIN RESUMED session={args.session_id} thread={thread_id} seq={acked}", flush=True)
     return 0
 
 

@@ -341,6 +341,9 @@ def test_no_ack_redelivers_with_backoff_then_falls_back(wake_stack, resumable, f
     job = stack.job(trig)
     stack.supervisor.tick(now=max(job["next_attempt_at"], stack.bridge.clock()))
     final = "resumed" if resumable else "spawned"
+    if not resumable:  # a spawn counts once the new session read and acknowledged
+        assert stack.job(trig)["status"] == "awaiting_ack", steps(stack, trig)
+        stack.run_until(lambda: stack.job(trig)["status"] in wake.TERMINAL, 20)
     assert stack.job(trig)["status"] == final, steps(stack, trig)
     assert steps(stack, trig)[-1] == (fallback, final, None)
     assert (f"trigger_{final}", None) in trigger_audits(stack, trig)

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 from serverproc import clean_env
-from wakekit import WakeStack, standin_templates
+from wakekit import WakeStack, recorder, standin_templates
 
 from bridge.domain import wake
 from bridge.store import audit as audit_store
@@ -96,12 +96,6 @@ def cursor(stack: WakeStack, thread_id: str, agent_id: str) -> int:
     return stack.bridge.store.read(lambda c: message_store.get_cursor(c, thread_id, agent_id)) or 0
 
 
-def recorder(path: Path) -> list[str]:
-    """A resume command that appends its argv (after the script) as one JSON line to `path`."""
-    script = "import json, sys; open(sys.argv[1], 'a').write(json.dumps(sys.argv[2:]) + '\\n')"
-    return [sys.executable, "-c", script, str(path), "{trigger_id}", "{session_id}", "{prompt}"]
-
-
 def kill_pid(pid: int) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
@@ -176,7 +170,7 @@ def test_resume_failing_twice_spawns_a_managed_window_with_the_thread_summary(wa
     assert job["resume_attempts"] == 2
     assert attempt_rows(stack, trig) == [("resume", "failed", wake.RESUME_FAILED),
                                          ("resume", "failed", wake.RESUME_FAILED),
-                                         ("spawn", "spawned", None)]
+                                         ("spawn", "started", None), ("spawn", "spawned", None)]
     assert all("exit 1" in a["detail"] for a in stack.attempts(trig)[:2])
     reasons = [(r["operation"], r["reason"]) for r in trigger_audits(stack, trig)]
     assert reasons == [("trigger_participant", "re-review needed"), ("trigger_resume", wake.RESUME_FAILED),
@@ -207,7 +201,7 @@ def test_stale_session_skips_resume_with_session_stale(wake_stack, tmp_path):
     stack = wake_stack()
     calls = tmp_path / "resume-calls.jsonl"
     templates = standin_templates(stack.token_dir, stack.live.url)
-    templates["generic"]["resume"] = recorder(calls)
+    templates["generic"]["resume"] = recorder(calls, stack)
     use_templates(stack, templates)
     stack.token_file("sleeper")
     heartbeat(stack, "sleeper")
@@ -218,7 +212,8 @@ def test_stale_session_skips_resume_with_session_stale(wake_stack, tmp_path):
     trig = out["trigger_id"]
     stack.run_until(lambda: stack.job(trig)["status"] in wake.TERMINAL)
     assert stack.job(trig)["status"] == "spawned", stack.attempts(trig)
-    assert attempt_rows(stack, trig) == [("resume", "skipped", wake.SESSION_STALE), ("spawn", "spawned", None)]
+    assert attempt_rows(stack, trig) == [("resume", "skipped", wake.SESSION_STALE), ("spawn", "started", None),
+                                         ("spawn", "spawned", None)]
     assert ("trigger_spawn", wake.SESSION_STALE) in [(r["operation"], r["reason"]) for r in trigger_audits(stack, trig)]
     assert not calls.exists(), "the resume command of a stale session must not run"
     assert stack.tmux.wait_for_text(stack.job(trig)["tmux_target"], f"STANDIN READ thread={thread_id}", 15)
@@ -238,7 +233,7 @@ def test_crash_loop_skips_resume_only_at_three_recent_failures(wake_stack, tmp_p
     stack = wake_stack()
     calls = tmp_path / "resume-calls.jsonl"
     templates = standin_templates(stack.token_dir, stack.live.url)
-    templates["generic"]["resume"] = recorder(calls)
+    templates["generic"]["resume"] = recorder(calls, stack)
     use_templates(stack, templates)
     now = stack.bridge.clock()
     failures = {"two_recent": [now - 60_000] * 2, "three_old": [now - 16 * 60_000] * 3,
@@ -257,7 +252,8 @@ def test_crash_loop_skips_resume_only_at_three_recent_failures(wake_stack, tmp_p
     assert stack.job(jobs["three_old"])["status"] == "resumed"
     looping = jobs["three_recent"]
     assert stack.job(looping)["status"] == "spawned"
-    assert attempt_rows(stack, looping) == [("resume", "skipped", wake.CRASH_LOOP), ("spawn", "spawned", None)]
+    assert attempt_rows(stack, looping) == [("resume", "skipped", wake.CRASH_LOOP), ("spawn", "started", None),
+                                            ("spawn", "spawned", None)]
     assert ("trigger_spawn", wake.CRASH_LOOP) in [(r["operation"], r["reason"]) for r in trigger_audits(stack, looping)]
     resumed = [json.loads(line)[0] for line in calls.read_text().splitlines()]
     assert sorted(resumed) == sorted([jobs["two_recent"], jobs["three_old"]])
@@ -266,7 +262,7 @@ def test_crash_loop_skips_resume_only_at_three_recent_failures(wake_stack, tmp_p
 def test_resume_command_is_an_argv_list_never_a_shell(wake_stack, tmp_path):
     stack = wake_stack()
     calls = tmp_path / "resume-calls.jsonl"
-    use_templates(stack, {"generic": {"resume": recorder(calls), "spawn": None}})
+    use_templates(stack, {"generic": {"resume": recorder(calls, stack), "spawn": None}})
     heartbeat(stack, "reviewer")
     thread_id, coord = new_thread(stack, "reviewer", "exec")
     marker = tmp_path / "pwned"
@@ -558,7 +554,7 @@ def test_kill_9_worker_mid_job_is_reclaimed_after_the_lease_and_completes_once(w
         str(slow_pid)], "spawn": None}}))
     done = tmp_path / "resumed.jsonl"
     fast = tmp_path / "fast-runtimes.json"
-    fast.write_text(json.dumps({"generic": {"resume": recorder(done), "spawn": None}}))
+    fast.write_text(json.dumps({"generic": {"resume": recorder(done, stack), "spawn": None}}))
     common = {"tmux_socket": stack.tmux.socket_name, "worker_poll": "200ms", "worker_lease": "1s"}
     db = stack.bridge.settings.db
     orphan = None
@@ -609,7 +605,7 @@ def test_sigterm_mid_command_stops_the_worker_quickly_and_releases_the_job(wake_
         str(slow_pid)], "spawn": None}}))
     done = tmp_path / "resumed.jsonl"
     fast = tmp_path / "fast-runtimes.json"
-    fast.write_text(json.dumps({"generic": {"resume": recorder(done), "spawn": None}}))
+    fast.write_text(json.dumps({"generic": {"resume": recorder(done, stack), "spawn": None}}))
     common = {"tmux_socket": stack.tmux.socket_name, "worker_poll": "200ms", "worker_lease": "20s",
               "command_timeout": "60s"}
     db = stack.bridge.settings.db

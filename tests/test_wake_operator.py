@@ -19,7 +19,7 @@ import pytest
 import requests
 from click.testing import CliRunner, Result
 from serverproc import ServerProcess
-from wakekit import WakeStack, mint_for
+from wakekit import WakeStack, mint_for, recorder
 
 from bridge.cli.main import cli
 from bridge.domain import wake
@@ -174,12 +174,10 @@ def test_runtime_launch_list_pause_resume_stop(wake_stack):
 def test_paused_runtime_holds_fallback_jobs_too(wake_stack, tmp_path):
     """`runtime pause`: the agent's triggers wait (RUNTIME_PAUSED) — the resume command does not run either."""
     stack = wake_stack()
-    calls = tmp_path / "resume-calls.txt"
+    calls = tmp_path / "resume-calls.jsonl"
     runtimes = stack.bridge.settings.runtimes_file
-    script = "import sys; open(sys.argv[1], 'a').write(sys.argv[2] + '\\n')"
     with open(runtimes, "w") as handle:
-        json.dump({"generic": {"resume": [sys.executable, "-c", script, str(calls), "{trigger_id}"],
-                               "spawn": None}}, handle)
+        json.dump({"generic": {"resume": recorder(calls, stack), "spawn": None}}, handle)
     stack.supervisor = Supervisor(stack.bridge, stack.tmux)
     stack.api.ok("heartbeat_session", stack.make_token("reviewer"), session_id="reviewer-s1", runtime="generic",
                  status="idle", resumable=True)
@@ -199,7 +197,7 @@ def test_paused_runtime_holds_fallback_jobs_too(wake_stack, tmp_path):
     assert bridge(stack, "runtime", "resume", "--agent-id", "reviewer").exit_code == 0
     stack.run_until(lambda: stack.job(trig)["status"] in wake.TERMINAL)
     assert stack.job(trig)["status"] == "resumed"
-    assert calls.read_text().split() == [trig]
+    assert [json.loads(line)[0] for line in calls.read_text().splitlines()] == [trig]
 
 
 def test_operator_commands_exit_codes(wake_stack):

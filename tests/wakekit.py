@@ -146,3 +146,15 @@ def mint_for(parts: Any) -> Callable[..., str]:
                            ttl=ttl)[0]
 
     return mint
+
+
+def recorder(path: Path, stack: WakeStack, agent_id: str = "reviewer") -> list[str]:
+    """A resume command that appends its argv (after the script) as one JSON line to `path`, then does what a
+    resumed agent must do for the resume to count: reads the thread named in the prompt and acknowledges it."""
+    stack.token_file(agent_id)
+    token_file = f"{stack.token_dir}/{{agent_id}}.token"
+    script = ("import json, sys; from bridge.standin import main\n"
+              "open(sys.argv[1], 'a').write(json.dumps(sys.argv[4:]) + '\\n')\n"
+              "sys.exit(main(['--url', sys.argv[2], '--token-file', sys.argv[3], 'resume', *sys.argv[5:]]))")
+    return [sys.executable, "-c", script, str(path), stack.live.url, token_file, "{trigger_id}",
+            "{session_id}", "{prompt}"]

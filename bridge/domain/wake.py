@@ -25,6 +25,14 @@ CRASH_LOOP = "CRASH_LOOP"
 TRIGGER_RATE_LIMITED = "TRIGGER_RATE_LIMITED"
 THREAD_AUTO_BLOCKED = "THREAD_AUTO_BLOCKED"
 
+# Runtimes whose own session ids are UUIDs: anything else is not theirs (a resume with it would fail, or worse,
+# silently start a new session), so it is never attempted.
+UUID_RUNTIMES = frozenset({"claude", "codex"})
+_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.IGNORECASE)
+
+# Which terminal state an acknowledged job ends in, by the stage that was waiting for the acknowledgement.
+ACKED_STATUS = {"tmux": "delivered", "resume": "resumed", "spawn": "spawned"}
+
 CRASH_LOOP_FAILURES = 3
 CRASH_LOOP_WINDOW_MS = 15 * 60 * 1000
 
@@ -58,10 +66,20 @@ def decide(session: dict[str, Any] | None, now_ms: int, stale_after_s: float) ->
     return Decision("fallback_required", "fallback_required", "spawn", "spawn_session", stale)
 
 
-def default_prompt(thread_id: str, reason: str) -> str:
-    """The prompt used when a trigger names none."""
-    return (f"You have unread messages on bridge thread {thread_id} ({reason}). Read them with read_messages, "
-            "act on what is addressed to you, then ack_read.")
+def trusted_session_id(kind: str, session_id: str | None) -> bool:
+    """True when `session_id` can be the runtime's own (Claude Code and Codex ids are UUIDs)."""
+    return bool(session_id) and (kind not in UUID_RUNTIMES or _UUID.match(session_id or "") is not None)
+
+
+def default_prompt(thread_id: str, reason: str, since_seq: int = 0) -> str:
+    """The prompt used when a trigger names none: written for a model, naming the exact tool calls to make."""
+    why = {"unread_messages": "messages addressed to you are unread"}.get(reason, reason.replace("_", " "))
+    return (f"Agent bridge: on thread {thread_id}, {why}. "
+            f"1) Call the bridge tool read_messages with thread_id={thread_id} and since_seq={since_seq} "
+            "(use since_seq=0 to see the whole thread). "
+            "2) Act on what is addressed to you; reply with post_message on the same thread when a reply is due "
+            "(kind event with metadata.event_type for findings, fixes and verdicts). "
+            f"3) Call ack_read with thread_id={thread_id} and last_read_seq set to the latest_seq you read.")
 
 
 def clean_text(text: str) -> str:

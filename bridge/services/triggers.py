@@ -15,6 +15,7 @@ from bridge.domain.models import TriggerParticipantInput
 from bridge.errors import Conflict, IdempotencyConflict, InvalidArgument, NotFound, ThreadClosed
 from bridge.services.core import Bridge, Call, Pending, audit, audited_write, check_frozen, visible_thread
 from bridge.store import control as control_store
+from bridge.store import messages as message_store
 from bridge.store import threads as thread_store
 from bridge.store import triggers as trigger_store
 from bridge.store.rows import loads
@@ -42,7 +43,8 @@ def enqueue(conn: apsw.Connection, bridge: Bridge, pending: Pending, *, thread_i
     }
     trigger_store.insert_job(conn, {
         "trigger_id": trigger_id, "workspace_id": bridge.workspace, "thread_id": thread_id,
-        "target_agent_id": target, "reason": reason, "prompt": prompt or wake.default_prompt(thread_id, reason),
+        "target_agent_id": target, "reason": reason, "prompt": prompt or wake.default_prompt(
+            thread_id, reason, message_store.get_cursor(conn, thread_id, target)),
         "origin": origin, "requested_by": requested_by, "request_id": request_id, "request_hash": request_hash,
         "force": int(force), "action": decision.action, "fallback_action": decision.fallback_action,
         "decision": json.dumps(output), "status": decision.job_status, "next_attempt_at": now,
@@ -116,7 +118,7 @@ def retry_dead(bridge: Bridge, call: Call, trigger_id: str, reason: str) -> dict
         trigger_store.update_job(conn, trigger_id, {
             "status": decision.job_status, "action": decision.action, "fallback_action": decision.fallback_action,
             "deliveries": 0, "resume_attempts": 0, "next_attempt_at": now, "deferred_since": None,
-            "defer_reason": None, "delivered_at": None, "ack_deadline": None, "result_code": None,
+            "defer_reason": None, "delivered_at": None, "ack_stage": None, "ack_deadline": None, "result_code": None,
             "last_error": None, "finished_at": None, "claim_token": None, "lease_until": None,
             "tmux_target": session["tmux_target"] if session else None, "updated_at": now})
         audit(conn, bridge, call, "trigger_retry", thread_id=job["thread_id"], reason=reason,

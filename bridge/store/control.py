@@ -21,16 +21,19 @@ def set_flag(conn: apsw.Connection, key: str, value: str, now: int) -> None:
 
 
 def upsert_session(conn: apsw.Connection, s: dict[str, Any]) -> None:
-    """Record a heartbeat in the runtime registry (the paused flag is kept)."""
+    """Record a heartbeat or a launch in the runtime registry (the paused flag is kept; the runtime profile is
+    replaced only when `s` carries a "profile" key, so a heartbeat never drops a launched agent's profile)."""
+    keep_profile = "profile" not in s
     conn.execute(
         "INSERT INTO sessions (workspace_id, agent_id, session_id, runtime, runtime_kind, status, resumable,"
-        " management_mode, tmux_target, cwd, last_heartbeat_at) VALUES (:workspace_id, :agent_id, :session_id,"
-        " :runtime, :runtime_kind, :status, :resumable, :management_mode, :tmux_target, :cwd, :now)"
-        " ON CONFLICT (workspace_id, agent_id) DO UPDATE SET session_id = excluded.session_id,"
+        " management_mode, tmux_target, cwd, last_heartbeat_at, profile) VALUES (:workspace_id, :agent_id,"
+        " :session_id, :runtime, :runtime_kind, :status, :resumable, :management_mode, :tmux_target, :cwd, :now,"
+        " :profile) ON CONFLICT (workspace_id, agent_id) DO UPDATE SET session_id = excluded.session_id,"
         " runtime = excluded.runtime, runtime_kind = excluded.runtime_kind, status = excluded.status,"
         " resumable = excluded.resumable, management_mode = excluded.management_mode,"
-        " tmux_target = excluded.tmux_target, cwd = excluded.cwd, last_heartbeat_at = excluded.last_heartbeat_at",
-        s,
+        " tmux_target = excluded.tmux_target, cwd = excluded.cwd, last_heartbeat_at = excluded.last_heartbeat_at"
+        + ("" if keep_profile else ", profile = excluded.profile"),
+        {"profile": None, **s},
     )
 
 

@@ -62,6 +62,23 @@ def render(template: Sequence[str], values: Mapping[str, str]) -> list[str]:
     return [arg.format_map({k: values.get(k, "") for k in PLACEHOLDERS}) for arg in template]
 
 
+# What an agent's command keeps of the worker's environment; everything else of the bridge's own (its tokens,
+# CODEX_HOME, API keys, BRIDGE_* settings) stays out: the agent's identity comes from its runtime registration.
+BASE_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TERM", "USER", "LOGNAME", "SHELL", "TMPDIR", "TZ")
+
+
+def command_env(own: Mapping[str, str], context: Mapping[str, str]) -> dict[str, str]:
+    """The complete environment of an agent's command: the minimal base, the trigger's context, the agent's own."""
+    base = {name: os.environ[name] for name in BASE_ENV if name in os.environ}
+    return {**base, **context, **own}
+
+
+def isolated(argv: Sequence[str], env: Mapping[str, str]) -> list[str]:
+    """`argv` under exactly `env` (`env -i`), for commands started by a tmux server whose own environment is not
+    the agent's."""
+    return ["env", "-i", *(f"{k}={v}" for k, v in env.items()), *argv]
+
+
 @dataclass(frozen=True)
 class CommandResult:
     ok: bool
@@ -71,14 +88,15 @@ class CommandResult:
 
 def run_command(argv: Sequence[str], *, timeout: float, cwd: str | None = None,
                 env: Mapping[str, str] | None = None, cancel: threading.Event | None = None) -> CommandResult:
-    """Run an argv list (never a shell) with a timeout; the process group is killed on timeout, or as soon as
-    `cancel` is set (a worker shutting down must not wait for, nor leave behind, a long-running command)."""
+    """Run an argv list (never a shell) with a timeout, stdin from /dev/null and exactly `env` (default: the
+    worker's); the process group is killed on timeout, or as soon as `cancel` is set (a worker shutting down must
+    not wait for, nor leave behind, a long-running command)."""
     if cancel is not None and cancel.is_set():
         return CommandResult(False, "not started: worker stopping", interrupted=True)
     try:
-        proc = subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True, cwd=cwd if cwd and os.path.isdir(cwd) else None,
-                                env={**os.environ, **(env or {})}, start_new_session=True)
+                                env=dict(os.environ if env is None else env), start_new_session=True)
     except OSError as exc:
         return CommandResult(False, f"could not start {argv[0]!r}: {exc.strerror or exc}")
     deadline = time.monotonic() + timeout

@@ -14,12 +14,15 @@ import logging
 import secrets
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import apsw
 
+from bridge.agents import discover_session_id
+from bridge.agents.base import AgentPlan
 from bridge.domain import wake
 from bridge.domain.authz import Principal
 from bridge.services.core import Bridge, Call, Pending, audit
@@ -29,7 +32,7 @@ from bridge.store import control as control_store
 from bridge.store import messages as message_store
 from bridge.store import threads as thread_store
 from bridge.store import triggers as trigger_store
-from bridge.worker.runtimes import load_templates, render, run_command
+from bridge.worker.runtimes import CommandResult, command_env, isolated, load_templates, render, run_command
 from bridge.worker.tmux import Tmux, TmuxError
 
 log = logging.getLogger("bridge.worker")
@@ -234,29 +237,46 @@ class Supervisor:
         cursor = self.bridge.store.read(lambda c: message_store.get_cursor(c, job["thread_id"],
                                                                            job["target_agent_id"]))
         typed_at = self.bridge.clock()
+        plan = _profile(session)
         try:
             self.tmux.type_line(pane.pane_id, wake.envelope(job["trigger_id"], job["thread_id"], job["reason"],
-                                                            job["prompt"]))
+                                                            job["prompt"]),
+                                mode=plan.delivery if plan else "keys",
+                                enter_delay=plan.enter_delay if plan else self.settings.enter_delay)
         except TmuxError as exc:
             return self._retry_or_fallback(job, token, now, session, wake.SEND_KEYS_ERROR, str(exc))
         self.bridge.events.emit("trigger_typed", trigger_id=job["trigger_id"], thread_id=job["thread_id"])
         return self._update(job, token, now, {
             "status": "awaiting_ack", "deliveries": job["deliveries"] + 1, "delivered_at": typed_at,
             "ack_deadline": typed_at + int(self.settings.ack_timeout * 1000), "ack_cursor_seq": cursor,
-            "tmux_target": pane.pane_id, "next_attempt_at": typed_at + ACK_RECHECK_MS, "deferred_since": None,
-            "defer_reason": None}, attempt=("tmux", "typed", None, f"typed into {pane.pane_id}"))
+            "ack_stage": "tmux", "tmux_target": pane.pane_id, "next_attempt_at": typed_at + ACK_RECHECK_MS,
+            "deferred_since": None, "defer_reason": None},
+            attempt=("tmux", "typed", None, f"typed into {pane.pane_id}"))
 
-    def _check_ack(self, job: dict[str, Any], token: str, now: int) -> str:
-        def acked(conn: apsw.Connection) -> bool:
+    def _acked(self, job: dict[str, Any], baseline: int, since: int) -> bool:
+        """The agent's own effect: its read cursor on the thread moved past `baseline`, or it heartbeat after
+        `since` (ms). Nothing else (an exit code, a typed line) counts."""
+        def check(conn: apsw.Connection) -> bool:
             cursor = message_store.get_cursor(conn, job["thread_id"], job["target_agent_id"])
             session = control_store.get_session(conn, self.bridge.workspace, job["target_agent_id"])
-            beat_after = session is not None and session["last_heartbeat_at"] >= job["delivered_at"]
-            return cursor > (job["ack_cursor_seq"] or 0) or beat_after
+            return cursor > baseline or (session is not None and session["last_heartbeat_at"] > since)
 
-        if self.bridge.store.read(acked):
-            return self._finish(job, token, now, "delivered", None, "acknowledged", stage="tmux")
+        return self.bridge.store.read(check)
+
+    def _check_ack(self, job: dict[str, Any], token: str, now: int) -> str:
+        stage = job["ack_stage"] or "tmux"
+        if self._acked(job, job["ack_cursor_seq"] or 0, job["delivered_at"] - 1):
+            if stage == "spawn":
+                self._learn_session_id(job)
+            return self._finish(job, token, now, wake.ACKED_STATUS[stage], None, "acknowledged", stage=stage)
         if now < job["ack_deadline"]:
             return self._update(job, token, now, {"next_attempt_at": min(job["ack_deadline"], now + ACK_RECHECK_MS)})
+        if stage == "spawn":
+            self.bridge.store.write(lambda c: trigger_store.record_runtime_failure(
+                c, self.bridge.workspace, job["target_agent_id"], "spawn", now))
+            return self._finish(job, token, now, "failed", wake.SPAWN_FAILED,
+                                f"the spawned session did not read or acknowledge within "
+                                f"{self.settings.spawn_ack_timeout:g}s", stage="spawn")
         return self._retry_or_fallback(job, token, now, self._session(job["target_agent_id"]), wake.ACK_TIMEOUT,
                                        f"no ack within {self.settings.ack_timeout:g}s")
 
@@ -298,18 +318,27 @@ class Supervisor:
             c, self.bridge.workspace, job["target_agent_id"], now - wake.CRASH_LOOP_WINDOW_MS))
         if failures >= wake.CRASH_LOOP_FAILURES:
             return self._to_spawn(job, token, now, wake.CRASH_LOOP, f"{failures} runtime failures in 15 min")
-        template = self.templates.get(session["runtime_kind"], {}).get("resume")
+        if not wake.trusted_session_id(session["runtime_kind"], session["session_id"]):
+            return self._to_spawn(job, token, now, wake.RESUME_FAILED,
+                                  f"session id {session['session_id']!r} is not a {session['runtime_kind']} session id")
+        template = self._template(session, "resume")
         if not template:
             return self._to_spawn(job, token, now, wake.RESUME_FAILED,
                                   f"no resume command for runtime {session['runtime_kind']!r}")
         self._extend_lease(job, token, now)
         argv = render(template, self._values(job, session["session_id"], job["prompt"]))
-        result = run_command(argv, timeout=self.settings.command_timeout, cwd=session["cwd"], env=self._env(job),
-                             cancel=self._stopping)
+        baseline = self.bridge.store.read(lambda c: message_store.get_cursor(c, job["thread_id"],
+                                                                             job["target_agent_id"]))
+        started = self.bridge.clock()
+        result = run_command(argv, timeout=self.settings.command_timeout, cwd=session["cwd"],
+                             env=self._command_env(job, session), cancel=self._stopping)
         if result.interrupted:  # shutting down: release the claim (no verdict) so the next worker takes it at once
             return self._update(job, token, now, {}, attempt=("resume", "interrupted", None, result.detail))
-        if result.ok:
-            return self._finish(job, token, now, "resumed", None, result.detail, stage="resume")
+        if result.ok and self._acked(job, baseline, started - 1):
+            return self._finish(job, token, now, "resumed", None, f"{result.detail}; the agent read and acknowledged",
+                                stage="resume")
+        if result.ok:  # exit 0 alone proves nothing: a CLI that denied the bridge tools exits 0 too
+            result = CommandResult(False, "exit 0 without reading or acknowledging the thread")
         self.bridge.store.write(lambda c: trigger_store.record_runtime_failure(
             c, self.bridge.workspace, job["target_agent_id"], "resume", now))
         attempts = job["resume_attempts"] + 1
@@ -330,18 +359,27 @@ class Supervisor:
     def _spawn(self, job: dict[str, Any], token: str, now: int) -> str:
         session = self._session(job["target_agent_id"])
         kind = session["runtime_kind"] if session else "generic"
-        template = self.templates.get(kind, {}).get("spawn")
+        template = self._template(session, "spawn")
         if not template:
             return self._finish(job, token, now, "failed", wake.SPAWN_FAILED, f"no spawn command for runtime {kind!r}")
         thread = self.bridge.store.read(lambda c: thread_store.get_thread(c, job["thread_id"]))
         summary = self.bridge.store.read(lambda c: build_summary(c, thread, 50))["summary"]
         prompt = f"{job['prompt']}\n\nThread summary:\n{summary}"
-        session_id = f"spawned-{job['trigger_id']}"
+        plan = _profile(session)
+        chosen = plan is None or plan.chooses_session_id
+        session_id = (str(uuid.uuid4()) if kind in wake.UUID_RUNTIMES else f"spawned-{job['trigger_id']}") \
+            if chosen else ""
         argv = render(template, self._values(job, session_id, prompt))
+        if plan is not None:  # the pane gets exactly the agent's environment, not the tmux server's
+            argv = isolated(argv, self._command_env(job, session))
         self._extend_lease(job, token, now)
+        baseline = self.bridge.store.read(lambda c: message_store.get_cursor(c, job["thread_id"],
+                                                                             job["target_agent_id"]))
+        started = self.bridge.clock()
+        cwd = session["cwd"] if session else None
         try:
             pane_id = self.tmux.new_window(self.settings.workspace_tmux_session, job["target_agent_id"], argv,
-                                           cwd=session["cwd"] if session else None, env=self._env(job))
+                                           cwd=cwd, env=None if plan else self._command_env(job, session))
         except TmuxError as exc:
             self.bridge.store.write(lambda c: trigger_store.record_runtime_failure(
                 c, self.bridge.workspace, job["target_agent_id"], "spawn", now))
@@ -349,24 +387,48 @@ class Supervisor:
 
         def register(conn: apsw.Connection) -> None:
             control_store.upsert_session(conn, {
-                "workspace_id": self.bridge.workspace, "agent_id": job["target_agent_id"], "session_id": session_id,
+                "workspace_id": self.bridge.workspace, "agent_id": job["target_agent_id"],
+                "session_id": session_id or f"pending-{job['trigger_id']}",
                 "runtime": session["runtime"] if session else "generic", "runtime_kind": kind, "status": "idle",
-                "resumable": 0, "management_mode": "managed", "tmux_target": pane_id,
-                "cwd": session["cwd"] if session else None, "now": now})
+                "resumable": int(bool(session_id) and kind in wake.UUID_RUNTIMES), "management_mode": "managed",
+                "tmux_target": pane_id, "cwd": cwd, "now": started})
 
         self.bridge.store.write(register)
-        return self._finish(job, token, now, "spawned", None, f"spawned in {pane_id}", stage="spawn",
-                            extra={"tmux_target": pane_id})
+        return self._update(job, token, now, {
+            "status": "awaiting_ack", "ack_stage": "spawn", "delivered_at": started, "ack_cursor_seq": baseline,
+            "ack_deadline": started + int(self.settings.spawn_ack_timeout * 1000), "tmux_target": pane_id,
+            "next_attempt_at": started + ACK_RECHECK_MS}, attempt=("spawn", "started", None, f"started in {pane_id}"))
+
+    def _learn_session_id(self, job: dict[str, Any]) -> None:
+        """For a runtime that names its own sessions (Codex), record the spawned session's id once it acted."""
+        session = self._session(job["target_agent_id"])
+        plan = _profile(session)
+        if session is None or plan is None or plan.chooses_session_id:
+            return
+        found = discover_session_id(session["runtime_kind"], plan, job["delivered_at"] / 1000)
+        if found:
+            self.bridge.store.write(lambda c: control_store.set_session_fields(
+                c, self.bridge.workspace, job["target_agent_id"], session_id=found, resumable=1))
 
     # ------------------------------------------------------------------------------------------- helpers
     def _values(self, job: dict[str, Any], session_id: str, prompt: str) -> dict[str, str]:
         return {"session_id": session_id, "prompt": prompt, "agent_id": job["target_agent_id"],
                 "thread_id": job["thread_id"], "trigger_id": job["trigger_id"]}
 
-    def _env(self, job: dict[str, Any]) -> dict[str, str]:
-        return {"BRIDGE_URL": self.url, "BRIDGE_AGENT_ID": job["target_agent_id"],
-                "BRIDGE_THREAD_ID": job["thread_id"], "BRIDGE_TRIGGER_ID": job["trigger_id"],
-                "BRIDGE_WORKSPACE": self.bridge.workspace}
+    def _template(self, session: dict[str, Any] | None, step: str) -> list[str] | None:
+        """The agent's own argv template for `step` (its registered profile), else its runtime kind's."""
+        plan = _profile(session)
+        if plan is not None:
+            return getattr(plan, step) or None
+        return self.templates.get(session["runtime_kind"] if session else "generic", {}).get(step)
+
+    def _command_env(self, job: dict[str, Any], session: dict[str, Any] | None) -> dict[str, str]:
+        """The agent's own environment (from its registration) plus the trigger's context; not the bridge's."""
+        plan = _profile(session)
+        context = {"BRIDGE_URL": self.url, "BRIDGE_AGENT_ID": job["target_agent_id"],
+                   "BRIDGE_THREAD_ID": job["thread_id"], "BRIDGE_TRIGGER_ID": job["trigger_id"],
+                   "BRIDGE_WORKSPACE": self.bridge.workspace}
+        return command_env(plan.env if plan else {}, context)
 
     def _dispatch_start(self, job: dict[str, Any]) -> int:
         """When the wait began: the commit of the message that caused an automatic wake, else the job's creation."""
@@ -421,6 +483,11 @@ class Supervisor:
                    "finished_at": now, **(extra or {})}
         stage = stage or {"queued": "tmux", "awaiting_ack": "tmux"}.get(job["status"], job["status"])
         return self._update(job, token, now, changes, attempt=(stage, status, code, detail), audit_reason=code)
+
+
+def _profile(session: dict[str, Any] | None) -> AgentPlan | None:
+    """The runtime profile an agent was registered with (`bridge agent up`), or None."""
+    return AgentPlan.from_json(session["profile"]) if session and session["profile"] else None
 
 
 def _loop_blocked(conn: apsw.Connection, thread_id: str) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import subprocess
 import time
@@ -92,16 +93,26 @@ class Tmux:
             return None
         return _end_of_second([int(v) for v in out.split() if v.isdigit()])
 
-    def type_line(self, target: str, line: str) -> None:
-        """Type one line literally into a pane, then press Enter.
+    def type_line(self, target: str, line: str, *, mode: str = "keys", enter_delay: float = 0.5) -> None:
+        """Type one line into a pane, wait `enter_delay`, then press Enter as a separate tmux command.
 
-        Two commands in one invocation: `send-keys -l … -- <line>` (the text is never a key name or a flag) then a
-        separate `send-keys Enter`. tmux still reads an argument ending in `;` as a command separator (dropping the
-        `;`); `\\;` is its escape for a literal one, so a trailing `;` is escaped.
+        Real TUIs (Claude Code, Codex) read text and Enter arriving in one burst as a paste and do not submit it, so
+        the Enter comes on its own after a settle delay. `mode` "keys" types literally (`send-keys -l … -- <line>`:
+        never a key name or a flag); "paste" loads the line into a buffer and pastes it bracketed (`paste-buffer -p`),
+        for runtimes that prefer it. tmux reads an argument ending in `;` as a command separator, so a trailing `;`
+        is escaped.
         """
         if line.endswith(";"):
             line = line[:-1] + "\\;"
-        self.run("send-keys", "-l", "-t", target, "--", line, ";", "send-keys", "-t", target, "Enter")
+        if mode == "paste":
+            buffer = f"bridge-{secrets.token_hex(4)}"
+            self.run("set-buffer", "-b", buffer, "--", line, ";", "paste-buffer", "-p", "-d", "-b", buffer,
+                     "-t", target)
+        else:
+            self.run("send-keys", "-l", "-t", target, "--", line)
+        if enter_delay > 0:
+            time.sleep(enter_delay)
+        self.run("send-keys", "-t", target, "Enter")
 
     def has_session(self, name: str) -> bool:
         """True when a session with exactly this name exists."""
