@@ -22,6 +22,7 @@ import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
+from bridge.demo.brain import Persona, Step, decide
 from bridge.domain.wake import parse_envelope
 
 THREAD_ID = re.compile(r"\bthr_[A-Za-z0-9]+")
@@ -78,7 +79,27 @@ def _client(args: argparse.Namespace) -> Client:
     return Client(args.url or os.environ.get("BRIDGE_URL", "http://127.0.0.1:8765"), token)
 
 
-def _handle(client: Client, thread_id: str, trigger_id: str, reply: str | None) -> None:
+def think(client: Client, persona: Persona, prompt: str, max_steps: int = 50) -> list[str]:
+    """Act like a model-driven agent: the scripted brain picks each tool call, which is made over HTTP (the same
+    brain the fake model APIs play for the real CLIs); return the tools called."""
+    steps = [Step("user", prompt)]
+    called = []
+    for _ in range(max_steps):
+        reply = decide(persona, steps)
+        if reply.tool is None:
+            break
+        result = client.call(reply.tool, **reply.arguments)
+        steps += [Step("call", name=reply.tool, arguments=reply.arguments), Step("result", json.dumps(result))]
+        called.append(reply.tool)
+    return called
+
+
+def _handle(client: Client, thread_id: str, trigger_id: str, reply: str | None,
+            persona: Persona | None = None, prompt: str = "") -> None:
+    if persona is not None:
+        called = think(client, persona, prompt or f"thread {thread_id}")
+        print(f"STANDIN ACKED trigger={trigger_id} thread={thread_id} tools={','.join(called)}", flush=True)
+        return
     seqs, acked = client.catch_up(thread_id)
     print(f"STANDIN READ thread={thread_id} seqs={seqs[:1] + seqs[-1:]}", flush=True)
     if reply:
@@ -118,21 +139,27 @@ def _typed_lines() -> Iterator[str]:
             termios.tcsetattr(fd, termios.TCSANOW, saved)
 
 
+def _persona(args: argparse.Namespace) -> Persona | None:
+    return Persona.from_json(json.loads(args.persona_json)) if args.persona_json else None
+
+
 def agent(args: argparse.Namespace) -> int:
     client = _client(args)
+    persona = _persona(args)
     beat = client.heartbeat(managed=True)
     print(f"STANDIN READY agent={client.claims['agent_id']} ok={beat.get('ok')}", flush=True)
     if args.first_prompt:
         match = THREAD_ID.search(args.first_prompt)
         if match:
-            _handle(client, match.group(0), os.environ.get("BRIDGE_TRIGGER_ID", "spawn"), args.reply)
+            _handle(client, match.group(0), os.environ.get("BRIDGE_TRIGGER_ID", "spawn"), args.reply, persona,
+                    args.first_prompt)
     for line in _typed_lines():
         envelope = parse_envelope(line)
         if envelope is None:
             print(f"STANDIN IGNORED {line.strip()[:80]}", flush=True)
             continue
         print(f"STANDIN TRIGGER id={envelope['trigger_id']} thread={envelope['thread_id']}", flush=True)
-        _handle(client, envelope["thread_id"], envelope["trigger_id"], args.reply)
+        _handle(client, envelope["thread_id"], envelope["trigger_id"], args.reply, persona, line)
     return 0
 
 
@@ -160,6 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     run = commands.add_parser("agent", help="interactive agent reading triggers from its terminal")
     run.add_argument("--reply", default=None, help="post this chat message after each trigger")
     run.add_argument("--first-prompt", default=None, help="a prompt to act on at start (spawned sessions)")
+    run.add_argument("--persona-json", default=None,
+                     help="act as a scripted reviewer/executioner (bridge.demo.brain) instead of only reading")
     again = commands.add_parser("resume", help="one-shot resume: read and ack the thread named in PROMPT")
     again.add_argument("--fail", action="store_true", help="exit 1 (to exercise the fallback chain)")
     again.add_argument("session_id")

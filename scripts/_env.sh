@@ -11,12 +11,25 @@ ensure_venv() {  # $1: pip extras, e.g. "[test]" or ""
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "$ROOT$1"
 }
 
-ensure_system_packages() {  # tmux drives the wake-pipeline tests; install it when missing
+ensure_system_packages() {  # tmux drives the wake-pipeline tests, npm installs the agent CLIs
     local missing=()
     command -v tmux >/dev/null 2>&1 || missing+=(tmux)
+    command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
     [ ${#missing[@]} -eq 0 ] && return 0
     local sudo=""
     [ "$(id -u)" -ne 0 ] && sudo="sudo"
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
+}
+
+ensure_agent_clis() {  # the real Claude Code and Codex CLIs, pinned in scripts/agent-clis/package-lock.json
+    local dir="$ROOT/scripts/agent-clis" stamp
+    stamp="$(sha256sum "$dir/package-lock.json" | cut -d' ' -f1)"
+    if [ -f "$dir/node_modules/.bridge-stamp" ] && [ "$(cat "$dir/node_modules/.bridge-stamp")" = "$stamp" ]; then
+        return 0
+    fi
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+    "$dir/node_modules/.bin/claude" --version >/dev/null
+    "$dir/node_modules/.bin/codex" --version >/dev/null
+    echo "$stamp" > "$dir/node_modules/.bridge-stamp"
 }

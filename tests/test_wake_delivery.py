@@ -8,22 +8,16 @@ guard and the pane reconcile.
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
-import pty
 import re
-import struct
-import subprocess
 import sys
-import termios
-import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from wakekit import Human
 
 from bridge.cli.main import cli
 from bridge.domain import wake
@@ -44,70 +38,6 @@ ECHOED_CONTROLS = ("^[", "^G", "^C", "^D", "^H", "^?", "^M")  # how the tty echo
 
 
 # ------------------------------------------------------------------------------------------------------ helpers
-class Human:
-    """A real tmux client attached in a pseudo-terminal: bytes written to it are key presses (`client_activity`)."""
-
-    def __init__(self, tmux: Tmux, session: str, window: str):
-        tmux.run("select-window", "-t", window)  # keys go to this window, not to the agent's pane
-        self.tmux = tmux
-        self.master, self.slave = pty.openpty()
-        fcntl.ioctl(self.slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 200, 0, 0))
-        self.proc = subprocess.Popen(["tmux", "-L", str(tmux.socket_name), "attach-session", "-t", session],
-                                     stdin=self.slave, stdout=self.slave, stderr=self.slave,
-                                     env={**os.environ, "TERM": "xterm"}, start_new_session=True)
-        self._reader = threading.Thread(target=self._drain, daemon=True)
-        self._reader.start()
-        self._stop = threading.Event()
-        self._typer: threading.Thread | None = None
-        self.last_key = 0.0
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and not tmux.run("list-clients", "-t", session, "-F", "#{client_pid}"):
-            time.sleep(0.02)
-        assert tmux.last_human_input(session) is not None, "the tmux client did not attach"
-
-    def _drain(self) -> None:
-        """Read the client's screen output so it never blocks on a full pty."""
-        while True:
-            try:
-                if not os.read(self.master, 65536):
-                    return
-            except OSError:
-                return
-
-    def type(self, keys: bytes = b"x") -> float:
-        """Press keys now; return the wall time just before the press."""
-        before = time.time()
-        os.write(self.master, keys)
-        self.last_key = time.time()
-        return before
-
-    def keep_typing(self, interval: float = 0.1) -> None:
-        """Type in the background until `stop_typing()` (a human who does not stop)."""
-        def loop() -> None:
-            while not self._stop.wait(interval):
-                self.type(b"y")
-
-        self._typer = threading.Thread(target=loop, daemon=True)
-        self._typer.start()
-
-    def stop_typing(self) -> None:
-        self._stop.set()
-        if self._typer is not None:
-            self._typer.join(timeout=5)
-            self._typer = None
-
-    def close(self) -> None:
-        self.stop_typing()
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-        os.close(self.slave)
-        self._reader.join(timeout=5)
-        os.close(self.master)
 
 
 @pytest.fixture
@@ -476,10 +406,10 @@ def test_type_line_is_literal_even_for_tmux_syntax(private_tmux):
     other = private_tmux.new_window("other", "other", ["cat"])
     before = private_tmux.capture(other)
     lines = ["abc;", "x\\;", ";", "-t other", "--", "Enter", "C-c", "#{pane_id}", "kill-server ;"]
-    for line in lines:
-        private_tmux.type_line(pane, line)
     expected = [f"GOT {line + chr(10)!r}" for line in lines]
-    assert private_tmux.wait_for_text(pane, expected[-1], timeout=10), private_tmux.capture(pane)
+    for line, answer in zip(lines, expected, strict=True):  # one at a time: the echo of the next line typed while
+        private_tmux.type_line(pane, line, enter_delay=0.05)  # the program prints would share its screen line
+        assert private_tmux.wait_for_text(pane, answer, timeout=10), private_tmux.capture(pane)
     got = [line for line in private_tmux.capture(pane).splitlines() if line.startswith("GOT ")]
     assert got == expected
     assert private_tmux.capture(other) == before

@@ -6,8 +6,10 @@ import dataclasses
 import json
 import os
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 CLI_DIR_ENV = "BRIDGE_AGENT_CLIS"  # a folder holding the `claude` / `codex` executables (e.g. node_modules/.bin)
 _REPO_CLIS = Path(__file__).resolve().parents[2] / "scripts" / "agent-clis" / "node_modules" / ".bin"
@@ -50,6 +52,11 @@ class AgentPlan:
         data = json.loads(text)
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
+
+    @classmethod
+    def of(cls, session: Mapping[str, Any] | None) -> AgentPlan | None:
+        """The profile a runtime registry entry was launched with (`bridge agent up`), or None."""
+        return cls.from_json(session["profile"]) if session and session["profile"] else None
 
 
 def find_cli(name: str) -> str:

@@ -6,8 +6,10 @@ import click
 
 import bridge as bridge_pkg
 from bridge.cli import operator
+from bridge.cli.agents import agent
 from bridge.cli.control import freeze, unfreeze
 from bridge.cli.db import db, doctor
+from bridge.cli.demo import demo
 from bridge.cli.serve import serve, worker
 from bridge.cli.token import token
 from bridge.cli.wake import force_trigger, runtime, trigger_retry, triggers
@@ -25,7 +27,7 @@ cli.add_command(worker)
 cli.add_command(token)
 cli.add_command(freeze)
 cli.add_command(unfreeze)
-for command in (ops, db, doctor, runtime, triggers, trigger_retry, force_trigger, *operator.COMMANDS):
+for command in (agent, demo, ops, db, doctor, runtime, triggers, trigger_retry, force_trigger, *operator.COMMANDS):
     cli.add_command(command)
 
 

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import apsw
 
+from bridge.agents.base import AgentPlan
 from bridge.domain import wake
 from bridge.domain.identifiers import iso
 from bridge.errors import NotFound
 from bridge.services.core import Bridge, Call, Pending, audit, audited_write
 from bridge.store import control as control_store
+from bridge.worker.runtimes import command_env, isolated
 from bridge.worker.tmux import Tmux
 
 
@@ -51,20 +53,33 @@ def set_paused(bridge: Bridge, call: Call, agent_id: str, paused: bool, reason: 
 
 
 def launch(bridge: Bridge, call: Call, tmux: Tmux, *, agent_id: str, kind: str, argv: Sequence[str],
-           session_id: str, tmux_session: str | None, cwd: str | None, resumable: bool) -> dict[str, Any]:
-    """Start `argv` in a window named for the agent in the workspace's tmux session; register it as managed."""
+           session_id: str, tmux_session: str | None, cwd: str | None, resumable: bool,
+           profile: AgentPlan | None = None, url: str | None = None,
+           learn_session_id: Callable[[], str | None] | None = None) -> dict[str, Any]:
+    """Start `argv` in a window named for the agent in the workspace's tmux session; register it as managed.
+
+    With a runtime `profile` (`bridge agent up`) the window runs under exactly the agent's own environment, and the
+    profile is registered so the worker resumes and spawns the agent the same way. `learn_session_id` is asked
+    once the window runs, for runtimes that name their own sessions."""
     session_name = tmux_session or bridge.settings.workspace_tmux_session
-    pane_id = tmux.new_window(session_name, agent_id, list(argv), cwd=cwd,
-                              env={"BRIDGE_URL": bridge.settings.url, "BRIDGE_AGENT_ID": agent_id,
-                                   "BRIDGE_WORKSPACE": bridge.workspace})
+    context = {"BRIDGE_URL": url or bridge.settings.url, "BRIDGE_AGENT_ID": agent_id,
+               "BRIDGE_WORKSPACE": bridge.workspace}
+    if profile is None:
+        pane_id = tmux.new_window(session_name, agent_id, list(argv), cwd=cwd, env=context)
+    else:
+        pane_id = tmux.new_window(session_name, agent_id, isolated(argv, command_env(profile.env, context)), cwd=cwd)
+        learned = learn_session_id() if learn_session_id else None
+        session_id, resumable = (learned, True) if learned else (session_id, resumable)
 
     def work(conn: apsw.Connection, pending: Pending) -> dict[str, Any]:
         control_store.upsert_session(conn, {
             "workspace_id": bridge.workspace, "agent_id": agent_id, "session_id": session_id, "runtime": kind,
             "runtime_kind": kind, "status": "idle", "resumable": int(resumable), "management_mode": "managed",
-            "tmux_target": pane_id, "cwd": cwd, "now": bridge.clock()})
+            "tmux_target": pane_id, "cwd": cwd, "now": bridge.clock(),
+            "profile": profile.to_json() if profile else None})
         audit(conn, bridge, call, "runtime_launch", details={"agent_id": agent_id, "kind": kind, "argv": list(argv),
-                                                             "tmux_target": pane_id, "session_id": session_id})
+                                                             "tmux_target": pane_id, "session_id": session_id,
+                                                             "profile": profile is not None})
         return {"agent_id": agent_id, "tmux_target": pane_id, "tmux_session": session_name, "session_id": session_id}
 
     return audited_write(bridge, call, "runtime_launch", None, work)

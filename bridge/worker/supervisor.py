@@ -186,6 +186,8 @@ class Supervisor:
     # ------------------------------------------------------------------------------------------- jobs
     def process(self, job: dict[str, Any], token: str, now: int) -> str:
         """Advance one claimed job by one step; return its status after."""
+        if job["status"] == "awaiting_ack":  # nothing more is typed or run: an ack that came still counts
+            return self._check_ack(job, token, now)
         thread = self.bridge.store.read(lambda c: thread_store.get_thread(c, job["thread_id"]))
         if thread is None or thread["status"] == "closed":
             return self._finish(job, token, now, "failed", "THREAD_CLOSED", "the thread is closed")
@@ -196,8 +198,7 @@ class Supervisor:
             session = self._session(job["target_agent_id"])
             if session is not None and session["paused"]:
                 return self._defer(job, token, now, wake.RUNTIME_PAUSED, self.settings.defer_recheck * 1000)
-        step = {"queued": self._deliver, "awaiting_ack": self._check_ack, "resume": self._resume,
-                "spawn": self._spawn}[job["status"]]
+        step = {"queued": self._deliver, "resume": self._resume, "spawn": self._spawn}[job["status"]]
         return step(job, token, now)
 
     def _session(self, agent_id: str) -> dict[str, Any] | None:
@@ -237,7 +238,7 @@ class Supervisor:
         cursor = self.bridge.store.read(lambda c: message_store.get_cursor(c, job["thread_id"],
                                                                            job["target_agent_id"]))
         typed_at = self.bridge.clock()
-        plan = _profile(session)
+        plan = AgentPlan.of(session)
         try:
             self.tmux.type_line(pane.pane_id, wake.envelope(job["trigger_id"], job["thread_id"], job["reason"],
                                                             job["prompt"]),
@@ -365,7 +366,7 @@ class Supervisor:
         thread = self.bridge.store.read(lambda c: thread_store.get_thread(c, job["thread_id"]))
         summary = self.bridge.store.read(lambda c: build_summary(c, thread, 50))["summary"]
         prompt = f"{job['prompt']}\n\nThread summary:\n{summary}"
-        plan = _profile(session)
+        plan = AgentPlan.of(session)
         chosen = plan is None or plan.chooses_session_id
         session_id = (str(uuid.uuid4()) if kind in wake.UUID_RUNTIMES else f"spawned-{job['trigger_id']}") \
             if chosen else ""
@@ -402,7 +403,7 @@ class Supervisor:
     def _learn_session_id(self, job: dict[str, Any]) -> None:
         """For a runtime that names its own sessions (Codex), record the spawned session's id once it acted."""
         session = self._session(job["target_agent_id"])
-        plan = _profile(session)
+        plan = AgentPlan.of(session)
         if session is None or plan is None or plan.chooses_session_id:
             return
         found = discover_session_id(session["runtime_kind"], plan, job["delivered_at"] / 1000)
@@ -417,14 +418,14 @@ class Supervisor:
 
     def _template(self, session: dict[str, Any] | None, step: str) -> list[str] | None:
         """The agent's own argv template for `step` (its registered profile), else its runtime kind's."""
-        plan = _profile(session)
+        plan = AgentPlan.of(session)
         if plan is not None:
             return getattr(plan, step) or None
         return self.templates.get(session["runtime_kind"] if session else "generic", {}).get(step)
 
     def _command_env(self, job: dict[str, Any], session: dict[str, Any] | None) -> dict[str, str]:
         """The agent's own environment (from its registration) plus the trigger's context; not the bridge's."""
-        plan = _profile(session)
+        plan = AgentPlan.of(session)
         context = {"BRIDGE_URL": self.url, "BRIDGE_AGENT_ID": job["target_agent_id"],
                    "BRIDGE_THREAD_ID": job["thread_id"], "BRIDGE_TRIGGER_ID": job["trigger_id"],
                    "BRIDGE_WORKSPACE": self.bridge.workspace}
@@ -483,11 +484,6 @@ class Supervisor:
                    "finished_at": now, **(extra or {})}
         stage = stage or {"queued": "tmux", "awaiting_ack": "tmux"}.get(job["status"], job["status"])
         return self._update(job, token, now, changes, attempt=(stage, status, code, detail), audit_reason=code)
-
-
-def _profile(session: dict[str, Any] | None) -> AgentPlan | None:
-    """The runtime profile an agent was registered with (`bridge agent up`), or None."""
-    return AgentPlan.from_json(session["profile"]) if session and session["profile"] else None
 
 
 def _loop_blocked(conn: apsw.Connection, thread_id: str) -> bool:

@@ -1,0 +1,86 @@
+"""`bridge agent up|down`: a real Claude Code or Codex session on the bridge in one command."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from bridge.cli.common import db_options, load_settings, opened, operator_call
+from bridge.cli.output import emit, fail
+from bridge.domain.identifiers import is_identifier
+from bridge.errors import InvalidArgument
+from bridge.services import agents as agent_service
+from bridge.settings import parse_duration
+from bridge.worker.tmux import Tmux
+
+
+@click.group()
+def agent() -> None:
+    """Put a real agent (Claude Code, Codex) on the bridge, or take it off."""
+
+
+@agent.command("up")
+@click.option("--runtime", "kind", type=click.Choice(["claude", "codex"]), required=True, help="The agent CLI.")
+@click.option("--agent-id", required=True, help="The agent's identity on the bridge.")
+@click.option("--role", type=click.Choice(["participant", "coordinator"]), default="participant", show_default=True)
+@click.option("--cwd", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
+              help="The agent's working directory (resume runs there too).  [default: .]")
+@click.option("--url", default=None, help="The bridge's base URL the agent calls [default: from BRIDGE_HOST/PORT].")
+@click.option("--ttl", default="24h", show_default=True, help="The agent token's lifetime (at most the max TTL).")
+@click.option("--model-url", default=None, help="A model API base URL instead of the vendor's (e.g. a local fake).")
+@click.option("--api-key-env", default=None, help="Read the key for --model-url from this environment variable.")
+@click.option("--home", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="HOME for the agent (default: yours, so your CLI login is used).")
+@click.option("--tmux-session", default=None, help="tmux session (default bridge-<workspace>).")
+@click.option("--tmux-socket", default=None, help="tmux server socket name (-L) [env BRIDGE_TMUX_SOCKET].")
+@click.option("--actor", default=None, help="Operator identity (default human:<os user>).")
+@db_options
+def up(kind: str, agent_id: str, role: str, cwd: Path, url: str | None, ttl: str, model_url: str | None,
+       api_key_env: str | None, home: Path | None, tmux_session: str | None, tmux_socket: str | None,
+       actor: str | None, db: str | None, workspace: str | None, as_json: bool) -> None:
+    """Mint the agent's token, write its MCP configuration (bridge tools pre-approved), start its TUI in tmux with a
+    session id the bridge knows, and register it, so wake, resume and spawn all work for it."""
+    settings = load_settings(db=db, workspace=workspace, tmux_socket=tmux_socket)
+    if not is_identifier(agent_id):
+        fail(InvalidArgument("--agent-id must match [A-Za-z0-9][A-Za-z0-9._:@-]{0,127}"), as_json)
+    try:
+        lifetime = parse_duration(ttl)
+    except ValueError as exc:
+        fail(InvalidArgument(f"--ttl: {exc}"), as_json)
+    if lifetime <= 0 or lifetime > settings.token_max_ttl:
+        fail(InvalidArgument(f"--ttl must be positive and at most {settings.token_max_ttl:g}s"), as_json)
+    if not cwd.is_dir():
+        fail(InvalidArgument(f"--cwd {cwd} is not a directory"), as_json)
+    api_key = None
+    if api_key_env is not None:
+        api_key = os.environ.get(api_key_env)
+        if not api_key:
+            fail(InvalidArgument(f"--api-key-env: ${api_key_env} is not set"), as_json)
+    tmux = Tmux(settings.tmux_socket)
+    if not tmux.available():
+        fail(InvalidArgument("tmux is not installed"), as_json)
+    with opened(settings, as_json) as parts:
+        try:
+            out = agent_service.up(parts.bridge, operator_call(settings, actor), tmux, parts.key, kind=kind,
+                                   agent_id=agent_id, role=role, cwd=cwd, url=url or settings.url, ttl=lifetime,
+                                   model_url=model_url, api_key=api_key, home=home, tmux_session=tmux_session)
+        except FileNotFoundError as exc:
+            fail(InvalidArgument(str(exc)), as_json)
+    emit(out, as_json)
+
+
+@agent.command("down")
+@click.option("--agent-id", required=True)
+@click.option("--reason", default="operator agent down", show_default=True)
+@click.option("--tmux-socket", default=None, help="tmux server socket name (-L) [env BRIDGE_TMUX_SOCKET].")
+@click.option("--actor", default=None, help="Operator identity (default human:<os user>).")
+@db_options
+def down(agent_id: str, reason: str, tmux_socket: str | None, actor: str | None, db: str | None,
+         workspace: str | None, as_json: bool) -> None:
+    """Stop the agent's pane, mark it offline and revoke the token `agent up` gave it."""
+    settings = load_settings(db=db, workspace=workspace, tmux_socket=tmux_socket)
+    with opened(settings, as_json) as parts:
+        emit(agent_service.down(parts.bridge, operator_call(settings, actor), Tmux(settings.tmux_socket), agent_id,
+                                reason), as_json)
