@@ -25,8 +25,6 @@ from bridge.store import control as control_store
 from bridge.worker.runtimes import render
 from bridge.worker.tmux import Tmux
 
-SESSION_DISCOVERY_TIMEOUT = 30.0  # seconds to wait for a runtime that names its own session to report it
-
 
 def agent_dir(bridge: Bridge, agent_id: str) -> Path:
     """The agent's private configuration folder (0700) next to the database."""
@@ -45,24 +43,15 @@ def up(bridge: Bridge, call: Call, tmux: Tmux, key: SigningKey, *, kind: str, ag
     spec = AgentSpec(agent_id=agent_id, agent_dir=folder, cwd=cwd.resolve(), mcp_url=f"{url.rstrip('/')}/mcp",
                      token=token, model_url=model_url, api_key=api_key, home=home)
     plan = agents.prepare(kind, spec)
-    plan = dataclasses.replace(plan, extra={**plan.extra, "token_session_id": claims["session_id"]})
+    # a runtime that names its own sessions (Codex) does so at its first prompt: the worker learns the id from
+    # sessions started after `launched_at` once the agent has acted on a wake; until then there is nothing to resume
+    plan = dataclasses.replace(plan, extra={**plan.extra, "token_session_id": claims["session_id"],
+                                            "launched_at": f"{time.time():.3f}"})
     session_id = str(uuid.uuid4()) if plan.chooses_session_id else ""
     argv = render(plan.launch, {"session_id": session_id, "agent_id": agent_id})
-    started = time.time()
-
-    def learn() -> str | None:
-        deadline = time.monotonic() + SESSION_DISCOVERY_TIMEOUT
-        while time.monotonic() < deadline:
-            found = agents.discover_session_id(kind, plan, started)
-            if found:
-                return found
-            time.sleep(0.2)
-        return None
-
     out = runtime_service.launch(
         bridge, call, tmux, agent_id=agent_id, kind=kind, argv=argv, session_id=session_id or f"{agent_id}-pending",
-        tmux_session=tmux_session, cwd=str(spec.cwd), resumable=bool(session_id), profile=plan, url=url,
-        learn_session_id=None if plan.chooses_session_id else learn)
+        tmux_session=tmux_session, cwd=str(spec.cwd), resumable=bool(session_id), profile=plan, url=url)
     socket = f"-L {tmux.socket_name} " if tmux.socket_name else ""
     return {**out, "runtime": kind, "role": role, "agent_dir": str(folder),
             "token_session_id": claims["session_id"], "attach": f"tmux {socket}attach -t {out['tmux_session']}"}

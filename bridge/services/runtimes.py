@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import apsw
@@ -54,13 +54,11 @@ def set_paused(bridge: Bridge, call: Call, agent_id: str, paused: bool, reason: 
 
 def launch(bridge: Bridge, call: Call, tmux: Tmux, *, agent_id: str, kind: str, argv: Sequence[str],
            session_id: str, tmux_session: str | None, cwd: str | None, resumable: bool,
-           profile: AgentPlan | None = None, url: str | None = None,
-           learn_session_id: Callable[[], str | None] | None = None) -> dict[str, Any]:
+           profile: AgentPlan | None = None, url: str | None = None) -> dict[str, Any]:
     """Start `argv` in a window named for the agent in the workspace's tmux session; register it as managed.
 
     With a runtime `profile` (`bridge agent up`) the window runs under exactly the agent's own environment, and the
-    profile is registered so the worker resumes and spawns the agent the same way. `learn_session_id` is asked
-    once the window runs, for runtimes that name their own sessions."""
+    profile is registered so the worker resumes and spawns the agent the same way."""
     session_name = tmux_session or bridge.settings.workspace_tmux_session
     context = {"BRIDGE_URL": url or bridge.settings.url, "BRIDGE_AGENT_ID": agent_id,
                "BRIDGE_WORKSPACE": bridge.workspace}
@@ -68,8 +66,6 @@ def launch(bridge: Bridge, call: Call, tmux: Tmux, *, agent_id: str, kind: str, 
         pane_id = tmux.new_window(session_name, agent_id, list(argv), cwd=cwd, env=context)
     else:
         pane_id = tmux.new_window(session_name, agent_id, isolated(argv, command_env(profile.env, context)), cwd=cwd)
-        learned = learn_session_id() if learn_session_id else None
-        session_id, resumable = (learned, True) if learned else (session_id, resumable)
 
     def work(conn: apsw.Connection, pending: Pending) -> dict[str, Any]:
         control_store.upsert_session(conn, {

@@ -266,9 +266,8 @@ class Supervisor:
 
     def _check_ack(self, job: dict[str, Any], token: str, now: int) -> str:
         stage = job["ack_stage"] or "tmux"
-        if self._acked(job, job["ack_cursor_seq"] or 0, job["delivered_at"] - 1):
-            if stage == "spawn":
-                self._learn_session_id(job)
+        if self._acked(job, job["ack_cursor_seq"] or 0, job["delivered_at"]):
+            self._learn_session_id(job, stage)
             return self._finish(job, token, now, wake.ACKED_STATUS[stage], None, "acknowledged", stage=stage)
         if now < job["ack_deadline"]:
             return self._update(job, token, now, {"next_attempt_at": min(job["ack_deadline"], now + ACK_RECHECK_MS)})
@@ -400,13 +399,21 @@ class Supervisor:
             "ack_deadline": started + int(self.settings.spawn_ack_timeout * 1000), "tmux_target": pane_id,
             "next_attempt_at": started + ACK_RECHECK_MS}, attempt=("spawn", "started", None, f"started in {pane_id}"))
 
-    def _learn_session_id(self, job: dict[str, Any]) -> None:
-        """For a runtime that names its own sessions (Codex), record the spawned session's id once it acted."""
+    def _learn_session_id(self, job: dict[str, Any], stage: str) -> None:
+        """For a runtime that names its own sessions (Codex), record the session's id once the agent acted: the
+        newest session started since the spawn, or since the launch."""
         session = self._session(job["target_agent_id"])
         plan = AgentPlan.of(session)
-        if session is None or plan is None or plan.chooses_session_id:
+        if session is None or plan is None or plan.chooses_session_id or \
+                (wake.trusted_session_id(session["runtime_kind"], session["session_id"]) and stage != "spawn"):
             return
-        found = discover_session_id(session["runtime_kind"], plan, job["delivered_at"] / 1000)
+        since = job["delivered_at"] / 1000 if stage == "spawn" else float(plan.extra.get("launched_at", 0))
+        try:
+            found = discover_session_id(session["runtime_kind"], plan, since)
+        except (OSError, ValueError, KeyError) as exc:  # the ack stands; the id is learned at a later wake
+            log.warning("session id not learned: %s", exc, extra={"event": "session_id_unknown",
+                                                                  "agent_id": job["target_agent_id"]})
+            return
         if found:
             self.bridge.store.write(lambda c: control_store.set_session_fields(
                 c, self.bridge.workspace, job["target_agent_id"], session_id=found, resumable=1))

@@ -1,0 +1,229 @@
+"""The real Claude Code and Codex CLIs on the bridge, woken by it with no human relay.
+
+Each CLI is the pinned npm release (`./scripts/test` installs it), put on the bridge with `bridge agent up` against
+a live `bridge serve` process and a private tmux server; its model is a local fake API (`bridge.demo.fake_*`) that
+plays a scripted persona, so what the CLI does (call the bridge's MCP tools, keep its session, resume it) is real.
+Success is always the agent's own effect: its reply on the thread and its read cursor, never an exit code.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from wakekit import Human
+
+from bridge.demo import pilot
+from bridge.demo.brain import Persona
+from bridge.demo.fake_anthropic import FakeAnthropic
+from bridge.demo.fake_openai import FakeOpenAI
+from bridge.standin import Client
+from ops.stack import Stack, real_stack
+
+RUNTIMES = ["claude", "codex"]
+AGENT = "agent"
+# Default timings but a fast reconcile, and a short quiet window for the human-at-the-keyboard test.
+ENV = {"BRIDGE_WORKER_POLL": "500ms", "BRIDGE_QUIET_WINDOW": "3s", "BRIDGE_DEFER_RECHECK": "500ms",
+       "BRIDGE_SPAWN_ACK_TIMEOUT": "90s", "BRIDGE_LOG_LEVEL": "WARNING"}
+
+
+@dataclass
+class Rig:
+    """One real agent on a live stack, and a peer that talks to it."""
+
+    stack: Stack
+    kind: str
+    model: Any
+    up: dict[str, Any]
+    peer: Client
+    coord: Client
+
+    def thread(self, title: str = "real agent") -> str:
+        return self.coord.call("create_thread", title=title, type="workflow",
+                               participants=[AGENT, "peer"])["thread_id"]
+
+    def post(self, thread_id: str, body: str) -> int:
+        return self.peer.call("post_message", thread_id=thread_id, schema_version=1, kind="chat", body=body,
+                              to=[AGENT])["seq"]
+
+    def job(self, thread_id: str, seq: int, timeout: float = 120) -> dict[str, Any]:
+        """The automatic wake for message `seq`, once finished."""
+        columns = ["trigger_id", "status", "result_code", "last_error", "tmux_target"]
+        rows = wait_for(lambda: self.stack.query(
+            f"SELECT {', '.join(columns)} FROM trigger_jobs WHERE thread_id = ? AND trigger_seq = ?"
+            " AND finished_at IS NOT NULL", (thread_id, seq)), timeout, f"the wake for seq {seq} to finish")
+        return dict(zip(columns, rows[0], strict=True))
+
+    def attempts(self, trigger_id: str) -> list[tuple[str, str, str | None]]:
+        return self.stack.query("SELECT stage, outcome, reason_code FROM trigger_attempts WHERE trigger_id = ?"
+                                " ORDER BY attempt_id", (trigger_id,))
+
+    def replies(self, thread_id: str) -> list[dict[str, Any]]:
+        page = self.coord.call("read_messages", thread_id=thread_id, since_seq=0, limit=200, from_agent_id=AGENT)
+        return page["messages"]
+
+    def cursor(self, thread_id: str) -> int:
+        rows = self.stack.query("SELECT last_read_seq FROM read_cursors WHERE thread_id = ? AND agent_id = ?",
+                                (thread_id, AGENT))
+        return rows[0][0] if rows else 0
+
+    def session(self) -> dict[str, Any]:
+        columns = ["session_id", "resumable", "status", "tmux_target", "profile"]
+        row = self.stack.query(f"SELECT {', '.join(columns)} FROM sessions WHERE agent_id = ?", (AGENT,))[0]
+        return dict(zip(columns, row, strict=True))
+
+    def tool_calls(self) -> list[dict[str, Any]]:
+        path = self.stack.workdir / "model.jsonl"
+        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+    def kill_pane(self) -> None:
+        """The agent's terminal goes away; the worker's reconcile marks the runtime offline."""
+        self.stack.tmux.kill_pane(self.session()["tmux_target"])
+        wait_for(lambda: self.session()["status"] == "offline", 15, "the runtime to be marked offline")
+
+
+def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+
+
+@pytest.fixture(params=RUNTIMES)
+def rig(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Rig]:
+    kind = request.param
+    with real_stack(tmp_path / "stack", env=ENV) as stack:
+        persona = Persona(agent_id=AGENT, role="echo")
+        model = (FakeAnthropic if kind == "claude" else FakeOpenAI)(persona, log_path=stack.workdir / "model.jsonl")
+        model.start()
+        try:
+            repo = stack.workdir / "repo"
+            repo.mkdir()
+            up = pilot.agent_up(stack, kind, AGENT, cwd=repo, model_url=model.url, home=stack.workdir / "home")
+            yield Rig(stack, kind, model, up, Client(stack.url, stack.token("peer")),
+                      Client(stack.url, stack.token("coord", "coordinator")))
+        finally:
+            model.stop()
+
+
+def assert_replied(rig: Rig, thread_id: str, seq: int) -> None:
+    """The agent's own effect: it read the message (cursor), and answered it on the thread."""
+    assert rig.cursor(thread_id) >= seq
+    assert any(m["body"] == f"echo seq {seq}" for m in rig.replies(thread_id)), rig.replies(thread_id)
+
+
+def test_agent_up_registers_a_managed_tui_with_its_own_profile(rig: Rig):
+    session = rig.session()
+    assert session["status"] == "idle" and session["tmux_target"] == rig.up["tmux_target"]
+    profile = json.loads(session["profile"])
+    assert profile["env"] and "BRIDGE_TOKEN" not in json.dumps(profile)  # the token lives in a 0600 file only
+    folder = Path(rig.up["agent_dir"])
+    assert folder.stat().st_mode & 0o077 == 0
+    if rig.kind == "claude":  # the bridge chose the session id at launch
+        assert uuid.UUID(session["session_id"]) and session["resumable"] == 1
+    else:  # Codex names its own session when its first prompt is submitted: nothing to resume yet
+        assert session["resumable"] == 0
+    assert rig.up["attach"].startswith(f"tmux -L {rig.stack.tmux.socket_name} attach -t ")
+
+
+def test_an_addressed_post_is_typed_into_the_tui_which_reads_replies_and_acks(rig: Rig):
+    thread_id = rig.thread()
+    posted_at = time.time()
+    seq = rig.post(thread_id, "please look at the parser")
+    job = rig.job(thread_id, seq)
+    assert job["status"] == "delivered", (job, rig.attempts(job["trigger_id"]))
+    assert rig.attempts(job["trigger_id"])[0] == ("tmux", "typed", None)
+    assert_replied(rig, thread_id, seq)
+    calls = [c for c in rig.tool_calls() if c["t"] >= posted_at]
+    assert [c["tool"] for c in calls][:1] == ["read_messages"] and calls[0]["arguments"]["thread_id"] == thread_id
+    # once it acted, the runtime's own session id is known and resumable (Codex names it at its first prompt)
+    wait_for(lambda: rig.session()["resumable"] == 1, 15, "a resumable session id")
+    assert uuid.UUID(rig.session()["session_id"])
+
+
+def test_a_killed_tui_is_resumed_headless_in_its_own_session(rig: Rig):
+    thread_id = rig.thread()
+    first = rig.post(thread_id, "first look")
+    assert rig.job(thread_id, first)["status"] == "delivered"
+    session_id = wait_for(lambda: rig.session()["resumable"] == 1 and rig.session()["session_id"], 15,
+                          "the session id")
+    rig.kill_pane()
+
+    read_before = rig.cursor(thread_id)
+    second = rig.post(thread_id, "second look, after your terminal closed")
+    job = rig.job(thread_id, second)
+    assert job["status"] == "resumed", (job, rig.attempts(job["trigger_id"]))
+    assert_replied(rig, thread_id, second)
+    assert rig.session()["session_id"] == session_id
+    # the same conversation went on: the runtime's own transcript of that session holds both wakes
+    profile = json.loads(rig.session()["profile"])
+    transcripts = list(Path(profile["extra"]["sessions_dir"]).rglob(f"*{session_id}*.jsonl"))
+    assert len(transcripts) == 1, transcripts
+    text = transcripts[0].read_text()  # each wake's prompt asks to read from what that wake had not seen yet
+    assert f"thread_id={thread_id} and since_seq=0 " in text
+    assert f"thread_id={thread_id} and since_seq={read_before} " in text and read_before > 0
+
+
+def test_an_untrusted_session_id_is_never_resumed_a_fresh_session_is_spawned_with_the_summary(rig: Rig):
+    thread_id = rig.thread("spawn check: parser regression 7f3a")
+    first = rig.post(thread_id, "first look")
+    assert rig.job(thread_id, first)["status"] == "delivered"
+    rig.kill_pane()
+    rig.stack.query("UPDATE sessions SET session_id = 'reviewer-7b4784cd', resumable = 1 WHERE agent_id = ?",
+                    (AGENT,))  # not the runtime's own id (a bridge-style id, as an old registration would hold)
+
+    second = rig.post(thread_id, "second look")
+    job = rig.job(thread_id, second)
+    assert job["status"] == "spawned", (job, rig.attempts(job["trigger_id"]))
+    assert rig.attempts(job["trigger_id"])[0] == ("resume", "skipped", "RESUME_FAILED")
+    assert_replied(rig, thread_id, second)
+    session = wait_for(lambda: (s := rig.session())["resumable"] == 1 and s, 15, "the spawned session's id")
+    assert uuid.UUID(session["session_id"]) and session["tmux_target"] == job["tmux_target"]
+    screen = rig.stack.tmux.capture(job["tmux_target"], 2000)
+    assert "spawn check: parser regression 7f3a" in screen or thread_id in screen
+
+
+def test_a_human_typing_in_the_tui_defers_the_trigger_instead_of_clobbering_it(rig: Rig):
+    target = rig.session()["tmux_target"]
+    window = rig.stack.tmux.run("display-message", "-p", "-t", target, "#{window_id}").strip()
+    human = Human(rig.stack.tmux, rig.stack.settings.workspace_tmux_session, window)
+    try:
+        thread_id = rig.thread()
+        human.keep_typing(0.3)
+        seq = rig.post(thread_id, "while you type")
+        deferred = wait_for(lambda: rig.stack.query(
+            "SELECT trigger_id FROM trigger_jobs WHERE thread_id = ? AND defer_reason = 'OPERATOR_BUSY'",
+            (thread_id,)), 20, "the trigger to be deferred")
+        time.sleep(2)
+        assert "BRIDGE_TRIGGER" not in rig.stack.tmux.capture(target)  # nothing typed over the human
+        human.stop_typing()
+        human.type(b"\x15")  # the human clears their line (Ctrl-U) and walks away
+        job = rig.job(thread_id, seq)
+        assert job["trigger_id"] == deferred[0][0] and job["status"] == "delivered", rig.attempts(job["trigger_id"])
+        assert ("tmux", "deferred", "OPERATOR_BUSY") in rig.attempts(job["trigger_id"])
+        assert_replied(rig, thread_id, seq)
+    finally:
+        human.close()
+
+
+@pytest.mark.parametrize("scenario", list(pilot.SCENARIOS))
+def test_pilot_scenarios_with_real_claude_code_and_codex(scenario: str, tmp_path: Path):
+    lines: list[str] = []
+    report = pilot.run(scenario, real=True, workdir=tmp_path, say=lines.append, timeout=300)
+    assert report.ok, (report.problems, "\n".join(lines))
+    if scenario == "review_loop":
+        assert (report.status, report.open_items) == ("resolved", 0)
+        assert report.events == ["finding_reported", "finding_reported", "fix_pushed", "fix_pushed",
+                                 "finding_verified", "finding_rejected", "fix_pushed", "finding_verified"]
+    else:
+        assert report.status == "active" and report.events.count("finding_reported") == 3
+    assert report.wakes_by_path().get("typed", 0) >= 4
