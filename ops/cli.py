@@ -1,9 +1,10 @@
-"""`bridge ops ...`: drills, the SLI harness and the go-live readiness check."""
+"""`bridge ops ...`: drills, the SLI harness, the go-live readiness check and real-agent wake latency."""
 
 from __future__ import annotations
 
 import click
 
+from ops.agent_wakes import agent_wakes
 from ops.drills.cli import drill
 from ops.readiness import readiness
 from ops.sli import sli
@@ -17,3 +18,4 @@ def ops() -> None:
 ops.add_command(drill)
 ops.add_command(sli)
 ops.add_command(readiness)
+ops.add_command(agent_wakes)

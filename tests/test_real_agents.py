@@ -11,117 +11,31 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from wakekit import Human
 
 from bridge.demo import pilot
-from bridge.demo.brain import Persona
-from bridge.demo.fake_anthropic import FakeAnthropic
-from bridge.demo.fake_openai import FakeOpenAI
-from bridge.standin import Client
-from ops.stack import Stack, real_stack
+from ops.agent_wakes import AGENT, RealAgent, real_agent, wait_for
 
 RUNTIMES = ["claude", "codex"]
-AGENT = "agent"
-# Default timings but a fast reconcile, and a short quiet window for the human-at-the-keyboard test.
-ENV = {"BRIDGE_WORKER_POLL": "500ms", "BRIDGE_QUIET_WINDOW": "3s", "BRIDGE_DEFER_RECHECK": "500ms",
-       "BRIDGE_SPAWN_ACK_TIMEOUT": "90s", "BRIDGE_LOG_LEVEL": "WARNING"}
-
-
-@dataclass
-class Rig:
-    """One real agent on a live stack, and a peer that talks to it."""
-
-    stack: Stack
-    kind: str
-    model: Any
-    up: dict[str, Any]
-    peer: Client
-    coord: Client
-
-    def thread(self, title: str = "real agent") -> str:
-        return self.coord.call("create_thread", title=title, type="workflow",
-                               participants=[AGENT, "peer"])["thread_id"]
-
-    def post(self, thread_id: str, body: str) -> int:
-        return self.peer.call("post_message", thread_id=thread_id, schema_version=1, kind="chat", body=body,
-                              to=[AGENT])["seq"]
-
-    def job(self, thread_id: str, seq: int, timeout: float = 120) -> dict[str, Any]:
-        """The automatic wake for message `seq`, once finished."""
-        columns = ["trigger_id", "status", "result_code", "last_error", "tmux_target"]
-        rows = wait_for(lambda: self.stack.query(
-            f"SELECT {', '.join(columns)} FROM trigger_jobs WHERE thread_id = ? AND trigger_seq = ?"
-            " AND finished_at IS NOT NULL", (thread_id, seq)), timeout, f"the wake for seq {seq} to finish")
-        return dict(zip(columns, rows[0], strict=True))
-
-    def attempts(self, trigger_id: str) -> list[tuple[str, str, str | None]]:
-        return self.stack.query("SELECT stage, outcome, reason_code FROM trigger_attempts WHERE trigger_id = ?"
-                                " ORDER BY attempt_id", (trigger_id,))
-
-    def replies(self, thread_id: str) -> list[dict[str, Any]]:
-        page = self.coord.call("read_messages", thread_id=thread_id, since_seq=0, limit=200, from_agent_id=AGENT)
-        return page["messages"]
-
-    def cursor(self, thread_id: str) -> int:
-        rows = self.stack.query("SELECT last_read_seq FROM read_cursors WHERE thread_id = ? AND agent_id = ?",
-                                (thread_id, AGENT))
-        return rows[0][0] if rows else 0
-
-    def session(self) -> dict[str, Any]:
-        columns = ["session_id", "resumable", "status", "tmux_target", "profile"]
-        row = self.stack.query(f"SELECT {', '.join(columns)} FROM sessions WHERE agent_id = ?", (AGENT,))[0]
-        return dict(zip(columns, row, strict=True))
-
-    def tool_calls(self) -> list[dict[str, Any]]:
-        path = self.stack.workdir / "model.jsonl"
-        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-
-    def kill_pane(self) -> None:
-        """The agent's terminal goes away; the worker's reconcile marks the runtime offline."""
-        self.stack.tmux.kill_pane(self.session()["tmux_target"])
-        wait_for(lambda: self.session()["status"] == "offline", 15, "the runtime to be marked offline")
-
-
-def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
 
 
 @pytest.fixture(params=RUNTIMES)
-def rig(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Rig]:
-    kind = request.param
-    with real_stack(tmp_path / "stack", env=ENV) as stack:
-        persona = Persona(agent_id=AGENT, role="echo")
-        model = (FakeAnthropic if kind == "claude" else FakeOpenAI)(persona, log_path=stack.workdir / "model.jsonl")
-        model.start()
-        try:
-            repo = stack.workdir / "repo"
-            repo.mkdir()
-            up = pilot.agent_up(stack, kind, AGENT, cwd=repo, model_url=model.url, home=stack.workdir / "home")
-            yield Rig(stack, kind, model, up, Client(stack.url, stack.token("peer")),
-                      Client(stack.url, stack.token("coord", "coordinator")))
-        finally:
-            model.stop()
+def rig(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RealAgent]:
+    with real_agent(request.param, tmp_path / "stack") as agent:
+        yield agent
 
 
-def assert_replied(rig: Rig, thread_id: str, seq: int) -> None:
+def assert_replied(rig: RealAgent, thread_id: str, seq: int) -> None:
     """The agent's own effect: it read the message (cursor), and answered it on the thread."""
     assert rig.cursor(thread_id) >= seq
     assert any(m["body"] == f"echo seq {seq}" for m in rig.replies(thread_id)), rig.replies(thread_id)
 
 
-def test_agent_up_registers_a_managed_tui_with_its_own_profile(rig: Rig):
+def test_agent_up_registers_a_managed_tui_with_its_own_profile(rig: RealAgent):
     session = rig.session()
     assert session["status"] == "idle" and session["tmux_target"] == rig.up["tmux_target"]
     profile = json.loads(session["profile"])
@@ -135,7 +49,7 @@ def test_agent_up_registers_a_managed_tui_with_its_own_profile(rig: Rig):
     assert rig.up["attach"].startswith(f"tmux -L {rig.stack.tmux.socket_name} attach -t ")
 
 
-def test_an_addressed_post_is_typed_into_the_tui_which_reads_replies_and_acks(rig: Rig):
+def test_an_addressed_post_is_typed_into_the_tui_which_reads_replies_and_acks(rig: RealAgent):
     thread_id = rig.thread()
     posted_at = time.time()
     seq = rig.post(thread_id, "please look at the parser")
@@ -150,7 +64,7 @@ def test_an_addressed_post_is_typed_into_the_tui_which_reads_replies_and_acks(ri
     assert uuid.UUID(rig.session()["session_id"])
 
 
-def test_a_killed_tui_is_resumed_headless_in_its_own_session(rig: Rig):
+def test_a_killed_tui_is_resumed_headless_in_its_own_session(rig: RealAgent):
     thread_id = rig.thread()
     first = rig.post(thread_id, "first look")
     assert rig.job(thread_id, first)["status"] == "delivered"
@@ -173,7 +87,7 @@ def test_a_killed_tui_is_resumed_headless_in_its_own_session(rig: Rig):
     assert f"thread_id={thread_id} and since_seq={read_before} " in text and read_before > 0
 
 
-def test_an_untrusted_session_id_is_never_resumed_a_fresh_session_is_spawned_with_the_summary(rig: Rig):
+def test_an_untrusted_session_id_is_never_resumed_a_fresh_session_is_spawned_with_the_summary(rig: RealAgent):
     thread_id = rig.thread("spawn check: parser regression 7f3a")
     first = rig.post(thread_id, "first look")
     assert rig.job(thread_id, first)["status"] == "delivered"
@@ -192,7 +106,7 @@ def test_an_untrusted_session_id_is_never_resumed_a_fresh_session_is_spawned_wit
     assert "spawn check: parser regression 7f3a" in screen or thread_id in screen
 
 
-def test_a_human_typing_in_the_tui_defers_the_trigger_instead_of_clobbering_it(rig: Rig):
+def test_a_human_typing_in_the_tui_defers_the_trigger_instead_of_clobbering_it(rig: RealAgent):
     target = rig.session()["tmux_target"]
     window = rig.stack.tmux.run("display-message", "-p", "-t", target, "#{window_id}").strip()
     human = Human(rig.stack.tmux, rig.stack.settings.workspace_tmux_session, window)

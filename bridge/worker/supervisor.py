@@ -332,6 +332,7 @@ class Supervisor:
         started = self.bridge.clock()
         result = run_command(argv, timeout=self.settings.command_timeout, cwd=session["cwd"],
                              env=self._command_env(job, session), cancel=self._stopping)
+        now = self.bridge.clock()  # the command may have run for minutes: record its outcome at its end
         if result.interrupted:  # shutting down: release the claim (no verdict) so the next worker takes it at once
             return self._update(job, token, now, {}, attempt=("resume", "interrupted", None, result.detail))
         if result.ok and self._acked(job, baseline, started - 1):
