@@ -259,6 +259,23 @@ def test_crash_loop_skips_resume_only_at_three_recent_failures(wake_stack, tmp_p
     assert sorted(resumed) == sorted([jobs["two_recent"], jobs["three_old"]])
 
 
+def test_a_resume_that_exits_0_without_the_agent_reading_is_a_failure(wake_stack, tmp_path):
+    """Both real CLIs exit 0 after denying a tool: only the agent's own read or heartbeat counts."""
+    stack = wake_stack()
+    templates = standin_templates(stack.token_dir, stack.live.url)
+    templates["generic"]["resume"] = [sys.executable, "-c", "print('I did nothing')", "{session_id}"]
+    use_templates(stack, templates)
+    stack.token_file("reviewer")
+    heartbeat(stack, "reviewer")
+    thread_id, coord = new_thread(stack, "reviewer", "exec")
+    trig = trigger(stack, coord, thread_id, "reviewer")["trigger_id"]
+    stack.run_until(lambda: stack.job(trig)["status"] in wake.TERMINAL, 30)
+    assert attempt_rows(stack, trig)[:2] == [("resume", "failed", wake.RESUME_FAILED)] * 2
+    assert all(a["detail"] == "exit 0 without reading or acknowledging the thread"
+               for a in stack.attempts(trig)[:2])
+    assert stack.job(trig)["status"] == "spawned"  # the spawned stand-in did read and acknowledge
+
+
 def test_resume_command_is_an_argv_list_never_a_shell(wake_stack, tmp_path):
     stack = wake_stack()
     calls = tmp_path / "resume-calls.jsonl"

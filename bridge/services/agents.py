@@ -18,6 +18,7 @@ from bridge import agents
 from bridge.agents.base import AgentPlan, AgentSpec
 from bridge.auth.keys import SigningKey
 from bridge.auth.tokens import issue_token
+from bridge.errors import Conflict
 from bridge.services import runtimes as runtime_service
 from bridge.services import tokens as token_service
 from bridge.services.core import Bridge, Call
@@ -34,7 +35,14 @@ def agent_dir(bridge: Bridge, agent_id: str) -> Path:
 def up(bridge: Bridge, call: Call, tmux: Tmux, key: SigningKey, *, kind: str, agent_id: str, role: str, cwd: Path,
        url: str, ttl: float, model_url: str | None = None, api_key: str | None = None, home: Path | None = None,
        tmux_session: str | None = None) -> dict[str, Any]:
-    """Mint, configure, launch and register one agent; return where it runs."""
+    """Mint, configure, launch and register one agent; return where it runs (CONFLICT if it already runs)."""
+    current = bridge.store.read(lambda conn: control_store.get_session(conn, bridge.workspace, agent_id))
+    if current is not None and current["management_mode"] == "managed" and current["tmux_target"]:
+        pane = tmux.probe(current["tmux_target"])
+        if pane is not None and not pane.dead:
+            raise Conflict(f"agent {agent_id} already runs in pane {current['tmux_target']}: "
+                           "`bridge agent down` it first", {"agent_id": agent_id,
+                                                             "tmux_target": current["tmux_target"]})
     token, claims = issue_token(key, issuer=bridge.settings.issuer, audience=bridge.settings.audience,
                                 agent_id=agent_id, role=role, workspace_id=bridge.workspace, ttl=ttl)
     folder = agent_dir(bridge, agent_id)

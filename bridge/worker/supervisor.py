@@ -367,9 +367,7 @@ class Supervisor:
         summary = self.bridge.store.read(lambda c: build_summary(c, thread, 50))["summary"]
         prompt = f"{job['prompt']}\n\nThread summary:\n{summary}"
         plan = AgentPlan.of(session)
-        chosen = plan is None or plan.chooses_session_id
-        session_id = (str(uuid.uuid4()) if kind in wake.UUID_RUNTIMES else f"spawned-{job['trigger_id']}") \
-            if chosen else ""
+        session_id = _spawned_session_id(kind, plan, template, job["trigger_id"])
         argv = render(template, self._values(job, session_id, prompt))
         if plan is not None:  # the pane gets exactly the agent's environment, not the tmux server's
             argv = isolated(argv, self._command_env(job, session))
@@ -391,7 +389,7 @@ class Supervisor:
                 "workspace_id": self.bridge.workspace, "agent_id": job["target_agent_id"],
                 "session_id": session_id or f"pending-{job['trigger_id']}",
                 "runtime": session["runtime"] if session else "generic", "runtime_kind": kind, "status": "idle",
-                "resumable": int(bool(session_id) and kind in wake.UUID_RUNTIMES), "management_mode": "managed",
+                "resumable": int(kind in wake.UUID_RUNTIMES and bool(session_id)), "management_mode": "managed",
                 "tmux_target": pane_id, "cwd": cwd, "now": started})
 
         self.bridge.store.write(register)
@@ -492,6 +490,16 @@ class Supervisor:
                    "finished_at": now, **(extra or {})}
         stage = stage or {"queued": "tmux", "awaiting_ack": "tmux"}.get(job["status"], job["status"])
         return self._update(job, token, now, changes, attempt=(stage, status, code, detail), audit_reason=code)
+
+
+def _spawned_session_id(kind: str, plan: AgentPlan | None, template: list[str], trigger_id: str) -> str:
+    """The id a spawned session is registered under: for Claude Code and Codex, a UUID the bridge passes at spawn
+    (resumable), or "" when the runtime names its own (learned once the session acts) or the command takes none;
+    for other runtimes a label (never resumed)."""
+    if kind not in wake.UUID_RUNTIMES:
+        return f"spawned-{trigger_id}"
+    takes_id = any("{session_id}" in arg for arg in template)
+    return str(uuid.uuid4()) if takes_id and (plan is None or plan.chooses_session_id) else ""
 
 
 def _loop_blocked(conn: apsw.Connection, thread_id: str) -> bool:
