@@ -9,6 +9,7 @@ Success is always the agent's own effect: its reply on the thread and its read c
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ import pytest
 from wakekit import Human
 
 from bridge.demo import pilot
+from bridge.standin import Client
 from ops.agent_wakes import AGENT, RealAgent, real_agent, wait_for
 
 RUNTIMES = ["claude", "codex"]
@@ -47,6 +49,23 @@ def test_agent_up_registers_a_managed_tui_with_its_own_profile(rig: RealAgent):
     else:  # Codex names its own session when its first prompt is submitted: nothing to resume yet
         assert session["resumable"] == 0
     assert rig.up["attach"].startswith(f"tmux -L {rig.stack.tmux.socket_name} attach -t ")
+
+
+def test_agent_up_twice_is_refused_and_agent_down_stops_it_and_revokes_its_token(rig: RealAgent):
+    stack = rig.stack
+    where = ["--db", str(stack.db), "--tmux-socket", stack.tmux.socket_name or "", "--json"]
+    again = stack.run_cli("agent", "up", "--runtime", rig.kind, "--agent-id", AGENT, "--url", stack.url, *where)
+    assert again.returncode == 1 and json.loads(again.stderr)["error"]["code"] == "CONFLICT", again.stderr
+    configs = " ".join(p.read_text() for p in Path(rig.up["agent_dir"]).rglob("*") if p.is_file()
+                       and p.suffix in (".json", ".toml"))
+    token = re.search(r"Bearer ([\w.-]+)", configs).group(1)
+    assert "error" not in Client(stack.url, token).call("inbox")
+
+    down = stack.run_cli("agent", "down", "--agent-id", AGENT, *where)
+    assert down.returncode == 0, down.stderr
+    assert json.loads(down.stdout)["killed_pane"] is True
+    assert rig.session()["status"] == "offline" and stack.tmux.probe(rig.up["tmux_target"]) is None
+    assert Client(stack.url, token).call("inbox")["error"]["code"] == "UNAUTHORIZED"
 
 
 def test_an_addressed_post_is_typed_into_the_tui_which_reads_replies_and_acks(rig: RealAgent):
@@ -87,21 +106,27 @@ def test_a_killed_tui_is_resumed_headless_in_its_own_session(rig: RealAgent):
     assert f"thread_id={thread_id} and since_seq={read_before} " in text and read_before > 0
 
 
-def test_an_untrusted_session_id_is_never_resumed_a_fresh_session_is_spawned_with_the_summary(rig: RealAgent):
+@pytest.mark.parametrize("bad_id", ["reviewer-7b4784cd", "unknown-uuid"])
+def test_a_session_that_cannot_be_resumed_gives_way_to_a_fresh_session_with_the_summary(rig: RealAgent,
+                                                                                       bad_id: str):
+    """A bridge-style id (not the runtime's own) is never resumed; an unknown UUID is tried, fails, then spawn."""
     thread_id = rig.thread("spawn check: parser regression 7f3a")
     first = rig.post(thread_id, "first look")
     assert rig.job(thread_id, first)["status"] == "delivered"
     rig.kill_pane()
-    rig.stack.query("UPDATE sessions SET session_id = 'reviewer-7b4784cd', resumable = 1 WHERE agent_id = ?",
-                    (AGENT,))  # not the runtime's own id (a bridge-style id, as an old registration would hold)
+    session_id = str(uuid.uuid4()) if bad_id == "unknown-uuid" else bad_id
+    rig.stack.query("UPDATE sessions SET session_id = ?, resumable = 1 WHERE agent_id = ?", (session_id, AGENT))
 
     second = rig.post(thread_id, "second look")
     job = rig.job(thread_id, second)
     assert job["status"] == "spawned", (job, rig.attempts(job["trigger_id"]))
-    assert rig.attempts(job["trigger_id"])[0] == ("resume", "skipped", "RESUME_FAILED")
+    before_spawn = [("resume", "skipped", "RESUME_FAILED")] if bad_id != "unknown-uuid" else \
+        [("resume", "failed", "RESUME_FAILED")] * 2  # the CLI exits 1: "No conversation found" / "no rollout"
+    assert rig.attempts(job["trigger_id"]) == [*before_spawn, ("spawn", "started", None), ("spawn", "spawned", None)]
     assert_replied(rig, thread_id, second)
     session = wait_for(lambda: (s := rig.session())["resumable"] == 1 and s, 15, "the spawned session's id")
-    assert uuid.UUID(session["session_id"]) and session["tmux_target"] == job["tmux_target"]
+    assert session["session_id"] != session_id and uuid.UUID(session["session_id"])
+    assert session["tmux_target"] == job["tmux_target"]
     screen = rig.stack.tmux.capture(job["tmux_target"], 2000)
     assert "spawn check: parser regression 7f3a" in screen or thread_id in screen
 

@@ -2,27 +2,22 @@
 
 Every `POST /v1/messages` replays the conversation: its `messages` become brain `Step`s, `brain.decide` picks the
 next move, and the answer is a `mcp__bridge__<tool>` tool_use or a text block (SSE when `stream` is true, JSON
-otherwise). Requests that offer no tools (titles, summaries, quota probes) get a short text. Each emitted tool call
-is appended to `log_path` as one JSON line; other paths are recorded in `unknown` and answered with `{}`.
+otherwise). Requests that offer no tools (titles, summaries, quota probes) get a short text. Unknown paths are
+answered with `{}`; the server, request record and tool-call log are `fake_model.FakeModel`'s.
 
     python -m bridge.demo.fake_anthropic --persona-json '{"agent_id": "r", "role": "echo"}' [--port N] [--log F]
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
-import threading
-import time
 import traceback
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 from bridge.demo import brain
-from bridge.demo.brain import Persona, Reply, Step
+from bridge.demo.brain import Reply, Step
+from bridge.demo.fake_model import Answer, FakeModel, json_answer, serve_main, sse_answer
 
 TOOL_PREFIX = "mcp__bridge__"
 NO_TOOLS_TEXT = "Bridge agent session"
@@ -100,83 +95,57 @@ def message_json(blocks: list[dict[str, Any]], stop_reason: str, model: str) -> 
             "content": blocks, "stop_reason": stop_reason, "stop_sequence": None, "usage": _usage(len(blocks) * 10)}
 
 
-def _sse(event: str, data: dict[str, Any]) -> str:
-    return f"event: {event}\ndata: {json.dumps(data)}\n\n"
-
-
-def _block_events(index: int, block: dict[str, Any]) -> list[str]:
+def _block_events(index: int, block: dict[str, Any]) -> list[dict[str, Any]]:
     if block["type"] == "text":
         start = {"type": "text", "text": ""}
         delta = {"type": "text_delta", "text": block["text"]}
     else:
         start = {**block, "input": {}}
         delta = {"type": "input_json_delta", "partial_json": json.dumps(block["input"])}
-    return [_sse("content_block_start", {"type": "content_block_start", "index": index, "content_block": start}),
-            _sse("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}),
-            _sse("content_block_stop", {"type": "content_block_stop", "index": index})]
+    return [{"type": "content_block_start", "index": index, "content_block": start},
+            {"type": "content_block_delta", "index": index, "delta": delta},
+            {"type": "content_block_stop", "index": index}]
 
 
-def message_sse(blocks: list[dict[str, Any]], stop_reason: str, model: str) -> str:
-    """A streaming Messages API response as one SSE body."""
+def message_events(blocks: list[dict[str, Any]], stop_reason: str, model: str) -> list[dict[str, Any]]:
+    """The events of a streaming Messages API response."""
     message = {**message_json([], "", model), "stop_reason": None, "usage": _usage(1)}
-    events = [_sse("message_start", {"type": "message_start", "message": message})]
+    events = [{"type": "message_start", "message": message}]
     for index, block in enumerate(blocks):
         events += _block_events(index, block)
-    events.append(_sse("message_delta", {"type": "message_delta",
-                                         "delta": {"stop_reason": stop_reason, "stop_sequence": None},
-                                         "usage": {"output_tokens": len(blocks) * 10}}))
-    events.append(_sse("message_stop", {"type": "message_stop"}))
-    return "".join(events)
+    events.append({"type": "message_delta", "delta": {"stop_reason": stop_reason, "stop_sequence": None},
+                   "usage": {"output_tokens": len(blocks) * 10}})
+    events.append({"type": "message_stop"})
+    return events
 
 
-class FakeAnthropic:
-    """The fake API server for one persona; `start()` it, point `ANTHROPIC_BASE_URL` at `.url`, then `stop()`."""
+class FakeAnthropic(FakeModel):
+    """The fake API server for one persona; point `ANTHROPIC_BASE_URL` at `.url`."""
 
-    def __init__(self, persona: Persona, log_path: Path | None = None, port: int = 0) -> None:
-        self.persona = persona
-        self.log_path = log_path
-        self.port = port
-        self.unknown: list[str] = []  # "METHOD /path" of requests it does not implement
-        self.requests: list[str] = []  # "METHOD /path" of every request, in order
-        self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+    name = "fake_anthropic"
 
-    @property
-    def url(self) -> str:
-        """Base URL (no trailing slash), valid after start()."""
-        if self._server is None:
-            raise RuntimeError("FakeAnthropic is not started")
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+    def route(self, method: str, path: str, body: dict[str, Any]) -> Answer | None:
+        """`POST /v1/messages` and `POST /v1/messages/count_tokens`."""
+        if method == "POST" and path == "/v1/messages":
+            return self.messages(body)
+        if method == "POST" and path == "/v1/messages/count_tokens":
+            return json_answer({"input_tokens": max(1, len(json.dumps(body)) // 4)})
+        return None
 
-    def start(self) -> FakeAnthropic:
-        """Listen on 127.0.0.1 and serve in a daemon thread."""
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), _handler_for(self))
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-anthropic", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving and close the socket."""
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> FakeAnthropic:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def record(self, method: str, path: str, known: bool) -> None:
-        """Remember a request line (unknown ones also go to stderr)."""
-        with self._lock:
-            self.requests.append(f"{method} {path}")
-            if not known:
-                self.unknown.append(f"{method} {path}")
-                print(f"fake_anthropic: unknown {method} {path}", file=sys.stderr, flush=True)
+    def messages(self, body: dict[str, Any]) -> Answer:
+        """The answer to a Messages request; the emitted bridge tool call is logged."""
+        try:
+            reply = self.reply_for(body)
+        except Exception as exc:  # a brain bug must not make the CLI retry forever
+            traceback.print_exc()
+            reply = Reply(text=f"fake model error: {exc}")
+        if reply.tool is not None and reply.tool.startswith(TOOL_PREFIX):
+            self.log_call(reply.tool.removeprefix(TOOL_PREFIX), reply.arguments)
+        blocks, stop_reason = content_blocks(reply)
+        model = str(body.get("model") or "claude-fake")
+        if body.get("stream"):
+            return sse_answer(message_events(blocks, stop_reason, model))
+        return json_answer(message_json(blocks, stop_reason, model))
 
     def reply_for(self, request: dict[str, Any]) -> Reply:
         """The next move for a Messages request, its `tool` the wire name (a short text when no tools are offered).
@@ -198,100 +167,10 @@ class FakeAnthropic:
             return Reply(tool=SEARCH_TOOL, arguments={"query": "select:" + ",".join(TOOL_PREFIX + t for t in USED)})
         return Reply(text=f"The bridge tool {reply.tool} is not available in this session.")
 
-    def log_call(self, reply: Reply) -> None:
-        """Append an emitted bridge tool call to the log file."""
-        if self.log_path is None or reply.tool is None or not reply.tool.startswith(TOOL_PREFIX):
-            return
-        line = json.dumps({"t": time.time(), "agent_id": self.persona.agent_id,
-                           "tool": reply.tool.removeprefix(TOOL_PREFIX), "arguments": reply.arguments})
-        with self._lock, self.log_path.open("a", encoding="utf-8") as f:
-            f.write(line + "\n")
-
-
-def _handler_for(fake: FakeAnthropic) -> type[BaseHTTPRequestHandler]:
-    class Handler(_Handler):
-        server_fake = fake
-
-    return Handler
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server_fake: FakeAnthropic
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def _body(self) -> dict[str, Any]:
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
-        try:
-            data = json.loads(raw or b"{}")
-        except ValueError:
-            return {}
-        return data if isinstance(data, dict) else {}
-
-    def _send(self, body: str, content_type: str = "application/json", status: int = 200) -> None:
-        data = body.encode()
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("request-id", f"req_{uuid.uuid4().hex}")
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(data)
-
-    def do_POST(self) -> None:
-        path = self.path.split("?", 1)[0].rstrip("/")
-        body = self._body()
-        if path == "/v1/messages":
-            self.server_fake.record("POST", self.path, True)
-            self._messages(body)
-        elif path == "/v1/messages/count_tokens":
-            self.server_fake.record("POST", self.path, True)
-            self._send(json.dumps({"input_tokens": max(1, len(json.dumps(body)) // 4)}))
-        else:
-            self.server_fake.record("POST", self.path, False)
-            self._send("{}")
-
-    def do_GET(self) -> None:
-        self.server_fake.record(self.command, self.path, False)
-        self._send("{}")
-
-    do_HEAD = do_PUT = do_DELETE = do_PATCH = do_GET
-
-    def _messages(self, body: dict[str, Any]) -> None:
-        fake = self.server_fake
-        try:
-            reply = fake.reply_for(body)
-        except Exception as exc:  # a brain bug must not make the CLI retry forever
-            traceback.print_exc()
-            reply = Reply(text=f"fake model error: {exc}")
-        blocks, stop_reason = content_blocks(reply)
-        model = str(body.get("model") or "claude-fake")
-        fake.log_call(reply)
-        if body.get("stream"):
-            self._send(message_sse(blocks, stop_reason, model), "text/event-stream")
-        else:
-            self._send(json.dumps(message_json(blocks, stop_reason, model)))
-
 
 def main(argv: list[str] | None = None) -> None:
     """Run a fake API in the foreground; its URL is the first line of output."""
-    parser = argparse.ArgumentParser(prog="python -m bridge.demo.fake_anthropic", description=__doc__.splitlines()[0])
-    parser.add_argument("--persona-json", required=True, help="persona as JSON (Persona.from_json)")
-    parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--log", type=Path, default=None, help="append emitted tool calls here (JSON lines)")
-    args = parser.parse_args(argv)
-    fake = FakeAnthropic(Persona.from_json(json.loads(args.persona_json)), args.log, args.port).start()
-    print(fake.url, flush=True)
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        fake.stop()
+    serve_main(FakeAnthropic, argv)
 
 
 if __name__ == "__main__":

@@ -5,31 +5,24 @@ Codex sends the whole conversation on every request (`input`: user messages, its
 (`response.created`, `response.output_item.added`, `response.output_text.delta`, `response.output_item.done`,
 `response.completed`). Bridge tools are offered by Codex as a namespace `mcp__bridge`, so a tool call carries
 `namespace: "mcp__bridge"` and the bare tool name. Requests that offer no bridge tools (not an agent turn) get a
-short text. Every other path is logged and answered harmlessly (`GET /models` → an empty list).
+short text. `GET …/models` is an empty list; other paths are answered 404. The server, request record and tool-call
+log are `fake_model.FakeModel`'s.
 
 Run alone: `python -m bridge.demo.fake_openai --persona-json '{"agent_id": "executioner", "role": "executioner"}'`
-prints the base URL (for a Codex `[model_providers.x] base_url`) on its first line.
+prints the base URL (for a Codex `[model_providers.x] base_url`, ending in `/v1`) on its first line.
 """
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import itertools
 import json
-import logging
-import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
-from types import TracebackType
 from typing import Any
 
-from bridge.demo.brain import Persona, Reply, Step, decide
+from bridge.demo.brain import Reply, Step, decide
+from bridge.demo.fake_model import Answer, FakeModel, json_answer, serve_main, sse_answer
 
 NAMESPACE = "mcp__bridge"
-log = logging.getLogger(__name__)
 _ids = itertools.count(1)
 
 
@@ -146,150 +139,39 @@ def sse_events(item: dict[str, Any], model: str) -> list[dict[str, Any]]:
     return events
 
 
-class FakeOpenAI:
-    """The scripted Responses API for one persona, on 127.0.0.1 (port 0 picks a free port)."""
+class FakeOpenAI(FakeModel):
+    """The scripted Responses API for one persona; `.url` is the base URL for Codex's provider `base_url`
+    (requests go to `<url>/responses`)."""
 
-    def __init__(self, persona: Persona, log_path: Path | None = None, port: int = 0) -> None:
-        self.persona = persona
-        self.log_path = log_path
-        self.requests: list[dict[str, Any]] = []  # every request seen (time, method, path, answer), for diagnostics
-        self._lock = threading.Lock()
-        self._server = _Server(("127.0.0.1", port), _Handler)
-        self._server.fake = self
-        self._thread: threading.Thread | None = None
+    name = "fake_openai"
+    base_path = "/v1"
 
-    @property
-    def url(self) -> str:
-        """The base URL for Codex's provider `base_url` (requests go to `<url>/responses`)."""
-        return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+    def route(self, method: str, path: str, body: dict[str, Any]) -> Answer | None:
+        """`POST …/responses` streams the brain's answer; `GET …/models` is an empty list."""
+        if method == "POST" and path.endswith("/responses"):
+            return sse_answer(sse_events(self.answer(body), str(body.get("model", "fake"))))
+        if method == "GET" and path.endswith("/models"):
+            return json_answer({"object": "list", "data": [], "models": []})
+        return None
 
-    def start(self) -> FakeOpenAI:
-        """Serve in a background thread."""
-        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-openai", daemon=True)
-        self._thread.start()
-        return self
-
-    def serve_forever(self) -> None:
-        """Serve in this thread until interrupted (the command line)."""
-        try:
-            self._server.serve_forever()
-        finally:
-            self._server.server_close()
-
-    def stop(self) -> None:
-        """Stop serving and close the socket."""
-        if self._thread is not None:
-            self._server.shutdown()
-            self._thread.join(timeout=5)
-            self._thread = None
-        self._server.server_close()
-
-    def __enter__(self) -> FakeOpenAI:
-        return self.start()
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
+    def unknown_answer(self, path: str) -> Answer:
+        """404, as the real API answers."""
+        return json_answer({"error": {"message": f"no such path {path}", "type": "not_found"}}, 404)
 
     def answer(self, body: dict[str, Any]) -> dict[str, Any]:
-        """The output item for one `/responses` request body."""
+        """The output item for one `/responses` request body; an emitted tool call is logged."""
         if not offers_bridge_tools(body):
             return reply_item(Reply(text=side_text(body)))
         reply = decide(self.persona, to_steps(body.get("input") or []))
         if reply.tool:
-            self._log_call(reply)
+            self.log_call(reply.tool, reply.arguments)
         return reply_item(reply)
 
-    def record(self, method: str, path: str, note: str) -> None:
-        """Remember one request (unknown paths are also logged)."""
-        with self._lock:
-            self.requests.append({"t": time.time(), "method": method, "path": path, "note": note})
 
-    def _log_call(self, reply: Reply) -> None:
-        if self.log_path is None:
-            return
-        line = json.dumps({"t": time.time(), "agent_id": self.persona.agent_id, "tool": reply.tool,
-                           "arguments": reply.arguments})
-        with self._lock, self.log_path.open("a", encoding="utf-8") as f:
-            f.write(line + "\n")
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    fake: FakeOpenAI
-
-
-class _Handler(BaseHTTPRequestHandler):
-    """`POST …/responses` streams the brain's answer; `GET …/models` is an empty list; the rest is 404."""
-
-    server: _Server
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("fake-openai: " + format, *args)
-
-    def do_GET(self) -> None:
-        self.server.fake.record("GET", self.path, "")
-        if self.path.split("?", 1)[0].endswith("/models"):
-            self._json(200, {"object": "list", "data": [], "models": []})
-        else:
-            self._not_found()
-
-    def do_POST(self) -> None:
-        body = self._body()
-        if not self.path.split("?", 1)[0].endswith("/responses"):
-            self.server.fake.record("POST", self.path, "unknown")
-            self._not_found()
-            return
-        item = self.server.fake.answer(body)
-        self.server.fake.record("POST", self.path, str(item.get("name") or "message"))
-        self._stream(sse_events(item, str(body.get("model", "fake"))))
-
-    def _body(self) -> dict[str, Any]:
-        length = int(self.headers.get("Content-Length") or 0)
-        try:
-            value = json.loads(self.rfile.read(length) or b"{}")
-        except ValueError:
-            return {}
-        return value if isinstance(value, dict) else {}
-
-    def _json(self, status: int, value: Any) -> None:
-        data = json.dumps(value).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def _not_found(self) -> None:
-        log.info("fake-openai: unknown %s %s", self.command, self.path)
-        self._json(404, {"error": {"message": f"no such path {self.path}", "type": "not_found"}})
-
-    def _stream(self, events: list[dict[str, Any]]) -> None:
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
-        self.send_header("Cache-Control", "no-cache")
-        self.send_header("Connection", "close")
-        self.end_headers()
-        for event in events:
-            self.wfile.write(f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode())
-        self.wfile.flush()
-        self.close_connection = True
-
-
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> None:
     """Serve one persona in the foreground; the first stdout line is the base URL."""
-    parser = argparse.ArgumentParser(prog="python -m bridge.demo.fake_openai", description=__doc__.splitlines()[0])
-    parser.add_argument("--persona-json", required=True, help="the Persona as JSON (see brain.Persona.from_json)")
-    parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0 picks a free one)")
-    parser.add_argument("--log", type=Path, default=None, help="append every tool call as a JSON line here")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")  # unknown paths on stderr
-    fake = FakeOpenAI(Persona.from_json(json.loads(args.persona_json)), log_path=args.log, port=args.port)
-    print(fake.url, flush=True)
-    with contextlib.suppress(KeyboardInterrupt):
-        fake.serve_forever()
-    return 0
+    serve_main(FakeOpenAI, argv)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
