@@ -7,12 +7,10 @@ from pathlib import Path
 
 import click
 
-from bridge.cli.common import db_options, load_settings, opened, operator_call
+from bridge.cli.common import check_identifier, db_options, load_settings, opened, operator_call, token_lifetime
 from bridge.cli.output import emit, fail
-from bridge.domain.identifiers import is_identifier
 from bridge.errors import InvalidArgument
 from bridge.services import agents as agent_service
-from bridge.settings import parse_duration
 from bridge.worker.tmux import Tmux
 
 
@@ -43,14 +41,8 @@ def up(kind: str, agent_id: str, role: str, cwd: Path, url: str | None, ttl: str
     """Mint the agent's token, write its MCP configuration (bridge tools pre-approved), start its TUI in tmux with a
     session id the bridge knows, and register it, so wake, resume and spawn all work for it."""
     settings = load_settings(db=db, workspace=workspace, tmux_socket=tmux_socket)
-    if not is_identifier(agent_id):
-        fail(InvalidArgument("--agent-id must match [A-Za-z0-9][A-Za-z0-9._:@-]{0,127}"), as_json)
-    try:
-        lifetime = parse_duration(ttl)
-    except ValueError as exc:
-        fail(InvalidArgument(f"--ttl: {exc}"), as_json)
-    if lifetime <= 0 or lifetime > settings.token_max_ttl:
-        fail(InvalidArgument(f"--ttl must be positive and at most {settings.token_max_ttl:g}s"), as_json)
+    check_identifier("agent-id", agent_id, as_json)
+    lifetime = token_lifetime(ttl, settings, as_json)
     if not cwd.is_dir():
         fail(InvalidArgument(f"--cwd {cwd} is not a directory"), as_json)
     api_key = None

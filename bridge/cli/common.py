@@ -13,9 +13,10 @@ import click
 
 from bridge.cli.output import fail
 from bridge.domain.authz import Principal
-from bridge.errors import BridgeError, Unavailable
+from bridge.domain.identifiers import is_identifier
+from bridge.errors import BridgeError, InvalidArgument, Unavailable
 from bridge.services.core import Call
-from bridge.settings import Settings
+from bridge.settings import Settings, parse_duration
 from bridge.wiring import Parts, build
 
 
@@ -70,3 +71,20 @@ def handles_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             fail(error, kwargs.get("as_json", False))
 
     return wrapper
+
+
+def check_identifier(flag: str, value: str | None, as_json: bool) -> None:
+    """Exit 2 unless `value` (when given) is a valid identifier."""
+    if value is not None and not is_identifier(value):
+        fail(InvalidArgument(f"--{flag} must match [A-Za-z0-9][A-Za-z0-9._:@-]{{0,127}}"), as_json)
+
+
+def token_lifetime(ttl: str, settings: Settings, as_json: bool) -> float:
+    """`--ttl` in seconds; exit 2 unless it is a positive duration within the token lifetime cap."""
+    try:
+        lifetime = parse_duration(ttl)
+    except ValueError as exc:
+        fail(InvalidArgument(f"--ttl: {exc}"), as_json)
+    if lifetime <= 0 or lifetime > settings.token_max_ttl:
+        fail(InvalidArgument(f"--ttl must be positive and at most {settings.token_max_ttl:g}s"), as_json)
+    return lifetime

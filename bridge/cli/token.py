@@ -9,13 +9,11 @@ import time
 import click
 
 from bridge.auth.tokens import issue_token
-from bridge.cli.common import db_options, load_settings, opened, operator_call
+from bridge.cli.common import check_identifier, db_options, load_settings, opened, operator_call, token_lifetime
 from bridge.cli.output import emit, fail
 from bridge.domain.authz import ROLES
-from bridge.domain.identifiers import is_identifier
 from bridge.errors import InvalidArgument
 from bridge.services import tokens as token_service
-from bridge.settings import parse_duration
 from bridge.store import control as control_store
 
 
@@ -34,15 +32,9 @@ def issue(agent_id: str, role: str, session_id: str | None, ttl: str, db: str | 
           as_json: bool) -> None:
     """Print a signed token (only the token on stdout; --json adds the claims)."""
     settings = load_settings(db=db, workspace=workspace)
-    for name, value in (("agent-id", agent_id), ("session-id", session_id)):
-        if value is not None and not is_identifier(value):
-            fail(InvalidArgument(f"--{name} must match [A-Za-z0-9][A-Za-z0-9._:@-]{{0,127}}"), as_json)
-    try:
-        lifetime = parse_duration(ttl)
-    except ValueError as exc:
-        fail(InvalidArgument(f"--ttl: {exc}"), as_json)
-    if lifetime <= 0 or lifetime > settings.token_max_ttl:
-        fail(InvalidArgument(f"--ttl must be positive and at most {settings.token_max_ttl:g}s"), as_json)
+    check_identifier("agent-id", agent_id, as_json)
+    check_identifier("session-id", session_id, as_json)
+    lifetime = token_lifetime(ttl, settings, as_json)
     with opened(settings, as_json) as parts:
         cutoff = parts.bridge.store.read(lambda conn: control_store.agent_revoked_at(conn, agent_id))
         wait = math.ceil(cutoff / 1000) - time.time() if cutoff is not None else 0.0
