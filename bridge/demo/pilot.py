@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import subprocess
 import sys
 import time
@@ -24,7 +23,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from bridge.demo.brain import Finding, Persona
 from bridge.standin import Client
@@ -120,17 +119,16 @@ class Timeline:
             self.say(line)
 
 
-class Agents:
+class Agents(Protocol):
     """How the reviewer and the executioner run: stand-ins, or the real CLIs against fake models."""
 
-    def start(self, stack: Stack, personas: list[Persona], say: Say) -> None:  # pragma: no cover - interface
-        raise NotImplementedError
+    def start(self, stack: Stack, personas: list[Persona], say: Say) -> None: ...
 
     def close(self) -> None:
         """Stop whatever `start` started that the stack does not stop itself."""
 
 
-class StandinAgents(Agents):
+class StandinAgents:
     """Stand-ins in tmux panes, playing the personas through the scripted brain (no npm needed)."""
 
     def start(self, stack: Stack, personas: list[Persona], say: Say) -> None:
@@ -145,8 +143,11 @@ class StandinAgents(Agents):
             stack.panes[persona.agent_id] = pane
             say(f"stand-in {persona.agent_id} ({persona.role}) is up in pane {pane}")
 
+    def close(self) -> None:
+        """The stand-ins live in the stack's tmux server, which the stack stops."""
 
-class RealAgents(Agents):
+
+class RealAgents:
     """The real Claude Code (reviewer) and Codex (executioner), each against a fake model API playing its persona,
     put on the bridge with `bridge agent up`."""
 
@@ -336,8 +337,3 @@ def run(scenario: str, *, real: bool, workdir: Path | None = None, say: Say = pr
         if after is not None:
             after(stack)
         return report
-
-
-if __name__ == "__main__":  # pragma: no cover - manual runs: python -m bridge.demo.pilot [real]
-    result = run("review_loop", real="real" in sys.argv[1:], workdir=Path(os.environ.get("PILOT_DIR", "/tmp/pilot")))
-    print(json.dumps(result.to_json(), indent=2))
