@@ -29,6 +29,15 @@ def demo(real: bool, scenario: str, keep: bool, workdir: Path | None, timeout: f
     panes, and plays the coordinator. Attach to the tmux session it prints to watch the agents being woken."""
     from bridge.demo import pilot
 
+    if real:
+        from bridge.agents.base import find_cli
+
+        try:
+            for name in ("claude", "codex"):
+                find_cli(name)
+        except FileNotFoundError as exc:
+            raise click.ClickException(f"{exc}. ./scripts/test installs the pinned versions "
+                                       "(or: cd scripts/agent-clis && npm ci)") from exc
     scenarios = list(pilot.SCENARIOS) if scenario == "all" else [scenario]
     reports = []
     with tempfile.TemporaryDirectory(prefix="bridge-demo-") as scratch:
