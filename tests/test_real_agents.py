@@ -81,6 +81,9 @@ def test_an_addressed_post_is_typed_into_the_tui_which_reads_replies_and_acks(ri
     # once it acted, the runtime's own session id is known and resumable (Codex names it at its first prompt)
     wait_for(lambda: rig.session()["resumable"] == 1, 15, "a resumable session id")
     assert uuid.UUID(rig.session()["session_id"])
+    learned = [json.loads(d) for (d,) in rig.stack.query(
+        "SELECT details FROM audit_events WHERE operation = 'runtime_session_learned'")]
+    assert [d["session_id"] for d in learned] == ([rig.session()["session_id"]] if rig.kind == "codex" else [])
 
 
 def test_a_killed_tui_is_resumed_headless_in_its_own_session(rig: RealAgent):

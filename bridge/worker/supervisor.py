@@ -414,8 +414,14 @@ class Supervisor:
                                                                   "agent_id": job["target_agent_id"]})
             return
         if found:
-            self.bridge.store.write(lambda c: control_store.set_session_fields(
-                c, self.bridge.workspace, job["target_agent_id"], session_id=found, resumable=1))
+            def work(conn: apsw.Connection) -> None:
+                control_store.set_session_fields(conn, self.bridge.workspace, job["target_agent_id"],
+                                                 session_id=found, resumable=1)
+                audit(conn, self.bridge, WORKER, "runtime_session_learned", thread_id=job["thread_id"],
+                      details={"agent_id": job["target_agent_id"], "before": session["session_id"],
+                               "session_id": found, "trigger_id": job["trigger_id"]})
+
+            self.bridge.store.write(work)
 
     # ------------------------------------------------------------------------------------------- helpers
     def _values(self, job: dict[str, Any], session_id: str, prompt: str) -> dict[str, str]:
