@@ -86,8 +86,15 @@ class CreateThreadInput(Input):
     idempotency_key: Annotated[Text, StringConstraints(min_length=1, max_length=128)] | None = None
 
 
+HINT = "Optional; must equal your token's {} (identity always comes from the token)."
+
+
+def _hint(what: str) -> Any:
+    return Field(default=None, description=HINT.format(what))
+
+
 class ThreadRef(Input):
-    thread_id: Identifier
+    thread_id: Identifier = Field(description="The thread, as returned by create_thread (thr_…).")
 
 
 class GetThreadInput(ThreadRef):
@@ -124,15 +131,26 @@ class SummarizeThreadInput(ThreadRef):
 
 class PostMessageInput(ThreadRef):
     schema_version: Annotated[int, Field(ge=1, le=1, description="Always 1.")]
-    kind: MessageKind
-    body: Annotated[Text, StringConstraints(min_length=1), AfterValidator(_body_size)]
-    metadata: Metadata16K = Field(default_factory=dict)
-    in_reply_to: Identifier | None = None
-    to: Annotated[list[Identifier], Field(max_length=20)] | None = None
-    to_role: Identifier | None = None
-    idempotency_key: Annotated[Text, StringConstraints(min_length=1, max_length=128)] | None = None
-    sender_agent_id: Identifier | None = None
-    sender_session_id: Identifier | None = None
+    kind: MessageKind = Field(description="'chat' for conversation; 'event' for a work item (needs "
+                                          "metadata.event_type); 'system' for notices.")
+    body: Annotated[Text, StringConstraints(min_length=1), AfterValidator(_body_size)] = Field(
+        description="The message text (up to 64 KiB).")
+    metadata: Metadata16K = Field(default_factory=dict, description=(
+        "Structured fields. Required for kind=event: event_type (finding_reported, fix_pushed, finding_verified, "
+        "finding_rejected, re_review_requested, …); findings also carry finding_id, severity, file, line; fixes "
+        "commit."))
+    in_reply_to: Identifier | None = Field(default=None, description="message_id this answers (e.g. the finding "
+                                                                     "a fix or verdict is about).")
+    to: Annotated[list[Identifier], Field(max_length=20)] | None = Field(
+        default=None, description="Agent ids this is addressed to: they are woken if their session is idle. "
+                                  "Omit both to and to_role to address every participant.")
+    to_role: Identifier | None = Field(default=None, description="Address every participant with this thread "
+                                                                 "role instead of naming agents.")
+    idempotency_key: Annotated[Text, StringConstraints(min_length=1, max_length=128)] | None = Field(
+        default=None, description="Your key for this post: a retry with the same key and payload returns the "
+                                  "first result instead of posting twice.")
+    sender_agent_id: Identifier | None = _hint("agent_id")
+    sender_session_id: Identifier | None = _hint("session_id")
 
     @model_validator(mode="after")
     def _event_type(self) -> PostMessageInput:
@@ -149,36 +167,49 @@ class PostMessageInput(ThreadRef):
             sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 
 
+WAIT_MS = "Wait up to this many ms for something new instead of returning empty (long-poll; 0 = answer now)."
+
+
 class ReadMessagesInput(ThreadRef):
-    since_seq: Annotated[int, Field(ge=0)] = 0
-    limit: Annotated[int, Field(ge=1, le=200)] = 50
-    kinds: list[MessageKind] | None = None
-    from_agent_id: Identifier | None = None
-    event_type: Annotated[Text, StringConstraints(min_length=1, max_length=128)] | None = None
-    wait_ms: Annotated[int, Field(ge=0, le=30000)] = 0
-    agent_id: Identifier | None = None
+    since_seq: Annotated[int, Field(ge=0)] = Field(default=0, description="Return messages after this seq: the "
+                                                                          "last seq you read (0 = from the start).")
+    limit: Annotated[int, Field(ge=1, le=200)] = Field(default=50, description="At most this many messages; "
+                                                                               "has_more says if there are more.")
+    kinds: list[MessageKind] | None = Field(default=None, description="Only these kinds.")
+    from_agent_id: Identifier | None = Field(default=None, description="Only messages from this agent.")
+    event_type: Annotated[Text, StringConstraints(min_length=1, max_length=128)] | None = Field(
+        default=None, description="Only events of this type.")
+    wait_ms: Annotated[int, Field(ge=0, le=30000)] = Field(default=0, description=WAIT_MS)
+    agent_id: Identifier | None = _hint("agent_id")
 
 
 class AckReadInput(ThreadRef):
-    last_read_seq: Annotated[int, Field(ge=0)]
-    agent_id: Identifier | None = None
+    last_read_seq: Annotated[int, Field(ge=0)] = Field(description="The latest seq you have handled (e.g. the "
+                                                                   "latest_seq read_messages returned).")
+    agent_id: Identifier | None = _hint("agent_id")
 
 
 class InboxInput(Input):
     limit: Annotated[int, Field(ge=1, le=200)] = 50
-    wait_ms: Annotated[int, Field(ge=0, le=30000)] = 0
-    agent_id: Identifier | None = None
+    wait_ms: Annotated[int, Field(ge=0, le=30000)] = Field(default=0, description=WAIT_MS)
+    agent_id: Identifier | None = _hint("agent_id")
 
 
 class HeartbeatSessionInput(Input):
-    session_id: Identifier
-    runtime: Annotated[Text, StringConstraints(min_length=1, max_length=64)]
-    status: Literal["active", "idle", "offline"]
-    resumable: bool
-    management_mode: Literal["managed", "unmanaged"] = "unmanaged"
-    tmux_target: Annotated[Text, StringConstraints(min_length=1, max_length=200)] | None = None
-    cwd: Annotated[Text, StringConstraints(min_length=1, max_length=4096)] | None = None
-    agent_id: Identifier | None = None
+    session_id: Identifier = Field(description="Must equal your token's session_id.")
+    runtime: Annotated[Text, StringConstraints(min_length=1, max_length=64)] = Field(
+        description="What runs you, e.g. claude_code or codex_cli (a claude…/codex… prefix picks that resume "
+                    "adapter).")
+    status: Literal["active", "idle", "offline"] = Field(description="active: working (not woken); idle: waiting "
+                                                                     "for work; offline: gone.")
+    resumable: bool = Field(description="True when your session can be resumed by its id.")
+    management_mode: Literal["managed", "unmanaged"] = Field(
+        default="unmanaged", description="managed: the bridge may type into tmux_target to wake you.")
+    tmux_target: Annotated[Text, StringConstraints(min_length=1, max_length=200)] | None = Field(
+        default=None, description="Your tmux pane (session:window.pane or %id), for managed sessions.")
+    cwd: Annotated[Text, StringConstraints(min_length=1, max_length=4096)] | None = Field(
+        default=None, description="Your working directory (resume runs there).")
+    agent_id: Identifier | None = _hint("agent_id")
 
 
 class TriggerParticipantInput(ThreadRef):
