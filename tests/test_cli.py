@@ -115,3 +115,21 @@ def test_serve_starts_with_zero_configuration(tmp_path):
             proc.stdout.close()
             proc.stderr.close()
     assert proc.returncode == 0
+
+
+def test_the_cli_starts_without_the_test_extras():
+    """`./scripts/serve` installs no test extras: nothing on the way to a command may import them."""
+    code = ("import sys\n"
+            "class Block:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name.split('.')[0] in {'requests', 'pytest', 'pytest_benchmark', 'ruff'}:\n"
+            "            raise ImportError(f'test extra {name} imported')\n"
+            "sys.meta_path.insert(0, Block())\n"
+            "from bridge.cli.main import cli\n"
+            "for args in (['--version'], ['ops', '--help'], ['demo', '--help'], ['agent', 'up', '--help']):\n"
+            "    try:\n"
+            "        cli(args, prog_name='bridge')\n"
+            "    except SystemExit as exc:\n"
+            "        assert exc.code == 0, (args, exc.code)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
