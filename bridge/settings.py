@@ -62,6 +62,23 @@ def _sync(value: Any) -> str:
     return text
 
 
+_ORIGIN = re.compile(r"^([a-z][a-z0-9+.-]*)://([a-z0-9.-]+|\[[0-9a-f:.]+\])(:\d{1,5})?$")
+
+
+def parse_origins(value: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """Parse `http://host[:port],https://other` (or a list) into normalised origins (lower case, no trailing /)."""
+    items = value.split(",") if isinstance(value, str) else list(value)
+    origins = []
+    for item in items:
+        origin = str(item).strip().rstrip("/").lower()
+        if not origin:
+            continue
+        if not _ORIGIN.match(origin):
+            raise ValueError(f"not an origin: {item!r} (use scheme://host[:port], e.g. https://app.example)")
+        origins.append(origin)
+    return tuple(origins)
+
+
 def _setting(default: Any, env: str, parse: Callable[[Any], Any]) -> Any:
     return field(default=default, metadata={"env": env, "parse": parse})
 
@@ -107,6 +124,7 @@ class Settings:
     tmux_session: str | None = _setting(None, "BRIDGE_TMUX_SESSION", _str)
     runtimes_file: str | None = _setting(None, "BRIDGE_RUNTIMES_FILE", _str)
     log_level: str = _setting("INFO", "BRIDGE_LOG_LEVEL", _str)
+    mcp_allowed_origins: tuple[str, ...] = _setting((), "BRIDGE_MCP_ALLOWED_ORIGINS", parse_origins)
 
     @classmethod
     def load(cls, overrides: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None) -> Settings:

@@ -33,3 +33,14 @@ ensure_agent_clis() {  # the real Claude Code and Codex CLIs, pinned in scripts/
     "$dir/node_modules/.bin/codex" --version >/dev/null
     echo "$stamp" > "$dir/node_modules/.bridge-stamp"
 }
+
+ensure_mcp_ts_client() {  # the official TypeScript MCP SDK client, pinned in tests/mcp_ts/package-lock.json
+    local dir="$ROOT/tests/mcp_ts" stamp
+    stamp="$(sha256sum "$dir/package-lock.json" | cut -d' ' -f1)"
+    if [ -f "$dir/node_modules/.bridge-stamp" ] && [ "$(cat "$dir/node_modules/.bridge-stamp")" = "$stamp" ]; then
+        return 0
+    fi
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+    (cd "$dir" && node --input-type=module -e 'import "@modelcontextprotocol/sdk/client/streamableHttp.js"')
+    echo "$stamp" > "$dir/node_modules/.bridge-stamp"
+}

@@ -10,6 +10,7 @@ from bridge.cli.agents import agent
 from bridge.cli.control import freeze, unfreeze
 from bridge.cli.db import db, doctor
 from bridge.cli.demo import demo
+from bridge.cli.mcp import mcp
 from bridge.cli.serve import serve, worker
 from bridge.cli.token import token
 from bridge.cli.wake import force_trigger, runtime, trigger_retry, triggers
@@ -27,7 +28,7 @@ cli.add_command(worker)
 cli.add_command(token)
 cli.add_command(freeze)
 cli.add_command(unfreeze)
-for command in (agent, demo, ops, db, doctor, runtime, triggers, trigger_retry, force_trigger, *operator.COMMANDS):
+for command in (agent, demo, mcp, ops, db, doctor, runtime, triggers, trigger_retry, force_trigger, *operator.COMMANDS):
     cli.add_command(command)
 
 

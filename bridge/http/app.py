@@ -36,7 +36,7 @@ from bridge.errors import (
     WorkspaceMismatch,
 )
 from bridge.http import mcp_endpoint
-from bridge.http.envelope import error_body, error_document, error_headers, request_id_from, to_json, validation_error
+from bridge.http.envelope import error_body, error_headers, request_id_from, to_json, validation_error
 from bridge.http.metrics import Metrics
 from bridge.http.openapi import build_openapi
 from bridge.services.commands import COMMANDS, Command
@@ -55,8 +55,9 @@ _FRAMEWORK_ERRORS: dict[int, type[BridgeError]] = {
 class Api:
     """Route handlers bound to one bridge, one verifier and one metrics registry."""
 
-    def __init__(self, bridge: Bridge, verifier: TokenVerifier, metrics: Metrics):
+    def __init__(self, bridge: Bridge, verifier: TokenVerifier, metrics: Metrics, bind_host: str):
         self.bridge, self.verifier, self.metrics = bridge, verifier, metrics
+        self.bind_host = bind_host  # where the server listens: a loopback bind makes /mcp check the Host header
         self.auth_audit = TokenBuckets(per_minute=60, burst=20)
         self.openapi = to_json(build_openapi())
 
@@ -66,54 +67,76 @@ class Api:
         request_id = environ["bridge.request_id"]
         command = COMMANDS.get(name)
         environ["bridge.command"] = name if command else "unknown"
-        principal: Principal | None = None
-        payload: Any = None
         try:
             if command is None:
                 raise NotFound("unknown command", {"command": name})
             raw = self._read_body(environ)
             principal = self._authenticate(environ)
+        except BridgeError as error:
+            if error.http_status in (401, 403):
+                self._audit_refusal(command, None, request_id, error, None)
+            return self._error(error)
+        try:
+            result = self._execute(command, principal, request_id, parse_json(raw) if raw else {})
+        except BridgeError as error:
+            return self._error(error)
+        environ["bridge.code"] = "OK"
+        bottle.response.content_type = JSON
+        return to_json(result)
+
+    def _execute(self, command: Command, principal: Principal, request_id: str, arguments: Any) -> dict[str, Any]:
+        """Validate `arguments` and run `command` as `principal`: the one path of `/v1` calls and MCP tool calls.
+
+        A 401/403 the service did not audit itself (reads, checks made before a write) is audited here, so every
+        refusal is audited exactly once whichever surface it came through."""
+        payload: Any = None
+        try:
             try:
-                payload = command.input.model_validate(parse_json(raw) if raw else {})
+                payload = command.input.model_validate(arguments)
             except ValidationError as exc:
                 raise validation_error(exc) from exc
-            result = command.handler(self.bridge, Call(principal, request_id), payload)
-            environ["bridge.code"] = "OK"
-            bottle.response.content_type = JSON
-            return to_json(result)
+            return command.handler(self.bridge, Call(principal, request_id), payload)
         except BridgeError as error:
             if error.http_status in (401, 403) and not error.audited:
                 self._audit_refusal(command, principal, request_id, error, getattr(payload, "thread_id", None))
-            return self._error(error)
+            raise
 
     def mcp(self) -> bytes:
         """`POST /mcp`: one JSON-RPC message in, one JSON reply out (202 and no body for notifications)."""
         environ = bottle.request.environ
         request_id = environ["bridge.request_id"]
         environ["bridge.command"] = "mcp"
-        principal: Principal | None = None
+        headers = _request_headers(environ)
+        refusal = mcp_endpoint.transport_refusal(headers, self.bridge.settings.mcp_allowed_origins, self.bind_host)
+        if refusal is not None:
+            return self._mcp_reply(refusal)
         try:
             raw = self._read_body(environ)
             principal = self._authenticate(environ)
         except BridgeError as error:
             if error.http_status in (401, 403):
-                self._audit_refusal(None, principal, request_id, error, None, operation="mcp")
+                self._audit_refusal(None, None, request_id, error, None, operation="mcp")
             return self._error(error)
-        try:
-            message = parse_json(raw)
-        except BridgeError as error:
-            environ["bridge.code"] = error.code
-            bottle.response.status = 400
-            bottle.response.content_type = JSON
-            return to_json(mcp_endpoint.parse_error(error.message))
-        reply = mcp_endpoint.handle(self.bridge, principal, request_id, message,
-                                    lambda error: error_document(error, request_id))
-        environ["bridge.code"] = "OK"
-        if reply is None:
-            bottle.response.status = 202
+
+        def run_tool(command: Command, arguments: dict[str, Any]) -> dict[str, Any]:
+            return self._execute(command, principal, request_id, arguments)
+
+        reply = mcp_endpoint.handle(raw, headers, run_tool, request_id)
+        self.metrics.mcp_requests.labels(method=reply.method, version=reply.version, tool=reply.tool or "",
+                                         code=reply.code).inc()
+        return self._mcp_reply(reply)
+
+    def _mcp_reply(self, reply: mcp_endpoint.Reply) -> bytes:
+        """Send an MCP reply; a tool call counts in the request metrics as its command, with its result code."""
+        environ = bottle.request.environ
+        environ["bridge.command"] = reply.tool or "mcp"
+        environ["bridge.code"] = reply.code
+        bottle.response.status = reply.status
+        if reply.body is None:
+            environ["bridge.bodyless"] = True  # 202: no body, so no content type either
             return b""
         bottle.response.content_type = JSON
-        return to_json(reply)
+        return to_json(reply.body)
 
     def _read_body(self, environ: dict[str, Any]) -> bytes:
         limit = self.bridge.settings.max_body
@@ -235,6 +258,11 @@ def _bearer_token(environ: dict[str, Any]) -> str:
     return token.strip()
 
 
+def _request_headers(environ: dict[str, Any]) -> dict[str, str]:
+    """The request's HTTP headers keyed by lower-case name (`HTTP_MCP_PROTOCOL_VERSION` -> `mcp-protocol-version`)."""
+    return {key[5:].lower().replace("_", "-"): value for key, value in environ.items() if key.startswith("HTTP_")}
+
+
 def _writable(directory: Path) -> str:
     """`ok` when a file can be created in `directory` (a real probe: root passes every os.access check)."""
     try:
@@ -244,10 +272,11 @@ def _writable(directory: Path) -> str:
         return f"{directory} is not writable: {exc.strerror or exc}"
 
 
-def create_app(bridge: Bridge, verifier: TokenVerifier, metrics: Metrics | None = None) -> RequestIdMiddleware:
-    """Build the WSGI application for one bridge."""
+def create_app(bridge: Bridge, verifier: TokenVerifier, metrics: Metrics | None = None, *,
+               bind_host: str | None = None) -> RequestIdMiddleware:
+    """Build the WSGI application for one bridge; `bind_host` is where it listens (default: the settings' host)."""
     metrics = metrics or Metrics(bridge)
-    api = Api(bridge, verifier, metrics)
+    api = Api(bridge, verifier, metrics, bridge.settings.host if bind_host is None else bind_host)
     app = bottle.Bottle(catchall=True)
     app.route("/v1/mcp/<name>", "POST", api.command)
     app.route("/mcp", "POST", api.mcp)
@@ -274,7 +303,8 @@ class RequestIdMiddleware:
 
         def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
             status_line[0] = status
-            headers = [(k, v) for k, v in headers if k.lower() != "x-request-id"] + [("x-request-id", request_id)]
+            dropped = {"x-request-id", "content-type"} if environ.get("bridge.bodyless") else {"x-request-id"}
+            headers = [(k, v) for k, v in headers if k.lower() not in dropped] + [("x-request-id", request_id)]
             return start_response(status, headers, exc_info)
 
         try:

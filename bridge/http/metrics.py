@@ -59,6 +59,10 @@ class Metrics:
                                 ["command", "code"], registry=r)
         self.duration = Histogram("bridge_request_duration_seconds", "Request duration by command.", ["command"],
                                   buckets=LATENCY_BUCKETS, registry=r)
+        self.mcp_requests = Counter("bridge_mcp_requests_total",
+                                    "Authenticated POST /mcp messages by JSON-RPC method, protocol version, tool and "
+                                    "result code (a tool call also counts in bridge_requests_total as its command).",
+                                    ["method", "version", "tool", "code"], registry=r)
         self.posted = Counter("bridge_messages_posted_total", "Messages committed.", registry=r)
         self.post_to_visible = Histogram("bridge_post_to_visible_seconds",
                                          "Commit of a message to its delivery to a long-polling reader.",

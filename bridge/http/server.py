@@ -63,7 +63,8 @@ def make_server(parts: Parts, *, host: str | None = None, port: int | None = Non
     }
     options.update(overrides)
     servers: dict[Any, Any] = {}
-    server = create_server(create_app(parts.bridge, parts.verifier), map=servers, **options)
+    app = create_app(parts.bridge, parts.verifier, bind_host=options["host"])
+    server = create_server(app, map=servers, **options)
     for listener in servers.values():  # one per listening socket; only servers are in the map before run()
         listener.channel_class = _JsonErrorChannel
     return server
