@@ -476,6 +476,23 @@ def test_force_skips_the_quiet_window_and_is_audited(wake_stack, humans):
 
 
 # ------------------------------------------------------------------------------------------------------ 6. auto wake
+def test_a_message_posted_while_a_wake_runs_gets_its_own_wake_when_the_ack_does_not_cover_it(wake_stack):
+    """The agent acknowledges what it read for the running wake; a message that came meanwhile is not lost."""
+    stack = wake_stack()
+    pane = plain_pane(stack, "reviewer", CAT)
+    heartbeat(stack, "reviewer", target=pane)
+    _, thread_id = new_thread(stack)
+    first_seq = post(stack, thread_id, "please review")
+    first = stack.supervisor.tick().woken
+    assert len(first) == 1 and stack.job(first[0])["status"] == "awaiting_ack"
+    later_seq = post(stack, thread_id, "and one more thing")  # while the first wake waits for its ack
+    assert stack.supervisor.tick().woken == []  # one wake at a time per thread and agent
+    stack.api.ok("ack_read", stack.make_token("reviewer"), thread_id=thread_id, last_read_seq=first_seq)
+    until_status(stack, first[0], "delivered", 10)
+    second = stack.supervisor.tick().woken
+    assert len(second) == 1 and stack.job(second[0])["trigger_seq"] == later_seq
+
+
 def test_automatic_wake_is_deduplicated_across_ticks_and_restarts(wake_stack, make_parts, tmp_path):
     stack = wake_stack()
     pane = plain_pane(stack, "reviewer", CAT)  # an agent that heartbeats but never reads

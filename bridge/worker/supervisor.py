@@ -120,6 +120,8 @@ class Supervisor:
                 report.processed.append((job["trigger_id"], self.process(job, token, now)))
             except StaleClaim:
                 log.warning("late result refused", extra={"event": "stale_claim", "trigger_id": job["trigger_id"]})
+        if any(status in wake.TERMINAL for _, status in report.processed):
+            self.nudge.set()  # a finished wake may leave a message it did not cover: look again at once
         self.bridge.events.emit("worker_tick", at=self.wall())
         return report
 
@@ -163,18 +165,18 @@ class Supervisor:
             def work(conn: apsw.Connection, cand: dict[str, Any] = cand, pending: Pending = pending) -> str | None:
                 if _loop_blocked(conn, cand["thread_id"]):
                     return None
-                busy = trigger_store.unfinished_job(conn, cand["thread_id"], cand["agent_id"])
-                trigger_id = busy  # the running job will wake the agent for this message too
-                if trigger_id is None:
-                    output = enqueue(conn, self.bridge, pending, thread_id=cand["thread_id"], target=cand["agent_id"],
-                                     reason="unread_messages", prompt=None, origin="auto",
-                                     requested_by=WORKER.principal.agent_id, trigger_seq=cand["seq"], now=now)
-                    trigger_id = output["trigger_id"]
-                    audit(conn, self.bridge, WORKER, "auto_wake", thread_id=cand["thread_id"],
-                          reason="unread_messages", details={"trigger_id": trigger_id, "agent_id": cand["agent_id"],
-                                                             "seq": cand["seq"]})
+                if trigger_store.unfinished_job(conn, cand["thread_id"], cand["agent_id"]):
+                    # a wake is under way: no second one now, and no mark either: when it ends, a message its
+                    # acknowledgement did not cover (posted while it ran) is still a candidate and gets its own
+                    return None
+                output = enqueue(conn, self.bridge, pending, thread_id=cand["thread_id"], target=cand["agent_id"],
+                                 reason="unread_messages", prompt=None, origin="auto",
+                                 requested_by=WORKER.principal.agent_id, trigger_seq=cand["seq"], now=now)
+                trigger_id = output["trigger_id"]
+                audit(conn, self.bridge, WORKER, "auto_wake", thread_id=cand["thread_id"], reason="unread_messages",
+                      details={"trigger_id": trigger_id, "agent_id": cand["agent_id"], "seq": cand["seq"]})
                 trigger_store.add_wake_mark(conn, cand["thread_id"], cand["agent_id"], cand["seq"], trigger_id, now)
-                return trigger_id if not busy else None
+                return trigger_id
 
             made = self.bridge.store.write(work)
             for name, fields in pending.events:
