@@ -71,3 +71,14 @@ def find_cli(name: str) -> str:
     if os.access(_REPO_CLIS / name, os.X_OK):
         return str(_REPO_CLIS / name)
     raise FileNotFoundError(f"{name!r} not found: install it (npm) or set {CLI_DIR_ENV} to the folder holding it")
+
+
+def write_private(path: Path, data: str | bytes) -> None:
+    """Write a file readable only by its owner (0600, never readable by others in between), replacing any
+    previous one atomically: agents' configuration files hold their tokens."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data.encode() if isinstance(data, str) else data)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)

@@ -8,12 +8,11 @@ Only the bridge's tools are pre-approved (`mcp__bridge` = every tool of the `bri
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 from typing import Any
 
-from bridge.agents.base import AgentPlan, AgentSpec, find_cli
+from bridge.agents.base import AgentPlan, AgentSpec, find_cli, write_private
 
 SERVER_NAME = "bridge"  # tools appear to the model as mcp__bridge__<tool>
 MCP_CONFIG_FILE = "claude-mcp.json"
@@ -29,14 +28,6 @@ def mcp_config(spec: AgentSpec) -> dict[str, Any]:
     """
     return {"mcpServers": {SERVER_NAME: {"type": "http", "url": spec.mcp_url, "alwaysLoad": True,
                                          "headers": {"Authorization": f"Bearer {spec.token}"}}}}
-
-
-def write_private(path: Path, text: str) -> None:
-    """Write a file readable by its owner only (created 0600, never world-readable in between)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.chmod(path, 0o600)
 
 
 def seed_home(home: Path, cwd: Path, api_key: str | None) -> None:

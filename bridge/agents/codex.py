@@ -14,7 +14,7 @@ Session ids (Codex has no flag to choose one, so `chooses_session_id` is False).
   The TUI picks its id at start but writes the session file (`sessions/YYYY/MM/DD/rollout-…-<uuid>.jsonl`) only
   when the first prompt is submitted; until then there is nothing to resume.
 - spawn: the same with `plan.spawn` (its first prompt is on the command line; the file appears within ~1 s).
-- resume: fill `plan.resume` only with an id for which `is_session_id` is True: `codex exec resume` takes a
+- resume: fill `plan.resume` only with a UUID (the worker checks `wake.trusted_session_id`): `codex exec resume` takes a
   non-UUID as a session *name* and silently starts a NEW session (exit 0); an unknown UUID exits 1. Run it in
   `spec.cwd` with stdin from /dev/null (an open stdin pipe makes `codex exec` wait for EOF). It appends to the same
   session file and prints `session id: <uuid>`.
@@ -32,7 +32,7 @@ import re
 from datetime import datetime
 from pathlib import Path
 
-from bridge.agents.base import AgentPlan, AgentSpec, find_cli
+from bridge.agents.base import AgentPlan, AgentSpec, find_cli, write_private
 
 HOME_DIR = "codex-home"
 PROVIDER = "bridge_model"  # the [model_providers.x] entry used when spec.model_url is set
@@ -87,16 +87,6 @@ def config_toml(spec: AgentSpec) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    """Write a file readable only by its owner (0600), replacing any previous one."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
-
-
 def _user_auth_file() -> Path:
     """The user's own Codex login (`$CODEX_HOME/auth.json`, else `~/.codex/auth.json`)."""
     return Path(os.environ.get("CODEX_HOME") or Path.home() / ".codex") / "auth.json"
@@ -107,10 +97,10 @@ def prepare(spec: AgentSpec) -> AgentPlan:
     home = codex_home(spec)
     home.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(home, 0o700)
-    _write_private(home / "config.toml", config_toml(spec).encode())
+    write_private(home / "config.toml", config_toml(spec))
     auth = _user_auth_file()
     if spec.model_url is None and auth.is_file() and auth.resolve() != (home / "auth.json").resolve():
-        _write_private(home / "auth.json", auth.read_bytes())
+        write_private(home / "auth.json", auth.read_bytes())
     codex = find_cli("codex")
     env = {"CODEX_HOME": str(home)}
     if spec.home is not None:
@@ -127,11 +117,6 @@ def prepare(spec: AgentSpec) -> AgentPlan:
         chooses_session_id=False,
         extra={"codex_home": str(home), "sessions_dir": str(home / "sessions")},
     )
-
-
-def is_session_id(value: str) -> bool:
-    """True for a canonical UUID (anything else makes `codex exec resume` start a new session)."""
-    return re.fullmatch(UUID, value) is not None
 
 
 def _session_start(path: Path, since: float) -> float | None:
