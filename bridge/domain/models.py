@@ -325,12 +325,26 @@ class MessageOut(Output):
     created_at: str
 
 
+class WaitOut(Output):
+    honoured: Literal[False] = Field(description="Always false: the call did not wait.")
+    reason: Literal["agent_long_poll_limit", "server_long_poll_limit"] = Field(
+        description="agent_long_poll_limit: your agent already holds its share of concurrent waits; "
+                    "server_long_poll_limit: the server's waits are all taken.")
+    retry_after_ms: int = Field(description="Wait about this long before asking to wait again.")
+
+
+def _wait_out() -> Any:
+    return Field(default=None, description="Present only when wait_ms was asked for but not honoured: the call "
+                                           "answered at once, as with wait_ms=0.")
+
+
 class ReadMessagesOutput(Output):
     messages: list[MessageOut]
     next_seq: int
     has_more: bool
     latest_seq: int
     unread_count: int
+    wait: WaitOut | None = _wait_out()
 
 
 class AckReadOutput(Output):
@@ -351,6 +365,7 @@ class InboxEntry(Output):
 
 class InboxOutput(Output):
     threads: list[InboxEntry]
+    wait: WaitOut | None = _wait_out()
 
 
 class HeartbeatSessionOutput(Output):
