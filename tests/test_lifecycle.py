@@ -1,13 +1,9 @@
 """Thread lifecycle and escalation over real HTTP (SPEC §5): the transition table, the owner rule, escalation
 records, compare-and-set under concurrency, and the audit trail of every change and refusal.
 
-Expected values come from the SPEC's table:
-
-| from \\ to | active               | blocked  | resolved | closed               |
-| active    | no-op                | escalate | resolve  | close                |
-| blocked   | unblock (owner rule) | no-op    | no       | close (owner rule)   |
-| resolved  | reopen               | no       | no-op    | close                |
-| closed    | no                   | no       | no       | no-op (terminal)     |
+The expected transitions are the contract's table, written out below as it stands (CONTRACT), not read from
+`bridge.domain.lifecycle`: `test_transition_table` drives every (from, to) pair through `update_thread_status`
+over HTTP and compares what the service did with the cell.
 """
 
 from __future__ import annotations
@@ -19,30 +15,32 @@ import apsw
 import pytest
 import requests
 
+from bridge.domain import lifecycle
 from bridge.store import connect
 from bridge.store.rows import loads, rows
 
-STATUSES = ("active", "blocked", "resolved", "closed")
-NOOP, REFUSED = "no-op", "refused"
-# (from, to) -> event type of the system message announcing the change, NOOP, or REFUSED
-TABLE: dict[tuple[str, str], str] = {
-    ("active", "active"): NOOP,
-    ("active", "blocked"): "thread_escalated",
-    ("active", "resolved"): "thread_resolved",
-    ("active", "closed"): "thread_closed",
-    ("blocked", "active"): "thread_unblocked",
-    ("blocked", "blocked"): NOOP,
-    ("blocked", "resolved"): REFUSED,
-    ("blocked", "closed"): "thread_closed",
-    ("resolved", "active"): "thread_reopened",
-    ("resolved", "blocked"): REFUSED,
-    ("resolved", "resolved"): NOOP,
-    ("resolved", "closed"): "thread_closed",
-    ("closed", "active"): REFUSED,
-    ("closed", "blocked"): REFUSED,
-    ("closed", "resolved"): REFUSED,
-    ("closed", "closed"): NOOP,
-}
+# The contract, cell for cell ("no" = refused with INVALID_THREAD_TRANSITION; the owner rule is tested below).
+CONTRACT = """
+from \\ to | active   | blocked  | resolved | closed
+active     | no-op    | escalate | resolve  | close
+blocked    | unblock  | no-op    | no       | close
+resolved   | reopen   | no       | no-op    | close
+closed     | no       | no       | no       | no-op
+"""
+NOOP, REFUSED = "no-op", "no"
+# The event type of the system message announcing each change.
+ANNOUNCED = {"escalate": "thread_escalated", "resolve": "thread_resolved", "close": "thread_closed",
+             "unblock": "thread_unblocked", "reopen": "thread_reopened"}
+
+
+def _parse(grid: str) -> tuple[tuple[str, ...], dict[tuple[str, str], str]]:
+    header, *lines = [[cell.strip() for cell in line.split("|")] for line in grid.strip().splitlines()]
+    targets = tuple(header[1:])
+    table = {(line[0], target): cell for line in lines for target, cell in zip(targets, line[1:], strict=True)}
+    return targets, table
+
+
+STATUSES, TABLE = _parse(CONTRACT)
 CELLS = sorted(TABLE, key=lambda cell: (STATUSES.index(cell[0]), STATUSES.index(cell[1])))
 # The way each starting status is reached from `active`.
 SETUP_REASON = {"active": None, "blocked": "stuck on a review", "resolved": "all fixed", "closed": "done"}
@@ -117,6 +115,9 @@ def test_transition_table(live_server, api, tokens, current, target):
 
     if expected == REFUSED:
         assert_error(reply, 409, "INVALID_THREAD_TRANSITION")
+        # the refusal names the targets the contract allows from here (changes only, not the no-op)
+        allowed = {to for (frm, to), cell in TABLE.items() if frm == current and cell not in (NOOP, REFUSED)}
+        assert set(reply.body["error"]["details"]["allowed"]) == allowed, reply.body
         assert thread(api, tokens, thread_id)["status"] == current
         assert after_messages == before_messages
         assert new_audits[0]["outcome"] == "refused"
@@ -136,12 +137,15 @@ def test_transition_table(live_server, api, tokens, current, target):
     added = after_messages[len(before_messages):]
     assert len(added) == 1, added
     assert added[0]["kind"] == "system"
-    assert added[0]["metadata"]["event_type"] == expected
+    assert added[0]["metadata"]["event_type"] == ANNOUNCED[expected]
     assert added[0]["seq"] == (before_messages[-1]["seq"] if before_messages else 0) + 1
 
 
-def test_table_is_complete():
-    assert set(TABLE) == {(a, b) for a in STATUSES for b in STATUSES}
+def test_every_status_of_the_code_is_in_the_contract_table():
+    """A status the code knows and the contract's table does not (or the reverse) fails here: the table above then
+    no longer covers every pair the service can be asked for."""
+    assert set(lifecycle.STATUSES) == set(STATUSES)
+    assert set(TABLE) == {(a, b) for a in lifecycle.STATUSES for b in lifecycle.STATUSES}
 
 
 def test_closed_is_terminal(api, tokens):
@@ -155,8 +159,8 @@ def test_closed_is_terminal(api, tokens):
     assert reply.status == 200 and reply.body["changed"] is False, reply.body
 
 
-def test_round_trip_through_every_allowed_change(api, tokens):
-    """active -> blocked -> active -> resolved -> active -> closed, each announced once, in order."""
+def test_a_round_trip_announces_each_change_once_in_order(api, tokens):
+    """active -> blocked -> active -> resolved -> active -> closed on one thread, each announced once, in order."""
     thread_id = new_thread(api, tokens)
     path = [("blocked", "thread_escalated"), ("active", "thread_unblocked"), ("resolved", "thread_resolved"),
             ("active", "thread_reopened"), ("closed", "thread_closed")]
