@@ -154,7 +154,7 @@ CASES = [
          field("schema_version", "int_type")),
     Case("bool_for_int", post(lambda w: w.message(schema_version=True)), 400, "INVALID_ARGUMENT",
          field("schema_version", "int_type")),
-    Case("float_for_int", post(lambda w: w.message(schema_version=1.0)), 400, "INVALID_ARGUMENT",
+    Case("float_for_int", post(lambda w: w.message(schema_version=1.5)), 400, "INVALID_ARGUMENT",
          field("schema_version", "int_type")),
     Case("int_for_string", post(lambda w: w.message(body=5)), 400, "INVALID_ARGUMENT", field("body", "string_type")),
     Case("limit_as_string", post(lambda w: {"thread_id": w.thread_id, "limit": "10"}, "read_messages"), 400,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Literal
@@ -75,3 +76,13 @@ def check_hint(principal: Principal, field: str, value: str | None, claim_value:
     if value is not None and value != claim_value:
         raise Forbidden(f"{field} does not match the token's claims",
                         {"reason": "claim_mismatch", "field": field})
+
+
+def check_identity_hints(principal: Principal, hints: Iterable[tuple[str, str, str]]) -> None:
+    """The one identity-hint rule (SPEC §4): each `(field, claim, value)` hint a payload carries must equal the
+    caller's claim: `workspace_id` -> WORKSPACE_MISMATCH, any other -> FORBIDDEN `claim_mismatch`."""
+    for field, claim, value in hints:
+        if claim == "workspace_id":
+            check_workspace(principal, value)
+        else:
+            check_hint(principal, field, value, getattr(principal, claim))

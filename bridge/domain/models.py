@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
 
 from bridge.domain.identifiers import IDENTIFIER_PATTERN
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_POST_METADATA = 16 * 1024
 MAX_THREAD_METADATA = 8 * 1024
+MAX_SEQ = 2**53 - 1  # a seq or cursor: far within SQLite's integer, and exact in every JSON client (JavaScript's too)
+MAX_LIMIT = 200
+MAX_WAIT_MS = 30_000
 
 
 def _no_nul(text: str) -> str:
@@ -37,6 +41,19 @@ def _body_size(text: str) -> str:
     return text
 
 
+def _integral(value: Any) -> Any:
+    """JSON Schema's `integer` includes 101.0: an integral float becomes an int. Everything else (101.5, true,
+    "101") is left to the strict int after it, which refuses it."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+Integral = BeforeValidator(_integral)
+"""Put after the bounds in every integer field: `Annotated[int, Field(ge=.., le=..), Integral]` (the bounds then
+show as minimum and maximum in the JSON Schema; every integer input is bounded)."""
+
+Seq = Annotated[int, Field(ge=0, le=MAX_SEQ), Integral]
+Limit = Annotated[int, Field(ge=1, le=MAX_LIMIT), Integral]
+WaitMs = Annotated[int, Field(ge=0, le=MAX_WAIT_MS), Integral]
 Identifier = Annotated[str, StringConstraints(pattern=IDENTIFIER_PATTERN)]
 Text = Annotated[str, AfterValidator(_no_nul)]
 ThreadType = Literal["conversation", "workflow", "incident"]
@@ -51,12 +68,42 @@ KNOWN_EVENT_TYPES = (
 )
 
 
+@dataclass(frozen=True)
+class Claim:
+    """Marks an input field as an identity hint: when given, it must equal this claim of the caller's token
+    (`workspace_id` -> WORKSPACE_MISMATCH, the others -> FORBIDDEN `claim_mismatch`). Identity always comes from
+    the token; the check is `authz.check_identity_hints`, run for every command before its handler."""
+
+    name: Literal["workspace_id", "agent_id", "session_id"]
+
+
+HINT = "Optional; must equal your token's {} (identity always comes from the token)."
+
+
+def _hint(claim: str) -> Any:
+    return Field(default=None, description=HINT.format(claim))
+
+
 class Input(BaseModel):
-    """Base of command inputs: unknown fields are refused, types are not coerced."""
+    """Base of command inputs: unknown fields are refused, types are not coerced (an integral float is an integer,
+    as in JSON Schema). Every command accepts the identity hints `workspace_id` and `agent_id`."""
 
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
-    workspace_id: Identifier | None = Field(default=None, description="Hint; must equal the token's workspace.")
+    workspace_id: Annotated[Identifier | None, Claim("workspace_id")] = _hint("workspace_id")
+    agent_id: Annotated[Identifier | None, Claim("agent_id")] = _hint("agent_id")
+
+    @classmethod
+    def claim_fields(cls) -> tuple[tuple[str, str], ...]:
+        """(field, claim) of every identity hint this input accepts, workspace first."""
+        found = [(name, meta.name) for name, info in cls.model_fields.items()
+                 for meta in info.metadata if isinstance(meta, Claim)]
+        return tuple(sorted(found, key=lambda pair: pair[1] != "workspace_id"))
+
+    def identity_hints(self) -> list[tuple[str, str, str]]:
+        """(field, claim, value) of every identity hint given in this input, workspace first."""
+        return [(name, claim, value) for name, claim in self.claim_fields()
+                if (value := getattr(self, name)) is not None]
 
 
 class ParticipantSpec(BaseModel):
@@ -74,23 +121,19 @@ def _participant_list(values: list[Identifier | ParticipantSpec]) -> list[Partic
     return specs
 
 
-Participants = Annotated[list[Identifier | ParticipantSpec], AfterValidator(_participant_list)]
+Participants = Annotated[list[Identifier | ParticipantSpec], AfterValidator(_participant_list),
+                         Field(json_schema_extra={"uniqueItems": True})]
+PARTICIPANTS = ("Agent ids, or {agent_id, thread_role} objects; each agent at most once (an id and an object naming "
+                "the same agent are duplicates).")
 
 
 class CreateThreadInput(Input):
     title: Annotated[Text, StringConstraints(min_length=1, max_length=200)]
     type: ThreadType
-    participants: Annotated[Participants, Field(min_length=1, max_length=20)]
-    created_by: Identifier | None = None
+    participants: Annotated[Participants, Field(min_length=1, max_length=20, description=PARTICIPANTS)]
+    created_by: Annotated[Identifier | None, Claim("agent_id")] = _hint("agent_id")
     metadata: Metadata8K = Field(default_factory=dict)
     idempotency_key: Annotated[Text, StringConstraints(min_length=1, max_length=128)] | None = None
-
-
-HINT = "Optional; must equal your token's {} (identity always comes from the token)."
-
-
-def _hint(what: str) -> Any:
-    return Field(default=None, description=HINT.format(what))
 
 
 class ThreadRef(Input):
@@ -107,12 +150,12 @@ class ListThreadsInput(Input):
     participant: Identifier | None = None
     updated_since: Annotated[str, StringConstraints(max_length=40)] | None = Field(
         default=None, description="ISO-8601 timestamp")
-    limit: Annotated[int, Field(ge=1, le=200)] = 50
+    limit: Limit = 50
     cursor: Annotated[str, StringConstraints(max_length=200)] | None = None
 
 
 class UpdateParticipantsInput(ThreadRef):
-    add: Annotated[Participants, Field(max_length=20)] = Field(default_factory=list)
+    add: Annotated[Participants, Field(max_length=20, description=PARTICIPANTS)] = Field(default_factory=list)
     remove: Annotated[list[Identifier], Field(max_length=20)] = Field(default_factory=list)
 
 
@@ -126,11 +169,11 @@ class UpdateThreadStatusInput(ThreadRef):
 
 
 class SummarizeThreadInput(ThreadRef):
-    max_messages: Annotated[int, Field(ge=1, le=1000)] = 200
+    max_messages: Annotated[int, Field(ge=1, le=1000), Integral] = 200
 
 
 class PostMessageInput(ThreadRef):
-    schema_version: Annotated[int, Field(ge=1, le=1, description="Always 1.")]
+    schema_version: Annotated[int, Field(ge=1, le=1, description="Always 1."), Integral]
     kind: MessageKind = Field(description="'chat' for conversation; 'event' for a work item (needs "
                                           "metadata.event_type); 'system' for notices.")
     body: Annotated[Text, StringConstraints(min_length=1), AfterValidator(_body_size)] = Field(
@@ -149,8 +192,8 @@ class PostMessageInput(ThreadRef):
     idempotency_key: Annotated[Text, StringConstraints(min_length=1, max_length=128)] | None = Field(
         default=None, description="Your key for this post: a retry with the same key and payload returns the "
                                   "first result instead of posting twice.")
-    sender_agent_id: Identifier | None = _hint("agent_id")
-    sender_session_id: Identifier | None = _hint("session_id")
+    sender_agent_id: Annotated[Identifier | None, Claim("agent_id")] = _hint("agent_id")
+    sender_session_id: Annotated[Identifier | None, Claim("session_id")] = _hint("session_id")
 
     @model_validator(mode="after")
     def _event_type(self) -> PostMessageInput:
@@ -171,32 +214,29 @@ WAIT_MS = "Wait up to this many ms for something new instead of returning empty 
 
 
 class ReadMessagesInput(ThreadRef):
-    since_seq: Annotated[int, Field(ge=0)] = Field(default=0, description="Return messages after this seq: the "
-                                                                          "last seq you read (0 = from the start).")
-    limit: Annotated[int, Field(ge=1, le=200)] = Field(default=50, description="At most this many messages; "
-                                                                               "has_more says if there are more.")
+    since_seq: Seq = Field(default=0, description="Return messages after this seq: the last seq you read (0 = "
+                                                  "from the start).")
+    limit: Limit = Field(default=50, description="At most this many messages; has_more says if there are more.")
     kinds: list[MessageKind] | None = Field(default=None, description="Only these kinds.")
     from_agent_id: Identifier | None = Field(default=None, description="Only messages from this agent.")
     event_type: Annotated[Text, StringConstraints(min_length=1, max_length=128)] | None = Field(
         default=None, description="Only events of this type.")
-    wait_ms: Annotated[int, Field(ge=0, le=30000)] = Field(default=0, description=WAIT_MS)
-    agent_id: Identifier | None = _hint("agent_id")
+    wait_ms: WaitMs = Field(default=0, description=WAIT_MS)
 
 
 class AckReadInput(ThreadRef):
-    last_read_seq: Annotated[int, Field(ge=0)] = Field(description="The latest seq you have handled (e.g. the "
-                                                                   "latest_seq read_messages returned).")
-    agent_id: Identifier | None = _hint("agent_id")
+    last_read_seq: Seq = Field(description="The latest seq you have handled (e.g. the latest_seq read_messages "
+                                           "returned).")
 
 
 class InboxInput(Input):
-    limit: Annotated[int, Field(ge=1, le=200)] = 50
-    wait_ms: Annotated[int, Field(ge=0, le=30000)] = Field(default=0, description=WAIT_MS)
-    agent_id: Identifier | None = _hint("agent_id")
+    limit: Limit = 50
+    wait_ms: WaitMs = Field(default=0, description=WAIT_MS)
 
 
 class HeartbeatSessionInput(Input):
-    session_id: Identifier = Field(description="Must equal your token's session_id.")
+    session_id: Annotated[Identifier, Claim("session_id")] = Field(
+        description="Must equal your token's session_id (FORBIDDEN claim_mismatch otherwise).")
     runtime: Annotated[Text, StringConstraints(min_length=1, max_length=64)] = Field(
         description="What runs you, e.g. claude_code or codex_cli (a claude…/codex… prefix picks that resume "
                     "adapter).")
@@ -209,7 +249,6 @@ class HeartbeatSessionInput(Input):
         default=None, description="Your tmux pane (session:window.pane or %id), for managed sessions.")
     cwd: Annotated[Text, StringConstraints(min_length=1, max_length=4096)] | None = Field(
         default=None, description="Your working directory (resume runs there).")
-    agent_id: Identifier | None = _hint("agent_id")
 
 
 class TriggerParticipantInput(ThreadRef):

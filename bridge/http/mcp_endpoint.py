@@ -289,6 +289,7 @@ def _list_tools(exchange: Exchange, params: dict[str, Any]) -> Answer:
 
 
 def _call_tool(exchange: Exchange, params: dict[str, Any]) -> Answer:
+    _check_tool_call_shape(params)
     request = mt.CallToolRequestParams.model_validate(params, by_name=False)
     command = COMMANDS.get(request.name)
     if command is None:
@@ -301,6 +302,17 @@ def _call_tool(exchange: Exchange, params: dict[str, Any]) -> Answer:
     text = json.dumps(output, ensure_ascii=False, separators=(",", ":"))
     return Answer(mt.CallToolResult(content=[mt.TextContent(type="text", text=text)], structured_content=output),
                   command.name)
+
+
+def _check_tool_call_shape(params: Any) -> None:
+    """`tools/call` params are an object whose `name` is a string and whose `arguments`, when given, are an object:
+    checked here, before any lookup, whatever the SDK's validation of the version let through."""
+    if not isinstance(params, dict):
+        raise ProtocolError(mt.INVALID_PARAMS, "Invalid params: params must be an object")
+    if not isinstance(params.get("name"), str):
+        raise ProtocolError(mt.INVALID_PARAMS, "Invalid params: params.name must be a string (the tool's name)")
+    if params.get("arguments") is not None and not isinstance(params["arguments"], dict):
+        raise ProtocolError(mt.INVALID_PARAMS, "Invalid params: params.arguments must be an object")
 
 
 _HANDLERS: Mapping[str, Callable[[Exchange, dict[str, Any]], Answer]] = MappingProxyType({

@@ -9,7 +9,7 @@ from pydantic.json_schema import models_json_schema
 
 import bridge
 from bridge.errors import ERROR_CLASSES
-from bridge.services.commands import COMMANDS
+from bridge.services.commands import COMMANDS, Command
 
 REF = "#/components/schemas/{model}"
 
@@ -32,8 +32,9 @@ def build_openapi() -> dict[str, Any]:
     paths: dict[str, Any] = {}
     for command in COMMANDS.values():
         paths[f"/v1/mcp/{command.name}"] = {"post": {
-            "operationId": command.name, "summary": command.summary, "security": [{"bearer": []}],
-            "requestBody": {"required": True, "content": {"application/json": {
+            "operationId": command.name, "summary": command.summary, "description": _description(command),
+            "security": [{"bearer": []}],
+            "requestBody": {"required": _body_required(command), "content": {"application/json": {
                 "schema": {"$ref": REF.format(model=command.input.__name__)}}}},
             "responses": {
                 "200": {"description": "Success", "content": {"application/json": {
@@ -49,3 +50,19 @@ def build_openapi() -> dict[str, Any]:
         "components": {"schemas": components,
                        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}}},
     }
+
+
+IDENTITY_HINTS = ("Identity comes from the bearer token; the identity fields ({fields}) only repeat it: each one "
+                  "given must equal the token's claim (workspace_id: else 403 WORKSPACE_MISMATCH; the others: else "
+                  "403 FORBIDDEN with details.reason claim_mismatch).")
+
+
+def _description(command: Command) -> str:
+    """What the command does (as the MCP tool says it), then the identity-hint rule for its own hint fields."""
+    fields = ", ".join(name for name, _ in command.input.claim_fields())
+    return f"{command.description}\n\n{IDENTITY_HINTS.format(fields=fields)}"
+
+
+def _body_required(command: Command) -> bool:
+    """A body is required only when the input has a required field: a missing body is read as `{}`."""
+    return any(info.is_required() for info in command.input.model_fields.values())

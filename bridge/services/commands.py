@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pydantic import BaseModel
 
 from bridge.domain import models as m
+from bridge.domain.authz import check_identity_hints
 from bridge.services import messages, sessions, threads, triggers
 from bridge.services.core import Bridge, Call
 
@@ -26,12 +28,26 @@ class Command:
     description: str
     input: type[m.Input]
     output: type[BaseModel]
-    handler: Callable[[Bridge, Call, Any], dict[str, Any]]
+    handler: Callable[[Bridge, Call, Any], dict[str, Any]]  # runs after the identity-hint check
     writes: bool
     idempotent: bool = True
 
 
-COMMANDS: dict[str, Command] = {c.name: c for c in (
+Handler = Callable[[Bridge, Call, Any], dict[str, Any]]
+
+
+def checking_identity_hints(handler: Handler) -> Handler:
+    """`handler` preceded by the identity-hint rule: every hint in the payload (`m.Claim` fields) must equal the
+    caller's claims, checked here once for every command rather than in each service."""
+    @functools.wraps(handler)
+    def run(bridge: Bridge, call: Call, req: m.Input) -> dict[str, Any]:
+        check_identity_hints(call.principal, req.identity_hints())
+        return handler(bridge, call, req)
+
+    return run
+
+
+COMMANDS: dict[str, Command] = {c.name: replace(c, handler=checking_identity_hints(c.handler)) for c in (
     Command("create_thread", "Create thread", "Create a thread (coordinators).",
             "Open a shared thread for a piece of work and name its participants. Coordinators only. Returns the "
             "thread_id to use in every other call. With the same idempotency_key a retry returns the same thread.",

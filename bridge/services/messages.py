@@ -9,7 +9,7 @@ from typing import Any
 import apsw
 
 from bridge.domain import loopguard
-from bridge.domain.authz import Op, check_hint, check_workspace, require
+from bridge.domain.authz import Op, require
 from bridge.domain.identifiers import iso, new_id
 from bridge.domain.models import AckReadInput, InboxInput, PostMessageInput, ReadMessagesInput
 from bridge.errors import Conflict, Forbidden, IdempotencyConflict, InvalidArgument, RateLimited, ThreadClosed
@@ -36,9 +36,6 @@ def message_view(m: dict[str, Any]) -> dict[str, Any]:
 def post_message(bridge: Bridge, call: Call, req: PostMessageInput) -> dict[str, Any]:
     """Append a message: seq allocated in the transaction, answered only after COMMIT."""
     principal = call.principal
-    check_workspace(principal, req.workspace_id)
-    check_hint(principal, "sender_agent_id", req.sender_agent_id, principal.agent_id)
-    check_hint(principal, "sender_session_id", req.sender_session_id, principal.session_id)
     if req.kind == "system" and principal.role not in ("coordinator", "operator"):
         raise Forbidden("kind=system is reserved to coordinators and the bridge", {"reason": "system_reserved"})
     fingerprint = hashlib.sha256(req.payload_fingerprint().encode()).hexdigest()
@@ -126,8 +123,6 @@ def _loop_guard(conn: apsw.Connection, bridge: Bridge, call: Call, pending: Pend
 def read_messages(bridge: Bridge, call: Call, req: ReadMessagesInput) -> dict[str, Any]:
     """Messages after `since_seq`; with `wait_ms` waits for the first one committed by any process."""
     principal = call.principal
-    check_workspace(principal, req.workspace_id)
-    check_hint(principal, "agent_id", req.agent_id, principal.agent_id)
     started = time.time()
 
     def page(conn: apsw.Connection) -> dict[str, Any]:
@@ -161,8 +156,6 @@ def _nonempty(result: dict[str, Any]) -> dict[str, Any] | None:
 def ack_read(bridge: Bridge, call: Call, req: AckReadInput) -> dict[str, Any]:
     """Advance the caller's read cursor (monotonic, at most the latest seq)."""
     principal = call.principal
-    check_workspace(principal, req.workspace_id)
-    check_hint(principal, "agent_id", req.agent_id, principal.agent_id)
 
     def work(conn: apsw.Connection, pending: Pending) -> dict[str, Any]:
         thread = visible_thread(conn, call, req.thread_id, Op.ACK)
@@ -195,8 +188,6 @@ def _write_unaudited(bridge: Bridge, work: Any) -> dict[str, Any]:
 def inbox(bridge: Bridge, call: Call, req: InboxInput) -> dict[str, Any]:
     """The caller's threads with unread messages; with `wait_ms` waits until there is one."""
     principal = call.principal
-    check_workspace(principal, req.workspace_id)
-    check_hint(principal, "agent_id", req.agent_id, principal.agent_id)
     require(principal, Op.ACK)
 
     def read(conn: apsw.Connection) -> dict[str, Any]:

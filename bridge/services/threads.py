@@ -9,7 +9,7 @@ from typing import Any
 import apsw
 
 from bridge.domain import lifecycle
-from bridge.domain.authz import Op, check_hint, check_workspace, require, sees_all_threads
+from bridge.domain.authz import Op, require, sees_all_threads
 from bridge.domain.identifiers import iso, new_id, parse_iso
 from bridge.domain.models import (
     CreateThreadInput,
@@ -91,8 +91,6 @@ def post_system_message(conn: apsw.Connection, bridge: Bridge, thread_id: str, b
 def create_thread(bridge: Bridge, call: Call, req: CreateThreadInput) -> dict[str, Any]:
     """Create a thread (coordinators); idempotent per (creator, idempotency_key)."""
     principal = call.principal
-    check_workspace(principal, req.workspace_id)
-    check_hint(principal, "created_by", req.created_by, principal.agent_id)
     fingerprint = dumps([req.title, req.type, [p.model_dump() for p in req.participants], req.metadata])
 
     def work(conn: apsw.Connection, pending: Pending) -> dict[str, Any]:
@@ -125,7 +123,6 @@ def create_thread(bridge: Bridge, call: Call, req: CreateThreadInput) -> dict[st
 
 def get_thread(bridge: Bridge, call: Call, req: GetThreadInput) -> dict[str, Any]:
     """One thread the caller may read."""
-    check_workspace(call.principal, req.workspace_id)
     return bridge.store.read(lambda conn: thread_view(conn, visible_thread(conn, call, req.thread_id, Op.READ)))
 
 
@@ -137,8 +134,8 @@ def _encode_cursor(thread: dict[str, Any]) -> str:
 def _decode_cursor(cursor: str) -> tuple[int, str]:
     try:
         updated_at, thread_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        if not isinstance(updated_at, int) or not isinstance(thread_id, str):
-            raise ValueError
+        if type(updated_at) is not int or not 0 <= updated_at < 2**63 or not isinstance(thread_id, str):
+            raise ValueError  # a forged cursor: not a bool, nor beyond SQLite's integers
         return updated_at, thread_id
     except (ValueError, TypeError) as exc:
         raise InvalidArgument("cursor is not one this bridge issued", {"field": "cursor"}) from exc
@@ -147,7 +144,6 @@ def _decode_cursor(cursor: str) -> tuple[int, str]:
 def list_threads(bridge: Bridge, call: Call, req: ListThreadsInput) -> dict[str, Any]:
     """Threads the caller may see, oldest update first, paged by an opaque cursor."""
     principal = call.principal
-    check_workspace(principal, req.workspace_id)
     require(principal, Op.READ)
     try:
         since = None if req.updated_since is None else parse_iso(req.updated_since)
@@ -169,7 +165,6 @@ def list_threads(bridge: Bridge, call: Call, req: ListThreadsInput) -> dict[str,
 
 def update_participants(bridge: Bridge, call: Call, req: UpdateParticipantsInput) -> dict[str, Any]:
     """Add or remove participants (coordinators); posts a system message."""
-    check_workspace(call.principal, req.workspace_id)
     removing = set(req.remove)
     if removing & {p.agent_id for p in req.add}:
         raise InvalidArgument("an agent cannot be both added and removed", {"field": "add"})
@@ -202,7 +197,6 @@ def update_participants(bridge: Bridge, call: Call, req: UpdateParticipantsInput
 def update_thread_status(bridge: Bridge, call: Call, req: UpdateThreadStatusInput) -> dict[str, Any]:
     """Change a thread's status through the §5 state machine (coordinators and operators)."""
     principal = call.principal
-    check_workspace(principal, req.workspace_id)
     if principal.role == "participant":
         reason = "worker_cannot_force_close" if req.status == "closed" else "role_not_allowed"
         _refuse_audited(bridge, call, "update_thread_status", req.thread_id,
@@ -273,6 +267,5 @@ def change_status(conn: apsw.Connection, bridge: Bridge, call: Call, pending: Pe
 
 def summarize_thread(bridge: Bridge, call: Call, req: SummarizeThreadInput) -> dict[str, Any]:
     """The deterministic §6 summary of a thread the caller may read."""
-    check_workspace(call.principal, req.workspace_id)
     return bridge.store.read(
         lambda conn: build_summary(conn, visible_thread(conn, call, req.thread_id, Op.READ), req.max_messages))

@@ -9,7 +9,7 @@ from typing import Any
 import apsw
 
 from bridge.domain import wake
-from bridge.domain.authz import Op, check_workspace
+from bridge.domain.authz import Op
 from bridge.domain.identifiers import iso, new_id
 from bridge.domain.models import TriggerParticipantInput
 from bridge.errors import Conflict, IdempotencyConflict, InvalidArgument, NotFound, ThreadClosed
@@ -57,7 +57,6 @@ def enqueue(conn: apsw.Connection, bridge: Bridge, pending: Pending, *, thread_i
 
 def trigger_participant(bridge: Bridge, call: Call, req: TriggerParticipantInput) -> dict[str, Any]:
     """Wake a thread participant (coordinators); idempotent per request id."""
-    check_workspace(call.principal, req.workspace_id)
     request_id = req.request_id or call.request_id
     fingerprint = hashlib.sha256(json.dumps(
         [req.thread_id, req.target_agent_id, req.reason, req.trigger_prompt]).encode()).hexdigest()
