@@ -1,4 +1,5 @@
-"""`bridge ops ...`: drills, the SLI harness, the go-live readiness check and real-agent wake latency."""
+"""`bridge ops ...`: drills, the SLI harness, the go-live readiness check, real-agent wake latency and the
+reliability suite."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import click
 from ops.agent_wakes import agent_wakes
 from ops.drills.cli import drill
 from ops.readiness import readiness
+from ops.reliability.cli import reliability
 from ops.sli import sli
 
 
@@ -19,3 +21,4 @@ ops.add_command(drill)
 ops.add_command(sli)
 ops.add_command(readiness)
 ops.add_command(agent_wakes)
+ops.add_command(reliability)
