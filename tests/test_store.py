@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
 
 import apsw
 import pytest
@@ -56,15 +58,76 @@ def test_audit_trail_is_append_only(tmp_path):
         assert store.read(lambda c: c.execute("SELECT actor FROM audit_events").fetchall()) == [("a",)]
 
 
-def test_failed_write_rolls_back_only_itself(tmp_path):
+def _held_write(store: Store) -> tuple[threading.Thread, threading.Event]:
+    """Start a write that holds the writer inside its transaction until the returned event is set."""
+    holding, release = threading.Event(), threading.Event()
+
+    def hold(conn: apsw.Connection) -> None:
+        _audit_row(conn)
+        holding.set()
+        assert release.wait(30)
+
+    first = threading.Thread(target=store.write, args=(hold,))
+    first.start()
+    assert holding.wait(30)
+    return first, release
+
+
+def _start_queued(store: Store, writers: list[Callable[[], None]]) -> list[threading.Thread]:
+    """Start one thread per writer (each calls `store.write` once); return once all are queued behind the writer."""
+    threads = [threading.Thread(target=writer) for writer in writers]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 30
+    while len(store._queue) < len(writers):  # the store's queue of writes waiting for the writer
+        assert time.monotonic() < deadline, "the writers never queued"
+        time.sleep(0.005)
+    return threads
+
+
+def _count_commits(store: Store) -> list[int]:
+    """Count the transactions SQLite itself commits on the store's writer connection (its commit hook)."""
+    commits: list[int] = []
+
+    def hook() -> bool:
+        commits.append(1)
+        return False  # False: let the commit go ahead
+
+    store._writer_conn.set_commit_hook(hook)
+    return commits
+
+
+def test_concurrent_writers_are_batched_into_one_commit(tmp_path):
+    """Group commit: eight writers arriving while a transaction is open end in ONE commit, not eight."""
+    with open_store(tmp_path / "b.db") as store:
+        commits = _count_commits(store)
+        first, release = _held_write(store)
+        ran_after: dict[int, int] = {}  # writer -> commits made before its operation ran
+
+        def writer(i: int) -> None:
+            def op(conn: apsw.Connection) -> None:
+                _audit_row(conn)
+                ran_after[i] = len(commits)
+
+            store.write(op)
+
+        writers = _start_queued(store, [lambda i=i: writer(i) for i in range(8)])
+        release.set()
+        for t in [first, *writers]:
+            t.join(30)
+        assert len(commits) == 2, commits  # the held write, then the eight together
+        assert ran_after == dict.fromkeys(range(8), 1)  # all eight inside the second transaction
+        assert store.read(lambda c: c.execute("SELECT COUNT(*) FROM audit_events").fetchall()[0][0]) == 9
+
+
+def test_failed_write_in_a_batch_rolls_back_only_itself(tmp_path):
     """Writers batched into one commit: one failing op must not undo or break the others."""
     with open_store(tmp_path / "b.db") as store:
-        barrier = threading.Barrier(8)
+        commits = _count_commits(store)
+        first, release = _held_write(store)
         errors: list[BaseException] = []
 
         def writer(i: int) -> None:
-            barrier.wait()
-
             def op(conn: apsw.Connection) -> None:
                 _audit_row(conn)
                 if i % 2:
@@ -75,13 +138,13 @@ def test_failed_write_rolls_back_only_itself(tmp_path):
             except ValueError as exc:
                 errors.append(exc)
 
-        threads = [threading.Thread(target=writer, args=(i,)) for i in range(8)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        assert len(errors) == 4
-        assert store.read(lambda c: c.execute("SELECT COUNT(*) FROM audit_events").fetchall()[0][0]) == 4
+        writers = _start_queued(store, [lambda i=i: writer(i) for i in range(8)])
+        release.set()
+        for t in [first, *writers]:
+            t.join(30)
+        assert len(commits) == 2, commits  # the four failures did not cost the batch its single commit
+        assert sorted(e.args[0] for e in errors) == [1, 3, 5, 7]
+        assert store.read(lambda c: c.execute("SELECT COUNT(*) FROM audit_events").fetchall()[0][0]) == 1 + 4
 
 
 def test_busy_database_is_unavailable_and_writes_nothing(tmp_path):
