@@ -154,11 +154,12 @@ class Rig:
         return found
 
     def serve(self, name: str = "server", *, env: Mapping[str, str] | None = None, worker: bool = False,
-              db: Path | None = None, preexec_fn: Callable[[], None] | None = None, timeout: float = 60.0) -> Proc:
-        """`bridge serve --host 127.0.0.1 --port 0 --db <db> [--no-worker]`, ready."""
+              db: Path | None = None, port: int = 0, preexec_fn: Callable[[], None] | None = None,
+              timeout: float = 60.0) -> Proc:
+        """`bridge serve --host 127.0.0.1 --port <port, default 0: any> --db <db> [--no-worker]`, ready."""
         log_path = self.workdir / "logs" / f"{name}.log"
         offset = len(log_path.read_text(errors="replace")) if log_path.exists() else 0
-        argv = bridge_argv("serve", "--host", HOST, "--port", "0", "--db", str(db or self.db),
+        argv = bridge_argv("serve", "--host", HOST, "--port", str(port), "--db", str(db or self.db),
                            *([] if worker else ["--no-worker"]))
         proc = self.start(name, argv, env=env, preexec_fn=preexec_fn)
         proc.port = int(self._wait_ready(proc, _READY_SERVE, offset, timeout))
@@ -338,8 +339,14 @@ class Client:
         return self.exchange("GET", path)
 
     def ok(self, command: str, payload: dict[str, Any]) -> dict[str, Any]:
-        """A call that must succeed (set-up steps): its body, else RuntimeError."""
+        """A call that must succeed (set-up and read-back steps): its body, else RuntimeError. A call that got no
+        answer is sent again on a fresh connection (up to 3 times: a kept-alive connection to a server that has
+        since restarted fails once), so use it only where a repeat is harmless."""
         reply = self.call(command, payload)
+        for _ in range(2):
+            if reply.status is not None:
+                break
+            reply = self.call(command, payload)
         if not reply.ok:
             raise RuntimeError(f"{command} -> {reply.status}: {reply.body or reply.error}")
         body: dict[str, Any] = reply.body
