@@ -21,6 +21,7 @@ from pydantic import ValidationError
 import bridge as bridge_pkg
 from bridge.auth.tokens import TokenVerifier
 from bridge.domain.authz import Principal
+from bridge.domain.identifiers import iso
 from bridge.domain.jsonparse import parse_json
 from bridge.domain.ratelimit import TokenBuckets
 from bridge.errors import (
@@ -213,9 +214,15 @@ class Api:
             checks["database"] = exc.message
             checks["migrations"] = "unknown"
         checks["data_dir"] = _writable(self.bridge.settings.data_dir)
+        failure = self.bridge.store.check_storage()  # while writes fail: a probe write at most once a second
+        checks["storage"] = "ok" if failure is None else f"writes failing: {failure.reason}"
         failing = [name for name, state in checks.items() if state != "ok"]
         if failing:
-            return self._error(Unavailable("not ready: " + ", ".join(failing), {"checks": checks, "failing": failing}))
+            details: dict[str, Any] = {"checks": checks, "failing": failing}
+            if failure is not None:
+                details["storage"] = {"reason": failure.reason, "since": iso(int(failure.since * 1000)),
+                                      "last_failure_at": iso(int(failure.last * 1000))}
+            return self._error(Unavailable("not ready: " + ", ".join(failing), details))
         bottle.response.content_type = JSON
         return to_json({"ready": True, "checks": checks})
 

@@ -8,30 +8,37 @@ transaction, in its own SAVEPOINT. Concurrent callers are batched into one commi
 thread, so eight writers cost one fsync instead of eight; a failing `fn` rolls back only its own savepoint. When
 nothing is committing or queued, the caller commits on its own thread instead (one at a time), which saves two
 thread hand-offs per uncontended write. `write()` returns only after COMMIT, so an acknowledged write is durable.
+
+Storage health: a write refused for a disk or I/O reason (disk full, a file-size limit, an I/O error, a read-only
+file) is remembered as the store's current failure until a write commits again; `check_storage()` reports it (for
+`/ready`) and, while degraded, probes with a tiny write at most once a second, so recovery shows without traffic.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 import apsw
 
 from bridge.errors import Unavailable
+from bridge.store import control as control_store
 from bridge.store.migrate import migrate
 
 T = TypeVar("T")
 log = logging.getLogger("bridge.store")
 MAX_BATCH = 128
 _DATA_VERSION_POLL = 0.005  # seconds between cross-process commit checks while someone long-polls
-
+PROBE_INTERVAL = 1.0  # seconds between storage probes while writes are failing
 
 
 def connect(path: Path | str, *, synchronous: str = "FULL", busy_timeout: float = 5.0) -> apsw.Connection:
@@ -44,17 +51,43 @@ def connect(path: Path | str, *, synchronous: str = "FULL", busy_timeout: float 
     return conn
 
 
-def unavailable_from(exc: apsw.Error) -> Unavailable:
-    """Map an apsw failure (busy, locked, full, I/O) to the UNAVAILABLE error with a reason."""
-    reason = {
-        apsw.BusyError: "database_busy", apsw.LockedError: "database_busy", apsw.FullError: "disk_full",
-        apsw.ReadOnlyError: "read_only",
-    }.get(type(exc), "storage_error")
-    return Unavailable("the database is unavailable; nothing was written", {"reason": reason}, retry_after=1)
+def storage_reason(exc: BaseException, system_errno: int = 0) -> str:
+    """The `details.reason` of a storage failure: which of busy, disk full, file too large, read-only, I/O error.
+
+    A file-size limit (RLIMIT_FSIZE: EFBIG, with SIGXFSZ ignored as Python does by default) reaches SQLite as
+    SQLITE_IOERR_WRITE, like any I/O error: only the OS error number of the failed write tells them apart."""
+    if isinstance(exc, apsw.BusyError | apsw.LockedError):
+        return "database_busy"
+    if isinstance(exc, apsw.ReadOnlyError):
+        return "read_only"
+    if isinstance(exc, apsw.FullError) or system_errno in (errno.ENOSPC, errno.EDQUOT):
+        return "disk_full"
+    if system_errno == errno.EFBIG:
+        return "file_too_large"
+    return "storage_error"
+
+
+def unavailable_from(exc: BaseException, conn: apsw.Connection | None = None) -> Unavailable:
+    """Map an apsw failure (busy, locked, full, too large, I/O) to the UNAVAILABLE error with a reason; `conn` is
+    the connection that failed (its OS error number separates a file-size limit from other I/O errors)."""
+    system_errno = (conn.system_errno or 0) if conn is not None and isinstance(exc, apsw.IOError) else 0
+    return Unavailable("the database is unavailable; nothing was written",
+                       {"reason": storage_reason(exc, system_errno)}, retry_after=1)
 
 
 _STORAGE_ERRORS = (apsw.BusyError, apsw.LockedError, apsw.FullError, apsw.IOError, apsw.ReadOnlyError,
                    apsw.CantOpenError)
+# Reasons that say the disk or the file system refuses writes (not contention): they make the store degraded.
+DEGRADING_REASONS = frozenset({"disk_full", "file_too_large", "read_only", "storage_error"})
+
+
+@dataclass(frozen=True)
+class StorageFailure:
+    """Writes are failing for a disk or I/O reason: since when (first failure), the latest one and its reason."""
+
+    reason: str
+    since: float  # unix time of the first failure since the last successful commit
+    last: float   # unix time of the latest failure
 
 
 class Store:
@@ -76,7 +109,10 @@ class Store:
         self._waiters = 0
         self._closed = False
         self._writing = False  # a batch is committing (on the writer thread or inline on a caller's thread)
-        self.commit_listeners: list[Callable[[], None]] = []
+        self.commit_listeners: list[Callable[[], None]] = []  # called after every COMMIT; failures are logged
+        self._failure: StorageFailure | None = None
+        self._probe_lock = threading.Lock()
+        self._last_probe = 0.0
         writer_conn = connect(self.path, synchronous=synchronous, busy_timeout=busy_timeout)
         if migrate_schema:
             migrate(writer_conn)
@@ -106,14 +142,15 @@ class Store:
             finally:
                 conn.execute("COMMIT")
         except _STORAGE_ERRORS as exc:
-            raise unavailable_from(exc) from exc
+            raise unavailable_from(exc, conn) from exc
 
     def query(self, fn: Callable[[apsw.Connection], T]) -> T:
         """Run a single-statement read `fn(conn)` in autocommit (one statement is its own snapshot; no BEGIN/COMMIT)."""
+        conn = self.reader()
         try:
-            return fn(self.reader())
+            return fn(conn)
         except _STORAGE_ERRORS as exc:
-            raise unavailable_from(exc) from exc
+            raise unavailable_from(exc, conn) from exc
 
     # ------------------------------------------------------------------------------------------- writing
     def write(self, fn: Callable[[apsw.Connection], T]) -> T:
@@ -166,11 +203,11 @@ class Store:
             self._commit_batch(conn, batch)
         except BaseException as exc:  # the writer thread must survive anything; callers get an answer
             log.exception("write batch failed", extra={"event": "store_batch_failed"})
+            error = self._write_failed(exc, conn) if isinstance(exc, apsw.Error) else Unavailable(
+                "the write could not be completed; nothing was written", {"reason": "storage_error"})
             with contextlib.suppress(apsw.Error):
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
-            error = unavailable_from(exc) if isinstance(exc, apsw.Error) else Unavailable(
-                "the write could not be completed; nothing was written", {"reason": "storage_error"})
             for _, future in batch:
                 if not future.done():
                     future.set_exception(error)
@@ -178,37 +215,49 @@ class Store:
     def _commit_batch(self, conn: apsw.Connection,
                       batch: list[tuple[Callable[[apsw.Connection], Any], Future[Any]]]) -> None:
         """One transaction for the batch, one SAVEPOINT per operation; answer every caller after COMMIT."""
-        outcomes: list[tuple[Future[Any], bool, Any]] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
         except apsw.Error as exc:
+            error = self._write_failed(exc, conn)
             for _, future in batch:
-                future.set_exception(unavailable_from(exc))
+                future.set_exception(error)
             return
-        for fn, future in batch:
-            try:
-                conn.execute("SAVEPOINT op")
-                result = fn(conn)
-                conn.execute("RELEASE op")
-                outcomes.append((future, True, result))
-            except BaseException as exc:
-                if not conn.in_transaction:
-                    # SQLITE_FULL / I/O errors roll the whole transaction back: nothing of the batch survives.
-                    raise
-                with contextlib.suppress(apsw.Error):
-                    conn.execute("ROLLBACK TO op")
-                    conn.execute("RELEASE op")
-                error = unavailable_from(exc) if isinstance(exc, _STORAGE_ERRORS) else exc
-                outcomes.append((future, False, error))
+        outcomes = [self._run_operation(conn, fn, future) for fn, future in batch]
         try:
             conn.execute("COMMIT")
         except apsw.Error as exc:
+            error = self._write_failed(exc, conn)
             with contextlib.suppress(apsw.Error):
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
             for future, _, _ in outcomes:
-                future.set_exception(unavailable_from(exc))
+                future.set_exception(error)
             return
+        self._committed(outcomes)
+
+    def _run_operation(self, conn: apsw.Connection, fn: Callable[[apsw.Connection], Any],
+                       future: Future[Any]) -> tuple[Future[Any], bool, Any]:
+        """Run one caller's `fn` in its own SAVEPOINT; a failure rolls back only that savepoint."""
+        try:
+            conn.execute("SAVEPOINT op")
+            result = fn(conn)
+            conn.execute("RELEASE op")
+            return future, True, result
+        except BaseException as exc:
+            if not conn.in_transaction:
+                # SQLITE_FULL / I/O errors roll the whole transaction back: nothing of the batch survives.
+                raise
+            try:
+                conn.execute("ROLLBACK TO op")
+                conn.execute("RELEASE op")
+            except apsw.Error:
+                raise exc from None  # this operation cannot be undone alone: the whole batch is rolled back
+            error = self._write_failed(exc, conn) if isinstance(exc, _STORAGE_ERRORS) else exc
+            return future, False, error
+
+    def _committed(self, outcomes: list[tuple[Future[Any], bool, Any]]) -> None:
+        """After COMMIT: the rows are durable, so nothing here may turn the write into an error for its callers."""
+        self._failure = None
         self._notify_commit()
         for future, ok, value in outcomes:
             if ok:
@@ -216,13 +265,48 @@ class Store:
             else:
                 future.set_exception(value)
 
+    def _write_failed(self, exc: BaseException, conn: apsw.Connection) -> Unavailable:
+        """The UNAVAILABLE error of a failed write; a disk or I/O reason marks the store as degraded."""
+        error = unavailable_from(exc, conn)
+        reason = error.details["reason"]
+        if reason in DEGRADING_REASONS:
+            now = time.time()
+            failure = self._failure
+            self._failure = StorageFailure(reason, now, now) if failure is None else replace(
+                failure, reason=reason, last=now)
+        return error
+
+    # ------------------------------------------------------------------------------------------- health
+    @property
+    def storage_failure(self) -> StorageFailure | None:
+        """The disk/I/O failure the latest writes hit; None once a write commits again."""
+        return self._failure
+
+    def check_storage(self, probe_interval: float = PROBE_INTERVAL) -> StorageFailure | None:
+        """The current storage failure. While degraded, first try a tiny write (at most every `probe_interval`
+        seconds, whoever asks), so the store notices by itself when writes succeed again."""
+        if self._failure is None:
+            return None
+        with self._probe_lock:
+            now = time.monotonic()
+            due = now - self._last_probe >= probe_interval
+            if due:
+                self._last_probe = now
+        if due:
+            with contextlib.suppress(Unavailable):
+                self.write(lambda conn: control_store.set_flag(conn, "storage_probe", "ok", int(time.time() * 1000)))
+        return self._failure
+
     # ------------------------------------------------------------------------------------------- waiting
     def _notify_commit(self) -> None:
         with self._commit_cv:
             self._commits += 1
             self._commit_cv.notify_all()
         for listener in self.commit_listeners:
-            listener()
+            try:
+                listener()
+            except Exception:  # a listener never turns a committed write into an error
+                log.exception("commit listener failed", extra={"event": "commit_listener_failed"})
 
     def wait_until(self, check: Callable[[], T | None], deadline: float) -> T | None:
         """Re-run `check()` after every commit (this process or another) until it returns a value or time is up."""
@@ -325,12 +409,23 @@ def open_store(path: Path | str, **kwargs: Any) -> Iterator[Store]:
 
 @contextlib.contextmanager
 def savepoint(conn: apsw.Connection, name: str = "work") -> Iterator[None]:
-    """A nested SAVEPOINT: rolled back (and released) when the block raises."""
+    """A nested SAVEPOINT: rolled back (and released) when the block raises; the block's exception propagates."""
     conn.execute(f"SAVEPOINT {name}")
     try:
         yield
     except BaseException:
-        conn.execute(f"ROLLBACK TO {name}")
-        conn.execute(f"RELEASE {name}")
+        _undo_savepoint(conn, name)
         raise
     conn.execute(f"RELEASE {name}")
+
+
+def _undo_savepoint(conn: apsw.Connection, name: str) -> None:
+    """Roll back to a savepoint, never hiding the error that made us: SQLITE_FULL and I/O errors may already have
+    rolled the whole transaction back (no savepoint left), and the caller must still see that error."""
+    if not conn.in_transaction:
+        return
+    try:
+        conn.execute(f"ROLLBACK TO {name}")
+        conn.execute(f"RELEASE {name}")
+    except apsw.Error:  # the enclosing operation cannot roll back to its own savepoint either: the batch aborts
+        log.warning("could not roll back to a savepoint", extra={"event": "savepoint_rollback_failed"})

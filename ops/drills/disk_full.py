@@ -59,8 +59,8 @@ def run(ctx: DrillContext) -> None:
     ctx.check(refused is not None, "a write is refused once the WAL cannot grow", accepted_big_posts=len(acked) - 3)
     assert refused is not None
     index, reply = refused
-    ctx.check(reply.status == 503 and reply.code == "UNAVAILABLE" and reply.reason in ("disk_full", "storage_error")
-              and "retry-after" in reply.headers, "post_message -> 503 UNAVAILABLE (disk_full / storage_error) with "
+    ctx.check(reply.status == 503 and reply.code == "UNAVAILABLE" and reply.reason in ("disk_full", "file_too_large")
+              and "retry-after" in reply.headers, "post_message -> 503 UNAVAILABLE (disk_full / file_too_large) with "
               "Retry-After", status=reply.status, envelope=reply.body)
     again = ctx.api("post_message", rev, thread_id=thread_id, schema_version=1, kind="chat", body=f"big {index} {BODY}",
                     idempotency_key=f"big-{index}")
