@@ -36,6 +36,7 @@ from bridge.domain.models import (
     ParticipantSpec,
     PostMessageInput,
     TriggerParticipantInput,
+    UpdateThreadStatusInput,
 )
 from bridge.errors import Unavailable
 from bridge.services import messages as message_service
@@ -359,6 +360,26 @@ def test_assign_reassign_and_get_escalation_owner(db):
     assert reassigns[1]["reason"] == "alice is away"
 
 
+@pytest.mark.parametrize("status", ["active", "resolved"])
+def test_unblock_refuses_a_thread_that_is_not_blocked(db, status):
+    """`unblock-thread` is blocked -> active only: it neither reopens a resolved thread nor "succeeds" on an active
+    one; the refusal exits 1 with a typed error, changes nothing and is audited."""
+    [thread_id] = seed_threads(db, "t")
+    if status == "resolved":
+        with services(db) as parts:
+            thread_service.update_thread_status(parts.bridge, COORD, UpdateThreadStatusInput(
+                thread_id=thread_id, status="resolved", reason="all fixed"))
+    messages_before = query(db, "SELECT * FROM messages WHERE thread_id = ?", (thread_id,))
+    error = refused(1, "unblock-thread", "--db", str(db), "--thread-id", thread_id, "--reason",
+                    "human_override: go", "--actor", "human:ops")
+    assert error["code"] == "INVALID_THREAD_TRANSITION"
+    assert thread_row(db, thread_id)["status"] == status
+    assert query(db, "SELECT * FROM messages WHERE thread_id = ?", (thread_id,)) == messages_before
+    [event] = audit_rows(db, "unblock_thread")
+    assert (event["outcome"], event["reason"], event["actor"], event["thread_id"]) == (
+        "refused", "INVALID_THREAD_TRANSITION", "human:ops", thread_id)
+
+
 def test_escalating_a_closed_thread_is_an_invalid_transition(db):
     [thread_id] = seed_threads(db, "t")
     ok("override-close-thread", "--db", str(db), "--thread-id", thread_id, "--reason", "human_override: done")
@@ -369,7 +390,7 @@ def test_escalating_a_closed_thread_is_an_invalid_transition(db):
     assert query(db, "SELECT * FROM escalations WHERE thread_id = ?", (thread_id,)) == []
     [event] = audit_rows(db, "escalate_thread")
     assert (event["outcome"], event["actor"], event["thread_id"]) == ("refused", "human:ops", thread_id)
-    assert "INVALID_THREAD_TRANSITION" in json.dumps(event)
+    assert event["reason"] == "INVALID_THREAD_TRANSITION"
     # closed is terminal: no way back to active either
     assert refused(1, "unblock-thread", "--db", str(db), "--thread-id", thread_id, "--reason",
                    "human_override: again")["code"] == "INVALID_THREAD_TRANSITION"
@@ -380,8 +401,14 @@ def test_unknown_thread_exits_3_for_every_thread_command(db):
     for command in OPERATOR_COMMANDS_ON_A_THREAD:
         error = refused(3, command[0], "--db", str(db), "--thread-id", "thr_nope", *command[1:])
         assert error["code"] == "NOT_FOUND", command
-    assert all(e["outcome"] == "refused" for e in audit_rows(db) if e["thread_id"] == "thr_nope")
-    assert all(r["status"] == "active" for r in query(db, "SELECT status FROM threads"))
+    # the five mutations audit their refusal (reason NOT_FOUND); the two reads write nothing
+    assert [(e["operation"], e["outcome"], e["reason"], e["actor_role"]) for e in audit_rows(db)
+            if e["thread_id"] == "thr_nope"] == [
+        (operation, "refused", "NOT_FOUND", "operator") for operation in (
+            "escalate_thread", "assign_escalation_owner", "reassign_escalation_owner", "unblock_thread",
+            "override_close_thread")]
+    assert [r["status"] for r in query(db, "SELECT status FROM threads")] == ["active"]
+    assert query(db, "SELECT COUNT(*) AS n FROM escalations")[0]["n"] == 0
 
 
 def test_a_thread_of_another_workspace_is_not_found(db):
@@ -578,7 +605,8 @@ def test_a_database_newer_than_the_code_is_refused(db):
     conn.execute(f"PRAGMA user_version={latest_version() + 1}")
     conn.close()
     error = refused(4, "threads", "--db", str(db))
-    assert "newer" in error["message"]
+    assert error["code"] == "UNAVAILABLE" and "newer" in error["message"]
+    assert query(db, "PRAGMA user_version")[0]["user_version"] == latest_version() + 1  # left as it was
 
 
 def test_db_check_passes_on_a_healthy_database_and_fails_on_a_seq_gap(db):
@@ -596,7 +624,7 @@ def test_db_check_passes_on_a_healthy_database_and_fails_on_a_seq_gap(db):
     assert broken.exit_code == 1, broken.stdout
     verdict = json.loads(broken.stdout)
     assert verdict["ok"] is False
-    assert "gapless_seqs" in [p["check"] for p in verdict["problems"]]
+    assert [p["check"] for p in verdict["problems"]] == ["gapless_seqs"]
     proc = run_bridge("db", "check", "--db", str(db))
     assert proc.returncode == 1 and "gapless_seqs" in proc.stdout + proc.stderr
 
@@ -608,7 +636,10 @@ def test_db_check_fails_on_a_blocked_thread_without_an_escalation(db):
     conn.close()
     result = bridge("db", "check", "--db", str(db), "--json")
     assert result.exit_code == 1
-    assert json.loads(result.stdout)["ok"] is False
+    verdict = json.loads(result.stdout)
+    assert verdict["ok"] is False
+    assert verdict["problems"] == [{"check": "blocked_has_open_escalation",
+                                    "found": [{"thread_id": thread_id, "status": "blocked"}]}]
 
 
 def test_db_check_fails_cleanly_on_files_that_are_not_bridge_databases(tmp_path):
@@ -618,10 +649,13 @@ def test_db_check_fails_cleanly_on_files_that_are_not_bridge_databases(tmp_path)
     conn.close()
     garbage = tmp_path / "garbage.db"
     garbage.write_bytes(b"this is not an SQLite database, just text " * 200)
-    for path in (foreign, garbage):
+    for path, failing in ((foreign, "schema_version"), (garbage, "integrity")):
         result = bridge("db", "check", "--db", str(path), "--json")
         assert result.exit_code == 1, (path, result.stdout, result.stderr)
-        assert json.loads(result.stdout)["ok"] is False
+        verdict = json.loads(result.stdout)
+        assert verdict["ok"] is False
+        assert [p["check"] for p in verdict["problems"]] == [failing], verdict
+    assert query(foreign, "SELECT name FROM sqlite_master") == [{"name": "notes"}]  # not migrated by a check
     assert garbage.read_bytes() == b"this is not an SQLite database, just text " * 200
 
 
@@ -657,7 +691,8 @@ def test_db_backup_during_writes_is_consistent_and_holds_every_acknowledged_mess
     assert not failures, failures
     assert len(before_backup) >= 50 and during > 0  # the backup ran while messages were being written
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout)
+    summary = json.loads(proc.stdout)
+    assert (summary["backup"], summary["bytes"]) == (str(out), out.stat().st_size)
 
     checked = ok("db", "check", "--db", str(out))
     assert checked["ok"] is True
@@ -670,8 +705,9 @@ def test_db_backup_during_writes_is_consistent_and_holds_every_acknowledged_mess
     original = out.read_bytes()
     again = run_bridge("db", "backup", "--db", str(db), "--out", str(out), "--json")
     assert again.returncode == 1 and again.stdout == ""
-    assert "error" in json.loads(again.stderr)
+    assert json.loads(again.stderr)["error"]["code"] == "CONFLICT"
     assert out.read_bytes() == original
+    assert len(audit_rows(db, "db_backup")) == 1
 
 
 def test_db_backup_into_a_missing_directory_is_a_usage_error(tmp_path, db):
@@ -688,12 +724,12 @@ def test_db_restore_needs_yes_and_restores_the_backup_content(tmp_path, db):
     ok("db", "backup", "--db", str(db), "--out", str(backup))
     [later] = seed_threads(db, "after the backup")
 
-    refusal = bridge("db", "restore", "--db", str(db), "--from", str(backup))
-    assert refusal.exit_code == 2 and refusal.stdout == ""
+    refusal = refused(2, "db", "restore", "--db", str(db), "--from", str(backup))
+    assert refusal["code"] == "INVALID_ARGUMENT" and "--yes" in refusal["message"]
     assert {r["thread_id"] for r in query(db, "SELECT thread_id FROM threads")} == {kept, later}
 
     out = ok("db", "restore", "--db", str(db), "--from", str(backup), "--yes", "--actor", "human:ops")
-    assert out
+    assert (out["database"], out["restored_from"], out["check"]) == (str(db), str(backup), True)
     assert {r["thread_id"] for r in query(db, "SELECT thread_id FROM threads")} == {kept}
     assert [t["thread_id"] for t in ok("threads", "--db", str(db))["threads"]] == [kept]
     assert ok("db", "check", "--db", str(db))["ok"] is True
@@ -715,10 +751,11 @@ def test_db_restore_refuses_a_broken_backup_and_keeps_the_database(tmp_path, db)
     conn.execute("DELETE FROM messages WHERE seq = 2")
     conn.close()
     [other] = seed_threads(db, "only here")
-    result = bridge("db", "restore", "--db", str(db), "--from", str(backup), "--yes", "--json")
-    assert result.exit_code != 0 and result.stdout == ""
+    before = {table: query(db, f"SELECT * FROM {table} ORDER BY rowid") for table in ("threads", "messages")}
+    error = refused(2, "db", "restore", "--db", str(db), "--from", str(backup), "--yes")
+    assert error["code"] == "INVALID_ARGUMENT" and "gapless_seqs" in error["message"]
+    assert {table: query(db, f"SELECT * FROM {table} ORDER BY rowid") for table in before} == before
     assert {r["thread_id"] for r in query(db, "SELECT thread_id FROM threads")} == {thread_id, other}
-    assert audit_rows(db, "db_restore") == [] or audit_rows(db, "db_restore")[-1]["outcome"] == "refused"
 
 
 def test_db_vacuum_keeps_the_content(db):
@@ -727,7 +764,7 @@ def test_db_vacuum_keeps_the_content(db):
         for n in range(20):
             post(parts, thread_id, "bob", "x" * 2000 + str(n))
     out = ok("db", "vacuum", "--db", str(db))
-    assert {"bytes_before", "bytes_after"} <= set(out)
+    assert (out["database"], out["bytes_after"]) == (str(db), db.stat().st_size)
     assert ok("db", "check", "--db", str(db))["ok"] is True
     assert thread_row(db, thread_id)["latest_seq"] == 21
     assert len(query(db, "SELECT 1 FROM messages WHERE thread_id = ?", (thread_id,))) == 21
