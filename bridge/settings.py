@@ -94,6 +94,9 @@ class Settings:
     synchronous: str = _setting("FULL", "BRIDGE_SYNCHRONOUS", _sync)
     busy_timeout: float = _setting(5.0, "BRIDGE_BUSY_TIMEOUT", parse_duration)
     threads: int = _setting(32, "BRIDGE_THREADS", _int)
+    long_poll_per_agent: int = _setting(4, "BRIDGE_LONG_POLL_PER_AGENT", _int)
+    long_poll_total: int | None = _setting(None, "BRIDGE_LONG_POLL_TOTAL", _int)  # None: half the threads
+    request_read_timeout: float = _setting(10.0, "BRIDGE_REQUEST_READ_TIMEOUT", parse_duration)
     issuer: str = _setting("bridge-local", "BRIDGE_ISSUER", _str)
     audience: str = _setting("bridge", "BRIDGE_AUDIENCE", _str)
     jwks_file: str | None = _setting(None, "BRIDGE_JWKS_FILE", _str)
@@ -171,6 +174,13 @@ class Settings:
             out.append("max header must be at least 1KiB")
         if self.threads < 2:
             out.append("threads must be at least 2")
+        if self.long_poll_per_agent < 1:
+            out.append("long poll per agent must be at least 1")
+        if not 1 <= self.long_poll_limit < max(2, self.threads):
+            out.append(f"long poll total must be at least 1 and below threads ({self.threads}), "
+                       "so waits never take every thread")
+        if not 1 <= self.request_read_timeout <= 300:
+            out.append("request read timeout must be between 1s and 300s")
         if self.busy_timeout < 0.1:
             out.append("busy timeout must be at least 100ms")
         for name in ("write_quota_per_min", "write_burst", "loop_guard_turns", "loop_guard_repeats",
@@ -195,6 +205,11 @@ class Settings:
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             out.append(f"log level {self.log_level!r} is not DEBUG, INFO, WARNING or ERROR")
         return out
+
+    @property
+    def long_poll_limit(self) -> int:
+        """Concurrent long-polls allowed in this process: BRIDGE_LONG_POLL_TOTAL, else half the HTTP threads."""
+        return self.long_poll_total if self.long_poll_total is not None else max(1, self.threads // 2)
 
     @property
     def db_path(self) -> Path:

@@ -47,6 +47,9 @@ class _StateCollector(Collector):
         beat = self.bridge.store.read(lambda conn: control_store.get_flag(conn, "worker_heartbeat"))
         tick.add_metric([], float(beat) if beat else 0.0)
         yield tick
+        waiting = GaugeMetricFamily("bridge_long_polls_waiting", "Long-polls waiting now in this process.")
+        waiting.add_metric([], self.bridge.waits.held)
+        yield waiting
 
 
 class Metrics:
@@ -63,6 +66,13 @@ class Metrics:
                                     "Authenticated POST /mcp messages by JSON-RPC method, protocol version, tool and "
                                     "result code (a tool call also counts in bridge_requests_total as its command).",
                                     ["method", "version", "tool", "code"], registry=r)
+        self.long_poll_refused = Counter("bridge_long_poll_refused_total",
+                                         "Long-polls answered at once because a wait cap was reached, by reason.",
+                                         ["reason"], registry=r)
+        self.connections_dropped = Counter("bridge_connections_dropped_total",
+                                           "Connections closed before delivering a request: read_timeout (too slow) "
+                                           "or evicted (the connection limit made room for a new one).",
+                                           ["reason"], registry=r)
         self.posted = Counter("bridge_messages_posted_total", "Messages committed.", registry=r)
         self.post_to_visible = Histogram("bridge_post_to_visible_seconds",
                                          "Commit of a message to its delivery to a long-polling reader.",
@@ -85,6 +95,8 @@ class Metrics:
         """Update counters from service events."""
         if name == "message_posted":
             self.posted.inc()
+        elif name == "long_poll_refused":
+            self.long_poll_refused.labels(reason=fields["reason"]).inc()
         elif name == "message_visible":
             self.post_to_visible.observe(max(0.0, time.time() - _iso_seconds(fields["created_at"])))
         elif name == "escalation":

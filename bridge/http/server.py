@@ -1,23 +1,38 @@
-"""Run the WSGI app under waitress with the limits of SPEC §8/§12."""
+"""Run the WSGI app under waitress with the limits of SPEC §8/§12.
+
+Connection slots are defended here (waitress alone lets a client keep its slot by trickling one byte at a time, as
+every byte resets `channel_timeout`, and a full table of such clients locks every new request out):
+- read deadline: a request must arrive in full within `BRIDGE_REQUEST_READ_TIMEOUT` of its first byte (or of the
+  connection's opening, for a connection that sends nothing); whitespace between requests does not start one, and a
+  kept-alive connection idle for `channel_timeout` since its last response is closed whatever bytes it trickles;
+- at the connection limit, the connection that has waited longest without delivering a request (idle, silent or
+  still trickling) is closed so a new one gets in. Connections whose request is being served are never touched.
+Loopback peers get no exemption.
+"""
 
 from __future__ import annotations
 
 import logging
 import signal
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
+from waitress.adjustments import Adjustments
 from waitress.channel import HTTPChannel
-from waitress.server import create_server
-from waitress.task import ErrorTask
+from waitress.parser import HTTPRequestParser
+from waitress.server import MultiSocketServer, TcpWSGIServer
+from waitress.task import ErrorTask, ThreadedTaskDispatcher
 
 from bridge.errors import BridgeError, Internal, InvalidArgument, PayloadTooLarge
 from bridge.http.app import JSON, create_app
 from bridge.http.envelope import error_body, request_id_from
+from bridge.http.metrics import Metrics
 from bridge.wiring import Parts
 
 log = logging.getLogger("bridge.http")
+EVICTION_LOG_INTERVAL = 60.0  # seconds between two warnings that the connection limit is being defended
 
 
 class _JsonErrorTask(ErrorTask):
@@ -42,8 +57,106 @@ class _JsonErrorTask(ErrorTask):
         self.write(body)
 
 
-class _JsonErrorChannel(HTTPChannel):
+class _TimedParser(HTTPRequestParser):
+    """waitress's request parser, noting when the request's first non-whitespace byte arrived."""
+
+    started: float | None = None
+
+    def received(self, data: bytes) -> int:
+        if self.started is None and data.strip():  # blank lines before a request are skipped, not a request
+            self.started = time.time()
+        return int(super().received(data))
+
+
+class _BridgeChannel(HTTPChannel):
+    """A connection: JSON refusals, and closed when it holds its slot without delivering a request in time."""
+
     error_task_class = _JsonErrorTask
+    parser_class = _TimedParser
+    server: _BridgeServer
+    request: _TimedParser | None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.served = 0
+        self.idle_since: float | None = self.creation_time  # None while a request is being served
+
+    def service(self) -> None:  # a task thread
+        self.served += 1
+        self.idle_since = None
+        try:
+            super().service()
+        finally:
+            self.idle_since = time.time()
+
+    def waiting_since(self) -> float | None:
+        """Since when this connection holds its slot without delivering a request; None when it is busy (a request
+        being served or queued, a response being sent, closing)."""
+        if (self.requests or self.idle_since is None or self.will_close or self.close_when_flushed
+                or self.total_outbufs_len):
+            return None
+        request = self.request
+        if request is not None and request.started is not None:
+            return request.started
+        return self.idle_since
+
+    def overdue(self, now: float) -> bool:
+        """True when the current request has not arrived within the read deadline (or a kept-alive connection has
+        been idle longer than `channel_timeout`)."""
+        since = self.waiting_since()
+        if since is None:
+            return False
+        request = self.request
+        started = request is not None and request.started is not None
+        limit = self.server.read_timeout if started or not self.served else self.adj.channel_timeout
+        return now - since > limit
+
+    def readable(self) -> bool:  # the server's loop, every iteration (at least once per asyncore_loop_timeout)
+        if self.overdue(time.time()):
+            self.server.drop(self, "read_timeout")
+        return bool(super().readable())
+
+
+class _BridgeServer(TcpWSGIServer):
+    """A listening socket that, at the connection limit, makes room by closing the longest-waiting idle or slow
+    connection instead of refusing to accept."""
+
+    channel_class = _BridgeChannel
+    read_timeout: float = 10.0
+    metrics: Metrics | None = None
+    _last_eviction_log = 0.0
+
+    def readable(self) -> bool:
+        now = time.time()
+        if now >= self.next_channel_cleanup:  # waitress's own idle sweep (channel_timeout)
+            self.next_channel_cleanup = now + self.adj.cleanup_interval
+            self.maintenance(now)
+        if not self.accepting:
+            return False
+        if len(self._map) < self.adj.connection_limit:
+            return True
+        self._make_room(now)
+        return False  # accept once the evicted connection is gone (the same or the next loop iteration)
+
+    def _make_room(self, now: float) -> None:
+        channels = [c for c in self._map.values() if isinstance(c, _BridgeChannel)]
+        if any(c.will_close for c in channels):
+            return  # a connection is already on its way out
+        waiting = [(since, c) for c in channels if (since := c.waiting_since()) is not None]
+        if not waiting:
+            return  # every connection is being served: wait, as waitress does
+        victim = min(waiting, key=lambda item: item[0])[1]
+        self.drop(victim, "evicted")
+        if now - self._last_eviction_log >= EVICTION_LOG_INTERVAL:
+            self._last_eviction_log = now
+            log.warning("connection limit reached: closing idle or slow connections to accept new ones",
+                        extra={"connection_limit": self.adj.connection_limit})
+
+    def drop(self, channel: _BridgeChannel, reason: str) -> None:
+        """Close a connection that has not delivered a request (closed by the loop when it sees `will_close`)."""
+        channel.will_close = True
+        if self.metrics is not None:
+            self.metrics.connections_dropped.labels(reason=reason).inc()
 
 
 def make_server(parts: Parts, *, host: str | None = None, port: int | None = None, **overrides: Any) -> Any:
@@ -62,12 +175,19 @@ def make_server(parts: Parts, *, host: str | None = None, port: int | None = Non
         "clear_untrusted_proxy_headers": True,
     }
     options.update(overrides)
+    metrics = Metrics(parts.bridge)
+    app = create_app(parts.bridge, parts.verifier, metrics, bind_host=options["host"])
+    adj = Adjustments(**options)
+    dispatcher = ThreadedTaskDispatcher()
+    dispatcher.set_thread_count(adj.threads)
     servers: dict[Any, Any] = {}
-    app = create_app(parts.bridge, parts.verifier, bind_host=options["host"])
-    server = create_server(app, map=servers, **options)
-    for listener in servers.values():  # one per listening socket; only servers are in the map before run()
-        listener.channel_class = _JsonErrorChannel
-    return server
+    listeners = [_BridgeServer(app, servers, dispatcher=dispatcher, adj=adj, sockinfo=info) for info in adj.listen]
+    for listener in listeners:
+        listener.read_timeout, listener.metrics = settings.request_read_timeout, metrics
+    if len(listeners) == 1:
+        return listeners[0]
+    return MultiSocketServer(servers, adj, [(li.effective_host, li.effective_port) for li in listeners],
+                             dispatcher, listeners[0].log_info)
 
 
 def shutdown(server: Any) -> None:

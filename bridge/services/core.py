@@ -13,6 +13,7 @@ from bridge.domain.authz import Op, Principal, check_workspace, require
 from bridge.domain.identifiers import now_ms
 from bridge.domain.ratelimit import TokenBuckets
 from bridge.errors import BridgeError, NotFound, RateLimited, Unavailable
+from bridge.services.waits import WaitSlots
 from bridge.settings import Settings
 from bridge.store import Store, savepoint
 from bridge.store import audit as audit_store
@@ -54,16 +55,19 @@ class EventHub:
 
 @dataclass
 class Bridge:
-    """Everything a use case needs: settings, the store, the event hub, in-process quotas and a clock."""
+    """Everything a use case needs: settings, the store, the event hub, in-process quotas and long-poll slots, a
+    clock."""
 
     settings: Settings
     store: Store
     events: EventHub = field(default_factory=EventHub)
     clock: Callable[[], int] = now_ms
     quotas: TokenBuckets = field(init=False)
+    waits: WaitSlots = field(init=False)
 
     def __post_init__(self) -> None:
         self.quotas = TokenBuckets(self.settings.write_quota_per_min, self.settings.write_burst)
+        self.waits = WaitSlots(self.settings.long_poll_per_agent, self.settings.long_poll_limit)
 
     @property
     def workspace(self) -> str:

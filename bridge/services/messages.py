@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import apsw
 
@@ -20,6 +21,7 @@ from bridge.store import threads as thread_store
 from bridge.store.rows import loads
 
 LOOP_GUARD_ACTOR = "bridge:loop_guard"
+T = TypeVar("T")
 
 
 def message_view(m: dict[str, Any]) -> dict[str, Any]:
@@ -139,8 +141,10 @@ def read_messages(bridge: Bridge, call: Call, req: ReadMessagesInput) -> dict[st
     result = bridge.store.read(page)
     if result["messages"] or req.wait_ms == 0:
         return result
-    deadline = time.monotonic() + req.wait_ms / 1000
-    arrived = bridge.store.wait_until(lambda: _nonempty(bridge.store.read(page)), deadline)
+    arrived, refusal = _long_poll(bridge, principal.agent_id, req.wait_ms,
+                                  lambda: _nonempty(bridge.store.read(page)))
+    if refusal is not None:
+        return {**result, "wait": refusal}
     if arrived is None:
         return bridge.store.read(page)
     for m in arrived["messages"]:
@@ -151,6 +155,20 @@ def read_messages(bridge: Bridge, call: Call, req: ReadMessagesInput) -> dict[st
 
 def _nonempty(result: dict[str, Any]) -> dict[str, Any] | None:
     return result if result["messages"] else None
+
+
+def _long_poll(bridge: Bridge, agent_id: str, wait_ms: int,
+               check: Callable[[], T | None]) -> tuple[T | None, dict[str, Any] | None]:
+    """Wait up to `wait_ms` for `check()` to return a value, holding one of the long-poll slots (waits.py).
+
+    Returns (value or None at the deadline, None), or (None, the `wait` hint) at once when no slot is free.
+    """
+    deadline = time.monotonic() + wait_ms / 1000
+    with bridge.waits.slot(agent_id, deadline) as refusal:
+        if refusal is not None:
+            bridge.events.emit("long_poll_refused", reason=refusal.reason)
+            return None, refusal.hint()
+        return bridge.store.wait_until(check, deadline), None
 
 
 def ack_read(bridge: Bridge, call: Call, req: AckReadInput) -> dict[str, Any]:
@@ -200,7 +218,8 @@ def inbox(bridge: Bridge, call: Call, req: InboxInput) -> dict[str, Any]:
     result = bridge.store.read(read)
     if result["threads"] or req.wait_ms == 0:
         return result
-    deadline = time.monotonic() + req.wait_ms / 1000
-    arrived = bridge.store.wait_until(lambda: (lambda r: r if r["threads"] else None)(bridge.store.read(read)),
-                                      deadline)
+    arrived, refusal = _long_poll(bridge, principal.agent_id, req.wait_ms,
+                                  lambda: (lambda r: r if r["threads"] else None)(bridge.store.read(read)))
+    if refusal is not None:
+        return {**result, "wait": refusal}
     return arrived or result
