@@ -35,17 +35,25 @@ _DUE = ("workspace_id = ? AND (status IN ('queued', 'resume', 'spawn') AND next_
         " OR status = 'awaiting_ack') AND (lease_until IS NULL OR lease_until <= ?)")
 
 
-def any_due(conn: apsw.Connection, workspace_id: str, now: int) -> bool:
+def _skipping(skip: set[str] | None) -> tuple[str, tuple[str, ...]]:
+    ids = tuple(sorted(skip or ()))
+    return (f" AND trigger_id NOT IN ({', '.join('?' * len(ids))})" if ids else ""), ids
+
+
+def any_due(conn: apsw.Connection, workspace_id: str, now: int, skip: set[str] | None = None) -> bool:
     """True when claim_due would find a job (a read: most ticks have nothing to claim and need no write)."""
-    return scalar(conn, f"SELECT 1 FROM trigger_jobs WHERE {_DUE} LIMIT 1", (workspace_id, now, now)) is not None
+    extra, ids = _skipping(skip)
+    return scalar(conn, f"SELECT 1 FROM trigger_jobs WHERE {_DUE}{extra} LIMIT 1",
+                  (workspace_id, now, now, *ids)) is not None
 
 
 def claim_due(conn: apsw.Connection, workspace_id: str, now: int, lease_ms: int, token: str,
-              limit: int) -> list[dict[str, Any]]:
-    """Lease due, unleased (or lease-expired) jobs to `token`; return them. Jobs awaiting an ack are always due:
-    checking one is two indexed reads, and a tick nudged by an ack must see it at once."""
-    due = rows(conn, f"SELECT trigger_id FROM trigger_jobs WHERE {_DUE} ORDER BY next_attempt_at LIMIT ?",
-               (workspace_id, now, now, limit))
+              limit: int, skip: set[str] | None = None) -> list[dict[str, Any]]:
+    """Lease due, unleased (or lease-expired) jobs, except those in `skip`, to `token`; return them. Jobs awaiting
+    an ack are always due: checking one is two indexed reads, and a tick nudged by an ack must see it at once."""
+    extra, ids = _skipping(skip)
+    due = rows(conn, f"SELECT trigger_id FROM trigger_jobs WHERE {_DUE}{extra} ORDER BY next_attempt_at LIMIT ?",
+               (workspace_id, now, now, *ids, limit))
     claimed = []
     for row in due:
         conn.execute("UPDATE trigger_jobs SET claim_token = ?, lease_until = ? WHERE trigger_id = ?",

@@ -38,7 +38,9 @@ from bridge.worker.tmux import Tmux, TmuxError
 log = logging.getLogger("bridge.worker")
 WORKER = Call(Principal(agent_id="bridge:worker", workspace_id="-", role="worker", session_id="worker"))
 ACK_RECHECK_MS = 200
+BUSY_RECHECK_MS = 500  # a job whose agent has a command running looks again this much later
 CLAIM_BATCH = 16
+MAX_JOBS_PER_TICK = 256  # then the loop beats, reconciles and auto-wakes before it takes more
 TICK_GAP = 0.01  # seconds between nudged ticks, so a burst of posts costs one tick, not one per post
 
 
@@ -71,6 +73,9 @@ class Supervisor:
         self._stopping: threading.Event | None = None  # run()'s stop event: cuts a running fallback command short
         self._last_reconcile = 0
         self._last_tick = 0.0
+        self.overlap = False  # run() sets it: resume commands then run beside the loop, not inside a tick
+        self._commands: dict[str, threading.Thread] = {}  # target agent id -> its command running in the background
+        self._commands_lock = threading.Lock()
         bridge.events.subscribe(self._on_event)
 
     def _on_event(self, name: str, fields: dict[str, Any]) -> None:
@@ -82,6 +87,7 @@ class Supervisor:
         """Tick until `stop` is set (signal handlers only set it)."""
         log.info("worker started", extra={"event": "worker_started"})
         self._stopping = stop
+        self.overlap = True
         while not stop.is_set():
             time.sleep(max(0.0, TICK_GAP - (time.monotonic() - self._last_tick)))  # a burst of posts: one tick
             self._last_tick = time.monotonic()
@@ -93,6 +99,8 @@ class Supervisor:
                 break
             self.nudge.wait(self._next_wait())
             self.nudge.clear()
+        for thread in self._background():  # their commands see `stop` and end within a poll interval
+            thread.join(timeout=15)
         log.info("worker stopped", extra={"event": "worker_stopped"})
 
     def _next_wait(self) -> float:
@@ -102,28 +110,53 @@ class Supervisor:
         return min(max(wait, 0.005), self.settings.worker_poll)
 
     def tick(self, now: int | None = None) -> TickReport:
-        """One pass: heartbeat, reconcile panes, enqueue automatic wakes, advance every due job."""
-        now = self.bridge.clock() if now is None else now
+        """One pass: heartbeat, reconcile panes, enqueue automatic wakes, advance every due job once.
+
+        `now` fixes the clock for the whole tick (tests); otherwise every job is judged at its own fresh time. Jobs
+        are claimed a few at a time, only as many as one lease covers even if every step took its worst case, and
+        each step re-takes its claim right before it types, starts or runs anything (`_hold_claim`): a job another
+        worker reclaimed meanwhile is never acted on twice."""
+        fixed = now
+        now = self.bridge.clock() if fixed is None else fixed
         report = TickReport()
         self._beat(now)
         if now - self._last_reconcile >= self.settings.worker_poll * 1000:  # not on every nudge: probes cost
             self._last_reconcile = now
             report.offline = self._reconcile(now)
         report.woken = self._auto_wake(now)
-        token = f"{self.worker_id}-{secrets.token_hex(6)}"
-        jobs = []
-        if self.bridge.store.read(lambda c: trigger_store.any_due(c, self.bridge.workspace, now)):
-            jobs = self.bridge.store.write(lambda c: trigger_store.claim_due(
-                c, self.bridge.workspace, now, int(self.settings.worker_lease * 1000), token, CLAIM_BATCH))
-        for job in jobs:
-            try:
-                report.processed.append((job["trigger_id"], self.process(job, token, now)))
-            except StaleClaim:
-                log.warning("late result refused", extra={"event": "stale_claim", "trigger_id": job["trigger_id"]})
+        seen: set[str] = set()
+        while len(seen) < MAX_JOBS_PER_TICK:
+            claim_at = self.bridge.clock() if fixed is None else fixed
+            token, jobs = self._claim(claim_at, seen)
+            if not jobs:
+                break
+            for job in jobs:
+                seen.add(job["trigger_id"])
+                job_now = self.bridge.clock() if fixed is None else fixed
+                try:
+                    report.processed.append((job["trigger_id"], self.process(job, token, job_now)))
+                except StaleClaim:
+                    log.warning("late result refused", extra={"event": "stale_claim",
+                                                              "trigger_id": job["trigger_id"]})
         if any(status in wake.TERMINAL for _, status in report.processed):
             self.nudge.set()  # a finished wake may leave a message it did not cover: look again at once
         self.bridge.events.emit("worker_tick", at=self.wall())
         return report
+
+    def _claim(self, now: int, skip: set[str]) -> tuple[str, list[dict[str, Any]]]:
+        """Lease the next due jobs (not those in `skip`) under a fresh claim token."""
+        token = f"{self.worker_id}-{secrets.token_hex(6)}"
+        workspace = self.bridge.workspace
+        if not self.bridge.store.read(lambda c: trigger_store.any_due(c, workspace, now, skip)):
+            return token, []
+        return token, self.bridge.store.write(lambda c: trigger_store.claim_due(
+            c, workspace, now, int(self.settings.worker_lease * 1000), token, self._claim_limit(), skip))
+
+    def _claim_limit(self) -> int:
+        """How many jobs one lease covers if every step took its worst case: three tmux calls at their timeout
+        plus the Enter delay (a resume or spawn re-takes its claim for the command's own timeout)."""
+        worst = 3 * self.tmux.timeout + self.settings.enter_delay
+        return max(1, min(CLAIM_BATCH, int(self.settings.worker_lease // worst)))
 
     def _beat(self, now: int) -> None:
         if now - self._last_beat >= 1000:
@@ -200,22 +233,70 @@ class Supervisor:
             session = self._session(job["target_agent_id"])
             if session is not None and session["paused"]:
                 return self._defer(job, token, now, wake.RUNTIME_PAUSED, self.settings.defer_recheck * 1000)
+        if self._busy(job["target_agent_id"]):  # one thing at a time per agent: its command is still running
+            return self._update(job, token, now, {"next_attempt_at": now + BUSY_RECHECK_MS})
+        deferred = self._storm_guard(job, token, now)
+        if deferred is not None:
+            return deferred
+        if job["status"] == "resume" and self.overlap:
+            return self._in_background(job, self._resume, token, now)
         step = {"queued": self._deliver, "resume": self._resume, "spawn": self._spawn}[job["status"]]
         return step(job, token, now)
+
+    def _storm_guard(self, job: dict[str, Any], token: str, now: int) -> str | None:
+        """At most `trigger_rate_per_min` attempts per (thread, agent) a minute, whatever the step (typing, resume,
+        spawn): the excess waits until the window has room (TRIGGER_RATE_LIMITED). None when there is room."""
+        rate = self.settings.trigger_rate_per_min
+        if not rate:
+            return None
+        window_start = now - 60_000
+        thread_id, agent_id = job["thread_id"], job["target_agent_id"]
+        used = self.bridge.store.read(lambda c: trigger_store.recent_attempt_count(c, thread_id, agent_id,
+                                                                                   window_start))
+        if used < rate:
+            return None
+        oldest = self.bridge.store.read(lambda c: trigger_store.oldest_attempt_since(
+            c, thread_id, agent_id, window_start)) or now
+        return self._defer(job, token, now, wake.TRIGGER_RATE_LIMITED, oldest + 60_000 - now + 1)
+
+    def _busy(self, agent_id: str) -> bool:
+        with self._commands_lock:
+            return agent_id in self._commands
+
+    def _background(self) -> list[threading.Thread]:
+        with self._commands_lock:
+            return list(self._commands.values())
+
+    def _in_background(self, job: dict[str, Any], step: Callable[[dict[str, Any], str, int], str], token: str,
+                       now: int) -> str:
+        """Run a slow step (a resume command: up to its timeout) on its own thread, so acks, wakes and other
+        agents' jobs keep moving; the job stays claimed (its lease covers the command) and this agent's other
+        jobs wait until it ends."""
+        agent_id = job["target_agent_id"]
+
+        def work() -> None:
+            try:
+                step(job, token, now)
+            except StaleClaim:
+                log.warning("late result refused", extra={"event": "stale_claim", "trigger_id": job["trigger_id"]})
+            except Exception:
+                log.exception("background step failed", extra={"event": "worker_step_failed",
+                                                              "trigger_id": job["trigger_id"]})
+            finally:
+                with self._commands_lock:
+                    self._commands.pop(agent_id, None)
+                self.nudge.set()
+
+        thread = threading.Thread(target=work, name=f"bridge-{job['status']}-{job['trigger_id']}", daemon=True)
+        with self._commands_lock:
+            self._commands[agent_id] = thread
+        thread.start()
+        return job["status"]
 
     def _session(self, agent_id: str) -> dict[str, Any] | None:
         return self.bridge.store.read(lambda c: control_store.get_session(c, self.bridge.workspace, agent_id))
 
     def _deliver(self, job: dict[str, Any], token: str, now: int) -> str:
-        rate = self.settings.trigger_rate_per_min
-        if rate:
-            window_start = now - 60_000
-            used = self.bridge.store.read(lambda c: trigger_store.recent_attempt_count(
-                c, job["thread_id"], job["target_agent_id"], window_start))
-            if used >= rate:
-                oldest = self.bridge.store.read(lambda c: trigger_store.oldest_attempt_since(
-                    c, job["thread_id"], job["target_agent_id"], window_start)) or now
-                return self._defer(job, token, now, wake.TRIGGER_RATE_LIMITED, oldest + 60_000 - now + 1)
         session = self._session(job["target_agent_id"])
         if session is not None and session["paused"]:
             return self._defer(job, token, now, wake.RUNTIME_PAUSED, self.settings.defer_recheck * 1000)
@@ -239,8 +320,9 @@ class Supervisor:
                                    deferred_since=since)
         cursor = self.bridge.store.read(lambda c: message_store.get_cursor(c, job["thread_id"],
                                                                            job["target_agent_id"]))
-        typed_at = self.bridge.clock()
         plan = AgentPlan.of(session)
+        self._hold_claim(job, token, 0)
+        typed_at = self.bridge.clock()
         try:
             self.tmux.type_line(pane.pane_id, wake.envelope(job["trigger_id"], job["thread_id"], job["reason"],
                                                             job["prompt"]),
@@ -307,7 +389,7 @@ class Supervisor:
         return self._update(job, token, now, {
             "next_attempt_at": now + int(delay_ms), "defer_reason": code,
             "deferred_since": deferred_since if deferred_since is not None else job["deferred_since"]},
-            attempt=("tmux", "deferred", code, None) if first else None,  # one row per deferral, not per re-check
+            attempt=(_stage(job), "deferred", code, None) if first else None,  # one row per deferral, not re-check
             audit_reason=code if first else None)
 
     def _resume(self, job: dict[str, Any], token: str, now: int) -> str:
@@ -327,7 +409,7 @@ class Supervisor:
         if not template:
             return self._to_spawn(job, token, now, wake.RESUME_FAILED,
                                   f"no resume command for runtime {session['runtime_kind']!r}")
-        self._extend_lease(job, token, now)
+        self._hold_claim(job, token, self.settings.command_timeout)
         argv = render(template, self._values(job, session["session_id"], job["prompt"]))
         baseline = self.bridge.store.read(lambda c: message_store.get_cursor(c, job["thread_id"],
                                                                              job["target_agent_id"]))
@@ -373,11 +455,11 @@ class Supervisor:
         argv = render(template, self._values(job, session_id, prompt))
         if plan is not None:  # the pane gets exactly the agent's environment, not the tmux server's
             argv = isolated(argv, self._command_env(job, session))
-        self._extend_lease(job, token, now)
         baseline = self.bridge.store.read(lambda c: message_store.get_cursor(c, job["thread_id"],
                                                                              job["target_agent_id"]))
-        started = self.bridge.clock()
         cwd = session["cwd"] if session else None
+        self._hold_claim(job, token, 0)
+        started = self.bridge.clock()
         try:
             pane_id = self.tmux.new_window(self.settings.workspace_tmux_session, job["target_agent_id"], argv,
                                            cwd=cwd, env=None if plan else self._command_env(job, session))
@@ -452,8 +534,11 @@ class Supervisor:
         found = self.bridge.store.query(lambda c: message_store.created_at(c, job["thread_id"], job["trigger_seq"]))
         return job["created_at"] if found is None else found
 
-    def _extend_lease(self, job: dict[str, Any], token: str, now: int) -> None:
-        until = now + int((self.settings.command_timeout + self.settings.worker_lease) * 1000)
+    def _hold_claim(self, job: dict[str, Any], token: str, command_s: float) -> None:
+        """Right before a side effect (typing, starting a window, running a command): push the lease a full lease
+        (plus the command's own timeout) past now, or raise StaleClaim when another worker has taken the job over
+        meanwhile (this worker's claim lapsed while it was busy elsewhere). Nothing is typed or run twice."""
+        until = self.bridge.clock() + int((command_s + self.settings.worker_lease) * 1000)
 
         def work(conn: apsw.Connection) -> None:
             if not trigger_store.extend_lease(conn, job["trigger_id"], token, until):
@@ -496,8 +581,13 @@ class Supervisor:
                 *, stage: str | None = None, extra: dict[str, Any] | None = None) -> str:
         changes = {"status": status, "result_code": code, "last_error": detail if status == "failed" else None,
                    "finished_at": now, **(extra or {})}
-        stage = stage or {"queued": "tmux", "awaiting_ack": "tmux"}.get(job["status"], job["status"])
-        return self._update(job, token, now, changes, attempt=(stage, status, code, detail), audit_reason=code)
+        return self._update(job, token, now, changes, attempt=(stage or _stage(job), status, code, detail),
+                            audit_reason=code)
+
+
+def _stage(job: dict[str, Any]) -> str:
+    """The attempt stage of a job's current step: tmux delivery (queued, awaiting its ack), resume or spawn."""
+    return {"queued": "tmux", "awaiting_ack": "tmux"}.get(job["status"], job["status"])
 
 
 def _spawned_session_id(kind: str, plan: AgentPlan | None, template: list[str], trigger_id: str) -> str:
