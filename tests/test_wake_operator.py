@@ -233,6 +233,23 @@ def test_operator_commands_exit_codes(wake_stack):
     assert {r["reason"] for r in refused} >= {"THREAD_CLOSED"}
 
 
+def test_runtime_launch_of_a_command_that_exits_at_once_is_a_typed_error_with_an_audit_row(wake_stack):
+    stack = wake_stack()
+    result = bridge(stack, "runtime", "launch", "--agent-id", "quitter", "--kind", "generic", "--tmux-socket",
+                    stack.tmux.socket_name, "--json", "--", "sh", "-c", "echo no config here; exit 7")
+    assert result.exit_code == 4, result.output
+    error = json.loads(result.stderr)["error"]
+    assert (error["code"], error["details"]["reason"]) == ("UNAVAILABLE", "runtime_exited")
+    assert error["details"]["exit_status"] in (7, -1)  # -1: tmux 3.3 saw the pane end but recorded no status
+    assert "no config here" in error["details"]["output"]
+    assert "Traceback" not in result.output
+    assert stack.session("quitter") is None  # nothing registered
+    assert not stack.tmux.has_session("bridge-default")  # and no dead window left behind (it was the only one)
+    [row] = audit_rows(stack, "runtime_launch")
+    assert (row["outcome"], row["reason"], row["details"]["exit_status"]) == \
+        ("failed", "runtime_exited", error["details"]["exit_status"])
+
+
 # ----------------------------------------------------------------------------------------------------- observability
 def test_trigger_metrics_and_worker_heartbeat_in_health(wake_stack):
     stack = wake_stack()

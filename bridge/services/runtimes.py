@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import apsw
 
 from bridge.agents.base import AgentPlan
 from bridge.domain import wake
 from bridge.domain.identifiers import iso
-from bridge.errors import NotFound
+from bridge.errors import NotFound, Unavailable
 from bridge.services.core import Bridge, Call, Pending, audit, audited_write
 from bridge.store import control as control_store
 from bridge.worker.runtimes import command_env, isolated
-from bridge.worker.tmux import Tmux
+from bridge.worker.tmux import Tmux, TmuxError
+
+LAUNCH_SETTLE_S = 1.0  # a command that ends this soon after launch did not start: reported, not registered
 
 
 def runtime_view(session: dict[str, Any], now: int, stale_after: float) -> dict[str, Any]:
@@ -62,10 +65,19 @@ def launch(bridge: Bridge, call: Call, tmux: Tmux, *, agent_id: str, kind: str, 
     session_name = tmux_session or bridge.settings.workspace_tmux_session
     context = {"BRIDGE_URL": url or bridge.settings.url, "BRIDGE_AGENT_ID": agent_id,
                "BRIDGE_WORKSPACE": bridge.workspace}
-    if profile is None:
-        pane_id = tmux.new_window(session_name, agent_id, list(argv), cwd=cwd, env=context)
-    else:
-        pane_id = tmux.new_window(session_name, agent_id, isolated(argv, command_env(profile.env, context)), cwd=cwd)
+    try:
+        if profile is None:
+            pane_id = tmux.new_window(session_name, agent_id, list(argv), cwd=cwd, env=context)
+        else:
+            pane_id = tmux.new_window(session_name, agent_id, isolated(argv, command_env(profile.env, context)),
+                                      cwd=cwd)
+        exited = _exit_at_once(tmux, pane_id)
+    except TmuxError as exc:
+        _refuse_launch(bridge, call, agent_id, argv, "tmux_error", str(exc), {})
+    if exited is not None:
+        status, output = exited
+        _refuse_launch(bridge, call, agent_id, argv, "runtime_exited", f"the command exited at once (status {status})",
+                       {"exit_status": status, "output": output})
 
     def work(conn: apsw.Connection, pending: Pending) -> dict[str, Any]:
         control_store.upsert_session(conn, {
@@ -79,6 +91,29 @@ def launch(bridge: Bridge, call: Call, tmux: Tmux, *, agent_id: str, kind: str, 
         return {"agent_id": agent_id, "tmux_target": pane_id, "tmux_session": session_name, "session_id": session_id}
 
     return audited_write(bridge, call, "runtime_launch", None, work)
+
+
+def _exit_at_once(tmux: Tmux, pane_id: str) -> tuple[int, str] | None:
+    """(exit status, last output) when the command ended within LAUNCH_SETTLE_S (its dead pane is removed), else
+    None: a launch that cannot even start is reported to the operator, not registered."""
+    deadline = time.monotonic() + LAUNCH_SETTLE_S
+    ended = None
+    while time.monotonic() < deadline and (ended is None or ended < 0):  # -1: ended, status not (yet) recorded
+        ended = tmux.exit_status(pane_id)
+        time.sleep(0.05)
+    if ended is None:
+        return None
+    output = "\n".join([line for line in tmux.capture(pane_id).splitlines() if line.strip()][-10:])
+    tmux.kill_pane(pane_id)
+    return ended, output
+
+
+def _refuse_launch(bridge: Bridge, call: Call, agent_id: str, argv: Sequence[str], reason: str, message: str,
+                   details: dict[str, Any]) -> NoReturn:
+    """Audit a launch that did not start, then raise it (typed, with the command's own words)."""
+    bridge.store.write(lambda conn: audit(conn, bridge, call, "runtime_launch", outcome="failed", reason=reason,
+                                          details={"agent_id": agent_id, "argv": list(argv), **details}))
+    raise Unavailable(message, {"reason": reason, "agent_id": agent_id, **details})
 
 
 def stop(bridge: Bridge, call: Call, tmux: Tmux, agent_id: str, reason: str) -> dict[str, Any]:

@@ -124,18 +124,48 @@ class Tmux:
 
     def new_window(self, session: str, window_name: str, argv: Sequence[str], *, cwd: str | None = None,
                    env: Mapping[str, str] | None = None) -> str:
-        """Start `argv` (no shell) in a new window of `session` (created if needed); return its pane target."""
+        """Start `argv` (no shell) in a new window of `session` (created if needed); return its pane target.
+
+        The pane's command first waits on a tmux channel (`wait-for`) until `remain-on-exit` is set, then execs
+        `argv`: a command that exits at once leaves a dead pane to inspect, never a vanished target."""
+        channel = f"bridge-start-{secrets.token_hex(6)}"
+        held = ["sh", "-c", f'"{self.binary()}" wait-for {channel} && exec "$@"', "sh", *argv]
         options = [*(["-c", cwd] if cwd else []), *[a for k, v in (env or {}).items() for a in ("-e", f"{k}={v}")]]
         fmt = "#{pane_id}"
         if self.has_session(session):
             out = self.run("new-window", "-d", "-P", "-F", fmt, "-t", f"={session}:", "-n", window_name, *options,
-                           "--", *argv)
+                           "--", *held)
         else:
             out = self.run("new-session", "-d", "-P", "-F", fmt, "-s", session, "-n", window_name,
-                           "-x", "200", "-y", "50", *options, "--", *argv)
+                           "-x", "200", "-y", "50", *options, "--", *held)
         pane_id = out.strip()
-        self.run("set-option", "-w", "-t", pane_id, "remain-on-exit", "on")
+        try:
+            self.run("set-option", "-w", "-t", pane_id, "remain-on-exit", "on", ";", "wait-for", "-S", channel)
+        except TmuxError:
+            with contextlib.suppress(TmuxError):
+                self.kill_pane(pane_id)
+            raise
         return pane_id
+
+    @staticmethod
+    def binary() -> str:
+        """The tmux executable's path (a pane's own PATH may not have it)."""
+        return shutil.which("tmux") or "tmux"
+
+    def exit_status(self, target: str) -> int | None:
+        """How a pane's command ended: its exit status, or 128 + the signal that killed it, or -1 when tmux saw it
+        end but recorded neither (tmux 3.3 sometimes does not); None while it runs or when the pane is gone."""
+        try:
+            out = self.run("display-message", "-p", "-t", target,
+                           "#{pane_dead}\t#{pane_dead_status}\t#{pane_dead_signal}").strip()
+        except TmuxError:
+            return None
+        dead, status, signal = ([*out.split("\t"), "", ""])[:3]
+        if dead != "1":
+            return None
+        if status.isdigit():
+            return int(status)
+        return 128 + int(signal) if signal.isdigit() else -1
 
     def kill_pane(self, target: str) -> None:
         """Kill a pane (its window goes with it when it was the last pane)."""
