@@ -1,4 +1,4 @@
-"""Token buckets for per-agent write quotas and rate-limited audit of refusals."""
+"""Token buckets for per-agent write quotas, and the per-actor limit on audit rows of refusals."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 
 class TokenBuckets:
@@ -40,3 +41,44 @@ class TokenBuckets:
     def retry_after_header(wait: float) -> int:
         """A `Retry-After` value in whole seconds (at least 1)."""
         return max(1, math.ceil(wait))
+
+
+REFUSAL_AUDITS_PER_MIN = 60  # audit rows of refusals per actor and minute, after a burst of
+REFUSAL_AUDIT_BURST = 20
+
+
+def refusal_key(agent_id: str | None, address: str | None) -> str:
+    """Whom a refusal is charged to: the verified agent when there is one, else the client address (a loopback
+    address included: it is trusted no more than any other)."""
+    return f"agent:{agent_id}" if agent_id is not None else f"address:{address or 'unknown'}"
+
+
+@dataclass(frozen=True)
+class Admission:
+    """Whether to write this refusal's audit row, and how many refusals of the same actor went unaudited since
+    its previous audited one (to be reported with it)."""
+
+    audit: bool
+    suppressed_before: int = 0
+
+
+class RefusalAuditLimiter:
+    """Audit rows of refusals per actor key: a burst, then a steady rate, so a flood cannot grow the audit table
+    without bound and one actor's flood never silences another's. What it holds back is counted per key."""
+
+    def __init__(self, per_minute: int = REFUSAL_AUDITS_PER_MIN, burst: int = REFUSAL_AUDIT_BURST,
+                 clock: Callable[[], float] = time.monotonic, max_keys: int = 10_000):
+        self._buckets = TokenBuckets(per_minute, burst, clock, max_keys)
+        self._suppressed: dict[str, int] = {}
+        self._max_keys = max_keys
+        self._lock = threading.Lock()
+
+    def admit(self, key: str) -> Admission:
+        """Take the actor's next audit slot, or count the refusal as suppressed."""
+        with self._lock:
+            if self._buckets.take(key) > 0:
+                if len(self._suppressed) >= self._max_keys and key not in self._suppressed:
+                    self._suppressed.clear()  # bounded memory: the suppression metric still counted every one
+                self._suppressed[key] = self._suppressed.get(key, 0) + 1
+                return Admission(audit=False)
+            return Admission(audit=True, suppressed_before=self._suppressed.pop(key, 0))

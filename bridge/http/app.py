@@ -23,7 +23,7 @@ from bridge.auth.tokens import TokenVerifier
 from bridge.domain.authz import Principal
 from bridge.domain.identifiers import iso
 from bridge.domain.jsonparse import parse_json
-from bridge.domain.ratelimit import TokenBuckets
+from bridge.domain.ratelimit import refusal_key
 from bridge.errors import (
     BridgeError,
     Internal,
@@ -42,7 +42,7 @@ from bridge.http.metrics import Metrics
 from bridge.http.openapi import build_openapi
 from bridge.services.commands import COMMANDS, Command
 from bridge.services.control import freeze_state
-from bridge.services.core import Bridge, Call, audit
+from bridge.services.core import Bridge, Call, audit_refusal
 from bridge.store import control as control_store
 from bridge.store.migrate import latest_version
 
@@ -59,7 +59,6 @@ class Api:
     def __init__(self, bridge: Bridge, verifier: TokenVerifier, metrics: Metrics, bind_host: str):
         self.bridge, self.verifier, self.metrics = bridge, verifier, metrics
         self.bind_host = bind_host  # where the server listens: a loopback bind makes /mcp check the Host header
-        self.auth_audit = TokenBuckets(per_minute=60, burst=20)
         self.openapi = to_json(build_openapi())
 
     # ------------------------------------------------------------------------------------------- commands
@@ -172,18 +171,13 @@ class Api:
 
     def _audit_refusal(self, command: Command | None, principal: Principal | None, request_id: str,
                        error: BridgeError, thread_id: str | None, operation: str | None = None) -> None:
-        """Audit a 401/403, rate-limited so a flood cannot grow the audit table without bound."""
-        if self.auth_audit.take("refusals") > 0:
-            return
+        """Audit a 401/403, charged to the verified agent or else to the client address (`audit_refusal`)."""
+        address = bottle.request.environ.get("REMOTE_ADDR")
         actor = principal or Principal(agent_id=str(error.details.get("agent_id", "anonymous")),
                                        workspace_id=self.bridge.workspace, role="unauthenticated", session_id="-")
-        try:
-            self.bridge.store.write(lambda conn: audit(
-                conn, self.bridge, Call(actor, request_id), operation or (command.name if command else "unknown"),
-                thread_id=thread_id, outcome="refused", reason=error.code,
-                details={"reason": error.details.get("reason"), "message": error.message}))
-        except BridgeError:
-            log.warning("could not audit a refusal", extra={"event": "audit_failed", "request_id": request_id})
+        audit_refusal(self.bridge, Call(actor, request_id), operation or (command.name if command else "unknown"),
+                      error, key=refusal_key(principal.agent_id if principal else None, address),
+                      thread_id=thread_id)
 
     def _error(self, error: BridgeError) -> bytes:
         environ = bottle.request.environ

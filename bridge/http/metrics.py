@@ -83,6 +83,10 @@ class Metrics:
                                   registry=r)
         self.auth_failures = Counter("bridge_auth_failures_total", "Refused credentials by reason.", ["reason"],
                                      registry=r)
+        self.refusal_audits_suppressed = Counter(
+            "bridge_refusal_audits_suppressed_total",
+            "Refusals (401/403, refused writes) not written to the audit trail because their actor exceeded its "
+            "audit rate, by what the actor is keyed by (agent or address).", ["actor"], registry=r)
         self.trigger_attempts = Counter("bridge_trigger_attempts_total", "Trigger attempts by result.", ["result"],
                                         registry=r)
         self.trigger_dispatch = Histogram("bridge_trigger_dispatch_seconds",
@@ -101,6 +105,8 @@ class Metrics:
             self.post_to_visible.observe(max(0.0, time.time() - _iso_seconds(fields["created_at"])))
         elif name == "escalation":
             self.escalations.labels(reason=reason_class(str(fields["reason"]))).inc()
+        elif name == "refusal_audit_suppressed":
+            self.refusal_audits_suppressed.labels(actor=fields["actor"]).inc()
         elif name == "loop_guard_trip":
             self.loop_guard.labels(kind=fields["kind"]).inc()
         elif name == "trigger_attempt":

@@ -11,7 +11,7 @@ import apsw
 
 from bridge.domain.authz import Op, Principal, check_workspace, require
 from bridge.domain.identifiers import now_ms
-from bridge.domain.ratelimit import TokenBuckets
+from bridge.domain.ratelimit import RefusalAuditLimiter, TokenBuckets, refusal_key
 from bridge.errors import BridgeError, NotFound, RateLimited, Unavailable
 from bridge.services.waits import WaitSlots
 from bridge.settings import Settings
@@ -64,6 +64,7 @@ class Bridge:
     clock: Callable[[], int] = now_ms
     quotas: TokenBuckets = field(init=False)
     waits: WaitSlots = field(init=False)
+    refusal_audits: RefusalAuditLimiter = field(default_factory=RefusalAuditLimiter)
 
     def __post_init__(self) -> None:
         self.quotas = TokenBuckets(self.settings.write_quota_per_min, self.settings.write_burst)
@@ -95,9 +96,39 @@ def audit(conn: apsw.Connection, bridge: Bridge, call: Call, operation: str, *, 
     })
 
 
+def audit_refusal(bridge: Bridge, call: Call, operation: str, error: BridgeError, *, key: str,
+                  thread_id: str | None = None, conn: apsw.Connection | None = None) -> None:
+    """Audit a refusal, rate-limited per actor (`key`, see `refusal_key`): the one rule for refusals raised inside
+    a service write and for the 401/403 the HTTP edge sees. A refusal beyond the actor's budget gets no row but is
+    counted (event `refusal_audit_suppressed`, a metric); the actor's next audited refusal comes with a
+    `refusals_suppressed` row saying how many were held back. With `conn`, the rows go into that transaction;
+    without, into a write of their own (none at all when suppressed)."""
+    error.audited = True
+    admission = bridge.refusal_audits.admit(key)
+    if not admission.audit:
+        bridge.events.emit("refusal_audit_suppressed", operation=operation, actor=key.split(":", 1)[0])
+        return
+
+    def rows(conn: apsw.Connection) -> None:
+        if admission.suppressed_before:
+            audit(conn, bridge, call, "refusals_suppressed", outcome="suppressed",
+                  details={"count": admission.suppressed_before, "actor_key": key})
+        audit(conn, bridge, call, operation, thread_id=thread_id, outcome="refused", reason=error.code,
+              details={"message": error.message, **error.details})
+
+    if conn is not None:
+        rows(conn)
+        return
+    try:
+        bridge.store.write(rows)
+    except BridgeError:
+        log.warning("could not audit a refusal", extra={"event": "audit_failed", "request_id": call.request_id})
+
+
 def audited_write(bridge: Bridge, call: Call, operation: str, thread_id: str | None,
                   work: Callable[[apsw.Connection, Pending], T]) -> T:
-    """Run a mutation in one write transaction; a refusal rolls the work back and is itself audited."""
+    """Run a mutation in one write transaction; a refusal rolls the work back and is itself audited (per-actor
+    rate limit: `audit_refusal`)."""
     def transaction(conn: apsw.Connection) -> tuple[T | None, Pending]:
         pending = Pending()
         try:
@@ -106,9 +137,8 @@ def audited_write(bridge: Bridge, call: Call, operation: str, thread_id: str | N
         except BridgeError as error:
             if isinstance(error, Unavailable | RateLimited):  # load shedding: counted by metrics, not audited
                 raise
-            error.audited = True
-            audit(conn, bridge, call, operation, thread_id=thread_id, outcome="refused", reason=error.code,
-                  details={"message": error.message, **error.details})
+            audit_refusal(bridge, call, operation, error, key=refusal_key(call.principal.agent_id, None),
+                          thread_id=thread_id, conn=conn)
             return None, Pending(error=error)
 
     result, pending = bridge.store.write(transaction)
