@@ -108,7 +108,9 @@ def get_escalation_owner(thread_id: str, db: str | None, workspace: str | None, 
 @db_options
 def unblock_thread(thread_id: str, reason: str, actor: str | None, db: str | None, workspace: str | None,
                    as_json: bool) -> None:
-    """Unblock a thread (the owner rule applies: be the owner or start the reason with human_override:)."""
+    """Unblock a blocked thread (the owner rule applies: be the owner or start the reason with human_override:).
+
+    Any other status is refused (exit 1, nothing changed, audited)."""
     run(db, workspace, as_json, lambda p, c, s: ops.unblock(p.bridge, c, thread_id, reason), actor=actor)
 
 

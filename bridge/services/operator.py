@@ -13,7 +13,7 @@ import apsw
 from bridge.domain.authz import Op
 from bridge.domain.identifiers import iso
 from bridge.domain.lifecycle import OVERRIDE_PREFIXES
-from bridge.errors import Conflict, Forbidden
+from bridge.errors import Conflict, Forbidden, InvalidThreadTransition
 from bridge.services.core import Bridge, Call, Pending, audit, audited_write, visible_thread
 from bridge.services.messages import message_view
 from bridge.services.threads import change_status, thread_view
@@ -61,9 +61,16 @@ def audit_trail(bridge: Bridge, *, thread_id: str | None, operation: str | None,
 
 
 def _status_change(bridge: Bridge, call: Call, operation: str, thread_id: str, target: str, reason: str,
-                   owner_agent_id: str | None = None) -> dict[str, Any]:
+                   owner_agent_id: str | None = None, *, only_from: str | None = None) -> dict[str, Any]:
+    """Change a thread's status as the operator; with `only_from`, a thread in any other status is refused
+    (INVALID_THREAD_TRANSITION, nothing changed, the refusal audited)."""
     def work(conn: apsw.Connection, pending: Pending) -> dict[str, Any]:
         thread = visible_thread(conn, call, thread_id, Op.MANAGE)
+        if only_from is not None and thread["status"] != only_from:
+            raise InvalidThreadTransition(
+                f"{operation} applies to a {only_from} thread; this one is {thread['status']}",
+                {"reason": f"not_{only_from}", "from_status": thread["status"], "to_status": target,
+                 "required_status": only_from})
         return change_status(conn, bridge, call, pending, thread, target, reason, owner_agent_id=owner_agent_id,
                              operation=operation)
 
@@ -76,8 +83,9 @@ def escalate(bridge: Bridge, call: Call, thread_id: str, reason: str, owner_agen
 
 
 def unblock(bridge: Bridge, call: Call, thread_id: str, reason: str) -> dict[str, Any]:
-    """blocked → active, under the owner rule."""
-    return _status_change(bridge, call, "unblock_thread", thread_id, "active", reason)
+    """blocked → active, under the owner rule; any other status is refused (use update_thread_status to reopen a
+    resolved thread)."""
+    return _status_change(bridge, call, "unblock_thread", thread_id, "active", reason, only_from="blocked")
 
 
 def override_close(bridge: Bridge, call: Call, thread_id: str, reason: str) -> dict[str, Any]:
