@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from bridge.domain.identifiers import iso
@@ -23,49 +24,68 @@ def _finding_id(message: dict[str, Any]) -> str | None:
     return None if value is None or isinstance(value, dict | list) else str(value)
 
 
-def open_items(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+class OpenItems:
+    """The open findings of a thread, computed incrementally from its events in ascending seq order.
+
+    A finding is closed by a later closing event that replies to it (`in_reply_to`) or carries its `finding_id`.
+    Both point backwards in time (a reply names an existing message; an id closes only earlier findings), so a
+    closing event settles the findings seen so far and nothing but the still-open findings is kept: a thread of
+    any length can be fed page by page."""
+
+    def __init__(self) -> None:
+        self._open: dict[str, dict[str, Any]] = {}  # message id -> item, in seq order
+        self._by_finding_id: dict[str, list[str]] = {}  # finding id -> message ids of its open findings
+
+    def add(self, event: dict[str, Any]) -> None:
+        """Take the next event (decoded metadata; seq greater than every event fed before)."""
+        if event["event_type"] == "finding_reported":
+            item = _item(event)
+            self._open[item["message_id"]] = item
+            if item["finding_id"] is not None:
+                self._by_finding_id.setdefault(item["finding_id"], []).append(item["message_id"])
+        elif event["event_type"] in CLOSING_EVENTS:
+            if event["in_reply_to"]:
+                self._open.pop(event["in_reply_to"], None)
+            finding_id = _finding_id(event)
+            for message_id in self._by_finding_id.pop(finding_id, []) if finding_id is not None else []:
+                self._open.pop(message_id, None)
+
+    def items(self) -> list[dict[str, Any]]:
+        """The findings still open, oldest first."""
+        return list(self._open.values())
+
+
+def _item(m: dict[str, Any]) -> dict[str, Any]:
+    meta = m["metadata"]
+    line = meta.get("line")
+    return {
+        "message_id": m["message_id"], "seq": m["seq"], "sender_agent_id": m["sender_agent_id"],
+        "finding_id": _finding_id(m),
+        "severity": meta.get("severity") if isinstance(meta.get("severity"), str) else None,
+        "file": meta.get("file") if isinstance(meta.get("file"), str) else None,
+        "line": line if isinstance(line, int) and not isinstance(line, bool) else None,
+        "title": first_line(m["body"]),
+    }
+
+
+def open_items(events: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """Findings reported and not later closed by a verifying/resolving event that points to them."""
-    findings = [m for m in events if m["event_type"] == "finding_reported"]
-    closed_ids: set[str] = set()
-    closed_finding_ids: dict[str, int] = {}  # finding id -> seq of its latest closing event
-    for m in events:
-        if m["event_type"] in CLOSING_EVENTS:
-            if m["in_reply_to"]:
-                closed_ids.add(m["in_reply_to"])
-            finding_id = _finding_id(m)
-            if finding_id is not None:
-                closed_finding_ids[finding_id] = max(m["seq"], closed_finding_ids.get(finding_id, 0))
-    items = []
-    for m in findings:
-        finding_id = _finding_id(m)
-        closed_later = finding_id is not None and closed_finding_ids.get(finding_id, 0) > m["seq"]
-        if m["message_id"] in closed_ids or closed_later:
-            continue
-        meta = m["metadata"]
-        line = meta.get("line")
-        items.append({
-            "message_id": m["message_id"], "seq": m["seq"], "sender_agent_id": m["sender_agent_id"],
-            "finding_id": finding_id,
-            "severity": meta.get("severity") if isinstance(meta.get("severity"), str) else None,
-            "file": meta.get("file") if isinstance(meta.get("file"), str) else None,
-            "line": line if isinstance(line, int) and not isinstance(line, bool) else None,
-            "title": first_line(m["body"]),
-        })
-    return items
+    accumulator = OpenItems()
+    for event in events:
+        accumulator.add(event)
+    return accumulator.items()
 
 
 def summarize(thread: dict[str, Any], participants: list[dict[str, Any]], counts: dict[str, Any],
-              events: list[dict[str, Any]], recent: list[dict[str, Any]],
+              items: list[dict[str, Any]], latest_fix: dict[str, Any] | None, recent: list[dict[str, Any]],
               escalation: dict[str, Any] | None) -> dict[str, Any]:
-    """Build the summary document of a thread from already-loaded rows."""
+    """Build the summary document of a thread from already-loaded rows and its open items."""
     by_sender = counts["by_sender"]
     people = [{
         "agent_id": p["agent_id"], "thread_role": p["thread_role"],
         "last_activity_at": iso(by_sender[p["agent_id"]]["last_at"]) if p["agent_id"] in by_sender else None,
         "messages": by_sender[p["agent_id"]]["n"] if p["agent_id"] in by_sender else 0,
     } for p in participants]
-    items = open_items(events)
-    fixes = [m for m in events if m["event_type"] == "fix_pushed"]
     total = sum(counts["by_kind"].values())
     lines = [
         f"Thread {thread['thread_id']}: \"{thread['title']}\" ({thread['type']}), status {thread['status']},"
@@ -76,8 +96,8 @@ def summarize(thread: dict[str, Any], participants: list[dict[str, Any]], counts
         "Messages by kind: " + (", ".join(f"{k}={v}" for k, v in sorted(counts["by_kind"].items())) or "none")
         + "; events: " + (", ".join(f"{k}={v}" for k, v in counts["by_event_type"].items()) or "none") + ".",
     ]
-    if fixes:
-        fix = fixes[-1]
+    if latest_fix is not None:
+        fix = latest_fix
         commit = fix["metadata"].get("commit")
         lines.append(f"Latest fix_pushed: seq {fix['seq']} by {fix['sender_agent_id']}"
                      + (f", commit {commit}" if isinstance(commit, str) else "") + f": {first_line(fix['body'])}")

@@ -19,7 +19,7 @@ from bridge.domain.models import (
     UpdateParticipantsInput,
     UpdateThreadStatusInput,
 )
-from bridge.domain.summary import summarize
+from bridge.domain.summary import CLOSING_EVENTS, OpenItems, summarize
 from bridge.errors import Conflict, Forbidden, IdempotencyConflict, InvalidArgument, ThreadClosed
 from bridge.services.core import (
     BRIDGE_SENDER,
@@ -35,7 +35,8 @@ from bridge.store import messages as message_store
 from bridge.store import threads as thread_store
 from bridge.store.rows import dumps, loads
 
-SUMMARY_EVENT_TYPES = ("finding_reported", "finding_verified", "finding_resolved", "resolved", "fix_pushed")
+OPEN_ITEM_EVENT_TYPES = ("finding_reported", *sorted(CLOSING_EVENTS))
+SUMMARY_PAGE = 1000  # events read at a time when computing the open items
 
 
 # ------------------------------------------------------------------------------------------------- views
@@ -59,12 +60,24 @@ def thread_view(conn: apsw.Connection, thread: dict[str, Any]) -> dict[str, Any]
 def build_summary(conn: apsw.Connection, thread: dict[str, Any], max_messages: int = 200) -> dict[str, Any]:
     """The §6 summary of a thread, read through `conn` (usable inside a write transaction)."""
     thread_id = thread["thread_id"]
-    events = [_decode(m) for m in message_store.read_range(
-        conn, thread_id, since_seq=0, limit=5000, kinds=["event"], from_agent_id=None, event_type=None)
-        if m["event_type"] in SUMMARY_EVENT_TYPES]
+    latest_fix = message_store.latest_event(conn, thread_id, "fix_pushed")
     recent = [_decode(m) for m in message_store.latest_messages(conn, thread_id, max_messages)]
     return summarize(thread, thread_store.participants(conn, thread_id), message_store.counts(conn, thread_id),
-                     events, recent, thread_store.open_escalation(conn, thread_id))
+                     _open_items(conn, thread_id), None if latest_fix is None else _decode(latest_fix), recent,
+                     thread_store.open_escalation(conn, thread_id))
+
+
+def _open_items(conn: apsw.Connection, thread_id: str) -> list[dict[str, Any]]:
+    """The open findings of the whole thread, read page by page (memory: one page plus the open findings)."""
+    items = OpenItems()
+    after = 0
+    while True:
+        page = message_store.events_page(conn, thread_id, OPEN_ITEM_EVENT_TYPES, after_seq=after, limit=SUMMARY_PAGE)
+        for event in page:
+            items.add(_decode(event))
+        if len(page) < SUMMARY_PAGE:
+            return items.items()
+        after = page[-1]["seq"]
 
 
 def _decode(message: dict[str, Any]) -> dict[str, Any]:

@@ -56,6 +56,20 @@ def read_range(conn: apsw.Connection, thread_id: str, *, since_seq: int, limit: 
                 (*params, limit))
 
 
+def events_page(conn: apsw.Connection, thread_id: str, event_types: tuple[str, ...], *, after_seq: int,
+                limit: int) -> list[dict[str, Any]]:
+    """The next `limit` events (kind `event`) of the given types with seq > after_seq, in ascending seq order."""
+    marks = ",".join("?" * len(event_types))
+    return rows(conn, f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE thread_id = ? AND seq > ? AND kind = 'event'"
+                      f" AND event_type IN ({marks}) ORDER BY seq LIMIT ?", (thread_id, after_seq, *event_types, limit))
+
+
+def latest_event(conn: apsw.Connection, thread_id: str, event_type: str) -> dict[str, Any] | None:
+    """The newest event (kind `event`) of a type on a thread, or None."""
+    return one(conn, f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE thread_id = ? AND kind = 'event'"
+                     " AND event_type = ? ORDER BY seq DESC LIMIT 1", (thread_id, event_type))
+
+
 def latest_messages(conn: apsw.Connection, thread_id: str, limit: int) -> list[dict[str, Any]]:
     """The newest `limit` messages of a thread, in ascending seq order."""
     found = rows(conn, f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE thread_id = ? ORDER BY seq DESC LIMIT ?",
