@@ -11,6 +11,7 @@ For scenario authors (`ops/reliability/<name>.py`, `run(scale, workdir) -> list[
     `bridge worker` and waits for its READY line. `rig.kill9(p)`, `rig.stop(p)`, `rig.pause(p)` (SIGSTOP) and
     `rig.cont(p)` (SIGCONT) act on one process by PID.
   - `rig.token(agent_id, role)` signs a real token with the database's own key (after the first `serve`).
+  - `rig.query(sql, params)` reads the database file directly (WAL: never blocks the servers).
   - `rig.tmux` is a private tmux server (`-L bridge-rel-<hex>`), passed to every process as BRIDGE_TMUX_SOCKET.
   - `rig.env` is the child environment: no inherited `BRIDGE_*`, the drills' FAST_TIMINGS, the private tmux
     socket, `BRIDGE_SYNCHRONOUS=FULL`, plus `env`. `NO_LIMITS` switches off the write quota, the loop guard and
@@ -120,6 +121,7 @@ class Rig:
         self.env.pop("TMUX", None)
         self.env.pop("TMUX_PANE", None)
         self._key: Any = None
+        self._conn: Any = None
 
     def __enter__(self) -> Rig:
         return self
@@ -207,6 +209,14 @@ class Rig:
                     os.kill(proc.pid, signal.SIGKILL)
         return proc.popen.wait(timeout=30)
 
+    def query(self, sql: str, params: Any = ()) -> list[tuple[Any, ...]]:
+        """Read the database file from this process (its own apsw connection: WAL readers never block writers)."""
+        if self._conn is None:
+            from bridge.store.db import connect
+
+            self._conn = connect(self.db)
+        return [tuple(row) for row in self._conn.execute(sql, params).fetchall()]
+
     # ------------------------------------------------------------------------------------------- tokens, tmux
     def token(self, agent_id: str, role: str = "participant", *, session_id: str | None = None,
               ttl: float = 3600) -> str:
@@ -241,6 +251,9 @@ class Rig:
     # ------------------------------------------------------------------------------------------- cleanup
     def close(self) -> None:
         """Stop every process by PID (newest first), then the tmux server and every pane process."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
         for proc in reversed(self.procs):
             with contextlib.suppress(Exception):
                 self.stop(proc)
