@@ -16,7 +16,7 @@ import click
 
 from ops.reliability import SCENARIOS, NotAvailable, load
 
-COLUMNS = (("area", 22), ("measure", 52), ("figure", 20), ("target", 14), ("verdict", 7))
+COLUMNS = (("area", 24), ("measure", 52), ("figure", 18), ("target", 18), ("verdict", 7))
 
 
 def run_scenario(name: str, scale: Any, root: Path) -> dict[str, Any]:
@@ -86,7 +86,7 @@ def format_table(report: dict[str, Any]) -> str:
             continue
         for raw in entry["figures"]:
             figure = Figure(**raw)
-            lines.append(_row(figure.area[:22], figure.measure[:52], figure.cell(), figure.target[:14],
+            lines.append(_row(figure.area[:24], figure.measure[:52], figure.cell(), figure.target[:18],
                               "PASS" if figure.passed else "FAIL"))
     notes = [(entry["name"], f) for entry in report["scenarios"] for f in entry["figures"] if f.get("note")]
     if notes:
