@@ -12,6 +12,7 @@ still starts (and shows what goes wrong without them). Every wait in these tests
 from __future__ import annotations
 
 import contextlib
+import re
 import socket
 import threading
 import time
@@ -24,6 +25,7 @@ import pytest
 import requests
 
 from bridge.auth.tokens import issue_token
+from bridge.errors import ConfigError
 from bridge.http.server import make_server, shutdown
 from bridge.settings import Settings
 from bridge.wiring import Parts, build
@@ -124,6 +126,22 @@ def assert_refused(body: dict[str, Any], reason: str) -> None:
     hint = body["wait"]
     assert hint["honoured"] is False and hint["reason"] == reason, body
     assert isinstance(hint["retry_after_ms"], int) and hint["retry_after_ms"] > 0, body
+
+
+# --------------------------------------------------------------------------------------------- settings
+def test_capacity_settings_default_relative_to_threads_and_are_validated(tmp_path):
+    db = str(tmp_path / "bridge.db")
+    defaults = Settings.load({"db": db, "threads": 32}, env={})
+    assert (defaults.long_poll_per_agent, defaults.long_poll_limit, defaults.request_read_timeout) == (4, 16, 10.0)
+    assert Settings.load({"db": db, "threads": 8}, env={}).long_poll_limit == 4
+    with pytest.raises(ConfigError) as refused:
+        Settings.load({"db": db, "threads": 32}, env={"BRIDGE_LONG_POLL_PER_AGENT": "0", "BRIDGE_LONG_POLL_TOTAL": "32",
+                                                     "BRIDGE_REQUEST_READ_TIMEOUT": "500ms"})
+    problems = refused.value.details["problems"]
+    assert len(problems) == 3, problems
+    assert any("long poll per agent" in p for p in problems)
+    assert any("long poll total" in p for p in problems)
+    assert any("request read timeout" in p for p in problems)
 
 
 # --------------------------------------------------------------------------------------------- long-poll caps
@@ -257,6 +275,9 @@ def test_a_crowd_of_header_tricklers_does_not_lock_out_a_normal_request(start_st
             health = requests.get(f"{stack.url}/health", timeout=BOUND)
             assert health.status_code == 200
             assert stack.post("exec", "got in")["seq"] > 0
+        metrics = requests.get(f"{stack.url}/metrics", timeout=BOUND).text
+        evicted = re.search(r'^bridge_connections_dropped_total\{reason="evicted"\} (\S+)$', metrics, re.MULTILINE)
+        assert evicted is not None and float(evicted.group(1)) >= 1, "the limit was never reached"
     finally:
         stop.set()
         for t in crowd:
