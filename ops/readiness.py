@@ -13,12 +13,17 @@ Rows (each one runs something and keeps what it observed):
 6. SLI thresholds: `run_sli` (its own stack) against SPEC §13.
 7-9. the seed's three accepted risks, each with the evidence that it no longer applies.
 
+Evidence comes from running things, never from reading test source: pytest runs here carry the `ops.pytest_evidence`
+plugin, which reports what was collected (with any skip or xfail mark), each test's outcome and every SQLite file
+the tests opened; commands are run and their exit codes and effects read.
+
 The decision is GO only when every row passes; the exit status is 0 on GO and 1 on NO-GO.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import re
@@ -42,17 +47,20 @@ from ops.stack import Stack, bridge_argv, clean_env, real_stack
 # The operator handoff of the seed, command by command.
 HANDOFF_COMMANDS = ("inspect-thread", "escalate-thread", "assign-escalation-owner", "reassign-escalation-owner",
                     "get-escalation-owner", "unblock-thread", "override-close-thread")
-SKIP_MARKERS = re.compile(r"pytest\.mark\.skip|pytest\.skip\(|importorskip|unittest\.skip|pytest\.mark\.xfail")
-# pytest suites per row for --with-tests (those present in tests/ are run).
+# pytest suites per row for --with-tests (those present are run).
 SUITES = {
-    "functional": ("test_smoke.py", "test_lifecycle.py", "test_messages.py", "test_wake_operator.py",
-                   "test_wake_delivery.py"),
-    "security": ("test_auth.py", "test_authz.py", "test_bad_input.py", "test_jwks_url.py"),
-    "signals": ("test_endpoints.py",),
-    "operator": ("test_operator_cli.py", "test_cli.py"),
+    "functional": ("tests/test_smoke.py", "tests/test_lifecycle.py", "tests/test_messages.py",
+                   "tests/test_wake_operator.py", "tests/test_wake_delivery.py"),
+    "security": ("tests/test_auth.py", "tests/test_authz.py", "tests/test_bad_input.py", "tests/test_jwks_url.py"),
+    "signals": ("tests/test_endpoints.py",),
+    "operator": ("tests/test_operator_cli.py", "tests/test_cli.py"),
 }
-DB_SUITES = ("test_store.py", "test_store_writer.py", "test_durability.py")  # run with --with-tests
-DB_SMOKE = ("test_store.py",)  # always run: proof that the database-backed suite runs here, now
+DB_SUITES = ("tests/test_store.py", "tests/test_store_writer.py", "tests/test_durability.py")  # with --with-tests
+DB_SMOKE = ("tests/test_store.py",)  # always run: proof that the database-backed suite runs here, now
+# The benchmark fixtures, run once each (no timing): they must run here, on database files with synchronous=FULL.
+BENCH_SMOKE = ("benchmarks/test_bench_messages.py::test_post_message_inprocess",
+               "benchmarks/test_bench_messages.py::test_read_messages_inprocess")
+SYNCHRONOUS_FULL = 2  # PRAGMA synchronous
 
 
 @dataclass
@@ -93,28 +101,55 @@ def run_bounded(argv: list[str], timeout: float, cwd: Path) -> tuple[int | None,
         return None, stdout, f"timed out after {timeout:g}s\n{stderr}"
 
 
-def run_pytest(files: tuple[str, ...], timeout: float = 900) -> dict[str, Any]:
-    """Run some test files in a subprocess; passed/failed/skipped counts from pytest's summary."""
+def run_pytest(targets: tuple[str, ...], workdir: Path, *, extra: tuple[str, ...] = (),
+               timeout: float = 900) -> dict[str, Any]:
+    """Run pytest on some files or node ids (relative to the project) in a subprocess with the evidence plugin and
+    its own `--basetemp` under `workdir`; the result is what the plugin saw (`ops.pytest_evidence`)."""
     root = project_root()
-    present = [f"tests/{f}" for f in files if (root / "tests" / f).is_file()]
-    result: dict[str, Any] = {"files": present, "missing": [f for f in files if f"tests/{f}" not in present]}
+    present = tuple(t for t in targets if (root / t.split("::")[0]).exists())
+    result: dict[str, Any] = {"targets": list(present), "missing": [t for t in targets if t not in present]}
     if not present:
         return {**result, "ok": False, "summary": "no test file found"}
-    argv = [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", *present]
+    workdir.mkdir(parents=True, exist_ok=True)
+    run_dir = Path(tempfile.mkdtemp(prefix="pytest-", dir=workdir))
+    evidence_file, basetemp = run_dir / "evidence.json", run_dir / "tmp"
+    argv = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "ops.pytest_evidence",
+            "--evidence-out", str(evidence_file), "--basetemp", str(basetemp), *extra, *present]
     started = time.monotonic()
     code, stdout, stderr = run_bounded(argv, timeout, root)
     tail = stdout.strip().splitlines()[-1] if stdout.strip() else stderr.strip()[-300:]
-    counts = {k: int(n) for n, k in re.findall(r"(\d+) (passed|failed|skipped|error|errors|xfailed|xpassed)", tail)}
-    ok = code == 0 and counts.get("passed", 0) > 0 and not counts.get("skipped")
+    try:
+        evidence = json.loads(evidence_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        evidence = {}
+    counts = evidence.get("counts", {})
+    not_passed = sorted(t for t, outcome in evidence.get("outcomes", {}).items() if outcome != "passed")
+    ok = code == 0 and counts.get("passed", 0) > 0 and not not_passed
     return {**result, "command": " ".join(["python", *argv[1:]]), "exit": code, "counts": counts,
-            "summary": tail, "seconds": round(time.monotonic() - started, 1), "ok": ok}
+            "not_passed": not_passed[:20], "collected": len(evidence.get("collected", [])),
+            "marked": evidence.get("marked", []), "collect_errors": evidence.get("collect_errors", []),
+            "collect_skips": evidence.get("collect_skips", []), "databases": evidence.get("databases", []),
+            "durability": evidence.get("durability", []), "basetemp": str(basetemp), "summary": tail,
+            "seconds": round(time.monotonic() - started, 1), "ok": ok}
+
+
+def as_fact(run: dict[str, Any]) -> dict[str, Any]:
+    """A pytest run for the report: the databases it opened as a count and a few paths, not hundreds."""
+    databases = run.get("databases", [])
+    return {**run, "databases": {"count": len(databases), "first": databases[:5]}}
+
+
+def outside(databases: list[str], basetemp: str) -> list[str]:
+    """The databases that were not files under the run's temporary directory ("" = in-memory or temporary)."""
+    return [d for d in databases if not d or not Path(d).is_relative_to(basetemp)]
 
 
 def _with_suites(ev: Evidence, key: str, options: Options) -> None:
     if options.with_tests and key in SUITES:
-        suites = run_pytest(SUITES[key])
-        ev.facts["tests"] = suites
-        ev.check(f"pytest {' '.join(suites['files'])}: all passed, none skipped", suites["ok"], suites["summary"])
+        suites = run_pytest(SUITES[key], options.workdir)
+        ev.facts["tests"] = as_fact(suites)
+        ev.check(f"pytest {' '.join(suites['targets'])}: all passed, none skipped", suites["ok"],
+                 {"summary": suites["summary"], "not_passed": suites.get("not_passed")})
 
 
 def _summary(ev: Evidence, good: str) -> str:
@@ -203,32 +238,39 @@ def row_sli(options: Options) -> tuple[Evidence, str, dict[str, Any] | None]:
 
 
 def row_risk_db_tests(options: Options, functional_db: dict[str, Any] | None) -> tuple[Evidence, str]:
-    """Risk 1 (DB integration suite skipped without Postgres): the store is SQLite, a file the tests always have."""
+    """Risk 1 (DB integration suite skipped without Postgres): the store is SQLite, a file the tests always have.
+
+    Evidence: pytest collects the whole suite and reports no skip/xfail mark and no module that skipped itself;
+    the database-backed suite runs here and now, every test passes (none skipped), and every database it opened was
+    a file under its own temporary directory (none in memory)."""
     ev = Evidence()
-    root = project_root()
-    tests = sorted((root / "tests").rglob("*.py"))
-    ev.check("tests/ is present", tests, str(root / "tests"))
-    markers = [f"{p.relative_to(root)}:{n}" for p in tests for n, line in enumerate(p.read_text().splitlines(), 1)
-               if SKIP_MARKERS.search(line)]
-    ev.check("no skip/xfail marker anywhere in tests/", not markers, markers[:10])
-    memory = [str(p.relative_to(root)) for p in tests if ":memory:" in p.read_text()]
-    ev.check("no in-memory database in tests/", not memory, memory)
-    conftest = (root / "tests" / "conftest.py").read_text() if (root / "tests" / "conftest.py").is_file() else ""
-    ev.check("fixtures build every bridge on a database file in tmp_path", 'tmp_path / "bridge.db"' in conftest,
-             "tests/conftest.py: settings/make_parts use tmp_path / 'bridge.db'")
-    suites = run_pytest(DB_SUITES if options.with_tests else DB_SMOKE)
-    ev.facts["tests"] = suites
-    ev.check(f"database-backed suite runs here and now: {' '.join(suites['files'])}", suites["ok"],
-             suites["summary"])
+    collected = run_pytest(("tests",), options.workdir, extra=("--collect-only",), timeout=300)
+    ev.facts["collection"] = {k: collected.get(k) for k in ("command", "exit", "collected", "marked",
+                                                             "collect_errors", "collect_skips", "seconds")}
+    ev.check("pytest collects tests/ without an error", collected.get("exit") == 0 and collected.get("collected", 0)
+             > 0 and not collected.get("collect_errors"), {"exit": collected.get("exit"),
+                                                           "errors": collected.get("collect_errors")})
+    skipping = collected.get("marked", []) + [{"module": m} for m in collected.get("collect_skips", [])]
+    ev.check("no collected test carries a skip/skipif/xfail mark, no module skips itself", not skipping,
+             skipping[:10])
+    suites = run_pytest(DB_SUITES if options.with_tests else DB_SMOKE, options.workdir)
+    ev.facts["tests"] = as_fact(suites)
+    ev.check(f"database-backed suite runs here and now: {' '.join(suites['targets'])}: all passed, none skipped",
+             suites["ok"], {"summary": suites["summary"], "not_passed": suites.get("not_passed")})
+    databases = suites.get("databases", [])
+    ev.check("every database the suite opened was a file in its temporary directory (none in memory)",
+             bool(databases) and not outside(databases, suites.get("basetemp", "")),
+             {"opened": len(databases), "elsewhere": outside(databases, suites.get("basetemp", ""))[:10]})
     if functional_db:
         ev.check("the pilot ran on a real SQLite file in WAL mode", functional_db.get("journal_mode") == "wal"
                  and functional_db.get("db_bytes", 0) > 0,
                  {k: functional_db.get(k) for k in ("db", "db_bytes", "journal_mode", "synchronous")})
-    return ev, (f"no skip marker or :memory: in {len(tests)} test files; {suites['summary']} "
-                f"({' '.join(suites['files'])}); the product has no optional database to be missing")
+    return ev, (f"pytest collected {collected.get('collected')} tests, none marked skip or xfail; "
+                f"{suites['summary']} ({' '.join(suites['targets'])}) on {len(databases)} database files; the "
+                f"product has no optional database to be missing")
 
 
-def row_risk_benchmark(sli_report: dict[str, Any] | None) -> tuple[Evidence, str]:
+def row_risk_benchmark(options: Options, sli_report: dict[str, Any] | None) -> tuple[Evidence, str]:
     """Risk 2 (SLI benchmark on an in-memory harness): the harness runs the real stack."""
     ev = Evidence()
     if not ev.check("the SLI harness ran", sli_report is not None, None):
@@ -245,16 +287,18 @@ def row_risk_benchmark(sli_report: dict[str, Any] | None) -> tuple[Evidence, str
              st["standins"])
     delivered = sli_report["wake_jobs"].get("delivered", 0)
     ev.check("wakes went through tmux and were acknowledged", delivered > 0, sli_report["wake_jobs"])
-    bench = project_root() / "benchmarks"
-    sli_bench = bench / "test_bench_sli.py"
-    ev.check("the pytest-benchmark suite measures the same harness",
-             sli_bench.is_file() and "run_sli" in sli_bench.read_text(), str(sli_bench))
-    conftest = bench / "conftest.py"
-    ev.check("benchmark fixtures assert synchronous=FULL on a file",
-             conftest.is_file() and 'synchronous"] == 2' in conftest.read_text(), str(conftest))
+    bench = run_pytest(BENCH_SMOKE, options.workdir, extra=("--benchmark-disable",), timeout=300)
+    ev.facts["benchmarks"] = as_fact(bench)
+    ev.check("the benchmark fixtures run here (once each, untimed): all passed", bench["ok"],
+             {"summary": bench["summary"], "not_passed": bench.get("not_passed")})
+    seen = bench.get("durability", [])
+    ev.check("the benchmarks ran on database files in WAL mode with synchronous=FULL",
+             bool(seen) and all(d["journal_mode"] == "wal" and d["synchronous"] == SYNCHRONOUS_FULL
+                                and not outside([d["database"]], bench.get("basetemp", "")) for d in seen), seen[:10])
     return ev, (f"SLI measured through `bridge serve` pid {st['server_pid']} on {st['url']}, {st['db_bytes']} B "
                 f"WAL file with FULL, worker heartbeat {st.get('worker_heartbeat_age_s')} s, "
-                f"{len(st['standins'])} stand-ins in tmux, {delivered} wake jobs delivered")
+                f"{len(st['standins'])} stand-ins in tmux, {delivered} wake jobs delivered; the benchmark fixtures "
+                f"ran on {len({d['database'] for d in seen})} WAL/FULL database files")
 
 
 _FENCE = re.compile(r"```.*?```", re.DOTALL)
@@ -269,27 +313,34 @@ def command_references(markdown: str) -> set[str]:
     return {match.strip() for text in code for match in _INVOCATION.findall(text)}
 
 
-def resolves(group: click.Group, words: str) -> bool:
-    """True when the words name a command path of the CLI (walking groups; arguments after a leaf are ignored)."""
-    command: click.Command = group
-    for word in words.split():
-        if not isinstance(command, click.Group):
-            return True
-        if word not in command.commands:
-            return False
-        command = command.commands[word]
-    return True
+def run_help(words: str) -> tuple[int, str]:
+    """Run `bridge <words> --help` in this process: (exit code, help text). A path that is not a command exits 2
+    (click's usage error); arguments after a command are accepted, as `--help` stops parsing there."""
+    from bridge.cli.main import cli
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+        try:
+            code = cli.main(args=[*words.split(), "--help"], prog_name="bridge", standalone_mode=False)
+        except click.ClickException as exc:
+            code = exc.exit_code
+    return int(code or 0), out.getvalue()
+
+
+def described(help_text: str) -> bool:
+    """True when a help text has a description between its usage line and its options."""
+    body = help_text.split("Options:", 1)[0].splitlines()[1:]
+    return any(line.strip() for line in body)
 
 
 def row_risk_operator(operator_row: Row | None) -> tuple[Evidence, str]:
     """Risk 3 (operator controls rely on manual command execution): each workflow is one guided command."""
-    from bridge.cli.main import cli
-
     ev = Evidence()
-    missing = [c for c in HANDOFF_COMMANDS if c not in cli.commands]
-    ev.check("every handoff command of the seed is a `bridge` command", not missing, {"missing": missing})
-    helpless = [c for c in HANDOFF_COMMANDS if c in cli.commands and not (cli.commands[c].help or "").strip()]
-    ev.check("each has --help text", not helpless, helpless)
+    helps = {command: run_help(command) for command in HANDOFF_COMMANDS}
+    failing = {c: code for c, (code, _) in helps.items() if code != 0}
+    ev.check("`bridge <command> --help` exits 0 for every handoff command of the seed", not failing, failing)
+    helpless = [c for c, (code, text) in helps.items() if code == 0 and not described(text)]
+    ev.check("each prints a description of what it does", not helpless, helpless)
     ev.check("the operator-controls row ran them with the rule-enforcing exit codes",
              operator_row is not None and operator_row.ok, operator_row.summary if operator_row else None)
     audited = (operator_row.evidence.get("audit") if operator_row else None) or []
@@ -297,15 +348,15 @@ def row_risk_operator(operator_row: Row | None) -> tuple[Evidence, str]:
     root = project_root()
     runbooks = sorted((root / "runbooks").glob("*.md"))
     named = {ref for path in runbooks for ref in command_references(path.read_text())}
-    unknown = sorted(ref for ref in named if not resolves(cli, ref))
-    ev.check("every `bridge ...` command the runbooks show exists", runbooks and named and not unknown,
-             {"runbooks": [p.name for p in runbooks], "commands": len(named), "unknown": unknown})
+    unknown = sorted(ref for ref in named if run_help(ref)[0] != 0)
+    ev.check("`bridge ... --help` exits 0 for every command the runbooks show", bool(runbooks and named)
+             and not unknown, {"runbooks": [p.name for p in runbooks], "commands": len(named), "unknown": unknown})
     listed = subprocess.run(bridge_argv("ops", "drill", "--list"), capture_output=True, text=True, timeout=60,
                             env=clean_env(), check=False)
     ev.check("`bridge ops drill --list` maps drills to runbooks", listed.returncode == 0 and ".md" in listed.stdout,
              listed.stdout.strip().splitlines()[:10] or listed.stderr.strip()[-300:])
     return ev, (f"{len(HANDOFF_COMMANDS)} handoff workflows are `bridge` commands enforcing the rules and auditing "
-                f"themselves; {len(runbooks)} runbook(s) name only existing commands; drills replay them")
+                f"themselves; the {len(named)} commands {len(runbooks)} runbook(s) show all run; drills replay them")
 
 
 # ------------------------------------------------------------------------------------------------ the run
@@ -360,7 +411,7 @@ def run_readiness(options: Options, on_row: Callable[[Row], None] | None = None)
     sli_row, sli_report = _timed("sli", lambda: row_sli(options), on_row)
     rows += [drills, sli_row]
     rows.append(_timed("risk_db_tests", lambda: row_risk_db_tests(options, stack_doc), on_row)[0])
-    rows.append(_timed("risk_benchmark", lambda: row_risk_benchmark(sli_report), on_row)[0])
+    rows.append(_timed("risk_benchmark", lambda: row_risk_benchmark(options, sli_report), on_row)[0])
     rows.append(_timed("risk_operator", lambda: row_risk_operator(operator_row), on_row)[0])
     order = list(ITEMS)
     rows.sort(key=lambda r: order.index(r.key))

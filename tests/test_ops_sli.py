@@ -11,13 +11,13 @@ import math
 import os
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import click
 import pytest
 
-from bridge.cli.main import cli
-from ops.readiness import command_references, resolves
+from ops.readiness import command_references, outside, run_help, run_pytest
 from ops.sli import SPEC_THRESHOLDS, compare, parse_thresholds, summarize
 from ops.stack import pid_alive
 
@@ -66,8 +66,50 @@ def test_runbook_command_references_resolve_only_against_real_commands():
             "$ bridge ops drill rollback\n```\nThen run `bridge unblock-thread --thread-id T` or `bridge frobnicate`.")
     refs = command_references(page)
     assert refs == {"token revoke", "ops drill rollback", "unblock-thread", "frobnicate"}  # prose is not a command
-    assert [r for r in sorted(refs) if not resolves(cli, r)] == ["frobnicate"]
-    assert not resolves(cli, "token frobnicate") and resolves(cli, "db backup")
+    assert {r: run_help(r)[0] for r in refs} == {"token revoke": 0, "ops drill rollback": 0, "unblock-thread": 0,
+                                                 "frobnicate": 2}
+    assert run_help("token frobnicate")[0] == 2
+    code, text = run_help("db backup")
+    assert code == 0 and text.startswith("Usage: bridge db backup")
+
+
+def test_pytest_evidence_reports_what_ran_skipped_and_which_databases(tmp_path):
+    """The readiness rows read pytest runs through ops.pytest_evidence: a skip mark, a test skipping itself, an xfail
+    and an in-memory database must all show."""
+    suite = tmp_path / "suite" / "test_sample.py"
+    suite.parent.mkdir()
+    suite.write_text(textwrap.dedent("""
+        import apsw
+        import pytest
+
+        OPEN = []
+
+        def test_on_a_file(tmp_path):
+            OPEN.append(apsw.Connection(str(tmp_path / "x.db")))  # still open when the test body ends
+            OPEN[0].execute("PRAGMA journal_mode=WAL")
+
+        def test_in_memory():
+            apsw.Connection(":memory:")
+
+        @pytest.mark.skip(reason="marked")
+        def test_marked():
+            pass
+
+        def test_skips_itself():
+            pytest.skip("at run time")
+
+        @pytest.mark.xfail
+        def test_expected_to_fail():
+            raise AssertionError
+    """))
+    result = run_pytest((str(suite),), tmp_path / "work")
+    assert result["exit"] == 0 and not result["ok"]
+    assert result["counts"] == {"passed": 2, "skipped": 3}
+    assert [t.split("::")[1] for t in result["not_passed"]] == ["test_expected_to_fail", "test_marked",
+                                                                "test_skips_itself"]
+    assert sorted(m["mark"] for m in result["marked"]) == ["skip", "xfail"]
+    assert len(result["databases"]) == 2 and outside(result["databases"], result["basetemp"]) == [""]
+    assert [(d["journal_mode"], Path(d["database"]).name) for d in result["durability"]] == [("wal", "x.db")]
 
 
 # ------------------------------------------------------------------------------------------------ the harness
@@ -135,4 +177,10 @@ def test_readiness_runs_the_checklist_and_decides_go(tmp_path):
     assert any("exits 3" in c["check"] for c in rows["operator"]["evidence"]["checks"])
     assert rows["drills"]["evidence"]["records"] and rows["drills"]["evidence"]["exit"] == 0
     assert {v["check"].split(" ")[0] for v in rows["sli"]["evidence"]["checks"]} >= set(SPEC_THRESHOLDS)
+    # the risk rows' evidence comes from runs: pytest's collection, the database-backed suite, the benchmark fixtures
+    collection = rows["risk_db_tests"]["evidence"]["collection"]
+    assert collection["exit"] == 0 and collection["collected"] > 0 and collection["marked"] == []
+    assert rows["risk_db_tests"]["evidence"]["tests"]["databases"]["count"] > 0
+    assert {(d["journal_mode"], d["synchronous"]) for d in rows["risk_benchmark"]["evidence"]["benchmarks"][
+        "durability"]} == {("wal", 2)}
     assert "DECISION: GO" in done.stdout
