@@ -88,10 +88,10 @@ def format_table(report: dict[str, Any]) -> str:
             figure = Figure(**raw)
             lines.append(_row(figure.area[:24], figure.measure[:52], figure.cell(), figure.target[:18],
                               "PASS" if figure.passed else "FAIL"))
-    notes = [(entry["name"], f) for entry in report["scenarios"] for f in entry["figures"] if f.get("note")]
+    notes = [f for entry in report["scenarios"] for f in entry["figures"] if f.get("note")]
     if notes:
         lines.append("")
-        lines += [f"  {name}: {f['measure']}: {f['note']}" for name, f in notes]
+        lines += [f"  {f['area']}: {f['measure']}: {f['note']}" for f in notes]
     verdict = "PASS" if report["passed"] else "FAIL"
     lines.append(f"{verdict}: scale {report['scale']} ({report['crash_runs']} crash runs, {report['jobs']} jobs) in "
                  f"{report['seconds']:.0f}s; load average {report['environment']['loadavg_before'][0]:.1f} -> "
