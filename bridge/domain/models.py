@@ -55,7 +55,7 @@ Seq = Annotated[int, Field(ge=0, le=MAX_SEQ), Integral]
 Limit = Annotated[int, Field(ge=1, le=MAX_LIMIT), Integral]
 WaitMs = Annotated[int, Field(ge=0, le=MAX_WAIT_MS), Integral]
 Identifier = Annotated[str, StringConstraints(pattern=IDENTIFIER_PATTERN)]
-Text = Annotated[str, AfterValidator(_no_nul)]
+Text = Annotated[str, AfterValidator(_no_nul), Field(json_schema_extra={"pattern": "^[^\\u0000]*$"})]
 ThreadType = Literal["conversation", "workflow", "incident"]
 ThreadStatus = Literal["active", "blocked", "resolved", "closed"]
 MessageKind = Literal["chat", "event", "system"]
@@ -151,12 +151,14 @@ class ListThreadsInput(Input):
     updated_since: Annotated[str, StringConstraints(max_length=40)] | None = Field(
         default=None, description="ISO-8601 timestamp")
     limit: Limit = 50
-    cursor: Annotated[str, StringConstraints(max_length=200)] | None = None
+    cursor: Annotated[str, StringConstraints(max_length=200)] | None = Field(
+        default=None, description="The next_cursor of the previous page, as given (anything else is refused).")
 
 
 class UpdateParticipantsInput(ThreadRef):
     add: Annotated[Participants, Field(max_length=20, description=PARTICIPANTS)] = Field(default_factory=list)
-    remove: Annotated[list[Identifier], Field(max_length=20)] = Field(default_factory=list)
+    remove: Annotated[list[Identifier], Field(max_length=20)] = Field(
+        default_factory=list, description="Agent ids to remove; an agent cannot be both added and removed.")
 
 
 class UpdateThreadStatusInput(ThreadRef):
@@ -172,12 +174,21 @@ class SummarizeThreadInput(ThreadRef):
     max_messages: Annotated[int, Field(ge=1, le=1000), Integral] = 200
 
 
+EVENT_NEEDS_TYPE = {  # the JSON Schema of PostMessageInput._event_type
+    "if": {"properties": {"kind": {"const": "event"}}, "required": ["kind"]},
+    "then": {"required": ["metadata"], "properties": {"metadata": {
+        "required": ["event_type"], "properties": {"event_type": {"type": "string", "minLength": 1}}}}},
+}
+
+
 class PostMessageInput(ThreadRef):
+    model_config = ConfigDict(json_schema_extra=EVENT_NEEDS_TYPE)
+
     schema_version: Annotated[int, Field(ge=1, le=1, description="Always 1."), Integral]
     kind: MessageKind = Field(description="'chat' for conversation; 'event' for a work item (needs "
                                           "metadata.event_type); 'system' for notices.")
-    body: Annotated[Text, StringConstraints(min_length=1), AfterValidator(_body_size)] = Field(
-        description="The message text (up to 64 KiB).")
+    body: Annotated[Text, StringConstraints(min_length=1, max_length=MAX_BODY_BYTES),
+                    AfterValidator(_body_size)] = Field(description="The message text (up to 64 KiB of UTF-8).")
     metadata: Metadata16K = Field(default_factory=dict, description=(
         "Structured fields. Required for kind=event: event_type (finding_reported, fix_pushed, finding_verified, "
         "finding_rejected, re_review_requested, …); findings also carry finding_id, severity, file, line; fixes "
