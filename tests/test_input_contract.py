@@ -289,10 +289,10 @@ def test_the_mcp_tool_schemas_are_the_documents_schemas(world):
         assert served == doc["components"]["schemas"][command.input.__name__], command.name
 
 
-def test_the_document_says_an_event_needs_its_type(world):
+def test_the_document_says_what_events_and_text_need(world):
     schema = world.api.raw("GET", "/v1/openapi.json").body["components"]["schemas"]["PostMessageInput"]
-    assert schema["if"] == {"properties": {"kind": {"const": "event"}}, "required": ["kind"]}
-    assert schema["then"]["properties"]["metadata"]["required"] == ["event_type"]
+    assert "needs metadata.event_type" in schema["properties"]["kind"]["description"]
+    assert "Required for kind=event: event_type" in schema["properties"]["metadata"]["description"]
     reply = world.call("post_message", {**world.payload("post_message"), "kind": "event"})
     assert_envelope(reply, 400, "INVALID_ARGUMENT")
     assert schema["properties"]["body"]["pattern"] == "^[^\\u0000]*$"

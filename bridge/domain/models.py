@@ -174,15 +174,9 @@ class SummarizeThreadInput(ThreadRef):
     max_messages: Annotated[int, Field(ge=1, le=1000), Integral] = 200
 
 
-EVENT_NEEDS_TYPE = {  # the JSON Schema of PostMessageInput._event_type
-    "if": {"properties": {"kind": {"const": "event"}}, "required": ["kind"]},
-    "then": {"required": ["metadata"], "properties": {"metadata": {
-        "required": ["event_type"], "properties": {"event_type": {"type": "string", "minLength": 1}}}}},
-}
-
-
 class PostMessageInput(ThreadRef):
-    model_config = ConfigDict(json_schema_extra=EVENT_NEEDS_TYPE)
+    """The rule that kind=event needs metadata.event_type is said in the descriptions of kind and metadata, not as
+    a JSON Schema if/then: model APIs that receive the MCP tool schemas refuse conditional keywords."""
 
     schema_version: Annotated[int, Field(ge=1, le=1, description="Always 1."), Integral]
     kind: MessageKind = Field(description="'chat' for conversation; 'event' for a work item (needs "
