@@ -11,6 +11,9 @@ enqueued evenly while the faults are injected. The fast wake timings of the dril
 with an 8 s acknowledgement timeout so that a slow, loaded machine does not cause legitimate re-deliveries, a
 20 ms Enter delay, and the trigger storm guard off. Three parts, each on its own batch of jobs:
 
+Each fault lands, in turn, while the worker probes the pane it is about to type into (`tmux display-message`),
+while it types (`tmux send-keys`), or anywhere, always while it holds a claim on a queued job.
+
 - kill -9: two workers; a worker holding claims is killed and a fresh one started, repeatedly. Figures: jobs that
   never reach a terminal state (target 0), jobs never delivered to their agent (0), duplicate deliveries (at most
   one per crash: the job being typed when the worker died is retyped after its lease).
@@ -55,6 +58,8 @@ ENV = {"BRIDGE_WRITE_QUOTA_PER_MIN": "0", "BRIDGE_LOOP_GUARD_TURNS": "0", "BRIDG
 LEASE_SECONDS = 5.0  # FAST_TIMINGS' BRIDGE_WORKER_LEASE
 STOP_SECONDS = LEASE_SECONDS + 2.0  # a stop lasts past the lease, so the other worker takes the jobs over
 KILL_SPACING = 1.0  # seconds of feeding per planned crash
+# Where each fault lands, in turn: mid-probe of the target pane, mid-typing, or anywhere (always holding a claim).
+MOMENTS = ("probe", "typing", "any")
 SETTLE_TIMEOUT = 90.0  # seconds for every job of a batch to reach a terminal state after the faults
 TERMINAL = ("delivered", "resumed", "spawned", "failed")
 
@@ -251,13 +256,38 @@ class Workbench:
                     seen.update(json.loads(line)["ids"])
         return seen
 
-    def wait_holding(self, worker: Proc, batch: Batch, timeout: float = 10.0) -> bool:
-        """Wait (bounded) until `worker` holds a claim on one of the batch's queued jobs."""
+    def holds_queued(self, worker: Proc, batch: Batch) -> bool:
+        """True while `worker` holds a claim on one of the batch's queued jobs (about to deliver it)."""
+        return bool(self.rig.query(
+            "SELECT 1 FROM trigger_jobs WHERE claim_token LIKE ? AND request_id LIKE ? AND status = 'queued'",
+            (f"{worker.ready}-%", f"{batch.name}-%")))
+
+    def wait_moment(self, worker: Proc, batch: Batch, moment: str, timeout: float = 10.0) -> bool:
+        """Wait (bounded) for the moment a fault lands at, `worker` holding a claim on one of the batch's queued
+        jobs: `probe` (it runs `tmux display-message`: the probe of the pane it is about to type into), `typing`
+        (it runs `tmux send-keys`) or `any`. When the moment does not come in time, any moment holding a claim.
+        False when not even that came (the caller re-checks the claims once the fault holds the worker still)."""
         from ops.reliability.harness import wait_until
 
-        return bool(wait_until(lambda: self.rig.query(
-            "SELECT 1 FROM trigger_jobs WHERE claim_token LIKE ? AND request_id LIKE ? AND status = 'queued'",
-            (f"{worker.ready}-%", f"{batch.name}-%")), timeout, 0.005))
+        wanted = {"probe": "display-message", "typing": "send-keys"}.get(moment)
+        deadline = time.monotonic() + timeout
+        while wanted is not None and time.monotonic() < deadline:
+            if wanted in _tmux_children(worker.pid) and self.holds_queued(worker, batch):
+                return True
+            time.sleep(0.001)
+        return bool(wait_until(lambda: self.holds_queued(worker, batch), 1.0 if wanted else timeout, 0.005))
+
+
+def _tmux_children(pid: int) -> set[str]:
+    """Every argument of the tmux commands (`display-message`, `send-keys`, ...) process `pid` runs right now."""
+    found: set[str] = set()
+    for children in Path(f"/proc/{pid}/task").glob("*/children"):
+        with contextlib.suppress(OSError):
+            for child in children.read_text().split():
+                argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+                if argv[0].endswith(b"tmux"):
+                    found.update(a.decode(errors="replace") for a in argv[1:])
+    return found
 
 
 # --------------------------------------------------------------------------------------------------- the parts
@@ -266,12 +296,13 @@ def _kill_part(bench: Workbench, jobs: int, crashes: int) -> Batch:
     bench.start_worker()
     bench.start_worker()
     feeder = bench.enqueue(batch, jobs, crashes * KILL_SPACING, burst=4)
-    for _ in range(crashes):
+    for n in range(crashes):
         victim = bench.rng.choice(bench.workers)
-        if not bench.wait_holding(victim, batch):
+        if not bench.wait_moment(victim, batch, MOMENTS[n % len(MOMENTS)]):
             continue
-        batch.held += len(bench.held_by(victim, batch))
+        held = bench.held_by(victim, batch)
         bench.rig.kill9(victim)
+        batch.held += len(held)
         batch.faults += 1
         bench.workers.remove(victim)
         bench.start_worker()
@@ -286,9 +317,9 @@ def _stop_part(bench: Workbench, jobs: int, stops: int) -> Batch:
     bench.start_worker()
     bench.start_worker()
     feeder = bench.enqueue(batch, jobs, stops * (STOP_SECONDS + 1.0), burst=8)
-    for _ in range(stops):
+    for n in range(stops):
         victim = bench.rng.choice(bench.workers)
-        if not bench.wait_holding(victim, batch):
+        if not bench.wait_moment(victim, batch, MOMENTS[n % len(MOMENTS)]):
             continue
         bench.rig.pause(victim)
         stopped_at = int(time.time() * 1000)
