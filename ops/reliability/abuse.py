@@ -11,7 +11,8 @@ Three loads, each on its own server with the default configuration, each bounded
 
 The figures are the other agents' latencies (p50/p99 ms), their timeouts and failures, measured client-side; the
 abuser's own outcome (429s, waits honoured or answered at once, slow sockets dropped) is reported next to them.
-Every thread and socket started here is joined or closed before the server is stopped.
+The flooder and the hog run in a process of their own (spawned, stopped and joined here, killed by PID if it
+hangs). Every thread and socket started here is joined or closed before the server is stopped.
 """
 
 from __future__ import annotations
@@ -169,54 +170,169 @@ def _threads(server: Server, coordinator: str, specs: dict[str, list[str]]) -> d
                 for name, participants in specs.items()}
 
 
-# --------------------------------------------------------------------------------------------------- write flood
+# --------------------------------------------------------------------------------------------------- the abuser
 @dataclass
 class Flood:
+    """The flooder's own outcome."""
+
     statuses: Counter[int] = field(default_factory=Counter)
     bad_429: int = 0  # 429 answers without Retry-After or outside the envelope
-    seconds: float = 0.0
+    seconds: float = 0.0  # how long it flooded
+
+    def record(self, answer: Answer | None, seconds: float) -> None:
+        self.statuses[answer.status if answer else 0] += 1
+        if answer is not None and answer.status == 429 and not _proper_429(answer):
+            self.bad_429 += 1
 
 
+@dataclass
+class Hog:
+    """The long-poll hog's own outcome."""
+
+    issued: int = 0
+    held: int = 0  # answered after waiting at least a second
+    at_once: int = 0  # answered within a second (a cap refusing the wait, or a wake)
+    not_honoured: int = 0  # answers saying the wait was not honoured (`wait.honoured` false), if the server says so
+    failed: int = 0
+    statuses: Counter[int] = field(default_factory=Counter)
+
+    def record(self, answer: Answer | None, seconds: float) -> None:
+        self.issued += 1
+        self.statuses[answer.status if answer else 0] += 1
+        if answer is None or answer.status != 200:
+            self.failed += 1
+            return
+        if seconds >= 1.0:
+            self.held += 1
+        else:
+            self.at_once += 1
+        with contextlib.suppress(ValueError, AttributeError):
+            self.not_honoured += answer.json().get("wait", {}).get("honoured") is False
+
+
+@dataclass(frozen=True)
+class Abuse:
+    """What the abusing agent does, from a process of its own (so its client threads do not slow down the other
+    agents' measurements in this one): `connections` connections, each sending back to back until told to stop,
+    the shared `budget` of requests is spent or `seconds` pass. Picklable: it crosses into a spawned process."""
+
+    kind: str  # "flood" (post_message) or "hog" (read_messages long-polls)
+    port: int
+    token: str
+    thread_id: str
+    connections: int
+    budget: int
+    seconds: float
+
+    def request(self, n: int) -> tuple[str, bytes]:
+        if self.kind == "flood":
+            return "/v1/mcp/post_message", json.dumps({"thread_id": self.thread_id, "schema_version": 1,
+                                                      "kind": "chat", "body": f"flood {n}"}).encode()
+        return "/v1/mcp/read_messages", json.dumps({"thread_id": self.thread_id, "since_seq": 0,
+                                                   "wait_ms": LONG_POLL_MS}).encode()
+
+
+def _abuse_connection(spec: Abuse, tally: Flood | Hog, lock: threading.Lock, budget: list[int],
+                      stop: Any, deadline: float) -> None:
+    wire = Wire(spec.port, timeout=LONG_POLL_MS / 1000 + 10)
+    headers = {"Authorization": f"Bearer {spec.token}", "Content-Type": "application/json"}
+    try:
+        while not stop.is_set() and time.monotonic() < deadline:
+            with lock:
+                if budget[0] <= 0:
+                    return
+                budget[0] -= 1
+                n = budget[0]
+            path, body = spec.request(n)
+            started = time.monotonic()
+            try:
+                answer: Answer | None = wire.send("POST", path, body, headers)
+            except (OSError, http.client.HTTPException):
+                answer = None
+            with lock:
+                tally.record(answer, time.monotonic() - started)
+    finally:
+        wire.conn.close()
+
+
+def _abuse_main(spec: Abuse, stop: Any, ready: Any, out: Any) -> None:
+    """The abusing process: its connections in threads; sends its tally back through `out` when they are done."""
+    tally: Flood | Hog = Flood() if spec.kind == "flood" else Hog()
+    lock, budget = threading.Lock(), [spec.budget]
+    deadline = time.monotonic() + spec.seconds
+    threads = [threading.Thread(target=_abuse_connection, args=(spec, tally, lock, budget, stop, deadline),
+                                daemon=True) for _ in range(spec.connections)]
+    for thread in threads:
+        thread.start()
+    ready.set()
+    for thread in threads:
+        thread.join(max(0.1, deadline + LONG_POLL_MS / 1000 + 10 - time.monotonic()))
+    with lock:
+        if isinstance(tally, Flood):
+            tally.seconds = spec.seconds - (deadline - time.monotonic())
+        out.send(tally)
+    out.close()
+
+
+class Abuser:
+    """`with Abuser(spec) as abuser:` the abusing process runs (started and ready); `abuser.stop()` tells it to
+    stop, `abuser.result()` waits (bounded) for its tally. On exit it is joined, or killed by PID if it hangs."""
+
+    def __init__(self, spec: Abuse):
+        import multiprocessing
+
+        context = multiprocessing.get_context("spawn")
+        self.spec = spec
+        self._stop, self._ready = context.Event(), context.Event()
+        self._in, out = context.Pipe(duplex=False)
+        self._process = context.Process(target=_abuse_main, args=(spec, self._stop, self._ready, out),
+                                        name=f"bridge-abuse-{spec.kind}", daemon=True)
+        self._out = out
+
+    def __enter__(self) -> Abuser:
+        self._process.start()
+        self._out.close()  # the child holds its own end
+        if not self._ready.wait(30):
+            self.__exit__()
+            raise RuntimeError(f"the {self.spec.kind} process did not start")
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def result(self) -> Flood | Hog:
+        self.stop()
+        if not self._in.poll(self.spec.seconds + LONG_POLL_MS / 1000 + 20):
+            raise RuntimeError(f"the {self.spec.kind} process sent no result")
+        tally: Flood | Hog = self._in.recv()
+        return tally
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+        self._process.join(LONG_POLL_MS / 1000 + 20)
+        if self._process.is_alive():
+            self._process.kill()
+            self._process.join(10)
+        self._in.close()
+
+
+def window_for(posts: int) -> float:
+    """How long the other agents' paced requests may take in all: three times their pace, plus two timeouts."""
+    return posts * PACE * 3 + 2 * REQUEST_TIMEOUT
+
+
+# --------------------------------------------------------------------------------------------------- write flood
 def write_flood(server: Server, posts: int) -> list[Figure]:
     coordinator = server.token("coord", "coordinator")
-    victims = Victims.agents("victim", posts)
-    threads = _threads(server, coordinator, {"flood": ["flooder"], "work": victims})
-    flooder = server.token("flooder")
-    flood, lock = Flood(), threading.Lock()
-    budget = [posts * 500]  # the flooder's request budget (shared by its connections); the window ends it first
-    timings = Timings()
-    victim = Victims(server, threads["work"])
-    window = posts * PACE + 2 * REQUEST_TIMEOUT
-
-    def flood_loop(stop: threading.Event) -> None:
-        wire = Wire(server.port, timeout=REQUEST_TIMEOUT)
-        headers = {"Authorization": f"Bearer {flooder}", "Content-Type": "application/json"}
-        try:
-            n = 0
-            while not stop.is_set():
-                with lock:
-                    if budget[0] <= 0:
-                        return
-                    budget[0] -= 1
-                n += 1
-                body = json.dumps({"thread_id": threads["flood"], "schema_version": 1, "kind": "chat",
-                                   "body": f"flood {threading.get_ident()} {n}"}).encode()
-                try:
-                    answer: Answer | None = wire.send("POST", "/v1/mcp/post_message", body, headers)
-                except (OSError, http.client.HTTPException):
-                    answer = None
-                with lock:
-                    flood.statuses[answer.status if answer else 0] += 1
-                    if answer is not None and answer.status == 429 and not _proper_429(answer):
-                        flood.bad_429 += 1
-        finally:
-            wire.conn.close()
-
-    started = time.monotonic()
-    with background([flood_loop] * FLOOD_CONNECTIONS, join_timeout=2 * REQUEST_TIMEOUT):
-        time.sleep(0.3)  # the flood is on
+    threads = _threads(server, coordinator, {"flood": ["flooder"], "work": Victims.agents("victim", posts)})
+    window = window_for(posts)
+    spec = Abuse("flood", server.port, server.token("flooder"), threads["flood"], FLOOD_CONNECTIONS,
+                 budget=posts * 500, seconds=window)
+    timings, victim = Timings(), Victims(server, threads["work"])
+    with Abuser(spec) as abuser:
         paced(posts, time.monotonic() + window, lambda i: timings.add(200, victim.post()))
-    flood.seconds = time.monotonic() - started
+        flood = abuser.result()
+        assert isinstance(flood, Flood)
     return _flood_figures(server, flood, timings, posts)
 
 
@@ -243,59 +359,13 @@ def _flood_figures(server: Server, flood: Flood, timings: Timings, planned: int)
 
 
 # --------------------------------------------------------------------------------------------------- long-polls
-@dataclass
-class Hog:
-    issued: int = 0
-    held: int = 0  # answered after waiting at least a second
-    at_once: int = 0  # answered within a second (a cap refusing the wait, or a wake)
-    not_honoured: int = 0  # answers saying the wait was not honoured (`wait.honoured` false), if the server says so
-    failed: int = 0
-    statuses: Counter[int] = field(default_factory=Counter)
-
-    def record(self, answer: Answer | None, seconds: float) -> None:
-        self.statuses[answer.status if answer else 0] += 1
-        if answer is None or answer.status != 200:
-            self.failed += 1
-            return
-        if seconds >= 1.0:
-            self.held += 1
-        else:
-            self.at_once += 1
-        with contextlib.suppress(ValueError, AttributeError):
-            self.not_honoured += answer.json().get("wait", {}).get("honoured") is False
-
-
 def long_poll_hog(server: Server, posts: int) -> list[Figure]:
     coordinator = server.token("coord", "coordinator")
-    victims = Victims.agents("victim", posts)
-    threads = _threads(server, coordinator, {"hog": ["hog"], "work": victims})
-    hog_token = server.token("hog")
+    threads = _threads(server, coordinator, {"hog": ["hog"], "work": Victims.agents("victim", posts)})
     polls = 2 * server.settings.threads
-    hog, lock = Hog(), threading.Lock()
-    budget = [polls * posts * 20]  # the hog's request budget; the window ends it first
-    window = posts * PACE + 2 * REQUEST_TIMEOUT
-
-    def poll_loop(stop: threading.Event) -> None:
-        wire = Wire(server.port, timeout=LONG_POLL_MS / 1000 + 10)
-        headers = {"Authorization": f"Bearer {hog_token}", "Content-Type": "application/json"}
-        payload = json.dumps({"thread_id": threads["hog"], "since_seq": 0, "wait_ms": LONG_POLL_MS}).encode()
-        try:
-            while not stop.is_set():
-                with lock:
-                    if budget[0] <= 0:
-                        return
-                    budget[0] -= 1
-                    hog.issued += 1
-                started = time.monotonic()
-                try:
-                    answer: Answer | None = wire.send("POST", "/v1/mcp/read_messages", payload, headers)
-                except (OSError, http.client.HTTPException):
-                    answer = None
-                with lock:
-                    hog.record(answer, time.monotonic() - started)
-        finally:
-            wire.conn.close()
-
+    window = window_for(posts)
+    spec = Abuse("hog", server.port, server.token("hog"), threads["hog"], polls, budget=polls * posts * 20,
+                 seconds=window)
     posting, health = Timings(), Timings()
     victim = Victims(server, threads["work"])
 
@@ -304,21 +374,22 @@ def long_poll_hog(server: Server, posts: int) -> list[Figure]:
         if i % 2 == 0:
             health.add(200, request(server.port, "GET", "/health"))
 
-    with background([poll_loop] * polls, join_timeout=LONG_POLL_MS / 1000 + 15) as stop:
+    with Abuser(spec) as abuser:
         time.sleep(1.0)  # the long-polls are in place
         paced(posts, time.monotonic() + window, step)
-        stop.set()
-        # release the waits that are held: a message on the hog's thread answers them all
+        abuser.stop()
+        # release the waits still held: a message on the hog's thread answers them all
         request(server.port, "POST", "/v1/mcp/post_message", {"thread_id": threads["hog"], "schema_version": 1,
                                                               "kind": "chat", "body": "release"}, coordinator,
                 timeout=LONG_POLL_MS / 1000 + 5)
+        hog = abuser.result()
+        assert isinstance(hog, Hog)
     statuses = ", ".join(f"{s or 'no answer'}: {n}" for s, n in sorted(hog.statuses.items()))
     return [
         Figure(AREA, f"long-polls: the hog's waits ({polls} connections, one token)", hog.held, hog.issued,
                f">= {polls} issued (reported)", hog.issued >= polls,
                note=f"held >= 1 s: {hog.held}, answered at once: {hog.at_once} ({hog.not_honoured} saying the "
-                    f"wait was not honoured), failed: {hog.failed}; "
-                    f"statuses {statuses}"),
+                    f"wait was not honoured), failed: {hog.failed}; statuses {statuses}"),
         *_latency_figures("long-polls: another agent's post", posting, posts),
         *_latency_figures("long-polls: /health", health, (posts + 1) // 2),
     ]

@@ -392,6 +392,7 @@ def _escape_outcome(escape: Escape, answer: Answer | Exception, via_mcp: bool) -
 
 
 def attempt_escapes(world: World, wire: Wire) -> Tally:
+    """Every escape over `/v1` and as an MCP tools/call, then the operator-only commands (which must not exist)."""
     tally = Tally()
     for escape in escapes(world):
         for via_mcp in (False, True):

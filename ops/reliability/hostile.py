@@ -14,6 +14,9 @@ Every answer is judged here: a 5xx, an answer outside its shape (the error envel
 HTTP-level refusals of `/mcp`; JSON-RPC 2.0 or an empty 202 for `/mcp`), or no answer at all, counts against the
 server. The server's resident memory is read from /proc before (after a warm-up) and after, and the server must
 still answer `/health` and serve a real post and read at the end.
+
+The server (`serve`, over the harness's `Rig`), the careful raw client (`Wire`) and the judges of an answer's
+shape (`envelope_problem`, `answer_problem`) are shared with the `attacks` and `abuse` scenarios.
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ SLICE = 16 * 1024  # a request the server may refuse early is sent in slices of 
 LONG_POLL_MS = 200  # valid wait_ms values schemathesis generates are cut to this: 30 s waits would only cost time
 ISO_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 ENVELOPE_KEYS = {"error", "request_id", "occurred_at"}
+MCP_PATH = "/mcp"
 
 
 # --------------------------------------------------------------------------------------------------- the server
@@ -165,7 +169,7 @@ def jsonrpc_problem(answer: Answer) -> str | None:
 
 def answer_problem(path: str, answer: Answer) -> str | None:
     """The shape rule of the route: `/mcp` speaks JSON-RPC; everything else answers 200 JSON or the envelope."""
-    if path == "/mcp":
+    if path == MCP_PATH:
         return jsonrpc_problem(answer)
     if answer.status == 200:
         try:
@@ -297,8 +301,6 @@ class Target:
     closed_thread_id: str
     session_id: str
     coordinator: str
-    participant: str
-    mcp_path: str = "/mcp"
 
 
 def valid_bases(target: Target) -> dict[str, dict[str, Any]]:
@@ -429,7 +431,7 @@ def _strategies(target: Target, max_body: int) -> Any:
             name = json.dumps(draw(st.one_of(st.just(command), text, scalar)), allow_nan=True)
             params = f'{{"name":{name},"arguments":{args}}}'
             text_body = f'{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{params}}}'
-            return encode(draw, f"mcp:{label}", target.mcp_path, text_body, headers)
+            return encode(draw, f"mcp:{label}", MCP_PATH, text_body, headers)
         message: dict[str, Any] = {"jsonrpc": "2.0", "id": 1, "method": draw(st.sampled_from(MCP_METHODS)),
                                    "params": {}}
         if kind == "envelope":
@@ -443,7 +445,7 @@ def _strategies(target: Target, max_body: int) -> Any:
                                  draw(text): draw(value)}
         else:
             message = draw(st.lists(st.just(message), min_size=0, max_size=3))  # type: ignore[assignment]
-        return encode(draw, f"mcp:{kind}", target.mcp_path, json.dumps(message, allow_nan=True), headers)
+        return encode(draw, f"mcp:{kind}", MCP_PATH, json.dumps(message, allow_nan=True), headers)
 
     return st.one_of(v1_request(), v1_request(), mcp_request())
 
@@ -566,8 +568,7 @@ def _prepare(server: Server) -> Target:
                                                   "participants": ["rev"]})["thread_id"]
         client.ok("update_thread_status", {"thread_id": closed, "status": "closed", "reason": "target"})
         client.ok("post_message", {"thread_id": thread, "schema_version": 1, "kind": "chat", "body": "seed"})
-    return Target(thread_id=thread, closed_thread_id=closed, session_id="coord-s1", coordinator=coordinator,
-                  participant=server.token("rev"))
+    return Target(thread_id=thread, closed_thread_id=closed, session_id="coord-s1", coordinator=coordinator)
 
 
 @contextlib.contextmanager
