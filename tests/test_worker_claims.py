@@ -9,6 +9,8 @@ a live bridge; resume commands are real processes).
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -24,6 +26,7 @@ from bridge.services.core import Call
 from bridge.services.triggers import force_trigger
 from bridge.store import triggers as trigger_store
 from bridge.worker.supervisor import StaleClaim, Supervisor
+from bridge.worker.tmux import Tmux
 
 
 def test_a_job_taken_over_while_its_first_worker_was_busy_is_not_typed_again(wake_stack):
@@ -122,3 +125,27 @@ def test_the_storm_guard_counts_resume_commands_too(wake_stack, tmp_path):
     deferred = [t for t in jobs if stack.job(t)["defer_reason"] == wake.TRIGGER_RATE_LIMITED]
     assert deferred, [stack.job(t) for t in jobs]
     assert all(stack.job(t)["status"] in ("resume", "spawn") for t in deferred)
+
+
+def test_a_tmux_that_does_not_answer_is_no_proof_a_pane_is_gone(wake_stack):
+    """A stopped or overloaded tmux server times out: the agent stays registered and its wake is retried, not
+    failed over to spawn (found by `bridge ops reliability`: a worker resumed from SIGSTOP marked live agents
+    offline)."""
+    stack = wake_stack()
+    pane = stack.launch_standin("reviewer")
+    thread_id, coord = new_thread(stack, "reviewer", "exec")
+    server_pid = int(stack.tmux.run("display-message", "-p", "#{pid}").strip())
+    stack.supervisor.tmux = Tmux(stack.tmux.socket_name, timeout=0.3)
+    trig = trigger(stack, coord, thread_id, "reviewer")["trigger_id"]
+    os.kill(server_pid, signal.SIGSTOP)
+    try:
+        stack.supervisor._last_reconcile = 0
+        stack.supervisor.tick()  # reconcile and delivery both probe the silent server
+    finally:
+        os.kill(server_pid, signal.SIGCONT)
+    assert stack.session("reviewer")["status"] != "offline"
+    assert stack.job(trig)["status"] == "queued", stack.attempts(trig)
+    assert attempt_rows(stack, trig) == [("tmux", "retry", wake.SEND_KEYS_ERROR)]
+    stack.run_until(lambda: stack.job(trig)["status"] in wake.TERMINAL)
+    assert stack.job(trig)["status"] == "delivered"
+    assert stack.tmux.wait_for_text(pane, f"STANDIN ACKED trigger={trig}", 10)

@@ -38,7 +38,7 @@ def up(bridge: Bridge, call: Call, tmux: Tmux, key: SigningKey, *, kind: str, ag
     """Mint, configure, launch and register one agent; return where it runs (CONFLICT if it already runs)."""
     current = bridge.store.read(lambda conn: control_store.get_session(conn, bridge.workspace, agent_id))
     if current is not None and current["management_mode"] == "managed" and current["tmux_target"]:
-        pane = tmux.probe(current["tmux_target"])
+        pane = runtime_service.probe(tmux, current["tmux_target"])
         if pane is not None and not pane.dead:
             raise Conflict(f"agent {agent_id} already runs in pane {current['tmux_target']}: "
                            "`bridge agent down` it first", {"agent_id": agent_id,

@@ -15,7 +15,7 @@ from bridge.errors import NotFound, Unavailable
 from bridge.services.core import Bridge, Call, Pending, audit, audited_write
 from bridge.store import control as control_store
 from bridge.worker.runtimes import command_env, isolated
-from bridge.worker.tmux import Tmux, TmuxError
+from bridge.worker.tmux import Pane, Tmux, TmuxError, TmuxUnavailable
 
 LAUNCH_SETTLE_S = 1.0  # a command that ends this soon after launch did not start: reported, not registered
 
@@ -93,6 +93,14 @@ def launch(bridge: Bridge, call: Call, tmux: Tmux, *, agent_id: str, kind: str, 
     return audited_write(bridge, call, "runtime_launch", None, work)
 
 
+def probe(tmux: Tmux, target: str) -> Pane | None:
+    """The pane a target names, or None when it is gone; UNAVAILABLE when tmux does not answer."""
+    try:
+        return tmux.probe(target)
+    except TmuxUnavailable as exc:
+        raise Unavailable("tmux did not answer; try again", {"reason": "tmux_unavailable", "detail": str(exc)}) from exc
+
+
 def _exit_at_once(tmux: Tmux, pane_id: str) -> tuple[int, str] | None:
     """(exit status, last output) when the command ended within LAUNCH_SETTLE_S (its dead pane is removed), else
     None: a launch that cannot even start is reported to the operator, not registered."""
@@ -122,7 +130,7 @@ def stop(bridge: Bridge, call: Call, tmux: Tmux, agent_id: str, reason: str) -> 
     if session is None:
         raise NotFound("no runtime registered for this agent", {"agent_id": agent_id})
     killed = False
-    if session["management_mode"] == "managed" and session["tmux_target"] and tmux.probe(session["tmux_target"]):
+    if session["management_mode"] == "managed" and session["tmux_target"] and probe(tmux, session["tmux_target"]):
         tmux.kill_pane(session["tmux_target"])
         killed = True
 

@@ -33,7 +33,7 @@ from bridge.store import messages as message_store
 from bridge.store import threads as thread_store
 from bridge.store import triggers as trigger_store
 from bridge.worker.runtimes import CommandResult, command_env, isolated, load_templates, render, run_command
-from bridge.worker.tmux import Tmux, TmuxError
+from bridge.worker.tmux import Tmux, TmuxError, TmuxUnavailable
 
 log = logging.getLogger("bridge.worker")
 WORKER = Call(Principal(agent_id="bridge:worker", workspace_id="-", role="worker", session_id="worker"))
@@ -172,7 +172,10 @@ class Supervisor:
         for s in sessions:
             if s["management_mode"] != "managed" or not s["tmux_target"] or s["status"] == "offline":
                 continue
-            pane = self.tmux.probe(s["tmux_target"])
+            try:
+                pane = self.tmux.probe(s["tmux_target"])
+            except TmuxUnavailable:  # no answer is no verdict: look again next time
+                continue
             if pane is None or pane.dead:
                 code = wake.TARGET_NOT_FOUND if pane is None else wake.PANE_DEAD
                 self._mark_offline(s["agent_id"], s["tmux_target"], code)
@@ -304,9 +307,13 @@ class Supervisor:
         if decision.job_status != "queued":
             return self._fallback(job, token, now, session, wake.TARGET_NOT_FOUND, "no reachable managed pane")
         target = session["tmux_target"]
-        pane = self.tmux.probe(target)
+        try:
+            pane = self.tmux.probe(target)
+        except TmuxUnavailable as exc:  # no verdict on the pane: retry later, never mark a live agent offline
+            return self._retry_or_fallback(job, token, now, session, wake.SEND_KEYS_ERROR, str(exc))
         if pane is None or pane.dead:
             code = wake.TARGET_NOT_FOUND if pane is None else wake.PANE_DEAD
+            self._hold_claim(job, token, 0)  # a worker whose claim lapsed must not mark anyone offline
             self._mark_offline(job["target_agent_id"], target, code)
             return self._fallback(job, token, now, self._session(job["target_agent_id"]), code, f"pane {target}")
         if not job["force"]:

@@ -23,6 +23,10 @@ class TmuxError(Exception):
     """A tmux command failed or timed out."""
 
 
+class TmuxUnavailable(TmuxError):
+    """tmux gave no answer at all (timed out, could not be started): nothing is known about the target."""
+
+
 @dataclass(frozen=True)
 class Pane:
     """What a probe of a pane target found."""
@@ -61,13 +65,15 @@ class Tmux:
             done = subprocess.run(self._argv(args), capture_output=True, text=True, timeout=self.timeout,
                                   check=False)
         except (OSError, subprocess.TimeoutExpired) as exc:
-            raise TmuxError(f"tmux {args[0]}: {exc}") from exc
+            raise TmuxUnavailable(f"tmux {args[0]}: {exc}") from exc
         if done.returncode != 0:
             raise TmuxError(f"tmux {args[0]}: {done.stderr.strip() or done.returncode}")
         return done.stdout
 
     def probe(self, target: str) -> Pane | None:
-        """The pane a target names (with its session's latest human input), or None when it does not exist.
+        """The pane a target names (with its session's latest human input), or None when tmux says it does not
+        exist. Raises TmuxUnavailable when tmux does not answer (a stopped or overloaded machine): an unanswered probe
+        is not proof that a pane is gone.
 
         One tmux invocation (`display-message ; list-clients`): the wake path's latency is mostly process starts.
         """
@@ -75,6 +81,8 @@ class Tmux:
             out = self.run("display-message", "-p", "-t", target,
                            "#{pane_id}\t#{session_name}\t#{pane_dead}\t#{pane_in_mode}", ";",
                            "list-clients", "-t", target, "-F", "#{client_activity}")
+        except TmuxUnavailable:
+            raise
         except TmuxError:
             return None
         lines = out.splitlines()
