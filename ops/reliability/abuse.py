@@ -411,7 +411,7 @@ def slow_connections(server: Server, requests_: int) -> list[Figure]:
     coordinator = server.token("coord", "coordinator")
     thread_id = _threads(server, coordinator, {"work": ["reader"]})["work"]
     reader = server.token("reader")
-    count = max(100, server.settings.threads * 4) + 2  # waitress's connection limit, plus two
+    count = max(100, server.settings.threads * 4) + 2  # the connection limit (bridge.http.server), plus two
     trickle = Trickle()
     sockets: list[socket.socket] = []
     window = max(SLOW_SECONDS, requests_ * PACE * 4) + 2 * REQUEST_TIMEOUT
@@ -455,8 +455,8 @@ def slow_connections(server: Server, requests_: int) -> list[Figure]:
     return [
         Figure(AREA, f"slow connections: sockets trickling 1 byte/s ({count})", trickle.dropped, trickle.opened,
                f"{count} opened and trickling (reported)", trickle.opened == count and trickle.bytes_sent >= count,
-               note=f"closed by the server: {trickle.dropped} (first after "
-                                      f"{trickle.first_drop_s} s); {trickle.bytes_sent} bytes trickled"),
+               note=f"closed by the server: {trickle.dropped} (first after {trickle.first_drop_s} s); "
+                    f"{trickle.bytes_sent} bytes trickled"),
         *_latency_figures("slow connections: normal /health", health, requests_),
         *_latency_figures("slow connections: normal read_messages", reads, requests_),
     ]
