@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import signal
 import socket
 import threading
 import time
@@ -23,6 +24,7 @@ from typing import Any
 
 import pytest
 import requests
+from serverproc import ServerProcess
 
 from bridge.auth.tokens import issue_token
 from bridge.errors import ConfigError
@@ -282,3 +284,30 @@ def test_a_crowd_of_header_tricklers_does_not_lock_out_a_normal_request(start_st
         stop.set()
         for t in crowd:
             t.join(timeout=BOUND)
+
+
+def test_sigterm_ends_serve_promptly_with_idle_keep_alive_connections_and_long_polls_open(tmp_path, make_token):
+    """A stopping server closes idle kept-alive connections and answers its long-polls with what they have; before,
+    one idle connection (an agent's MCP client) held `bridge serve` after SIGTERM until it was killed."""
+    db = tmp_path / "stop.db"
+    with ServerProcess(db, tmp_path / "stop.log", worker=True) as server:
+        parts = build(Settings.load({"db": str(db)}, env={}))
+        try:
+            token = mint(parts, "rev", "coordinator")
+        finally:
+            parts.close()
+        headers = {"Authorization": f"Bearer {token}"}
+        with requests.Session() as idle:  # one request, then the connection stays open (keep-alive)
+            assert idle.get(f"{server.url}/health", timeout=BOUND).status_code == 200
+            thread_id = idle.post(f"{server.url}/v1/mcp/create_thread", headers=headers, timeout=BOUND, json={
+                "title": "stop", "type": "workflow", "participants": ["rev"]}).json()["thread_id"]
+            with ThreadPoolExecutor(2) as pool:
+                waiting = pool.submit(requests.post, f"{server.url}/v1/mcp/read_messages", headers=headers,
+                                      json={"thread_id": thread_id, "wait_ms": LONG_WAIT_MS}, timeout=BOUND * 5)
+                time.sleep(0.5)  # the long-poll is waiting
+                assert not waiting.done()
+                server.proc.send_signal(signal.SIGTERM)
+                assert server.proc.wait(timeout=BOUND) == 0, server.log_text()
+                answer = waiting.result(timeout=BOUND)
+        assert answer.status_code == 200 and answer.json()["messages"] == []
+        assert "Traceback" not in server.log_text()

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from waitress import wasyncore
 from waitress.adjustments import Adjustments
 from waitress.channel import HTTPChannel
 from waitress.parser import HTTPRequestParser
@@ -88,6 +89,14 @@ class _BridgeChannel(HTTPChannel):
             super().service()
         finally:
             self.idle_since = time.time()
+            if not self.server.accepting:  # stopping: no keep-alive past this response
+                self.close_when_flushed = True
+                self.server.pull_trigger()
+
+    def handle_close(self) -> None:
+        super().handle_close()
+        if not self.server.accepting:
+            self.server.close_when_quiet()
 
     def waiting_since(self) -> float | None:
         """Since when this connection holds its slot without delivering a request; None when it is busy (a request
@@ -114,6 +123,8 @@ class _BridgeChannel(HTTPChannel):
     def readable(self) -> bool:  # the server's loop, every iteration (at least once per asyncore_loop_timeout)
         if self.overdue(time.time()):
             self.server.drop(self, "read_timeout")
+        elif not self.server.accepting and self.waiting_since() is not None:  # stopping: idle connections go now
+            self.will_close = True
         return bool(super().readable())
 
 
@@ -151,6 +162,17 @@ class _BridgeServer(TcpWSGIServer):
             self._last_eviction_log = now
             log.warning("connection limit reached: closing idle or slow connections to accept new ones",
                         extra={"connection_limit": self.adj.connection_limit})
+
+    def stop_accepting(self) -> None:
+        """In the server's loop: close the listening socket only (task threads still pull the trigger); idle
+        connections then close, busy ones after their response, and the loop ends with the last of them."""
+        wasyncore.dispatcher.close(self)
+        self.close_when_quiet()
+
+    def close_when_quiet(self) -> None:
+        """Close the trigger (which ends the loop) once no connection is left."""
+        if not any(isinstance(c, _BridgeChannel) for c in self._map.values()):
+            self.trigger.close()
 
     def drop(self, channel: _BridgeChannel, reason: str) -> None:
         """Close a connection that has not delivered a request (closed by the loop when it sees `will_close`)."""
@@ -229,9 +251,13 @@ def serve_forever(parts: Parts, *, on_start: Callable[[Any], None] | None = None
         supervisor.url = f"http://{server.effective_host}:{server.effective_port}"
         worker_thread = threading.Thread(target=supervisor.run, args=(stop,), name="bridge-worker", daemon=True)
 
+    def stop_serving() -> None:  # in the server's loop: no new connections, idle ones close, long-polls answer
+        getattr(server, "stop_accepting", server.close)()
+        parts.bridge.store.end_waits()
+
     def handle(signum: int, frame: Any) -> None:
         stop.set()
-        server.trigger.pull_trigger(server.close)  # close from inside the server's loop, which then returns
+        server.trigger.pull_trigger(stop_serving)  # the loop returns once every connection is closed
 
     signal.signal(signal.SIGTERM, handle)
     signal.signal(signal.SIGINT, handle)

@@ -108,6 +108,7 @@ class Store:
         self._commits = 0
         self._waiters = 0
         self._closed = False
+        self._waits_ended = False  # shutting down: long-polls answer with what they have
         self._writing = False  # a batch is committing (on the writer thread or inline on a caller's thread)
         self.commit_listeners: list[Callable[[], None]] = []  # called after every COMMIT; failures are logged
         self._failure: StorageFailure | None = None
@@ -321,9 +322,10 @@ class Store:
                     return result
                 with self._commit_cv:
                     remaining = deadline - time.monotonic()
-                    if remaining <= 0 or self._closed:
+                    if remaining <= 0 or self._closed or self._waits_ended:
                         return None
-                    self._commit_cv.wait_for(lambda seen=seen: self._commits != seen or self._closed,
+                    self._commit_cv.wait_for(lambda seen=seen: self._commits != seen or self._closed
+                                             or self._waits_ended,
                                              timeout=remaining)
                     seen = self._commits
         finally:
@@ -377,6 +379,13 @@ class Store:
         conn = self.reader()
         return {name: conn.execute(f"PRAGMA {name}").fetchall()[0][0]
                 for name in ("journal_mode", "synchronous", "foreign_keys", "busy_timeout")}
+
+    def end_waits(self) -> None:
+        """Make every `wait_until` in progress (and any later one) return at once: a stopping server answers its
+        long-polls with what they have instead of holding them to their deadline."""
+        with self._commit_cv:
+            self._waits_ended = True
+            self._commit_cv.notify_all()
 
     def close(self) -> None:
         """Finish queued writes, stop the writer and close every connection."""
