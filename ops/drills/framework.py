@@ -128,14 +128,10 @@ class CommandResult:
         return json.loads(self.stderr.strip().splitlines()[-1])["error"]
 
 
-@dataclass
-class HttpReply:
-    """One HTTP exchange: status (None when the connection failed), lower-case headers, decoded body."""
+class EnvelopeReader:
+    """Reads the bridge's error envelope out of a decoded response `body`."""
 
-    status: int | None
-    headers: dict[str, str]
     body: Any
-    error: str | None = None
 
     @property
     def code(self) -> str | None:
@@ -150,6 +146,16 @@ class HttpReply:
         if self.code is None:
             return None
         return (self.body["error"].get("details") or {}).get("reason")
+
+
+@dataclass
+class HttpReply(EnvelopeReader):
+    """One HTTP exchange: status (None when the connection failed), lower-case headers, decoded body."""
+
+    status: int | None
+    headers: dict[str, str]
+    body: Any
+    error: str | None = None
 
 
 class Process:

@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ops.drills.framework import FAST_TIMINGS
+from ops.drills.framework import FAST_TIMINGS, EnvelopeReader
 from ops.stack import HOST, bridge_argv, clean_env, pid_alive
 
 T = TypeVar("T")
@@ -278,7 +278,7 @@ def _stop_tmux(tmux: Any) -> None:
 
 # --------------------------------------------------------------------------------------------------- the client
 @dataclass
-class Reply:
+class Reply(EnvelopeReader):
     """One exchange as the client saw it. `status` None: no HTTP answer (`sent` False: connection refused)."""
 
     status: int | None
@@ -292,19 +292,6 @@ class Reply:
     def ok(self) -> bool:
         return self.status == 200
 
-    @property
-    def code(self) -> str | None:
-        """The error envelope's code, or None."""
-        if isinstance(self.body, dict) and isinstance(self.body.get("error"), dict):
-            return self.body["error"].get("code")
-        return None
-
-    @property
-    def reason(self) -> str | None:
-        """`error.details.reason` of an error envelope, or None."""
-        if self.code is None:
-            return None
-        return (self.body["error"].get("details") or {}).get("reason")
 
 
 class Client:
