@@ -528,8 +528,9 @@ def _call_case(case: Any, base_url: str, session: Any, headers: dict[str, str], 
 
     ledger.calls += 1
     path = case.operation.path
-    if isinstance(case.body, dict) and type(case.body.get("wait_ms")) is int and 0 < case.body["wait_ms"] <= 30_000:
-        case.body["wait_ms"] = min(case.body["wait_ms"], LONG_POLL_MS)  # a valid long-poll: keep it, but short
+    wait = case.body.get("wait_ms") if isinstance(case.body, dict) else None
+    if type(wait) in (int, float) and 0 < wait <= 30_000 and float(wait).is_integer():  # 30000.0 is valid too
+        case.body["wait_ms"] = min(int(wait), LONG_POLL_MS)  # a valid long-poll: keep it, but short
     try:
         response = case.call(base_url=base_url, session=session, headers=headers, timeout=REQUEST_TIMEOUT)
     except requests.RequestException as exc:
