@@ -5,10 +5,23 @@ VENV="${BRIDGE_VENV:-$ROOT/.venv}"
 PYTHON="${PYTHON:-python3}"
 
 ensure_venv() {  # $1: pip extras, e.g. "[test]" or ""
+    # Installs only when pyproject.toml (the dependencies) changed since the last install with these extras: a
+    # stamp of its hash per extras in .venv (an install with extras also covers the plain one). The package is
+    # installed editable, so source edits need no reinstall.
+    local stamp name="$VENV/.bridge-stamp${1:+-$(printf '%s' "$1" | tr -dc 'a-zA-Z0-9_,')}" found
     if [ ! -x "$VENV/bin/python" ]; then
         "$PYTHON" -m venv "$VENV"
     fi
+    stamp="$(sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1)"
+    local candidates=("$name")
+    [ -z "$1" ] && candidates=("$VENV"/.bridge-stamp*)
+    for found in "${candidates[@]}"; do
+        if [ -f "$found" ] && [ "$(cat "$found")" = "$stamp" ]; then
+            return 0
+        fi
+    done
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "$ROOT$1"
+    echo "$stamp" > "$name"
 }
 
 ensure_system_packages() {  # tmux drives the wake-pipeline tests, npm installs the agent CLIs
