@@ -10,6 +10,8 @@ from typing import Any
 
 import click
 
+from bridge.cli.progress import Progress
+
 
 @click.command("drill")
 @click.argument("names", nargs=-1)
@@ -44,11 +46,12 @@ def drill(names: tuple[str, ...], run_all: bool, list_only: bool, out: str, keep
     previous = signal.signal(signal.SIGTERM, terminate) if main_thread else None
     failed: list[str] = []
     started = time.monotonic()
+    progress = Progress(len(chosen))
     try:
         for name in chosen:
-            click.echo(f"drill {name} ...", err=True)
-            evidence = run_drill(get_drill(name), out, keep=keep)
-            verdict = "PASS" if evidence["pass"] else "FAIL"
+            with progress.step(f"drill {name}") as step:
+                evidence = run_drill(get_drill(name), out, keep=keep)
+                step.verdict = verdict = "PASS" if evidence["pass"] else "FAIL"
             click.echo(f"{verdict} {name} ({evidence['duration_seconds']:.1f}s) evidence: "
                        f"{evidence.get('evidence_file')}")
             if evidence.get("kept_workdir"):
