@@ -8,12 +8,12 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
+from bridge.cli.progress import Progress
 from ops.reliability import SCENARIOS, NotAvailable, load
 
 COLUMNS = (("area", 24), ("measure", 52), ("figure", 18), ("target", 18), ("verdict", 7))
@@ -46,20 +46,20 @@ def run_scenario(name: str, scale: Any, root: Path) -> dict[str, Any]:
     return entry
 
 
-def run_suite(names: list[str], scale: Any, root: Path,
-              progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
-    """Run the scenarios in order; the report (JSON-ready) with `passed`."""
+def run_suite(names: list[str], scale: Any, root: Path, progress: Progress | None = None) -> dict[str, Any]:
+    """Run the scenarios in order; the report (JSON-ready) with `passed`. `progress` shows each as it runs."""
     import platform
 
     started = time.time()
     load_before = os.getloadavg()
     results = []
+    progress = progress if progress is not None else Progress(len(names), enabled=False)
     for name in names:
-        progress(f"reliability: {name} ...")
-        entry = run_scenario(name, scale, root)
-        progress(f"reliability: {name} {entry['status']} in {entry['seconds']:.1f}s")
+        with progress.step(f"reliability {name}") as step:
+            entry = run_scenario(name, scale, root)
+            step.verdict = _verdict(entry)
         results.append(entry)
-    passed = all(e["status"] == "ok" and all(f["passed"] for f in e["figures"]) for e in results)
+    passed = all(_verdict(e) == "PASS" for e in results)
     return {
         "scale": scale.n, "crash_runs": scale.crash_runs, "jobs": scale.jobs,
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
@@ -68,6 +68,13 @@ def run_suite(names: list[str], scale: Any, root: Path,
                         "cpus": os.cpu_count(), "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
         "scenarios": results, "passed": passed,
     }
+
+
+def _verdict(entry: dict[str, Any]) -> str:
+    """PASS when the scenario ran and every figure met its target, FAIL when one missed, else its status."""
+    if entry["status"] != "ok":
+        return entry["status"]
+    return "PASS" if all(f["passed"] for f in entry["figures"]) else "FAIL"
 
 
 def _row(*cells: str) -> str:
@@ -133,7 +140,7 @@ def reliability(scale: int, out: str | None, only: tuple[str, ...], keep: bool, 
     previous = signal.signal(signal.SIGTERM, terminate) if main_thread else None
     root = Path(tempfile.mkdtemp(prefix="bridge-reliability-"))
     try:
-        report = run_suite(names, Scale(scale), root, progress=lambda line: click.echo(line, err=True))
+        report = run_suite(names, Scale(scale), root, Progress(len(names)))
     finally:
         if main_thread:
             signal.signal(signal.SIGTERM, previous)
