@@ -10,8 +10,9 @@ from pathlib import Path
 import apsw
 import click
 
-from bridge.cli.common import db_options, load_settings, opened, operator_call
+from bridge.cli.common import db_options, load_settings, opened, operator_call, require_database
 from bridge.cli.output import emit, fail, table
+from bridge.cli.progress import Progress
 from bridge.errors import Conflict, InvalidArgument
 from bridge.services.core import audit
 from bridge.store import maintenance
@@ -27,9 +28,9 @@ def db() -> None:
 @db.command("migrate")
 @db_options
 def migrate(db: str | None, workspace: str | None, as_json: bool) -> None:
-    """Apply pending schema migrations (every start does this too)."""
+    """Apply pending schema migrations, creating the database if it does not exist (every start does this too)."""
     settings = load_settings(db=db, workspace=workspace)
-    with opened(settings, as_json) as parts:
+    with opened(settings, as_json, create=True) as parts:
         version = parts.bridge.store.schema_version()
     emit({"database": str(settings.db_path), "schema_version": version, "latest": latest_version()}, as_json)
 
@@ -39,9 +40,10 @@ def migrate(db: str | None, workspace: str | None, as_json: bool) -> None:
 def check(db: str | None, workspace: str | None, as_json: bool) -> None:
     """Integrity, foreign keys, schema version and invariants (gapless seqs, escalations, cursors); exit 1 if bad."""
     settings = load_settings(db=db, workspace=workspace)
-    if not settings.db_path.exists():
-        fail(InvalidArgument(f"no database at {settings.db_path}"), as_json)
-    verdict = maintenance.check(settings.db_path)
+    require_database(settings, as_json)
+    with Progress(1, as_json=as_json).step(f"check {settings.db_path}") as step:
+        verdict = maintenance.check(settings.db_path)
+        step.verdict = "ok" if verdict["ok"] else "FAILED"
     emit(verdict, as_json, "ok: " + ", ".join(verdict["checks"]) if verdict["ok"] else
          "\n".join(f"FAILED {p['check']}: {p['found']}" for p in verdict["problems"]))
     sys.exit(0 if verdict["ok"] else 1)
@@ -70,10 +72,11 @@ def _audited(settings, as_json: bool, actor: str | None, operation: str, details
 def backup(out: str, actor: str | None, db: str | None, workspace: str | None, as_json: bool) -> None:
     """Online backup through SQLite's backup API (safe while the bridge is writing)."""
     settings = load_settings(db=db, workspace=workspace)
+    require_database(settings, as_json)
     if not Path(out).expanduser().resolve().parent.is_dir():
         fail(InvalidArgument(f"no directory for --out {out}: create it first"), as_json)
     try:
-        with _storage_errors(as_json):
+        with _storage_errors(as_json), Progress(1, as_json=as_json).step(f"backup {settings.db_path} to {out}"):
             result = maintenance.backup(settings.db_path, out)
     except FileExistsError as exc:
         fail(Conflict(str(exc)), as_json)
@@ -105,6 +108,7 @@ def restore(source: str, yes: bool, actor: str | None, db: str | None, workspace
 def vacuum(db: str | None, workspace: str | None, as_json: bool) -> None:
     """Rebuild the database file to reclaim free pages."""
     settings = load_settings(db=db, workspace=workspace)
+    require_database(settings, as_json)
     with _storage_errors(as_json):
         result = maintenance.vacuum(settings.db_path, busy_timeout=settings.busy_timeout)
     emit(result, as_json)
