@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import errno
 import importlib.metadata
-import os
 import socket
 import stat
 import subprocess
@@ -12,6 +12,7 @@ from typing import Any
 
 from bridge.auth.keys import KEY_FILE
 from bridge.settings import Settings
+from bridge.store.db import creation_problem
 
 DEPENDENCIES = ("apsw", "bottle", "waitress", "pydantic", "click", "prometheus-client", "PyJWT", "cryptography")
 
@@ -40,7 +41,8 @@ def run_checks(settings: Settings) -> list[dict[str, Any]]:
         out.append(_result("signing key", mode == 0o600, f"{key} mode {mode:o}" + ("" if mode == 0o600 else
                                                                                    " (expected 600)")))
     else:
-        out.append(_result("signing key", True, f"{key} will be created on first start", required=False))
+        out.append(_result("signing key", True, f"{key} will be created when bridge serve first starts on the database",
+                           required=False))
     out.append(_port(settings.host, settings.port))
     return out
 
@@ -48,12 +50,11 @@ def run_checks(settings: Settings) -> list[dict[str, Any]]:
 def _database(settings: Settings) -> dict[str, Any]:
     path = settings.db_path
     if not path.exists():
-        parent = path.parent
-        while not parent.exists() and parent != parent.parent:
-            parent = parent.parent
-        if not (parent.is_dir() and os.access(parent, os.W_OK | os.X_OK)):
-            return _result("database", False, f"{path} cannot be created: {parent} is not a writable directory")
-        return _result("database", True, f"{path} will be created on first start", required=False)
+        problem = creation_problem(path)
+        if problem is not None:
+            return _result("database", False, f"{path} cannot be created: {problem}")
+        return _result("database", True, f"{path} does not exist: bridge serve (or bridge db migrate) creates it; "
+                                         "every other command refuses a missing database", required=False)
     try:
         from bridge.store import maintenance
 
@@ -65,11 +66,40 @@ def _database(settings: Settings) -> dict[str, Any]:
     return _result("database", False, f"{path}: {[p['check'] for p in verdict['problems']]}")
 
 
+def bind_problem(host: str, port: int) -> str | None:
+    """Why `bridge serve` could not listen on host:port (in use, not this machine's address, not allowed), or None.
+
+    Binds and closes a socket like the server's (SO_REUSEADDR), so it changes nothing; port 0 always binds."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        return f"cannot resolve the host {host!r}: {exc.strerror}"
+    for family, kind, proto, _, address in infos:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                return bind_reason(host, port, exc)
+    return None
+
+
+LISTEN_ERRORS = (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES)
+
+
+def bind_reason(host: str, port: int, exc: OSError) -> str:
+    if exc.errno == errno.EADDRINUSE:
+        return (f"port {port} on {host} is in use (another bridge serve?): stop it or choose another port with "
+                "--port or BRIDGE_PORT")
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return f"{host} is not an address of this machine: choose another with --host or BRIDGE_HOST"
+    if exc.errno == errno.EACCES:
+        return f"not allowed to listen on port {port} on {host}: choose a port above 1023 with --port"
+    return f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+
+
 def _port(host: str, port: int) -> dict[str, Any]:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.settimeout(1)
-        try:
-            probe.connect((host, port))
-        except OSError:
-            return _result("port", True, f"{host}:{port} is free")
-    return _result("port", True, f"{host}:{port} is in use (a bridge may already be running)", required=False)
+    problem = bind_problem(host, port)
+    if problem is None:
+        return _result("port", True, f"{host}:{port} is free")
+    return _result("port", True, problem, required=False)

@@ -43,6 +43,12 @@ def _thumbprint(public: Ed25519PublicKey) -> str:
     return _b64(hashlib.sha256(canonical.encode()).digest())[:16]
 
 
+def load_key(data_dir: Path) -> SigningKey | None:
+    """The signing key in `data_dir`, or None when there is none yet (nothing is created)."""
+    path = data_dir / KEY_FILE
+    return _read(path) if path.exists() else None
+
+
 def load_or_create(data_dir: Path) -> SigningKey:
     """Load the signing key from `data_dir`, creating the directory and a new key (mode 0600) if absent."""
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -59,6 +65,10 @@ def load_or_create(data_dir: Path) -> SigningKey:
             handle.write(pem)
             handle.flush()
             os.fsync(handle.fileno())
+    return _read(path)
+
+
+def _read(path: Path) -> SigningKey:
     private = serialization.load_pem_private_key(path.read_bytes(), password=None)
     if not isinstance(private, Ed25519PrivateKey):
         raise ValueError(f"{path} does not hold an Ed25519 private key")

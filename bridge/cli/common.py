@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import getpass
+import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -17,6 +18,7 @@ from bridge.domain.identifiers import is_identifier
 from bridge.errors import BridgeError, InvalidArgument, Unavailable
 from bridge.services.core import Call
 from bridge.settings import Settings, parse_duration
+from bridge.store.db import creation_problem
 from bridge.wiring import Parts, build
 
 
@@ -37,16 +39,56 @@ def load_settings(**overrides: Any) -> Settings:
         raise SystemExit(2) from error
 
 
+def db_source() -> str:
+    """How this command chose its database file: the `--db` flag, the `BRIDGE_DB` variable or the default."""
+    context = click.get_current_context(silent=True)
+    if context is not None and context.params.get("db") is not None:
+        return "from --db"
+    if os.environ.get("BRIDGE_DB"):
+        return "from BRIDGE_DB"
+    return "the default ./bridge.db"
+
+
+def database_error(settings: Settings, exc: BaseException, *, create: bool) -> Unavailable:
+    """The one-line UNAVAILABLE error for a database file this command cannot use, naming the path and its source."""
+    path, source = settings.db_path, db_source()
+    details: dict[str, Any] = {"database": str(path), "database_source": source}
+    if isinstance(exc, apsw.BusyError | apsw.LockedError):
+        return Unavailable(f"the database {path} ({source}) is locked by another program (waited "
+                           f"{settings.busy_timeout:g}s); close it and retry",
+                           {**details, "reason": "database_locked"})
+    if not create and not path.exists():
+        return Unavailable(f"no database at {path} ({source}); only bridge serve, bridge db migrate and bridge db "
+                           "restore create one: check --db, BRIDGE_DB or the current directory",
+                           {**details, "reason": "database_missing"})
+    problem = creation_problem(path) if create else None
+    if problem is not None:
+        return Unavailable(f"cannot create the database {path} ({source}): {problem}",
+                           {**details, "reason": "database_not_creatable"})
+    return Unavailable(f"cannot open the database {path} ({source}): {exc}",
+                       {**details, "reason": "database_unavailable"})
+
+
+def require_database(settings: Settings, as_json: bool) -> None:
+    """Exit 4 (nothing created) unless the database file exists: for commands that open it without `opened`."""
+    if not settings.db_path.is_file():
+        fail(database_error(settings, FileNotFoundError(str(settings.db_path)), create=False), as_json)
+
+
 @contextlib.contextmanager
-def opened(settings: Settings, as_json: bool) -> Iterator[Parts]:
-    """Build the parts for a CLI command, turning bridge errors into exit codes."""
+def opened(settings: Settings, as_json: bool, *, create: bool = False) -> Iterator[Parts]:
+    """Build the parts for a CLI command, turning bridge errors into exit codes.
+
+    Only `create=True` (bridge serve, bridge db migrate) may create a missing database file and its signing key;
+    every other command refuses a missing file with exit 4 and creates nothing."""
     parts = None
     try:
         try:
-            parts = build(settings)
+            if create and (problem := creation_problem(settings.db_path)) is not None:
+                raise OSError(problem)
+            parts = build(settings, create=create)
         except (OSError, apsw.Error) as exc:  # cannot create, open, lock or migrate the file: not a bug, exit 4
-            raise Unavailable(f"cannot open the database {settings.db_path}: {exc}",
-                              {"reason": "database_unavailable", "database": str(settings.db_path)}) from exc
+            raise database_error(settings, exc, create=create) from exc
         yield parts
     except BridgeError as error:
         fail(error, as_json)

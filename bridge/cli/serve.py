@@ -6,6 +6,9 @@ import click
 
 from bridge import logs
 from bridge.cli.common import load_settings, opened
+from bridge.cli.output import fail
+from bridge.doctor import LISTEN_ERRORS, bind_problem, bind_reason
+from bridge.errors import Unavailable
 
 
 @click.command()
@@ -31,7 +34,9 @@ def serve(with_worker: bool, **flags: object) -> None:
     logs.configure(settings.log_level)
     from bridge.http.server import serve_forever
 
-    with opened(settings, as_json=False) as parts:
+    if settings.port and (problem := bind_problem(settings.host, settings.port)) is not None:
+        fail(Unavailable(problem, {"reason": "cannot_listen", "host": settings.host, "port": settings.port}), False)
+    with opened(settings, as_json=False, create=True) as parts:
         def announce(server: object) -> None:
             host, port = server.effective_host, server.effective_port  # type: ignore[attr-defined]
             click.echo(f"bridge {settings.workspace!r} listening on http://{host}:{port} (db {settings.db_path})",
@@ -40,7 +45,12 @@ def serve(with_worker: bool, **flags: object) -> None:
                        err=True)
             click.echo(f"READY http://{host}:{port}", err=True)
 
-        serve_forever(parts, on_start=announce, with_worker=with_worker)
+        try:
+            serve_forever(parts, on_start=announce, with_worker=with_worker)
+        except OSError as exc:  # the port was taken between the probe and the bind
+            if exc.errno not in LISTEN_ERRORS:
+                raise
+            fail(Unavailable(bind_reason(settings.host, settings.port, exc), {"reason": "cannot_listen"}), False)
 
 
 @click.command()

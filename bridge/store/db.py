@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -41,14 +42,35 @@ _DATA_VERSION_POLL = 0.005  # seconds between cross-process commit checks while 
 PROBE_INTERVAL = 1.0  # seconds between storage probes while writes are failing
 
 
-def connect(path: Path | str, *, synchronous: str = "FULL", busy_timeout: float = 5.0) -> apsw.Connection:
-    """Open a connection with the bridge's pragmas: WAL, chosen synchronous, foreign keys, busy timeout."""
-    conn = apsw.Connection(str(path))
+def connect(path: Path | str, *, synchronous: str = "FULL", busy_timeout: float = 5.0,
+            create: bool = True) -> apsw.Connection:
+    """Open a connection with the bridge's pragmas: WAL, chosen synchronous, foreign keys, busy timeout.
+
+    `create=False` opens an existing file only: a missing one raises `apsw.CantOpenError` and nothing is created."""
+    flags = apsw.SQLITE_OPEN_READWRITE | (apsw.SQLITE_OPEN_CREATE if create else 0)
+    conn = apsw.Connection(str(path), flags=flags)
     conn.set_busy_timeout(int(busy_timeout * 1000))
     conn.execute("PRAGMA journal_mode=WAL").fetchall()
     conn.execute(f"PRAGMA synchronous={synchronous}")
     conn.execute("PRAGMA foreign_keys=ON")
     return conn
+
+
+def creation_problem(path: Path) -> str | None:
+    """Why the database file `path` (and its data directory beside it) could not be created, or None if it can.
+
+    An existing file needs nothing; otherwise the nearest existing ancestor must be a directory this process may
+    write (missing directories below it are created)."""
+    if path.exists():
+        return None if path.is_file() else f"{path} exists and is not a file"
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        return f"{parent} is not a directory"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"{parent} is not a writable directory"
+    return None
 
 
 def storage_reason(exc: BaseException, system_errno: int = 0) -> str:
@@ -94,11 +116,14 @@ class Store:
     """One SQLite database file shared by every thread (and process) of the bridge."""
 
     def __init__(self, path: Path | str, *, synchronous: str = "FULL", busy_timeout: float = 5.0,
-                 migrate_schema: bool = True):
+                 migrate_schema: bool = True, create: bool = True):
+        """`create=False`: open an existing database only (a missing file raises `apsw.CantOpenError`, nothing is
+        created); `create=True` also creates the file and its missing parent directories."""
         self.path = Path(path)
         self.synchronous = synchronous
         self.busy_timeout = busy_timeout
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if create:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         self._all_readers: list[apsw.Connection] = []
         self._readers_lock = threading.Lock()
@@ -114,7 +139,7 @@ class Store:
         self._failure: StorageFailure | None = None
         self._probe_lock = threading.Lock()
         self._last_probe = 0.0
-        writer_conn = connect(self.path, synchronous=synchronous, busy_timeout=busy_timeout)
+        writer_conn = connect(self.path, synchronous=synchronous, busy_timeout=busy_timeout, create=create)
         if migrate_schema:
             migrate(writer_conn)
         self._writer_conn = writer_conn
