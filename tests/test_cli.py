@@ -25,6 +25,7 @@ def run_cli(*args: str):
 
 def test_token_issue_prints_only_a_verifiable_token(tmp_path):
     db = str(tmp_path / "b.db")
+    assert run_cli("db", "migrate", "--db", db).exit_code == 0  # only serve and db migrate|restore create one
     result = run_cli("token", "issue", "--db", db, "--agent-id", "rev", "--role", "participant", "--ttl", "2h")
     assert result.exit_code == 0, result.output
     token = result.stdout.strip()
@@ -41,6 +42,7 @@ def test_token_issue_prints_only_a_verifiable_token(tmp_path):
 
 def test_token_issue_json_and_refusals(tmp_path):
     db = str(tmp_path / "b.db")
+    assert run_cli("db", "migrate", "--db", db).exit_code == 0  # only serve and db migrate|restore create one
     result = run_cli("token", "issue", "--db", db, "--agent-id", "c", "--role", "coordinator", "--json",
                      "--session-id", "s-1", "--workspace", "team")
     doc = json.loads(result.stdout)
@@ -55,6 +57,7 @@ def test_token_issue_json_and_refusals(tmp_path):
 
 def test_token_revoke_requires_exactly_one_selector_and_is_audited(tmp_path):
     db = str(tmp_path / "b.db")
+    assert run_cli("db", "migrate", "--db", db).exit_code == 0  # only serve and db migrate|restore create one
     assert run_cli("token", "revoke", "--db", db).exit_code == 2
     assert run_cli("token", "revoke", "--db", db, "--jti", "a", "--agent-id", "b").exit_code == 2
     result = run_cli("token", "revoke", "--db", db, "--agent-id", "rev", "--reason", "laptop lost", "--json",
