@@ -54,6 +54,7 @@ class TokenVerifier:
         self.revoked = revoked
         self.clock = clock
         self._keys: dict[str, Any] = {}
+        self.local_key = local_key  # published at GET /.well-known/jwks.json
         if local_key is not None:
             self._keys[local_key.kid] = (local_key.public, LOCAL_ALGORITHMS)
         if jwks_file is not None:

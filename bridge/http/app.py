@@ -237,6 +237,13 @@ class Api:
         bottle.response.content_type = JSON
         return self.openapi
 
+    def jwks(self) -> bytes:
+        """The public key of the local issuer this process verifies with (`bridge token issue --url` compares it)."""
+        bottle.request.environ["bridge.command"] = "jwks"
+        bottle.response.content_type = JSON
+        key = self.verifier.local_key
+        return to_json({"keys": [] if key is None else [key.public_jwk()]})
+
     def framework_error(self, error: bottle.HTTPError) -> bytes:
         """bottle's own errors (unknown route, wrong method, ...) in the JSON envelope."""
         if error.status_code == 405:
@@ -285,6 +292,7 @@ def create_app(bridge: Bridge, verifier: TokenVerifier, metrics: Metrics | None 
     app.route("/ready", "GET", api.ready)
     app.route("/metrics", "GET", api.metrics_page)
     app.route("/v1/openapi.json", "GET", api.openapi_doc)
+    app.route("/.well-known/jwks.json", "GET", api.jwks)
     for status in (400, 404, 405, 413, 415, 500):
         app.error(status)(api.framework_error)
     return RequestIdMiddleware(app, metrics)
