@@ -41,8 +41,8 @@ def serve(with_worker: bool, **flags: object) -> None:
             host, port = server.effective_host, server.effective_port  # type: ignore[attr-defined]
             click.echo(f"bridge {settings.workspace!r} listening on http://{host}:{port} (db {settings.db_path})",
                        err=True)
-            click.echo(f"mint a token: bridge token issue --db {settings.db} --agent-id <agent> --role participant",
-                       err=True)
+            click.echo(f"mint a token: bridge token issue --db {settings.db_path} --url http://{host}:{port} "
+                       "--agent-id <agent> --role participant", err=True)
             click.echo(f"READY http://{host}:{port}", err=True)
 
         try:

@@ -5,15 +5,26 @@ from __future__ import annotations
 import json
 import math
 import time
+import urllib.request
 
 import click
 
+from bridge.auth.keys import load_key
 from bridge.auth.tokens import issue_token
-from bridge.cli.common import check_identifier, db_options, load_settings, opened, operator_call, token_lifetime
+from bridge.cli.common import (
+    check_identifier,
+    db_options,
+    db_source,
+    load_settings,
+    opened,
+    operator_call,
+    token_lifetime,
+)
 from bridge.cli.output import emit, fail
 from bridge.domain.authz import ROLES
-from bridge.errors import InvalidArgument
+from bridge.errors import Conflict, InvalidArgument, Unavailable
 from bridge.services import tokens as token_service
+from bridge.settings import Settings
 from bridge.store import control as control_store
 
 
@@ -27,15 +38,20 @@ def token() -> None:
 @click.option("--role", required=True, type=click.Choice(ROLES), help="participant, coordinator or auditor.")
 @click.option("--session-id", default=None, help="Session id claim (default: generated).")
 @click.option("--ttl", default="8h", show_default=True, help="Lifetime, e.g. 30m, 8h (at most the max TTL).")
+@click.option("--url", default=None,
+              help="Refuse unless the bridge serving at this URL (e.g. http://127.0.0.1:8765) holds this database's "
+                   "signing key, so the token cannot be refused as 'not signed by a known key'.")
 @db_options
-def issue(agent_id: str, role: str, session_id: str | None, ttl: str, db: str | None, workspace: str | None,
-          as_json: bool) -> None:
-    """Print a signed token (only the token on stdout; --json adds the claims)."""
+def issue(agent_id: str, role: str, session_id: str | None, ttl: str, url: str | None, db: str | None,
+          workspace: str | None, as_json: bool) -> None:
+    """Print a signed token (only the token on stdout; --json adds the claims); stderr names the database used."""
     settings = load_settings(db=db, workspace=workspace)
     check_identifier("agent-id", agent_id, as_json)
     check_identifier("session-id", session_id, as_json)
     lifetime = token_lifetime(ttl, settings, as_json)
     with opened(settings, as_json) as parts:
+        if url is not None:
+            check_server_holds_key(url, settings, as_json)
         cutoff = parts.bridge.store.read(lambda conn: control_store.agent_revoked_at(conn, agent_id))
         wait = math.ceil(cutoff / 1000) - time.time() if cutoff is not None else 0.0
         if 0 < wait <= 2:
@@ -46,9 +62,38 @@ def issue(agent_id: str, role: str, session_id: str | None, ttl: str, db: str | 
                                      agent_id=agent_id, role=role, workspace_id=settings.workspace,
                                      session_id=session_id, ttl=lifetime)
     if as_json:
-        emit({"token": signed, "claims": claims}, True)
+        emit({"token": signed, "claims": claims, "database": str(settings.db_path), "kid": parts.key.kid}, True)
     else:
         click.echo(signed)
+        click.echo(f"signed with key {parts.key.kid} of the database {settings.db_path} ({db_source()})", err=True)
+
+
+def check_server_holds_key(url: str, settings: Settings, as_json: bool) -> None:
+    """Exit unless the bridge at `url` verifies with this database's signing key (nothing is created or minted)."""
+    local = load_key(settings.data_dir)
+    held = _server_key_ids(url, as_json)
+    if local is None or local.kid not in held:
+        mine = "no signing key" if local is None else f"the signing key {local.kid}"
+        fail(Conflict(f"the bridge at {url} does not hold {mine} of the database {settings.db_path} ({db_source()})"
+                      f"; it verifies with {sorted(held) or 'no local key'}: a token minted here would be refused. "
+                      "Give --db the database that server runs on (its start-up line names it)",
+                      {"reason": "key_not_held", "database": str(settings.db_path), "url": url,
+                       "kid": None if local is None else local.kid, "server_kids": sorted(held)}), as_json)
+
+
+def _server_key_ids(url: str, as_json: bool) -> set[str]:
+    """The key ids the bridge at `url` publishes at /.well-known/jwks.json; exit 4 if it cannot be asked."""
+    address = url.rstrip("/") + "/.well-known/jwks.json"
+    if not address.startswith(("http://", "https://")):
+        fail(InvalidArgument(f"--url must start with http:// or https://, not {url!r}"), as_json)
+    try:
+        with urllib.request.urlopen(address, timeout=10) as reply:
+            keys = json.loads(reply.read(65536))["keys"]
+        return {key["kid"] for key in keys if isinstance(key, dict) and isinstance(key.get("kid"), str)}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        fail(Unavailable(f"cannot read the signing keys of the bridge at {url} ({address}): {exc}",
+                         {"reason": "server_unreachable", "url": url}), as_json)
+    raise AssertionError("unreachable")
 
 
 @token.command("revoke")
