@@ -17,16 +17,21 @@ Evidence comes from running things, never from reading test source: pytest runs 
 plugin, which reports what was collected (with any skip or xfail mark), each test's outcome and every SQLite file
 the tests opened; commands are run and their exit codes and effects read.
 
-The decision is GO only when every row passes; the exit status is 0 on GO and 1 on NO-GO.
+The decision is GO only when every row passes; the exit status is 0 on GO and 1 on NO-GO. What the rows run
+besides the bridge (pytest with the test extras, tmux) is checked first: without it the command refuses at once
+(exit 4, UNAVAILABLE) with the way to install it, instead of failing rows minutes later. On a terminal each row
+prints its progress on stderr (`bridge.cli.progress`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import io
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -39,6 +44,9 @@ from typing import Any
 
 import click
 
+from bridge.cli.output import fail
+from bridge.cli.progress import Progress
+from bridge.errors import Unavailable
 from ops import acceptance
 from ops.acceptance import Evidence, project_root
 from ops.sli import parse_thresholds, run_sli
@@ -61,6 +69,10 @@ DB_SMOKE = ("tests/test_store.py",)  # always run: proof that the database-backe
 BENCH_SMOKE = ("benchmarks/test_bench_messages.py::test_post_message_inprocess",
                "benchmarks/test_bench_messages.py::test_read_messages_inprocess")
 SYNCHRONOUS_FULL = 2  # PRAGMA synchronous
+# The test extras (pyproject.toml) the pytest runs import: module -> distribution. ruff is not run here.
+TEST_EXTRAS = {"pytest": "pytest", "pytest_benchmark": "pytest-benchmark", "requests": "requests",
+               "hypothesis": "hypothesis", "schemathesis": "schemathesis"}
+INSTALL_HINT = "install them with `pip install -e '.[test]'` and tmux from your package manager, or run ./scripts/test"
 
 
 @dataclass
@@ -83,6 +95,19 @@ class Options:
 
 
 # ------------------------------------------------------------------------------------------------ helpers
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def missing_prerequisites() -> list[str]:
+    """What the rows need and this machine lacks: test extras (by distribution name), then tmux."""
+    missing = [dist for module, dist in TEST_EXTRAS.items() if not _importable(module)]
+    return missing + ([] if shutil.which("tmux") else ["tmux"])
+
+
 def run_bounded(argv: list[str], timeout: float, cwd: Path) -> tuple[int | None, str, str]:
     """Run a command to completion or `timeout`: then SIGTERM (it stops what it started, as on Ctrl-C), and SIGKILL
     only if it is still there a minute later. (exit code or None on timeout, stdout, stderr)"""
@@ -373,46 +398,50 @@ ITEMS = {
 }
 
 
-def _timed(key: str, fn: Callable[[], tuple[Any, ...]], on_row: Callable[[Row], None] | None) -> tuple[Row, Any]:
+def _timed(key: str, fn: Callable[[], tuple[Any, ...]], progress: Progress) -> tuple[Row, Any]:
     started = time.monotonic()
     extra = None
-    try:
-        ev, summary, *rest = fn()
-        extra = rest[0] if rest else None
-        row = Row(key, ITEMS[key], ev.ok, summary if ev.ok else _summary(ev, summary), _evidence(ev), 0.0)
-    except Exception as exc:  # a row that crashes is a failing row with its traceback, never a crashed report
-        row = Row(key, ITEMS[key], False, f"check crashed: {exc!r}",
-                  {"traceback": traceback.format_exc().splitlines()[-12:]}, 0.0)
+    with progress.step(ITEMS[key]) as step:
+        try:
+            ev, summary, *rest = fn()
+            extra = rest[0] if rest else None
+            row = Row(key, ITEMS[key], ev.ok, summary if ev.ok else _summary(ev, summary), _evidence(ev), 0.0)
+        except Exception as exc:  # a row that crashes is a failing row with its traceback, never a crashed report
+            row = Row(key, ITEMS[key], False, f"check crashed: {exc!r}",
+                      {"traceback": traceback.format_exc().splitlines()[-12:]}, 0.0)
+        step.verdict = "GO" if row.ok else "NO-GO"
     row.seconds = round(time.monotonic() - started, 1)
-    if on_row is not None:
-        on_row(row)
     return row, extra
 
 
-def run_readiness(options: Options, on_row: Callable[[Row], None] | None = None) -> dict[str, Any]:
-    """Run every row; return the report (decision GO only when all pass)."""
+def run_readiness(options: Options, progress: Progress | None = None) -> dict[str, Any]:
+    """Run every row; return the report (decision GO only when all pass). `progress` shows each row as it runs."""
+    progress = progress if progress is not None else Progress(len(ITEMS), enabled=False)
     started = time.time()
     rows: list[Row] = []
     stack_doc: dict[str, Any] | None = None
     operator_row = None
     try:
+        progress.note("starting a live stack (bridge serve, worker, tmux stand-ins) ...")
         with real_stack(options.workdir / "stack") as stack:
             for key, fn in (("functional", row_functional), ("security", row_security), ("signals", row_signals),
                             ("operator", row_operator)):
-                row, _ = _timed(key, lambda fn=fn: fn(stack, options), on_row)
+                row, _ = _timed(key, lambda fn=fn: fn(stack, options), progress)
                 rows.append(row)
                 operator_row = row if key == "operator" else operator_row
             stack_doc = stack.describe()
     except RuntimeError as exc:  # the stack itself could not start: those rows fail with the reason
         for key in ("functional", "security", "signals", "operator"):
             if key not in {r.key for r in rows}:
+                with progress.step(ITEMS[key]) as step:
+                    step.verdict = "NO-GO (the stack did not start)"
                 rows.append(Row(key, ITEMS[key], False, f"the stack did not start: {exc}", {}, 0.0))
-    drills, _ = _timed("drills", lambda: row_drills(options), on_row)
-    sli_row, sli_report = _timed("sli", lambda: row_sli(options), on_row)
+    drills, _ = _timed("drills", lambda: row_drills(options), progress)
+    sli_row, sli_report = _timed("sli", lambda: row_sli(options), progress)
     rows += [drills, sli_row]
-    rows.append(_timed("risk_db_tests", lambda: row_risk_db_tests(options, stack_doc), on_row)[0])
-    rows.append(_timed("risk_benchmark", lambda: row_risk_benchmark(options, sli_report), on_row)[0])
-    rows.append(_timed("risk_operator", lambda: row_risk_operator(operator_row), on_row)[0])
+    rows.append(_timed("risk_db_tests", lambda: row_risk_db_tests(options, stack_doc), progress)[0])
+    rows.append(_timed("risk_benchmark", lambda: row_risk_benchmark(options, sli_report), progress)[0])
+    rows.append(_timed("risk_operator", lambda: row_risk_operator(operator_row), progress)[0])
     order = list(ITEMS)
     rows.sort(key=lambda r: order.index(r.key))
     go = all(r.ok for r in rows)
@@ -451,15 +480,15 @@ def readiness(with_tests: bool, sli_iterations: int, threshold_args: tuple[str, 
               as_json: bool, out: str | None, keep: bool) -> None:
     """Run the go-live checklist for real and print a go/no-go table; exit 0 only on GO."""
     thresholds = parse_thresholds(threshold_args)
+    missing = missing_prerequisites()
+    if missing:
+        fail(Unavailable(f"bridge ops readiness needs the test extras and tmux; missing: {', '.join(missing)}: "
+                         f"{INSTALL_HINT}", {"missing": missing}), as_json)
     workdir = Path(tempfile.mkdtemp(prefix="bridge-readiness-"))
     options = Options(with_tests=with_tests, sli_iterations=sli_iterations, thresholds=thresholds,
                       drill_timeout=drill_timeout, workdir=workdir)
-
-    def progress(row: Row) -> None:
-        click.echo(f"{'GO   ' if row.ok else 'NO-GO'} {row.item} ({row.seconds}s)", err=True)
-
     try:
-        report = run_readiness(options, on_row=progress)
+        report = run_readiness(options, Progress(len(ITEMS), as_json=as_json))
     finally:
         if not keep:
             import shutil

@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from bridge.cli.progress import Progress
 from ops.stack import Stack, real_stack
 
 if TYPE_CHECKING:  # ops.load pulls in multiprocessing: imported when the harness runs, not on every `bridge` start
@@ -407,9 +408,9 @@ def sli(iterations: int, out: str | None, threshold_args: tuple[str, ...], as_js
     Exit 0 when every threshold holds, 1 on a breach, 2 on a usage error, 4 when the stack could not start.
     """
     thresholds = parse_thresholds(threshold_args)
-    with click.progressbar(length=iterations, label="sli", file=sys.stderr, show_pos=True) as bar:
+    with Progress(1, as_json=as_json).bar(iterations, "sli iterations") as update:
         try:
-            report = run_sli(iterations, thresholds=thresholds, on_progress=bar.update)
+            report = run_sli(iterations, thresholds=thresholds, on_progress=update)
         except RuntimeError as exc:  # the stack could not start (tmux missing, server refused to start)
             click.echo(f"error: the stack is unavailable: {exc}", err=True)
             sys.exit(4)
