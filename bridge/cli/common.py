@@ -75,6 +75,15 @@ def require_database(settings: Settings, as_json: bool) -> None:
         fail(database_error(settings, FileNotFoundError(str(settings.db_path)), create=False), as_json)
 
 
+def require_tmux(as_json: bool) -> None:
+    """Exit 4 unless tmux is installed: for commands that start agents in panes (checked before opening anything)."""
+    from bridge.worker.tmux import Tmux
+
+    if not Tmux.available():
+        fail(Unavailable("tmux is not installed (not found on PATH): this command starts agents in tmux panes; "
+                         "install tmux (e.g. apt-get install tmux) and retry", {"reason": "tmux_missing"}), as_json)
+
+
 @contextlib.contextmanager
 def opened(settings: Settings, as_json: bool, *, create: bool = False) -> Iterator[Parts]:
     """Build the parts for a CLI command, turning bridge errors into exit codes.
