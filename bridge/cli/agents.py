@@ -7,7 +7,15 @@ from pathlib import Path
 
 import click
 
-from bridge.cli.common import check_identifier, db_options, load_settings, opened, operator_call, token_lifetime
+from bridge.cli.common import (
+    check_identifier,
+    db_options,
+    load_settings,
+    opened,
+    operator_call,
+    require_tmux,
+    token_lifetime,
+)
 from bridge.cli.output import emit, fail
 from bridge.errors import InvalidArgument
 from bridge.services import agents as agent_service
@@ -50,9 +58,8 @@ def up(kind: str, agent_id: str, role: str, cwd: Path, url: str | None, ttl: str
         api_key = os.environ.get(api_key_env)
         if not api_key:
             fail(InvalidArgument(f"--api-key-env: ${api_key_env} is not set"), as_json)
+    require_tmux(as_json)
     tmux = Tmux(settings.tmux_socket)
-    if not tmux.available():
-        fail(InvalidArgument("tmux is not installed"), as_json)
     with opened(settings, as_json) as parts:
         try:
             out = agent_service.up(parts.bridge, operator_call(settings, actor), tmux, parts.key, kind=kind,

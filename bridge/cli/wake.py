@@ -6,7 +6,7 @@ import secrets
 
 import click
 
-from bridge.cli.common import db_options, load_settings, opened, operator_call
+from bridge.cli.common import db_options, load_settings, opened, operator_call, require_tmux
 from bridge.cli.output import emit, table
 from bridge.services import runtimes as runtime_service
 from bridge.services import triggers as trigger_service
@@ -69,6 +69,7 @@ def runtime_launch(agent_id: str, kind: str, tmux_session: str | None, tmux_sock
                    workspace: str | None, as_json: bool, command: tuple[str, ...]) -> None:
     """Start COMMAND (after `--`) in a tmux window named for the agent and register it as managed."""
     settings = load_settings(db=db, workspace=workspace, tmux_socket=tmux_socket)
+    require_tmux(as_json)
     with opened(settings, as_json) as parts:
         emit(runtime_service.launch(
             parts.bridge, operator_call(settings, actor), Tmux(settings.tmux_socket), agent_id=agent_id, kind=kind,
