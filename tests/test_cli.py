@@ -58,8 +58,9 @@ def test_token_issue_json_and_refusals(tmp_path):
 def test_token_revoke_requires_exactly_one_selector_and_is_audited(tmp_path):
     db = str(tmp_path / "b.db")
     assert run_cli("db", "migrate", "--db", db).exit_code == 0  # only serve and db migrate|restore create one
-    assert run_cli("token", "revoke", "--db", db).exit_code == 2
-    assert run_cli("token", "revoke", "--db", db, "--jti", "a", "--agent-id", "b").exit_code == 2
+    assert run_cli("token", "revoke", "--db", db, "--reason", "r").exit_code == 2
+    assert run_cli("token", "revoke", "--db", db, "--jti", "a", "--agent-id", "b", "--reason", "r").exit_code == 2
+    assert run_cli("token", "revoke", "--db", db, "--agent-id", "rev").exit_code == 2  # --reason is required
     result = run_cli("token", "revoke", "--db", db, "--agent-id", "rev", "--reason", "laptop lost", "--json",
                      "--actor", "human:ops")
     assert result.exit_code == 0

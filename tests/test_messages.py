@@ -585,7 +585,7 @@ def test_freeze_and_unfreeze(live_server, make_token, settings):
     assert refused.headers.get("Retry-After")
     assert post(api, rev, tid, "posting still works")["seq"] == 1
 
-    done = run_bridge("freeze", "--all", "--db", db)
+    done = run_bridge("freeze", "--all", "--db", db, "--reason", "rollback drill: everything")
     assert done.returncode == 0, done.stderr
     blocked = api.call("post_message", rev, {"thread_id": tid, "schema_version": 1, "kind": "chat", "body": "no"})
     assert blocked.status == 503 and blocked.code == "UNAVAILABLE"
@@ -602,7 +602,7 @@ def test_freeze_and_unfreeze(live_server, make_token, settings):
     health = api.raw("GET", "/health")
     assert health.status == 200 and health.body["frozen"] not in (None, False, "")
 
-    done = run_bridge("unfreeze", "--db", db)
+    done = run_bridge("unfreeze", "--db", db, "--reason", "rollback verified")
     assert done.returncode == 0, done.stderr
     assert api.raw("GET", "/health").body["frozen"] in (None, False)
     assert api.ok("create_thread", coord, **create)["status"] == "active"

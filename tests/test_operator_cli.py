@@ -486,7 +486,7 @@ def test_operators_keep_working_through_a_freeze(db):
     assert ok("override-close-thread", *base, "--reason", "human_override: done")["status"] == "closed"
     assert ok("inspect-thread", "--db", str(db), "--thread-id", thread_id)["thread"]["status"] == "closed"
 
-    lifted = ok("unfreeze", "--db", str(db), "--actor", "human:ops")
+    lifted = ok("unfreeze", "--db", str(db), "--reason", "incident 42 over", "--actor", "human:ops")
     assert lifted["frozen"] is False
     [freeze] = audit_rows(db, "freeze")
     [unfreeze] = audit_rows(db, "unfreeze")
@@ -576,7 +576,7 @@ def test_maintenance_under_a_held_write_lock(db):
     holder = apsw.Connection(str(db))
     holder.execute("BEGIN IMMEDIATE")
     try:
-        for command in (("db", "vacuum"), ("freeze", "--all"), ("unfreeze",)):
+        for command in (("db", "vacuum"), ("freeze", "--all", "--reason", "r"), ("unfreeze", "--reason", "r")):
             result = bridge(*command, "--db", str(db), "--json", env=env)
             assert result.exit_code == 4, (command, result.stdout, result.stderr)
             assert result.stdout == "" and json.loads(result.stderr)["error"]["code"] == "UNAVAILABLE"

@@ -61,7 +61,7 @@ def test_agent_up_twice_is_refused_and_agent_down_stops_it_and_revokes_its_token
     token = re.search(r"Bearer ([\w.-]+)", configs).group(1)
     assert "error" not in Client(stack.url, token).call("inbox")
 
-    down = stack.run_cli("agent", "down", "--agent-id", AGENT, *where)
+    down = stack.run_cli("agent", "down", "--agent-id", AGENT, "--reason", "test over", *where)
     assert down.returncode == 0, down.stderr
     assert json.loads(down.stdout)["killed_pane"] is True
     assert rig.session()["status"] == "offline" and stack.tmux.probe(rig.up["tmux_target"]) is None

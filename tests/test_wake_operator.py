@@ -143,11 +143,11 @@ def test_runtime_launch_list_pause_resume_stop(wake_stack):
     assert ("tmux", "deferred", wake.RUNTIME_PAUSED) in [(a["stage"], a["outcome"], a["reason_code"])
                                                         for a in stack.attempts(trig)]
 
-    resumed = bridge(stack, "runtime", "resume", "--agent-id", "reviewer", "--json")
+    resumed = bridge(stack, "runtime", "resume", "--agent-id", "reviewer", "--reason", "human gone", "--json")
     assert resumed.exit_code == 0, resumed.output
     [row] = audit_rows(stack, "runtime_resume")
     assert row["details"] == {"agent_id": "reviewer", "before": True, "after": False}
-    assert row["actor"].startswith("human:") and row["actor_role"] == "operator"
+    assert row["actor"].startswith("human:") and row["actor_role"] == "operator" and row["reason"] == "human gone"
     stack.run_until(lambda: stack.job(trig)["status"] in wake.TERMINAL, 15)
     assert stack.job(trig)["status"] == "delivered", stack.attempts(trig)
     assert stack.tmux.wait_for_text(pane, f"STANDIN ACKED trigger={trig}", 10)
@@ -184,7 +184,7 @@ def test_paused_runtime_holds_fallback_jobs_too(wake_stack, tmp_path):
     coord = stack.make_token("coord", "coordinator")
     thread_id = stack.api.ok("create_thread", coord, title="t", type="workflow",
                              participants=["reviewer", "exec"])["thread_id"]
-    assert bridge(stack, "runtime", "pause", "--agent-id", "reviewer").exit_code == 0
+    assert bridge(stack, "runtime", "pause", "--agent-id", "reviewer", "--reason", "hold").exit_code == 0
     trig = stack.api.ok("trigger_participant", coord, thread_id=thread_id, target_agent_id="reviewer",
                         reason="wake")["trigger_id"]
     assert stack.job(trig)["status"] == "resume"
@@ -194,7 +194,7 @@ def test_paused_runtime_holds_fallback_jobs_too(wake_stack, tmp_path):
     job = stack.job(trig)
     assert (job["status"], job["defer_reason"]) == ("resume", wake.RUNTIME_PAUSED), stack.attempts(trig)
     assert not calls.exists()
-    assert bridge(stack, "runtime", "resume", "--agent-id", "reviewer").exit_code == 0
+    assert bridge(stack, "runtime", "resume", "--agent-id", "reviewer", "--reason", "go").exit_code == 0
     stack.run_until(lambda: stack.job(trig)["status"] in wake.TERMINAL)
     assert stack.job(trig)["status"] == "resumed"
     assert [json.loads(line)[0] for line in calls.read_text().splitlines()] == [trig]
@@ -207,9 +207,9 @@ def test_operator_commands_exit_codes(wake_stack):
                              participants=["reviewer", "exec"])["thread_id"]
     sock = stack.tmux.socket_name
     not_found = [
-        ("runtime", "pause", "--agent-id", "ghost"),
-        ("runtime", "resume", "--agent-id", "ghost"),
-        ("runtime", "stop", "--agent-id", "ghost", "--tmux-socket", sock),
+        ("runtime", "pause", "--agent-id", "ghost", "--reason", "r"),
+        ("runtime", "resume", "--agent-id", "ghost", "--reason", "r"),
+        ("runtime", "stop", "--agent-id", "ghost", "--tmux-socket", sock, "--reason", "r"),
         ("force-trigger", "--thread-id", "thr_000000000000aaaaaaaaaaaa", "--agent-id", "reviewer", "--reason", "r"),
         ("trigger-retry", "--trigger-id", "trg_000000000000aaaaaaaaaaaa", "--reason", "r"),
     ]
@@ -219,6 +219,7 @@ def test_operator_commands_exit_codes(wake_stack):
         assert json.loads(result.stderr)["error"]["code"] == "NOT_FOUND"
     usage = [
         ("force-trigger", "--thread-id", thread_id, "--agent-id", "reviewer"),  # --reason is required
+        ("runtime", "pause", "--agent-id", "reviewer"),  # so it is for every operator mutation
         ("force-trigger", "--thread-id", thread_id, "--agent-id", "stranger", "--reason", "r"),  # not a participant
         ("runtime", "launch", "--agent-id", "x", "--kind", "bogus", "--tmux-socket", sock, "--", "true"),
     ]

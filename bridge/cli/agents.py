@@ -16,6 +16,7 @@ from bridge.cli.common import (
     require_tmux,
     token_lifetime,
 )
+from bridge.cli.options import ACTOR, REASON, URL, bridge_url
 from bridge.cli.output import emit, fail
 from bridge.errors import InvalidArgument
 from bridge.services import agents as agent_service
@@ -33,7 +34,7 @@ def agent() -> None:
 @click.option("--role", type=click.Choice(["participant", "coordinator"]), default="participant", show_default=True)
 @click.option("--cwd", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
               help="The agent's working directory (resume runs there too).  [default: .]")
-@click.option("--url", default=None, help="The bridge's base URL the agent calls [default: from BRIDGE_HOST/PORT].")
+@URL
 @click.option("--ttl", default="24h", show_default=True, help="The agent token's lifetime (at most the max TTL).")
 @click.option("--model-url", default=None, help="A model API base URL instead of the vendor's (e.g. a local fake).")
 @click.option("--api-key-env", default=None, help="Read the key for --model-url from this environment variable.")
@@ -41,7 +42,7 @@ def agent() -> None:
               help="HOME for the agent (default: yours, so your CLI login is used).")
 @click.option("--tmux-session", default=None, help="tmux session (default bridge-<workspace>).")
 @click.option("--tmux-socket", default=None, help="tmux server socket name (-L) [env BRIDGE_TMUX_SOCKET].")
-@click.option("--actor", default=None, help="Operator identity (default human:<os user>).")
+@ACTOR
 @db_options
 def up(kind: str, agent_id: str, role: str, cwd: Path, url: str | None, ttl: str, model_url: str | None,
        api_key_env: str | None, home: Path | None, tmux_session: str | None, tmux_socket: str | None,
@@ -50,6 +51,7 @@ def up(kind: str, agent_id: str, role: str, cwd: Path, url: str | None, ttl: str
     session id the bridge knows, and register it, so wake, resume and spawn all work for it."""
     settings = load_settings(db=db, workspace=workspace, tmux_socket=tmux_socket)
     check_identifier("agent-id", agent_id, as_json)
+    where = bridge_url(url, as_json, settings.url)
     lifetime = token_lifetime(ttl, settings, as_json)
     if not cwd.is_dir():
         fail(InvalidArgument(f"--cwd {cwd} is not a directory"), as_json)
@@ -63,7 +65,7 @@ def up(kind: str, agent_id: str, role: str, cwd: Path, url: str | None, ttl: str
     with opened(settings, as_json) as parts:
         try:
             out = agent_service.up(parts.bridge, operator_call(settings, actor), tmux, parts.key, kind=kind,
-                                   agent_id=agent_id, role=role, cwd=cwd, url=url or settings.url, ttl=lifetime,
+                                   agent_id=agent_id, role=role, cwd=cwd, url=where, ttl=lifetime,
                                    model_url=model_url, api_key=api_key, home=home, tmux_session=tmux_session)
         except FileNotFoundError as exc:
             fail(InvalidArgument(str(exc)), as_json)
@@ -72,9 +74,9 @@ def up(kind: str, agent_id: str, role: str, cwd: Path, url: str | None, ttl: str
 
 @agent.command("down")
 @click.option("--agent-id", required=True)
-@click.option("--reason", default="operator agent down", show_default=True)
+@REASON
 @click.option("--tmux-socket", default=None, help="tmux server socket name (-L) [env BRIDGE_TMUX_SOCKET].")
-@click.option("--actor", default=None, help="Operator identity (default human:<os user>).")
+@ACTOR
 @db_options
 def down(agent_id: str, reason: str, tmux_socket: str | None, actor: str | None, db: str | None,
          workspace: str | None, as_json: bool) -> None:

@@ -5,14 +5,15 @@ from __future__ import annotations
 import click
 
 from bridge.cli.common import db_options, load_settings, opened, operator_call
+from bridge.cli.options import ACTOR, REASON
 from bridge.cli.output import emit
 from bridge.services.control import set_freeze
 
 
 @click.command()
 @click.option("--all", "everything", is_flag=True, help="Refuse every write, not only thread creation.")
-@click.option("--reason", default="operator freeze", show_default=True, help="Why (kept in the audit trail).")
-@click.option("--actor", default=None, help="Operator identity (default human:<os user>).")
+@REASON
+@ACTOR
 @db_options
 def freeze(everything: bool, reason: str, actor: str | None, db: str | None, workspace: str | None,
            as_json: bool) -> None:
@@ -24,8 +25,8 @@ def freeze(everything: bool, reason: str, actor: str | None, db: str | None, wor
 
 
 @click.command()
-@click.option("--reason", default="operator unfreeze", show_default=True, help="Why (kept in the audit trail).")
-@click.option("--actor", default=None, help="Operator identity (default human:<os user>).")
+@REASON
+@ACTOR
 @db_options
 def unfreeze(reason: str, actor: str | None, db: str | None, workspace: str | None, as_json: bool) -> None:
     """Lift a write freeze."""

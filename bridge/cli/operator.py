@@ -8,9 +8,9 @@ from typing import Any
 import click
 
 from bridge.cli.common import db_options, load_settings, opened, operator_call
-from bridge.cli.output import emit, table
+from bridge.cli.options import ACTOR, LIMIT, REASON, reason_option
+from bridge.cli.output import emit, table, trigger_table
 from bridge.domain.authz import Principal
-from bridge.domain.models import ListThreadsInput
 from bridge.domain.summary import first_line
 from bridge.services import operator as ops
 from bridge.services import threads as thread_service
@@ -19,8 +19,6 @@ from bridge.settings import Settings
 from bridge.wiring import Parts
 
 THREAD_ID = click.option("--thread-id", required=True, help="The thread.")
-REASON = click.option("--reason", required=True, help="Why (kept in the audit trail).")
-ACTOR = click.option("--actor", default=None, help="Operator identity (default human:<os user>).")
 
 
 def run(db: str | None, workspace: str | None, as_json: bool,
@@ -44,8 +42,7 @@ def _render_inspection(doc: dict[str, Any]) -> str:
              table(t["participants"], ["agent_id", "thread_role", "last_read_seq", "unread"]), "", "recent messages:"]
     lines += [f"  #{m['seq']} {m['sender_agent_id']} {m['kind']}: {first_line(m['body'], 100)}"
               for m in doc["recent_messages"]] or ["  none"]
-    lines += ["", "triggers:", table(doc["triggers"], ["trigger_id", "target_agent_id", "status", "result_code",
-                                                       "deliveries", "created_at"]) if doc["triggers"] else "  none"]
+    lines += ["", "triggers:", trigger_table(doc["triggers"]) if doc["triggers"] else "  none"]
     lines += ["", "audit:", table(doc["audit"], ["occurred_at", "actor", "operation", "outcome", "reason"])
               if doc["audit"] else "  none"]
     return "\n".join(lines)
@@ -116,7 +113,7 @@ def unblock_thread(thread_id: str, reason: str, actor: str | None, db: str | Non
 
 @click.command("override-close-thread")
 @THREAD_ID
-@click.option("--reason", required=True, help="Must start with human_override:.")
+@reason_option("Why; must start with human_override: (kept in the audit trail).")
 @ACTOR
 @db_options
 def override_close_thread(thread_id: str, reason: str, actor: str | None, db: str | None, workspace: str | None,
@@ -127,11 +124,13 @@ def override_close_thread(thread_id: str, reason: str, actor: str | None, db: st
 
 @click.command("threads")
 @click.option("--status", type=click.Choice(["active", "blocked", "resolved", "closed"]), default=None)
-@click.option("--limit", type=click.IntRange(1, 200), default=50, show_default=True)
+@LIMIT
 @db_options
 def threads(status: str | None, limit: int, db: str | None, workspace: str | None, as_json: bool) -> None:
     """List threads (oldest update first)."""
     def action(parts: Parts, call: Call, settings: Settings) -> Any:
+        from bridge.domain.models import ListThreadsInput  # pydantic: only when the command runs
+
         reader = Call(Principal(agent_id=call.principal.agent_id, workspace_id=settings.workspace, role="operator",
                                 session_id="cli"))
         return thread_service.list_threads(parts.bridge, reader, ListThreadsInput(status=status, limit=limit))
@@ -148,7 +147,7 @@ def threads(status: str | None, limit: int, db: str | None, workspace: str | Non
 @click.command("audit")
 @click.option("--thread-id", default=None)
 @click.option("--operation", default=None)
-@click.option("--limit", type=click.IntRange(1, 10000), default=50, show_default=True)
+@LIMIT
 @db_options
 def audit(thread_id: str | None, operation: str | None, limit: int, db: str | None, workspace: str | None,
           as_json: bool) -> None:

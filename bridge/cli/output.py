@@ -33,6 +33,20 @@ def table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
     return "\n".join("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in cells)
 
 
+def trigger_table(jobs: Sequence[dict[str, Any]], with_thread: bool = False) -> str:
+    """Trigger jobs for people: status, result code, the last attempt (stage/outcome, when) and why a job failed or
+    waits (its last error, else its defer reason, else the last attempt's detail)."""
+    rows = []
+    for job in jobs:
+        last = (job.get("attempts") or [None])[-1]
+        why = job.get("last_error") or job.get("defer_reason") or (last or {}).get("detail") or ""
+        rows.append({**job, "last_attempt": f"{last['stage']}/{last['outcome']} {last['at']}" if last else None,
+                     "why": " ".join(str(why).split())[:120]})
+    columns = ["trigger_id", *(["thread_id"] if with_thread else []), "target_agent_id", "status", "origin",
+               "result_code", "deliveries", "created_at", "last_attempt", "why"]
+    return table(rows, columns)
+
+
 def fail(error: BridgeError, as_json: bool) -> None:
     """Report an error on stderr and exit with its CLI exit code."""
     if as_json:

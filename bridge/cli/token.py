@@ -100,10 +100,10 @@ def _server_key_ids(url: str, as_json: bool) -> set[str]:
 @click.option("--jti", default=None, help="Revoke one token by its jti.")
 @click.option("--session-id", default=None, help="Revoke every token of a session.")
 @click.option("--agent-id", default=None, help="Revoke every token of an agent issued before now.")
-@click.option("--reason", default=None, help="Why (kept in the audit trail).")
+@click.option("--reason", required=True, help="Why (kept in the audit trail).")
 @click.option("--actor", default=None, help="Operator identity (default human:<os user>).")
 @db_options
-def revoke(jti: str | None, session_id: str | None, agent_id: str | None, reason: str | None, actor: str | None,
+def revoke(jti: str | None, session_id: str | None, agent_id: str | None, reason: str, actor: str | None,
            db: str | None, workspace: str | None, as_json: bool) -> None:
     """Revoke tokens by jti, session or agent; effective on the next request in every process."""
     chosen = [(k, v) for k, v in (("jti", jti), ("session", session_id), ("agent", agent_id)) if v]

@@ -7,14 +7,11 @@ import secrets
 import click
 
 from bridge.cli.common import db_options, load_settings, opened, operator_call, require_tmux
-from bridge.cli.output import emit, table
+from bridge.cli.options import ACTOR, LIMIT, REASON, URL, bridge_url, reason_option
+from bridge.cli.output import emit, table, trigger_table
 from bridge.services import runtimes as runtime_service
 from bridge.services import triggers as trigger_service
 from bridge.worker.tmux import Tmux
-
-
-def _actor(fn):  # type: ignore[no-untyped-def]
-    return click.option("--actor", default=None, help="Operator identity (default human:<os user>).")(fn)
 
 
 @click.group()
@@ -36,8 +33,8 @@ def runtime_list(db: str | None, workspace: str | None, as_json: bool) -> None:
 def _pause_command(name: str, paused: bool, help_text: str) -> click.Command:
     @runtime.command(name, help=help_text)
     @click.option("--agent-id", required=True)
-    @click.option("--reason", default=f"operator {name}", show_default=True)
-    @_actor
+    @REASON
+    @ACTOR
     @db_options
     def command(agent_id: str, reason: str, actor: str | None, db: str | None, workspace: str | None,
                 as_json: bool) -> None:
@@ -61,27 +58,32 @@ _pause_command("resume", False, "Resume a paused runtime.")
 @click.option("--session-id", default=None, help="Session id to register (default generated).")
 @click.option("--cwd", default=None, help="Working directory of the command.")
 @click.option("--resumable/--not-resumable", default=True, show_default=True)
-@_actor
+@URL
+@ACTOR
 @db_options
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def runtime_launch(agent_id: str, kind: str, tmux_session: str | None, tmux_socket: str | None,
-                   session_id: str | None, cwd: str | None, resumable: bool, actor: str | None, db: str | None,
-                   workspace: str | None, as_json: bool, command: tuple[str, ...]) -> None:
-    """Start COMMAND (after `--`) in a tmux window named for the agent and register it as managed."""
+                   session_id: str | None, cwd: str | None, resumable: bool, url: str | None, actor: str | None,
+                   db: str | None, workspace: str | None, as_json: bool, command: tuple[str, ...]) -> None:
+    """Start COMMAND (after `--`) in a tmux window named for the agent and register it as managed.
+
+    The window's environment says where the bridge is (BRIDGE_URL, from --url), which agent it runs
+    (BRIDGE_AGENT_ID) and in which workspace (BRIDGE_WORKSPACE)."""
     settings = load_settings(db=db, workspace=workspace, tmux_socket=tmux_socket)
+    where = bridge_url(url, as_json, settings.url)
     require_tmux(as_json)
     with opened(settings, as_json) as parts:
         emit(runtime_service.launch(
             parts.bridge, operator_call(settings, actor), Tmux(settings.tmux_socket), agent_id=agent_id, kind=kind,
             argv=command, session_id=session_id or f"{agent_id}-{secrets.token_hex(4)}", tmux_session=tmux_session,
-            cwd=cwd, resumable=resumable), as_json)
+            cwd=cwd, resumable=resumable, url=where), as_json)
 
 
 @runtime.command("stop")
 @click.option("--agent-id", required=True)
-@click.option("--reason", default="operator stop", show_default=True)
+@REASON
 @click.option("--tmux-socket", default=None, help="tmux server socket name (-L) [env BRIDGE_TMUX_SOCKET].")
-@_actor
+@ACTOR
 @db_options
 def runtime_stop(agent_id: str, reason: str, tmux_socket: str | None, actor: str | None, db: str | None,
                  workspace: str | None, as_json: bool) -> None:
@@ -95,22 +97,21 @@ def runtime_stop(agent_id: str, reason: str, tmux_socket: str | None, actor: str
 @click.command()
 @click.option("--dead", is_flag=True, help="Only dead letters (failed jobs).")
 @click.option("--thread-id", default=None)
-@click.option("--limit", type=int, default=50, show_default=True)
+@LIMIT
 @db_options
 def triggers(dead: bool, thread_id: str | None, limit: int, db: str | None, workspace: str | None,
              as_json: bool) -> None:
-    """Trigger jobs, newest first, with their attempts."""
+    """Trigger jobs, newest first: status, why a job failed or waits, and its last attempt (--json: every attempt)."""
     settings = load_settings(db=db, workspace=workspace)
     with opened(settings, as_json) as parts:
         jobs = trigger_service.list_triggers(parts.bridge, dead=dead, thread_id=thread_id, limit=limit)
-    emit({"triggers": jobs}, as_json, table(jobs, ["trigger_id", "thread_id", "target_agent_id", "status", "origin",
-                                                   "result_code", "deliveries", "created_at"]))
+    emit({"triggers": jobs}, as_json, trigger_table(jobs, with_thread=True))
 
 
 @click.command("trigger-retry")
 @click.option("--trigger-id", required=True)
-@click.option("--reason", required=True, help="Why (kept in the audit trail).")
-@_actor
+@REASON
+@ACTOR
 @db_options
 def trigger_retry(trigger_id: str, reason: str, actor: str | None, db: str | None, workspace: str | None,
                   as_json: bool) -> None:
@@ -123,8 +124,8 @@ def trigger_retry(trigger_id: str, reason: str, actor: str | None, db: str | Non
 @click.command("force-trigger")
 @click.option("--thread-id", required=True)
 @click.option("--agent-id", required=True)
-@click.option("--reason", required=True, help="Why the quiet window is skipped (audited).")
-@_actor
+@reason_option("Why the quiet window is skipped (kept in the audit trail).")
+@ACTOR
 @db_options
 def force_trigger(thread_id: str, agent_id: str, reason: str, actor: str | None, db: str | None,
                   workspace: str | None, as_json: bool) -> None:

@@ -1,0 +1,44 @@
+"""Options the operator commands share, defined once so one idea has one flag and one rule everywhere.
+
+- `--reason` is required on every command that changes something as an operator (it is kept in the audit trail).
+- `--actor` names the operator (default `human:<os user>`).
+- `--limit` takes 1..200 rows on every listing command: the API's page cap (`bridge.domain.models.MAX_LIMIT`).
+- `--url` is where the bridge listens, for what an agent is given (`--url`, else `$BRIDGE_URL`, else the address
+  `bridge serve` binds from the same settings: BRIDGE_HOST/BRIDGE_PORT).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+LIMIT_MIN = 1
+LIMIT_MAX = 200  # = bridge.domain.models.MAX_LIMIT (not imported: pydantic is slow to import for every command)
+DEFAULT_LIMIT = 50
+
+Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
+
+
+def reason_option(help_text: str = "Why (kept in the audit trail).") -> Decorator:
+    """`--reason`, required: every operator mutation says why."""
+    return click.option("--reason", required=True, help=help_text)
+
+
+REASON = reason_option()
+ACTOR = click.option("--actor", default=None, help="Operator identity (default human:<os user>).")
+LIMIT = click.option("--limit", type=click.IntRange(LIMIT_MIN, LIMIT_MAX), default=DEFAULT_LIMIT, show_default=True,
+                     help="At most this many rows.")
+URL = click.option("--url", default=None,
+                   help="The bridge's base URL the agent calls [env BRIDGE_URL; default: the address `bridge serve` "
+                        "binds, from BRIDGE_HOST/BRIDGE_PORT].")
+
+
+def bridge_url(url: str | None, as_json: bool, configured: str) -> str:
+    """The bridge URL an agent is given: `--url`, else `$BRIDGE_URL`, else `configured` (the settings' address).
+
+    Exit 2 unless it is an http(s) URL."""
+    from bridge.cli.mcp import base_url
+
+    return base_url(url, as_json, default=configured)
