@@ -9,8 +9,8 @@ Rows (each one runs something and keeps what it observed):
    authorization rules, and bad input rejected in the JSON envelope, over real HTTP (+ suites with `--with-tests`).
 3. operational signals: /health, /ready, /metrics with every contract metric name, the alert series moving.
 4. runbook drills: `bridge ops drill --all` as a subprocess, with the evidence records it writes.
-5. operator controls: the §10 commands as subprocesses on the live database file, with their exit codes, audited.
-6. SLI thresholds: `run_sli` (its own stack) against SPEC §13.
+5. operator controls: the operator commands as subprocesses on the live database file, with their exit codes, audited.
+6. SLI thresholds: `run_sli` (its own stack) against the service levels of docs/api.md.
 7-9. the seed's three accepted risks, each with the evidence that it no longer applies.
 
 Evidence comes from running things, never from reading test source: pytest runs here carry the `ops.pytest_evidence`
@@ -258,7 +258,7 @@ def row_sli(options: Options) -> tuple[Evidence, str, dict[str, Any] | None]:
     ev.facts.update({"iterations": report["iterations"], "sli": s, "stack": report["stack"]})
     return ev, (f"{report['completed']} iterations: post {s['post_success']['pct']} % ok, read "
                 f"{s['read_success']['pct']} % ok, p95 post-to-visible {s['post_to_visible_ms']['p95']} ms, "
-                f"p95 message-to-wake {s['message_to_wake_ms']['p95']} ms (SPEC §13: 99.0 %, 99.5 %, 2000 ms, "
+                f"p95 message-to-wake {s['message_to_wake_ms']['p95']} ms (service levels: 99.0 %, 99.5 %, 2000 ms, "
                 f"3000 ms)"), report
 
 
@@ -391,7 +391,7 @@ ITEMS = {
     "signals": "Alerting/operational signals verified",
     "drills": "Runbooks published and drill-validated",
     "operator": "Pilot operator controls verified",
-    "sli": "SLI thresholds of SPEC §13 met on the real stack",
+    "sli": "SLI thresholds (the service levels of docs/api.md) met on the real stack",
     "risk_db_tests": "Risk 1 retired: DB-backed tests always run",
     "risk_benchmark": "Risk 2 retired: the SLI benchmark runs on the real stack",
     "risk_operator": "Risk 3 retired: operator workflows are guided commands",

@@ -1,4 +1,4 @@
-"""The SLI harness of SPEC §13: `bridge ops sli [--iterations N] [--out report.json] [--threshold NAME=VALUE]`.
+"""The SLI harness (docs/api.md): `bridge ops sli [--iterations N] [--out report.json] [--threshold NAME=VALUE]`.
 
 Measured on the real stack (`ops.stack.real_stack`: `bridge serve` as a child process on 127.0.0.1, a database
 file with `synchronous=FULL`, the supervisor worker, stand-in agents in a private tmux server), over real HTTP with
@@ -19,9 +19,9 @@ sent: anything but HTTP 200 (or no answer) is a failure. A message never seen by
 that did not happen within the bound, counts as an infinite latency in the percentiles (so it can breach p95) and
 is listed under `failed`. The per-agent write quota and the loop guard are switched off on the measured server,
 as in `ops.load`: by design they refuse or block hundreds of back-to-back posts, which would measure the guards
-instead of the path; every other setting is the default of SPEC §12.
+instead of the path; every other setting is the default of bridge/settings.py.
 
-Thresholds (SPEC §13, the pilot targets): post success ≥ 99.0 %, read success ≥ 99.5 %, p95 post-to-visible
+Thresholds (docs/api.md, the pilot targets): post success ≥ 99.0 %, read success ≥ 99.5 %, p95 post-to-visible
 ≤ 2000 ms, p95 message-to-wake ≤ 3000 ms. `--threshold` adds or overrides one: `<metric>_<p50|p95|p99|max|mean>_ms`
 (an upper bound) for post_latency, read_latency, post_to_visible, message_to_wake, message_to_ack, or
 `post_success_pct` / `read_success_pct` (a lower bound). `run_sli()` returns the report dict.
@@ -102,7 +102,7 @@ def compare(sli: Mapping[str, Any], thresholds: Mapping[str, float]) -> list[dic
             value, op = sli[f"{metric}_ms"][stat], "<="
             ok = value is not None and value <= limit
         verdicts.append({"name": name, "op": op, "limit": limit, "value": value, "ok": ok,
-                         "source": "SPEC §13" if SPEC_THRESHOLDS.get(name) == limit else "override"})
+                         "source": "default" if SPEC_THRESHOLDS.get(name) == limit else "override"})
     return verdicts
 
 
@@ -403,7 +403,7 @@ def parse_thresholds(values: tuple[str, ...]) -> dict[str, float]:
               help="Add or override a threshold, e.g. message_to_wake_p99_ms=500 (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON report instead of the table.")
 def sli(iterations: int, out: str | None, threshold_args: tuple[str, ...], as_json: bool) -> None:
-    """Measure the SLIs of SPEC §13 on the real stack (bridge serve, FULL, worker, tmux stand-ins).
+    """Measure the service levels (docs/api.md) on the real stack (bridge serve, FULL, worker, tmux stand-ins).
 
     Exit 0 when every threshold holds, 1 on a breach, 2 on a usage error, 4 when the stack could not start.
     """

@@ -48,7 +48,7 @@ def test_compare_uses_lower_bounds_for_rates_and_upper_bounds_for_latencies():
     assert verdicts["post_success_pct"]["ok"] and verdicts["post_to_visible_p95_ms"]["ok"]
     assert not verdicts["read_success_pct"]["ok"]  # 99.4 < 99.5
     assert not verdicts["message_to_wake_p95_ms"]["ok"]  # a missing (failed) percentile breaches
-    assert {v["source"] for v in verdicts.values()} == {"SPEC §13"}
+    assert {v["source"] for v in verdicts.values()} == {"default"}
     assert compare(sli, {"post_to_visible_p95_ms": 1.0})[0]["source"] == "override"
 
 
@@ -128,7 +128,7 @@ def test_sli_measures_the_real_stack_and_stops_it(tmp_path):
     assert sli["read_success"] == {"ok": 40, "total": 40, "pct": 100.0}  # one long-poll and one read a round
     verdicts = {v["name"]: v for v in report["thresholds"]}
     assert set(SPEC_THRESHOLDS) <= set(verdicts)
-    assert all(verdicts[name]["limit"] == limit and verdicts[name]["source"] == "SPEC §13" and verdicts[name]["ok"]
+    assert all(verdicts[name]["limit"] == limit and verdicts[name]["source"] == "default" and verdicts[name]["ok"]
                for name, limit in SPEC_THRESHOLDS.items())
     assert report["ok"] and report["breaches"] == []
     assert report["wake_jobs"].get("delivered") == 20 and report["last_envelope_acked_in_pane"]
