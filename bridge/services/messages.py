@@ -5,20 +5,22 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import apsw
 
 from bridge.domain import loopguard
 from bridge.domain.authz import Op, require
 from bridge.domain.identifiers import iso, new_id
-from bridge.domain.models import AckReadInput, InboxInput, PostMessageInput, ReadMessagesInput
 from bridge.errors import Conflict, Forbidden, IdempotencyConflict, InvalidArgument, RateLimited, ThreadClosed
 from bridge.services.core import Bridge, Call, Pending, audited_write, check_frozen, visible_thread
 from bridge.services.threads import change_status
 from bridge.store import messages as message_store
 from bridge.store import threads as thread_store
 from bridge.store.rows import loads
+
+if TYPE_CHECKING:  # annotations only: the CLI's light commands must not import pydantic
+    from bridge.domain.models import AckReadInput, InboxInput, PostMessageInput, ReadMessagesInput
 
 LOOP_GUARD_ACTOR = "bridge:loop_guard"
 T = TypeVar("T")

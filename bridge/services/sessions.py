@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import apsw
 
 from bridge.domain.authz import Op, require
 from bridge.domain.identifiers import iso
-from bridge.domain.models import HeartbeatSessionInput
 from bridge.services.core import Bridge, Call, check_frozen
 from bridge.store import control as control_store
+
+if TYPE_CHECKING:  # annotations only: the CLI's light commands must not import pydantic
+    from bridge.domain.models import HeartbeatSessionInput
 
 
 def runtime_kind(runtime: str) -> str:

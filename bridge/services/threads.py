@@ -4,21 +4,13 @@ from __future__ import annotations
 
 import base64
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import apsw
 
 from bridge.domain import lifecycle
 from bridge.domain.authz import Op, require, sees_all_threads
 from bridge.domain.identifiers import iso, new_id, parse_iso
-from bridge.domain.models import (
-    CreateThreadInput,
-    GetThreadInput,
-    ListThreadsInput,
-    SummarizeThreadInput,
-    UpdateParticipantsInput,
-    UpdateThreadStatusInput,
-)
 from bridge.domain.summary import CLOSING_EVENTS, OpenItems, summarize
 from bridge.errors import Conflict, Forbidden, IdempotencyConflict, InvalidArgument, ThreadClosed
 from bridge.services.core import (
@@ -34,6 +26,16 @@ from bridge.services.core import (
 from bridge.store import messages as message_store
 from bridge.store import threads as thread_store
 from bridge.store.rows import dumps, loads
+
+if TYPE_CHECKING:  # annotations only: the CLI's light commands must not import pydantic
+    from bridge.domain.models import (
+        CreateThreadInput,
+        GetThreadInput,
+        ListThreadsInput,
+        SummarizeThreadInput,
+        UpdateParticipantsInput,
+        UpdateThreadStatusInput,
+    )
 
 OPEN_ITEM_EVENT_TYPES = ("finding_reported", *sorted(CLOSING_EVENTS))
 SUMMARY_PAGE = 1000  # events read at a time when computing the open items

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import apsw
 
 from bridge.domain import wake
 from bridge.domain.authz import Op
 from bridge.domain.identifiers import iso, new_id
-from bridge.domain.models import TriggerParticipantInput
 from bridge.errors import Conflict, IdempotencyConflict, InvalidArgument, NotFound, ThreadClosed
 from bridge.services.core import Bridge, Call, Pending, audit, audited_write, check_frozen, visible_thread
 from bridge.store import control as control_store
@@ -19,6 +18,9 @@ from bridge.store import messages as message_store
 from bridge.store import threads as thread_store
 from bridge.store import triggers as trigger_store
 from bridge.store.rows import loads
+
+if TYPE_CHECKING:  # annotations only: the CLI's light commands must not import pydantic
+    from bridge.domain.models import TriggerParticipantInput
 
 
 def enqueue(conn: apsw.Connection, bridge: Bridge, pending: Pending, *, thread_id: str, target: str, reason: str,

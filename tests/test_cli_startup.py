@@ -1,0 +1,103 @@
+"""The `bridge` command line starts light: a command module is imported only when that command is used.
+
+`bridge --version` and `bridge --help` import no command at all; the help of a light command imports neither the
+HTTP app, the MCP SDK nor the pydantic models. `bridge --help` lists every command of the table in `bridge.cli.main`
+under its heading, with its whole one-line description. (How fast this is belongs to benchmarks/test_bench_cli.py.)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from bridge.cli.main import COMMANDS, FULL, cli
+
+HEAVY_PACKAGES = {"bottle", "waitress", "mcp", "pydantic", "pydantic_core", "prometheus_client", "ops"}
+HEAVY_MODULES = ("bridge.http", "bridge.domain.models", "bridge.services.commands", "bridge.mcp_stdio")
+HEADINGS = ["Service commands", "Agents and wake commands", "Operator commands", "Database commands",
+            "Ops commands"]
+
+LOADED = """
+import json, sys
+from bridge.cli.main import cli
+try:
+    cli(sys.argv[1:], prog_name="bridge")
+except SystemExit as exc:
+    assert exc.code in (0, None), exc.code
+print(json.dumps(sorted(sys.modules)))
+"""
+
+
+def loaded_by(*args: str) -> list[str]:
+    """The modules a fresh `bridge <args>` process has imported when the command is done."""
+    done = subprocess.run([sys.executable, "-c", LOADED, *args], capture_output=True, text=True, timeout=60,
+                          check=False, env={**os.environ, "COLUMNS": "80"})
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+def heavy(modules: list[str]) -> list[str]:
+    return [m for m in modules if m.split(".")[0] in HEAVY_PACKAGES or m.startswith(HEAVY_MODULES)]
+
+
+@pytest.mark.parametrize("args", [["--version"], ["--help"]])
+def test_version_and_help_import_no_command(args):
+    modules = loaded_by(*args)
+    assert heavy(modules) == []
+    assert [m for m in modules if m.startswith("bridge.") and m not in ("bridge.cli", "bridge.cli.main")] == []
+
+
+@pytest.mark.parametrize("args", [["token", "issue", "--help"], ["threads", "--help"]])
+def test_a_light_commands_help_imports_no_http_mcp_or_models(args):
+    modules = loaded_by(*args)
+    assert heavy(modules) == []
+    assert "bridge.cli.token" in modules or "bridge.cli.operator" in modules  # the command itself was loaded
+
+
+def help_sections(text: str) -> dict[str, dict[str, str]]:
+    """`bridge --help`'s command headings: heading -> {command: its description, wrapped lines joined}."""
+    sections: dict[str, dict[str, str]] = {}
+    rows: dict[str, str] | None = None
+    name = ""
+    for line in text.splitlines():
+        if heading := re.fullmatch(r"(\S.*):", line):
+            rows = sections.setdefault(heading.group(1), {})
+        elif rows is not None and (row := re.fullmatch(r"  (\S+)\s+(.*)", line)):
+            name = row.group(1)
+            rows[name] = row.group(2)
+        elif rows is not None and line.strip():
+            rows[name] += " " + line.strip()
+    return sections
+
+
+def test_help_lists_every_command_under_its_heading_in_full():
+    done = subprocess.run([sys.executable, "-m", "bridge", "--help"], capture_output=True, text=True, timeout=60,
+                          check=True, env={**os.environ, "COLUMNS": "80"})
+    sections = help_sections(done.stdout)
+    assert [h for h in sections if h != "Options"] == HEADINGS
+    listed = {name: (heading, text) for heading, rows in sections.items() if heading != "Options"
+              for name, text in rows.items()}
+    assert sorted(listed) == sorted(COMMANDS) == sorted(cli.list_commands(click.Context(cli)))
+    for name, entry in COMMANDS.items():
+        assert listed[name] == (f"{entry.section.capitalize()} commands", entry.help), name  # whole, no "..."
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_each_entry_loads_its_command_and_says_what_its_own_help_says(name):
+    command = cli.get_command(click.Context(cli), name)
+    assert command is not None and command.name == name
+    assert command.get_short_help_str(FULL) == COMMANDS[name].help, (
+        f"bridge.cli.main.COMMANDS[{name!r}].help must be the first sentence of the command's own help")
+
+
+def test_an_unknown_command_is_a_usage_error():
+    result = CliRunner().invoke(cli, ["no-such-command"])
+    assert result.exit_code == 2
+    assert "No such command 'no-such-command'" in result.output
