@@ -16,6 +16,7 @@ import json
 import socket
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import click
 import pytest
@@ -136,6 +137,26 @@ def test_ops_drill_list_as_json():
     drills = json.loads(listed.stdout)["drills"]
     assert [d["name"] for d in drills] == list(DRILL_MODULES)
     assert all(d["runbook"] == f"runbooks/{d['name']}.md" and d["title"] for d in drills)
+
+
+def test_ops_drill_run_as_json_is_one_document_with_each_verdict(tmp_path, monkeypatch):
+    import ops.drills
+    from ops.drills.framework import Drill, DrillContext
+
+    def broken(ctx: DrillContext) -> None:
+        ctx.check(False, "this check fails on purpose")
+
+    drill = Drill(name="broken", title="fails", runbook="runbooks/none.md", injects="-", verifies="-", run=broken)
+    monkeypatch.setattr(ops.drills, "DRILL_MODULES", {"broken": "-"})
+    monkeypatch.setattr(ops.drills, "get_drill", lambda name: drill)
+    result = CliRunner().invoke(cli, ["ops", "drill", "broken", "--out", str(tmp_path), "--json"])
+    assert result.exit_code == 1, result.output
+    doc = json.loads(result.stdout)  # stdout is the document alone; the progress lines went to stderr
+    assert (doc["pass"], doc["passed"], doc["total"]) == (False, 0, 1)
+    [verdict] = doc["drills"]
+    assert (verdict["drill"], verdict["pass"]) == ("broken", False)
+    assert "this check fails on purpose" in verdict["failure"]
+    assert json.loads(Path(verdict["evidence_file"]).read_text())["pass"] is False
 
 
 # ----------------------------------------------------------------------------------------------- subprocesses
