@@ -82,6 +82,31 @@ def test_the_readme_points_at_the_repository_contract() -> None:
     assert "docs/api.md" in readme
 
 
+def _console_commands(markdown: str) -> Iterator[str]:
+    """Each `$ ` command of the ```console blocks, with its continuation lines joined."""
+    for block in re.findall(r"```console\n(.*?)```", markdown, flags=re.DOTALL):
+        command: list[str] = []
+        for line in block.splitlines():
+            if line.startswith("$ ") or (command and command[-1].endswith("\\")):
+                command.append(line)
+            if command and not command[-1].endswith("\\"):
+                yield " ".join(command)
+                command = []
+
+
+def test_readme_curl_lines_use_bridge_url_and_fail_loudly() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    curls = [c for c in _console_commands(readme) if "curl " in c]
+    assert curls, "the README shows no curl command"
+    for command in curls:
+        assert '"$BRIDGE_URL/' in command, f"curl without $BRIDGE_URL: {command}"
+        assert re.search(r"curl -f|--fail", command), f"curl that fails silently (use -fsS): {command}"
+    assert "localhost:8765" not in readme
+    typed = [c for c in _console_commands(readme) if c.startswith("$ bridge ") or "curl " in c]  # not pasted output
+    urls = [c for c in typed if "127.0.0.1:8765" in c]
+    assert not urls, f"hard-coded bridge address outside `export BRIDGE_URL=`: {urls}"
+
+
 def _user_facing_documents() -> Iterator[Path]:
     yield ROOT / "README.md"
     yield ROOT / "benchmarks" / "README.md"
