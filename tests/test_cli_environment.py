@@ -17,8 +17,7 @@ from pathlib import Path
 
 import pytest
 import requests
-
-from tests.serverproc import ServerProcess, clean_env, run_bridge
+from serverproc import ServerProcess, clean_env, run_bridge
 
 UNAVAILABLE = 4
 
