@@ -1,11 +1,11 @@
-"""The SLIs of SPEC §13 on the real stack: `bridge serve` as a child process (FULL, worker), stand-ins in tmux.
+"""The SLIs (docs/api.md) on the real stack: `bridge serve` as a child process (FULL, worker), stand-ins in tmux.
 
     python -m pytest benchmarks/test_bench_sli.py --benchmark-only -s
 
 What this adds to `test_bench_messages.py` (one call at a time against a server in the test process, no worker)
 and `test_bench_wake.py` (wake and ack with the server and worker in the test process): the server is a separate
 process as deployed, and the same run measures post/read success rates, post and read latency, post-to-visible
-through a long-polling reader, message-to-wake and message-to-ack, compared with the thresholds of SPEC §13
+through a long-polling reader, message-to-wake and message-to-ack, compared with the thresholds of docs/api.md
 (`ops.sli.run_sli`, the harness behind `bridge ops sli`). pytest-benchmark times the whole run; the per-message
 percentiles are in `extra_info` and printed.
 """

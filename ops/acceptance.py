@@ -2,7 +2,7 @@
 
 Each function drives the real service over HTTP (and the operator CLI as subprocesses on the same database file),
 records every sub-check with what was observed, and returns an `Evidence`. Nothing is mocked: a row passes only
-if the running bridge behaved as SPEC requires.
+if the running bridge behaved as docs/api.md says.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from bridge.auth.keys import load_or_create
 from bridge.auth.tokens import issue_token
 from ops.stack import HOST, Stack
 
-# The metric names SPEC §11 makes a contract for dashboards and alerts.
+# The metric names that are a contract for dashboards and alerts.
 CONTRACT_METRICS = (
     "bridge_requests_total", "bridge_request_duration_seconds", "bridge_messages_posted_total",
     "bridge_post_to_visible_seconds", "bridge_threads", "bridge_escalations_total", "bridge_loop_guard_trips_total",
@@ -350,7 +350,7 @@ def signals(stack: Stack) -> Evidence:
 
 # ------------------------------------------------------------------------------------------------ operator
 def operator_controls(stack: Stack) -> Evidence:
-    """The §10 commands as an operator types them, on the live database file, with their exit codes."""
+    """The operator commands as an operator types them, on the live database file, with their exit codes."""
     ev = Evidence()
     db = ["--db", str(stack.db)]
     actor = ["--actor", "human:readiness"]

@@ -217,7 +217,7 @@ def real_stack(workdir: Path | None = None, *, env: Mapping[str, str] | None = N
                ready_timeout: float = 60.0) -> Iterator[Stack]:
     """Start the stack (in `workdir`, else a temporary directory); stop everything by PID on exit.
 
-    `env` adds `BRIDGE_*` settings for the server (the defaults of SPEC §12 otherwise; durability is always FULL).
+    `env` adds `BRIDGE_*` settings for the server (bridge/settings.py defaults otherwise; durability is always FULL).
     """
     if not Tmux.available():
         raise RuntimeError("tmux is not installed: the wake pipeline needs it (apt-get install tmux)")

@@ -1,4 +1,4 @@
-"""`bridge freeze` / `bridge unfreeze`: rollback step 1 (SPEC §8)."""
+"""`bridge freeze` / `bridge unfreeze`: rollback step 1 (runbooks/rollback.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Operator commands on threads (SPEC §10): inspect, escalate, owners, unblock, override-close, threads, audit."""
+"""Operator commands on threads (docs/api.md): inspect, escalate, owners, unblock, override-close, threads, audit."""
 
 from __future__ import annotations
 

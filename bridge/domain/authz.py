@@ -1,4 +1,4 @@
-"""Who may do what (SPEC §3): the one place for role, membership and workspace rules."""
+"""Who may do what (docs/api.md, "Identity and roles"): the one place for role, membership and workspace rules."""
 
 from __future__ import annotations
 
@@ -79,7 +79,7 @@ def check_hint(principal: Principal, field: str, value: str | None, claim_value:
 
 
 def check_identity_hints(principal: Principal, hints: Iterable[tuple[str, str, str]]) -> None:
-    """The one identity-hint rule (SPEC §4): each `(field, claim, value)` hint a payload carries must equal the
+    """The one identity-hint rule (docs/api.md): each `(field, claim, value)` hint a payload carries must equal the
     caller's claim: `workspace_id` -> WORKSPACE_MISMATCH, any other -> FORBIDDEN `claim_mismatch`."""
     for field, claim, value in hints:
         if claim == "workspace_id":

@@ -1,4 +1,4 @@
-"""The thread state machine of SPEC §5: the one place that says which status change is allowed."""
+"""The thread state machine (docs/api.md): the one place that says which status change is allowed."""
 
 from __future__ import annotations
 

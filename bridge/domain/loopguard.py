@@ -1,4 +1,4 @@
-"""Loop guard (SPEC §8): block a thread whose conversation goes round in circles."""
+"""Loop guard (docs/api.md): block a thread whose conversation goes round in circles."""
 
 from __future__ import annotations
 

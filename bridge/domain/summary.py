@@ -1,4 +1,4 @@
-"""Deterministic thread summaries (SPEC §6): no model call, good enough to brief a freshly spawned session."""
+"""Deterministic thread summaries: no model call, good enough to brief a freshly spawned session."""
 
 from __future__ import annotations
 

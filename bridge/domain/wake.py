@@ -1,4 +1,4 @@
-"""Waking dormant agents (SPEC §9), the pure part: the decision table, reason codes and the trigger envelope."""
+"""Waking dormant agents (docs/api.md), the pure part: the decision table, reason codes and the trigger envelope."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ ENVELOPE_LIMIT = 8 * 1024
 TERMINAL = frozenset({"delivered", "resumed", "spawned", "failed"})
 ACTIVE_STATES = ("queued", "resume", "spawn", "awaiting_ack")
 
-# Reason codes of SPEC §9 (audit, attempts, dead letters).
+# Reason codes (audit, attempts, dead letters).
 TARGET_NOT_FOUND = "TARGET_NOT_FOUND"
 PANE_DEAD = "PANE_DEAD"
 SEND_KEYS_ERROR = "SEND_KEYS_ERROR"
@@ -56,7 +56,7 @@ def is_stale(session: dict[str, Any] | None, now_ms: int, stale_after_s: float) 
 
 
 def decide(session: dict[str, Any] | None, now_ms: int, stale_after_s: float) -> Decision:
-    """The §9 decision table: tmux when managed and reachable, else resume when resumable, else spawn."""
+    """The decision table: tmux when managed and reachable, else resume when resumable, else spawn."""
     stale = is_stale(session, now_ms, stale_after_s)
     if session is not None and not stale and session["management_mode"] == "managed" \
             and session["tmux_target"] and session["status"] != "offline":

@@ -1,4 +1,4 @@
-"""Prometheus metrics (SPEC §11): one registry per app; counters fed by the event hub, gauges read at scrape."""
+"""Prometheus metrics: one registry per app; counters fed by the event hub, gauges read at scrape."""
 
 from __future__ import annotations
 

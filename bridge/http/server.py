@@ -1,4 +1,4 @@
-"""Run the WSGI app under waitress with the limits of SPEC §8/§12.
+"""Run the WSGI app under waitress with the limits of bridge/settings.py.
 
 Connection slots are defended here (waitress alone lets a client keep its slot by trickling one byte at a time, as
 every byte resets `channel_timeout`, and a full table of such clients locks every new request out):

@@ -1,4 +1,4 @@
-"""Operator controls shared by every process through the database: the write freeze (SPEC §8)."""
+"""Operator controls shared by every process through the database: the write freeze."""
 
 from __future__ import annotations
 

@@ -150,7 +150,7 @@ def audited_write(bridge: Bridge, call: Call, operation: str, thread_id: str | N
 
 
 def check_frozen(conn: apsw.Connection, operation: str) -> None:
-    """Raise UNAVAILABLE (`frozen`) when a write freeze covers this operation (SPEC §8)."""
+    """Raise UNAVAILABLE (`frozen`) when a write freeze covers this operation."""
     mode = control_store.get_flag(conn, "freeze")
     if mode == "all" or (mode == "create" and operation == "create_thread"):
         raise Unavailable("writes are frozen by an operator", {"reason": "frozen", "freeze": mode}, retry_after=30)

@@ -1,4 +1,4 @@
-"""Operator use cases (SPEC §10): inspect, escalate, escalation owners, unblock, override-close.
+"""Operator use cases (docs/api.md, "Operator commands"): inspect, escalate, escalation owners, unblock, override-close.
 
 They run on the database file directly (no server needed), as a principal with role `operator`; every mutation
 and every refused mutation is audited. A write freeze does not stop operators: they are the ones working through it.

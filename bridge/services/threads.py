@@ -60,7 +60,7 @@ def thread_view(conn: apsw.Connection, thread: dict[str, Any]) -> dict[str, Any]
 
 
 def build_summary(conn: apsw.Connection, thread: dict[str, Any], max_messages: int = 200) -> dict[str, Any]:
-    """The §6 summary of a thread, read through `conn` (usable inside a write transaction)."""
+    """The summary of a thread, read through `conn` (usable inside a write transaction)."""
     thread_id = thread["thread_id"]
     latest_fix = message_store.latest_event(conn, thread_id, "fix_pushed")
     recent = [_decode(m) for m in message_store.latest_messages(conn, thread_id, max_messages)]
@@ -210,7 +210,7 @@ def update_participants(bridge: Bridge, call: Call, req: UpdateParticipantsInput
 
 
 def update_thread_status(bridge: Bridge, call: Call, req: UpdateThreadStatusInput) -> dict[str, Any]:
-    """Change a thread's status through the §5 state machine (coordinators and operators)."""
+    """Change a thread's status through the state machine (coordinators and operators)."""
     principal = call.principal
     if principal.role == "participant":
         reason = "worker_cannot_force_close" if req.status == "closed" else "role_not_allowed"
@@ -281,6 +281,6 @@ def change_status(conn: apsw.Connection, bridge: Bridge, call: Call, pending: Pe
 
 
 def summarize_thread(bridge: Bridge, call: Call, req: SummarizeThreadInput) -> dict[str, Any]:
-    """The deterministic §6 summary of a thread the caller may read."""
+    """The deterministic summary of a thread the caller may read."""
     return bridge.store.read(
         lambda conn: build_summary(conn, visible_thread(conn, call, req.thread_id, Op.READ), req.max_messages))

@@ -27,7 +27,7 @@ def enqueue(conn: apsw.Connection, bridge: Bridge, pending: Pending, *, thread_i
             prompt: str | None, origin: str, requested_by: str, request_id: str | None = None,
             request_hash: str | None = None, force: bool = False, trigger_seq: int | None = None,
             now: int | None = None) -> dict[str, Any]:
-    """Create a trigger job with the §9 decision for the target's current session; return the decision output.
+    """Create a trigger job with the wake decision for the target's current session; return the decision output.
 
     `now` is the worker's tick time for automatic wakes (the job is then due in that same tick)."""
     now = bridge.clock() if now is None else now

@@ -1,4 +1,4 @@
-"""Long-poll slots: how many requests may wait at once, per agent and in total (SPEC §7: waits never starve).
+"""Long-poll slots: how many requests may wait at once, per agent and in total (waits never starve).
 
 A waiting `read_messages`/`inbox` holds one of the server's request threads for up to 30 s. Capping concurrent
 waits well below the thread count keeps threads free for short requests. A wait past a cap is not queued: the

@@ -1,4 +1,4 @@
-"""Runtime adapters as data: each kind names its resume and spawn argv templates (SPEC §9).
+"""Runtime adapters as data: each kind names its resume and spawn argv templates.
 
 Templates are lists of strings with `{session_id}`, `{prompt}`, `{agent_id}`, `{thread_id}`, `{trigger_id}`
 placeholders, rendered per argument (a placeholder's value is one argument, never split, never a shell). A JSON

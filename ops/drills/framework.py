@@ -46,7 +46,7 @@ from typing import IO, Any, TypeVar
 
 T = TypeVar("T")
 
-# Small wake timings so every branch runs in seconds (the defaults are in SPEC §12).
+# Small wake timings so every branch runs in seconds (the defaults are in bridge/settings.py).
 FAST_TIMINGS = {
     "BRIDGE_ACK_TIMEOUT": "1500ms", "BRIDGE_QUIET_WINDOW": "1s", "BRIDGE_DEFER_RECHECK": "200ms",
     "BRIDGE_MAX_DEFER": "3s", "BRIDGE_WORKER_POLL": "200ms", "BRIDGE_WORKER_LEASE": "5s",
