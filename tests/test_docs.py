@@ -77,6 +77,13 @@ def test_every_setting_is_documented(api_doc: str) -> None:
         assert f"| `{env}` |" in api_doc, f"setting {env} not in the settings table of docs/api.md"
 
 
+def test_every_contract_metric_is_documented(api_doc: str) -> None:
+    from ops.acceptance import CONTRACT_METRICS
+
+    missing = [name for name in CONTRACT_METRICS if f"`{name}`" not in api_doc]
+    assert not missing, f"contract metrics not in docs/api.md: {missing}"
+
+
 def test_the_readme_points_at_the_repository_contract() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert "docs/api.md" in readme
