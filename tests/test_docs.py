@@ -25,6 +25,7 @@ from bridge.errors import ERROR_CLASSES
 from bridge.http.openapi import build_openapi
 from bridge.services.commands import COMMANDS
 from bridge.settings import Settings
+from ops.acceptance import CONTRACT_METRICS
 
 ROOT = Path(__file__).resolve().parent.parent
 API_DOC = ROOT / "docs" / "api.md"
@@ -78,8 +79,6 @@ def test_every_setting_is_documented(api_doc: str) -> None:
 
 
 def test_every_contract_metric_is_documented(api_doc: str) -> None:
-    from ops.acceptance import CONTRACT_METRICS
-
     missing = [name for name in CONTRACT_METRICS if f"`{name}`" not in api_doc]
     assert not missing, f"contract metrics not in docs/api.md: {missing}"
 
