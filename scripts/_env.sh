@@ -10,6 +10,7 @@ ensure_venv() {  # $1: pip extras, e.g. "[test]" or ""
     # installed editable, so source edits need no reinstall.
     local stamp name="$VENV/.bridge-stamp${1:+-$(printf '%s' "$1" | tr -dc 'a-zA-Z0-9_,')}" found
     if [ ! -x "$VENV/bin/python" ]; then
+        rm -f "$VENV"/.bridge-stamp*  # a new interpreter: nothing installed counts
         "$PYTHON" -m venv "$VENV"
     fi
     stamp="$(sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1)"
