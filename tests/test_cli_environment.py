@@ -107,6 +107,8 @@ def test_token_issue_with_url_refuses_a_database_whose_key_the_server_does_not_h
         good = run_bridge(*args, server.url, "--db", str(served))
         assert good.returncode == 0, good.stderr
         wrong = run_bridge(*args, server.url, "--db", str(other))
+        from_env = run_bridge(*args[:-1], "--db", str(other), url=server.url)  # BRIDGE_URL checks the same
+    assert from_env.returncode == 1 and "does not hold the signing key" in one_error_line(from_env)
     assert wrong.returncode == 1, wrong.stderr
     line = one_error_line(wrong)  # no token printed
     assert "does not hold the signing key" in line and f"of the database {other} (from --db)" in line

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 import urllib.request
 
@@ -40,7 +41,7 @@ def token() -> None:
 @click.option("--ttl", default="8h", show_default=True, help="Lifetime, e.g. 30m, 8h (at most the max TTL).")
 @click.option("--url", default=None,
               help="Refuse unless the bridge serving at this URL (e.g. http://127.0.0.1:8765) holds this database's "
-                   "signing key, so the token cannot be refused as 'not signed by a known key'.")
+                   "signing key, so the token cannot be refused as 'not signed by a known key' [env BRIDGE_URL].")
 @db_options
 def issue(agent_id: str, role: str, session_id: str | None, ttl: str, url: str | None, db: str | None,
           workspace: str | None, as_json: bool) -> None:
@@ -49,6 +50,7 @@ def issue(agent_id: str, role: str, session_id: str | None, ttl: str, url: str |
     check_identifier("agent-id", agent_id, as_json)
     check_identifier("session-id", session_id, as_json)
     lifetime = token_lifetime(ttl, settings, as_json)
+    url = url or os.environ.get("BRIDGE_URL") or None
     with opened(settings, as_json) as parts:
         if url is not None:
             check_server_holds_key(url, settings, as_json)
