@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import click
 
+from bridge.cli.options import FullHelpGroup
 from ops.agent_wakes import agent_wakes
 from ops.drills.cli import drill
 from ops.readiness import readiness
@@ -12,7 +13,7 @@ from ops.reliability.cli import reliability
 from ops.sli import sli
 
 
-@click.group()
+@click.group(cls=FullHelpGroup)
 def ops() -> None:
     """Ops tooling: runbook drills, SLI measurements, launch readiness."""
 

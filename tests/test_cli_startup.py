@@ -51,7 +51,8 @@ def heavy(modules: list[str]) -> list[str]:
 def test_version_and_help_import_no_command(args):
     modules = loaded_by(*args)
     assert heavy(modules) == []
-    assert [m for m in modules if m.startswith("bridge.") and m not in ("bridge.cli", "bridge.cli.main")] == []
+    light = ("bridge.cli", "bridge.cli.main", "bridge.cli.options")  # the group and its click-only helpers
+    assert [m for m in modules if m.startswith("bridge.") and m not in light] == []
 
 
 @pytest.mark.parametrize("args", [["token", "issue", "--help"], ["threads", "--help"]])
@@ -101,3 +102,18 @@ def test_an_unknown_command_is_a_usage_error():
     result = CliRunner().invoke(cli, ["no-such-command"])
     assert result.exit_code == 2
     assert "No such command 'no-such-command'" in result.output
+
+
+GROUPS = [name for name in sorted(COMMANDS) if isinstance(cli.get_command(click.Context(cli), name), click.Group)]
+
+
+@pytest.mark.parametrize("group", GROUPS)
+def test_every_group_lists_its_commands_with_their_whole_one_line_description(group):
+    command = cli.get_command(click.Context(cli), group)
+    assert isinstance(command, click.Group)
+    result = CliRunner().invoke(cli, [group, "--help"], terminal_width=80)
+    assert result.exit_code == 0, result.output
+    listing = "".join(result.output.split("Commands:", 1)[1].split())  # wrapped lines joined, spaces dropped
+    for name, sub in command.commands.items():
+        if not sub.hidden:
+            assert "".join(f"{name} {sub.get_short_help_str(FULL)}".split()) in listing, (group, name, result.output)

@@ -16,14 +16,14 @@ from bridge.cli.common import (
     require_tmux,
     token_lifetime,
 )
-from bridge.cli.options import ACTOR, REASON, URL, bridge_url
+from bridge.cli.options import ACTOR, REASON, URL, FullHelpGroup, bridge_url
 from bridge.cli.output import emit, fail
 from bridge.errors import InvalidArgument
 from bridge.services import agents as agent_service
 from bridge.worker.tmux import Tmux
 
 
-@click.group()
+@click.group(cls=FullHelpGroup)
 def agent() -> None:
     """Put a real agent (Claude Code, Codex) on the bridge, or take it off."""
 

@@ -11,6 +11,7 @@ import apsw
 import click
 
 from bridge.cli.common import db_options, load_settings, opened, operator_call, require_database
+from bridge.cli.options import FullHelpGroup
 from bridge.cli.output import emit, fail, table
 from bridge.cli.progress import Progress
 from bridge.errors import Conflict, InvalidArgument
@@ -20,7 +21,7 @@ from bridge.store.db import unavailable_from
 from bridge.store.migrate import latest_version
 
 
-@click.group()
+@click.group(cls=FullHelpGroup)
 def db() -> None:
     """Database maintenance (works with the server running)."""
 

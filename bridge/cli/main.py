@@ -13,8 +13,7 @@ from typing import Any, NamedTuple
 import click
 
 import bridge as bridge_pkg
-
-FULL = 10_000  # a short-help limit no one-line description reaches: `bridge --help` never cuts a line with "..."
+from bridge.cli.options import FULL
 
 
 class Entry(NamedTuple):

@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 import click
 
 from bridge.cli.common import db_options
+from bridge.cli.options import FullHelpGroup
 from bridge.cli.output import emit, fail
 from bridge.domain.authz import ROLES
 from bridge.errors import BridgeError, InvalidArgument
@@ -55,7 +56,7 @@ def base_url(url: str | None, as_json: bool, default: str | None = None) -> str:
     return value
 
 
-@click.group("mcp", invoke_without_command=True)
+@click.group("mcp", cls=FullHelpGroup, invoke_without_command=True)
 @click.option("--url", default=None,
               help="The running bridge's base URL [env BRIDGE_URL; default: from BRIDGE_HOST/PORT, "
                    "http://127.0.0.1:8765].")

@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 
+FULL = 10_000  # a short-help limit no one-line description reaches: help never cuts a line with "..."
 LIMIT_MIN = 1
 LIMIT_MAX = 200  # = bridge.domain.models.MAX_LIMIT (not imported: pydantic is slow to import for every command)
 DEFAULT_LIMIT = 50
@@ -42,3 +43,15 @@ def bridge_url(url: str | None, as_json: bool, configured: str) -> str:
     from bridge.cli.mcp import base_url
 
     return base_url(url, as_json, default=configured)
+
+
+class FullHelpGroup(click.Group):
+    """A command group whose help lists each subcommand with its whole one-line description (click cuts them to
+    the terminal's width with "...")."""
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, command.get_short_help_str(FULL)) for name in self.list_commands(ctx)
+                if (command := self.get_command(ctx, name)) is not None and not command.hidden]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)

@@ -21,6 +21,7 @@ from bridge.cli.common import (
     operator_call,
     token_lifetime,
 )
+from bridge.cli.options import FullHelpGroup
 from bridge.cli.output import emit, fail
 from bridge.domain.authz import ROLES
 from bridge.errors import Conflict, InvalidArgument, Unavailable
@@ -29,7 +30,7 @@ from bridge.settings import Settings
 from bridge.store import control as control_store
 
 
-@click.group()
+@click.group(cls=FullHelpGroup)
 def token() -> None:
     """Issue, revoke and publish the keys of bearer tokens."""
 
