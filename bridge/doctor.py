@@ -14,7 +14,8 @@ from bridge.auth.keys import KEY_FILE
 from bridge.settings import Settings
 from bridge.store.db import creation_problem
 
-DEPENDENCIES = ("apsw", "bottle", "waitress", "pydantic", "click", "prometheus-client", "PyJWT", "cryptography")
+DEPENDENCIES = ("apsw", "bottle", "waitress", "pydantic", "click", "prometheus-client", "PyJWT", "cryptography",
+                "mcp")  # = pyproject.toml's dependencies (tests/test_operator_cli.py keeps them equal)
 
 
 def _result(name: str, ok: bool, detail: str, *, required: bool = True) -> dict[str, Any]:

@@ -13,12 +13,14 @@ import contextlib
 import getpass
 import json
 import os
+import re
 import socket
 import stat
 import subprocess
 import sys
 import threading
 import time
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -795,6 +797,14 @@ def test_doctor_passes_on_a_healthy_setup_and_fails_on_a_readable_key(tmp_path, 
     assert failing == ["signing key"]
     text = bridge("doctor", "--db", str(db), "--port", port)
     assert text.exit_code == 1 and "signing key" in text.stdout
+
+
+def test_doctor_checks_every_runtime_dependency_the_project_declares(tmp_path, db):
+    declared = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]["dependencies"]
+    names = {re.match(r"[A-Za-z0-9_.-]+", requirement).group(0).lower() for requirement in declared}
+    doc = json.loads(bridge("doctor", "--db", str(db), "--port", str(free_port()), "--json").stdout)
+    checked = {c["check"].removeprefix("package ").lower() for c in doc["checks"] if c["check"].startswith("package ")}
+    assert checked == names
 
 
 def test_doctor_fails_on_a_broken_database(db):
