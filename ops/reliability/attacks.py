@@ -313,6 +313,16 @@ class Tally:
         if len(self.examples) < 6:
             self.examples.append(text)
 
+    def record(self, label: str, through: bool, problem: str | None, verdict: str) -> None:
+        """One case's outcome: `through` (it got past the bridge: noted as `verdict`) and/or a misshapen answer."""
+        self.cases += 1
+        if through:
+            self.through += 1
+            self.note(f"{verdict} {label}")
+        if problem is not None:
+            self.misshapen += 1
+            self.note(f"{label}: {problem}")
+
 
 def _mcp_call(command: str, arguments: dict[str, Any]) -> bytes:
     return json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
@@ -359,14 +369,8 @@ def attack_tokens(world: World, wire: Wire, tokens: dict[str, str]) -> Tally:
     }
     for name, token in tokens.items():
         for surface, (path, body) in surfaces.items():
-            tally.cases += 1
             through, problem = _token_refused(_send(wire, path, body, token))
-            if through:
-                tally.through += 1
-                tally.note(f"ACCEPTED {name} on {surface}")
-            if problem is not None:
-                tally.misshapen += 1
-                tally.note(f"{name} on {surface}: {problem}")
+            tally.record(f"{name} on {surface}", through, problem, "ACCEPTED")
     return tally
 
 
@@ -396,17 +400,10 @@ def attempt_escapes(world: World, wire: Wire) -> Tally:
     tally = Tally()
     for escape in escapes(world):
         for via_mcp in (False, True):
-            tally.cases += 1
             path = "/mcp" if via_mcp else f"/v1/mcp/{escape.command}"
             body = _mcp_call(escape.command, escape.arguments) if via_mcp else json.dumps(escape.arguments).encode()
             served, problem = _escape_outcome(escape, _send(wire, path, body, escape.token), via_mcp)
-            label = f"{escape.name}{' (MCP)' if via_mcp else ''}"
-            if served:
-                tally.through += 1
-                tally.note(f"SERVED {label}")
-            if problem is not None:
-                tally.misshapen += 1
-                tally.note(f"{label}: {problem}")
+            tally.record(f"{escape.name}{' (MCP)' if via_mcp else ''}", served, problem, "SERVED")
     for name in OPERATOR_ONLY:
         tally.cases += 1
         answer = _send(wire, f"/v1/mcp/{name}", b"{}", world.coordinator)
