@@ -21,7 +21,7 @@ from bridge.services import messages, threads
 from bridge.services.core import Call
 from bridge.settings import Settings
 from bridge.wiring import Parts, build
-from ops.load import BODY, READ_SEED, KeepAliveClient
+from bridge_ops.load import BODY, READ_SEED, KeepAliveClient
 
 WRITER, READER, COORDINATOR = "bench-writer", "bench-reader", "bench-coordinator"
 

@@ -10,7 +10,7 @@ import json
 
 from bridge.domain.models import PostMessageInput, ReadMessagesInput
 from bridge.services import messages
-from ops.load import BODY, READ_SINCE
+from bridge_ops.load import BODY, READ_SINCE
 
 # ------------------------------------------------------------------------------------------------ in-process
 

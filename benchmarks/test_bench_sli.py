@@ -6,7 +6,7 @@ What this adds to `test_bench_messages.py` (one call at a time against a server 
 and `test_bench_wake.py` (wake and ack with the server and worker in the test process): the server is a separate
 process as deployed, and the same run measures post/read success rates, post and read latency, post-to-visible
 through a long-polling reader, message-to-wake and message-to-ack, compared with the thresholds of docs/api.md
-(`ops.sli.run_sli`, the harness behind `bridge ops sli`). pytest-benchmark times the whole run; the per-message
+(`bridge_ops.sli.run_sli`, the harness behind `bridge ops sli`). pytest-benchmark times the whole run; the per-message
 percentiles are in `extra_info` and printed.
 """
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 
-from ops.sli import run_sli
+from bridge_ops.sli import run_sli
 
 ITERATIONS = 100
 

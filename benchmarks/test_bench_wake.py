@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 
-from ops.wake_latency import run_wake_latency
+from bridge_ops.wake_latency import run_wake_latency
 
 ITERATIONS = 100
 

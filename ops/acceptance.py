@@ -1,4 +1,4 @@
-"""The checks behind the go-live rows of `bridge ops readiness` that run against one live stack (`ops.stack`).
+"""The checks behind the go-live rows of `bridge ops readiness` that run against one live stack (`bridge_ops.stack`).
 
 Each function drives the real service over HTTP (and the operator CLI as subprocesses on the same database file),
 records every sub-check with what was observed, and returns an `Evidence`. Nothing is mocked: a row passes only
@@ -22,7 +22,7 @@ import jwt
 import bridge as bridge_pkg
 from bridge.auth.keys import load_or_create
 from bridge.auth.tokens import issue_token
-from ops.stack import HOST, Stack
+from bridge_ops.stack import HOST, Stack
 
 # The metric names that are a contract for dashboards and alerts.
 CONTRACT_METRICS = (

@@ -27,7 +27,7 @@ import click
 from bridge.demo import pilot
 from bridge.demo.brain import Persona
 from bridge.standin import Client
-from ops.stack import Stack, real_stack
+from bridge_ops.stack import Stack, real_stack
 
 AGENT = "agent"
 PATHS = {"typed": "delivered", "resume": "resumed", "spawn": "spawned"}
@@ -162,7 +162,7 @@ def _one_wake(agent: RealAgent, path: str, i: int) -> dict[str, Any]:
 def measure(kind: str, path: str, wakes: int = 20, workdir: Path | None = None,
             progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Time `wakes` wakes of one real agent by one path; return percentiles and per-wake rows."""
-    from ops.wake_latency import percentiles  # (it imports requests, a test extra: not on every `bridge` start)
+    from bridge_ops.wake_latency import percentiles  # (it imports requests, a test extra: not on every `bridge` start)
 
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bridge-agent-wakes-") as scratch, \

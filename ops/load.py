@@ -1,6 +1,6 @@
 """Closed-loop HTTP load against a real bridge: req/s and p50/p95/p99 of post/read next to the /health ceiling.
 
-    python -m ops.load [--clients 1,8] [--seconds 5] [--repeat 1] [--mode processes|threads]
+    python -m bridge_ops.load [--clients 1,8] [--seconds 5] [--repeat 1] [--mode processes|threads]
                        [--server subprocess|inprocess] [--threads N] [--serve-arg=--no-worker] [--out report.json]
 
 The bridge runs on 127.0.0.1 (port 0) with its own temporary database and `synchronous=FULL`, by default as a
@@ -42,7 +42,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ops.stack import stop_process
+from bridge_ops.stack import stop_process
 
 HOST = "127.0.0.1"
 SCENARIOS = ("health", "post", "read")
@@ -518,7 +518,7 @@ def format_table(report: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ops.load", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bridge_ops.load", description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", default="1,8", help="comma-separated concurrency levels [1,8]")
     parser.add_argument("--seconds", type=float, default=5.0, help="duration of each scenario and level [5]")
     parser.add_argument("--max-requests", type=int, default=200_000, help="per client and scenario [200000]")

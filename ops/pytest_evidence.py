@@ -1,6 +1,6 @@
 """A pytest plugin for `bridge ops readiness`: what a pytest run actually did, written as one JSON document.
 
-    python -m pytest -p ops.pytest_evidence --evidence-out run.json tests/test_store.py
+    python -m pytest -p bridge_ops.pytest_evidence --evidence-out run.json tests/test_store.py
 
 It records, from pytest's own hooks and SQLite's connections (not from reading test source):
 - `collected`: the node ids collected, and `marked`: those carrying a skip, skipif or xfail mark;

@@ -13,7 +13,7 @@ Rows (each one runs something and keeps what it observed):
 6. SLI thresholds: `run_sli` (its own stack) against the service levels of docs/api.md.
 7-9. the seed's three accepted risks, each with the evidence that it no longer applies.
 
-Evidence comes from running things, never from reading test source: pytest runs here carry the `ops.pytest_evidence`
+Evidence comes from running things, never from reading test source: pytest runs here carry the `bridge_ops.pytest_evidence`
 plugin, which reports what was collected (with any skip or xfail mark), each test's outcome and every SQLite file
 the tests opened; commands are run and their exit codes and effects read.
 
@@ -47,10 +47,10 @@ import click
 from bridge.cli.output import fail
 from bridge.cli.progress import Progress
 from bridge.errors import Unavailable
-from ops import acceptance
-from ops.acceptance import Evidence, project_root
-from ops.sli import parse_thresholds, run_sli
-from ops.stack import Stack, bridge_argv, clean_env, real_stack
+from bridge_ops import acceptance
+from bridge_ops.acceptance import Evidence, project_root
+from bridge_ops.sli import parse_thresholds, run_sli
+from bridge_ops.stack import Stack, bridge_argv, clean_env, real_stack
 
 # The operator handoff of the seed, command by command.
 HANDOFF_COMMANDS = ("inspect-thread", "escalate-thread", "assign-escalation-owner", "reassign-escalation-owner",
@@ -129,7 +129,7 @@ def run_bounded(argv: list[str], timeout: float, cwd: Path) -> tuple[int | None,
 def run_pytest(targets: tuple[str, ...], workdir: Path, *, extra: tuple[str, ...] = (),
                timeout: float = 900) -> dict[str, Any]:
     """Run pytest on some files or node ids (relative to the project) in a subprocess with the evidence plugin and
-    its own `--basetemp` under `workdir`; the result is what the plugin saw (`ops.pytest_evidence`)."""
+    its own `--basetemp` under `workdir`; the result is what the plugin saw (`bridge_ops.pytest_evidence`)."""
     root = project_root()
     present = tuple(t for t in targets if (root / t.split("::")[0]).exists())
     result: dict[str, Any] = {"targets": list(present), "missing": [t for t in targets if t not in present]}
@@ -138,7 +138,7 @@ def run_pytest(targets: tuple[str, ...], workdir: Path, *, extra: tuple[str, ...
     workdir.mkdir(parents=True, exist_ok=True)
     run_dir = Path(tempfile.mkdtemp(prefix="pytest-", dir=workdir))
     evidence_file, basetemp = run_dir / "evidence.json", run_dir / "tmp"
-    argv = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "ops.pytest_evidence",
+    argv = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "bridge_ops.pytest_evidence",
             "--evidence-out", str(evidence_file), "--basetemp", str(basetemp), *extra, *present]
     started = time.monotonic()
     code, stdout, stderr = run_bounded(argv, timeout, root)
@@ -221,10 +221,10 @@ def row_operator(stack: Stack, options: Options) -> tuple[Evidence, str]:
 
 # ------------------------------------------------------------------------------------------------ other rows
 def row_drills(options: Options) -> tuple[Evidence, str]:
-    from ops.cli import ops as ops_group
+    from bridge_ops.cli import COMMANDS as ops_commands
 
     ev = Evidence()
-    if not ev.check("`bridge ops drill` is registered", "drill" in ops_group.commands, sorted(ops_group.commands)):
+    if not ev.check("`bridge ops drill` is registered", "drill" in ops_commands, sorted(ops_commands)):
         return ev, "the drill command is not registered in `bridge ops` (ops/cli.py): runbooks are not drill-validated"
     out = options.workdir / "drills"
     argv = bridge_argv("ops", "drill", "--all", "--out", str(out))

@@ -1,6 +1,6 @@
 """The SLI harness (docs/api.md): `bridge ops sli [--iterations N] [--out report.json] [--threshold NAME=VALUE]`.
 
-Measured on the real stack (`ops.stack.real_stack`: `bridge serve` as a child process on 127.0.0.1, a database
+Measured on the real stack (`bridge_ops.stack.real_stack`: `bridge serve` as a child process on 127.0.0.1, a database
 file with `synchronous=FULL`, the supervisor worker, stand-in agents in a private tmux server), over real HTTP with
 keep-alive connections and real tokens. Each iteration:
 
@@ -18,7 +18,7 @@ Success rates count every `post_message` (steps 1 and 3) and every `read_message
 sent: anything but HTTP 200 (or no answer) is a failure. A message never seen by the long-poll, or a wake or ack
 that did not happen within the bound, counts as an infinite latency in the percentiles (so it can breach p95) and
 is listed under `failed`. The per-agent write quota and the loop guard are switched off on the measured server,
-as in `ops.load`: by design they refuse or block hundreds of back-to-back posts, which would measure the guards
+as in `bridge_ops.load`: by design they refuse or block hundreds of back-to-back posts, which would measure the guards
 instead of the path; every other setting is the default of bridge/settings.py.
 
 Thresholds (docs/api.md, the pilot targets): post success ≥ 99.0 %, read success ≥ 99.5 %, p95 post-to-visible
@@ -47,10 +47,10 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from bridge.cli.progress import Progress
-from ops.stack import Stack, real_stack
+from bridge_ops.stack import Stack, real_stack
 
-if TYPE_CHECKING:  # ops.load pulls in multiprocessing: imported when the harness runs, not on every `bridge` start
-    from ops.load import KeepAliveClient
+if TYPE_CHECKING:  # bridge_ops.load pulls in multiprocessing: imported when the harness runs, not on every `bridge` start
+    from bridge_ops.load import KeepAliveClient
 
 SPEC_THRESHOLDS: dict[str, float] = {
     "post_success_pct": 99.0,
@@ -242,7 +242,7 @@ def _measure_wake(stack: Stack, coord: KeepAliveClient, executioner: KeepAliveCl
 def run_sli(iterations: int = 100, *, thresholds: Mapping[str, float] | None = None, workdir: Path | None = None,
             on_progress: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Start the stack, measure `iterations` rounds, stop the stack; return the report (latencies in ms)."""
-    from ops.load import SERVER_ENV
+    from bridge_ops.load import SERVER_ENV
 
     if iterations < 1:
         raise ValueError("iterations must be at least 1")

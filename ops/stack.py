@@ -35,8 +35,8 @@ from bridge.settings import Settings
 from bridge.store.db import connect
 from bridge.worker.tmux import Tmux, TmuxError
 
-if TYPE_CHECKING:  # ops.load pulls in multiprocessing: not on every `bridge` start
-    from ops.load import KeepAliveClient
+if TYPE_CHECKING:  # bridge_ops.load pulls in multiprocessing: not on every `bridge` start
+    from bridge_ops.load import KeepAliveClient
 
 HOST = "127.0.0.1"
 _READY = re.compile(r"READY http://([0-9.]+):(\d+)")
@@ -111,7 +111,7 @@ class Stack:
 
     def client(self, token: str | None = None, timeout: float = 30.0) -> KeepAliveClient:
         """A keep-alive HTTP/1.1 client of this server (the caller closes it)."""
-        from ops.load import KeepAliveClient
+        from bridge_ops.load import KeepAliveClient
 
         return KeepAliveClient(HOST, self.port, token, timeout=timeout)
 

@@ -1,6 +1,6 @@
 """Message-to-wake and message-to-ack latency of the real wake pipeline, over N posts.
 
-    python -m ops.wake_latency [--iterations 100] [--out report.json]
+    python -m bridge_ops.wake_latency [--iterations 100] [--out report.json]
 
 Starts, in a temporary directory: the bridge (waitress on 127.0.0.1, port 0, `synchronous=FULL`), the supervisor
 worker loop, a private tmux server (`tmux -L bridge-wake-<random>`) and a stand-in reviewer agent in a pane that
@@ -128,7 +128,7 @@ def run_wake_latency(iterations: int = 100, workdir: Path | None = None, progres
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ops.wake_latency", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bridge_ops.wake_latency", description=__doc__.splitlines()[0])
     parser.add_argument("--iterations", type=int, default=100)
     parser.add_argument("--out", default=None, help="write the JSON report here")
     args = parser.parse_args(argv)

@@ -130,7 +130,7 @@ def test_every_limit_has_the_same_range():
 
 
 def test_ops_drill_list_as_json():
-    from ops.drills import DRILL_MODULES
+    from bridge_ops.drills import DRILL_MODULES
 
     listed = CliRunner().invoke(cli, ["ops", "drill", "--list", "--json"])
     assert listed.exit_code == 0, listed.output
@@ -140,15 +140,15 @@ def test_ops_drill_list_as_json():
 
 
 def test_ops_drill_run_as_json_is_one_document_with_each_verdict(tmp_path, monkeypatch):
-    import ops.drills
-    from ops.drills.framework import Drill, DrillContext
+    import bridge_ops.drills
+    from bridge_ops.drills.framework import Drill, DrillContext
 
     def broken(ctx: DrillContext) -> None:
         ctx.check(False, "this check fails on purpose")
 
     drill = Drill(name="broken", title="fails", runbook="runbooks/none.md", injects="-", verifies="-", run=broken)
-    monkeypatch.setattr(ops.drills, "DRILL_MODULES", {"broken": "-"})
-    monkeypatch.setattr(ops.drills, "get_drill", lambda name: drill)
+    monkeypatch.setattr(bridge_ops.drills, "DRILL_MODULES", {"broken": "-"})
+    monkeypatch.setattr(bridge_ops.drills, "get_drill", lambda name: drill)
     result = CliRunner().invoke(cli, ["ops", "drill", "broken", "--out", str(tmp_path), "--json"])
     assert result.exit_code == 1, result.output
     doc = json.loads(result.stdout)  # stdout is the document alone; the progress lines went to stderr

@@ -2,7 +2,8 @@
 
 `bridge --version` and `bridge --help` import no command at all; the help of a light command imports neither the
 HTTP app, the MCP SDK nor the pydantic models. `bridge --help` lists every command of the table in `bridge.cli.main`
-under its heading, with its whole one-line description. (How fast this is belongs to benchmarks/test_bench_cli.py.)
+under its heading, with its whole one-line description, and the ops wing found through its `bridge.commands` entry
+point (loading only that group). (How fast this is belongs to benchmarks/test_bench_cli.py.)
 """
 
 from __future__ import annotations
@@ -17,9 +18,12 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from bridge.cli.main import COMMANDS, FULL, cli
+from bridge.cli.main import COMMANDS, cli
+from bridge.cli.options import FULL
+from bridge_ops.cli import COMMANDS as OPS_COMMANDS
+from bridge_ops.cli import ops
 
-HEAVY_PACKAGES = {"bottle", "waitress", "mcp", "pydantic", "pydantic_core", "prometheus_client", "ops"}
+HEAVY_PACKAGES = {"bottle", "waitress", "mcp", "pydantic", "pydantic_core", "prometheus_client"}
 HEAVY_MODULES = ("bridge.http", "bridge.domain.models", "bridge.services.commands", "bridge.mcp_stdio")
 HEADINGS = ["Service commands", "Agents and wake commands", "Operator commands", "Database commands",
             "Ops commands"]
@@ -51,8 +55,10 @@ def heavy(modules: list[str]) -> list[str]:
 def test_version_and_help_import_no_command(args):
     modules = loaded_by(*args)
     assert heavy(modules) == []
-    light = ("bridge.cli", "bridge.cli.main", "bridge.cli.options")  # the group and its click-only helpers
+    light = ("bridge.cli", "bridge.cli.main", "bridge.cli.lazy", "bridge.cli.options")  # the group, click helpers
     assert [m for m in modules if m.startswith("bridge.") and m not in light] == []
+    ops_group = ["bridge_ops", "bridge_ops.cli"] if "--help" in args else []  # the help lists the ops group
+    assert [m for m in modules if m.startswith("bridge_ops")] == ops_group
 
 
 @pytest.mark.parametrize("args", [["token", "issue", "--help"], ["threads", "--help"]])
@@ -85,17 +91,30 @@ def test_help_lists_every_command_under_its_heading_in_full():
     assert [h for h in sections if h != "Options"] == HEADINGS
     listed = {name: (heading, text) for heading, rows in sections.items() if heading != "Options"
               for name, text in rows.items()}
-    assert sorted(listed) == sorted(COMMANDS) == sorted(cli.list_commands(click.Context(cli)))
+    assert sorted(listed) == sorted([*COMMANDS, "ops"]) == sorted(cli.list_commands(click.Context(cli)))
     for name, entry in COMMANDS.items():
         assert listed[name] == (f"{entry.section.capitalize()} commands", entry.help), name  # whole, no "..."
+    assert listed["ops"] == ("Ops commands", ops.get_short_help_str(FULL))
 
 
-@pytest.mark.parametrize("name", sorted(COMMANDS))
-def test_each_entry_loads_its_command_and_says_what_its_own_help_says(name):
-    command = cli.get_command(click.Context(cli), name)
+def test_the_ops_wing_is_found_through_its_entry_point():
+    """The product CLI never names the ops package: `bridge ops` is the `bridge.commands` entry point's group."""
+    from importlib.metadata import entry_points
+
+    assert "ops" not in COMMANDS
+    (found,) = [ep for ep in entry_points(group="bridge.commands") if ep.name == "ops"]
+    assert found.load() is ops is cli.get_command(click.Context(cli), "ops")
+
+
+TABLES = [(cli, COMMANDS, name) for name in sorted(COMMANDS)] + [(ops, OPS_COMMANDS, name) for name in OPS_COMMANDS]
+
+
+@pytest.mark.parametrize(("group", "table", "name"), TABLES, ids=[f"{g.name}-{n}" for g, _, n in TABLES])
+def test_each_entry_loads_its_command_and_says_what_its_own_help_says(group, table, name):
+    command = group.get_command(click.Context(group), name)
     assert command is not None and command.name == name
-    assert command.get_short_help_str(FULL) == COMMANDS[name].help, (
-        f"bridge.cli.main.COMMANDS[{name!r}].help must be the first sentence of the command's own help")
+    assert command.get_short_help_str(FULL) == table[name].help, (
+        f"{group.name} table entry {name!r}: its help must be the first sentence of the command's own help")
 
 
 def test_an_unknown_command_is_a_usage_error():
@@ -104,7 +123,8 @@ def test_an_unknown_command_is_a_usage_error():
     assert "No such command 'no-such-command'" in result.output
 
 
-GROUPS = [name for name in sorted(COMMANDS) if isinstance(cli.get_command(click.Context(cli), name), click.Group)]
+GROUPS = [name for name in cli.list_commands(click.Context(cli))
+          if isinstance(cli.get_command(click.Context(cli), name), click.Group)]
 
 
 @pytest.mark.parametrize("group", GROUPS)
@@ -113,7 +133,8 @@ def test_every_group_lists_its_commands_with_their_whole_one_line_description(gr
     assert isinstance(command, click.Group)
     result = CliRunner().invoke(cli, [group, "--help"], terminal_width=80)
     assert result.exit_code == 0, result.output
-    listing = "".join(result.output.split("Commands:", 1)[1].split())  # wrapped lines joined, spaces dropped
-    for name, sub in command.commands.items():
-        if not sub.hidden:
+    listing = "".join(re.split(r"[Cc]ommands:", result.output, maxsplit=1)[1].split())  # wrapped lines joined
+    for name in command.list_commands(click.Context(command)):
+        sub = command.get_command(click.Context(command), name)
+        if sub is not None and not sub.hidden:
             assert "".join(f"{name} {sub.get_short_help_str(FULL)}".split()) in listing, (group, name, result.output)

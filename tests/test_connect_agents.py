@@ -18,7 +18,7 @@ from bridge.demo.fake_anthropic import FakeAnthropic
 from bridge.demo.fake_openai import FakeOpenAI
 from bridge.domain.wake import default_prompt
 from bridge.standin import Client
-from ops.stack import real_stack
+from bridge_ops.stack import real_stack
 
 KEY = "sk-fake-0123456789abcdefghijklmnop"
 

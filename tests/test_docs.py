@@ -25,7 +25,7 @@ from bridge.errors import ERROR_CLASSES
 from bridge.http.openapi import build_openapi
 from bridge.services.commands import COMMANDS
 from bridge.settings import Settings
-from ops.acceptance import CONTRACT_METRICS
+from bridge_ops.acceptance import CONTRACT_METRICS
 
 ROOT = Path(__file__).resolve().parent.parent
 API_DOC = ROOT / "docs" / "api.md"

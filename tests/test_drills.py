@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-import ops.drills
+import bridge_ops.drills
 from bridge.cli.main import cli
-from ops.drills import DRILL_MODULES, get_drill
-from ops.drills.framework import Drill, DrillContext, run_drill
+from bridge_ops.drills import DRILL_MODULES, get_drill
+from bridge_ops.drills.framework import Drill, DrillContext, run_drill
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -71,8 +71,8 @@ def test_a_failing_drill_exits_1_cleans_up_and_records_why(tmp_path, monkeypatch
         ctx.check(False, "this check fails on purpose")
 
     drill = Drill(name="broken", title="fails", runbook="runbooks/none.md", injects="-", verifies="-", run=broken)
-    monkeypatch.setattr(ops.drills, "DRILL_MODULES", {"broken": "-"})
-    monkeypatch.setattr(ops.drills, "get_drill", lambda name: drill)
+    monkeypatch.setattr(bridge_ops.drills, "DRILL_MODULES", {"broken": "-"})
+    monkeypatch.setattr(bridge_ops.drills, "get_drill", lambda name: drill)
     result = CliRunner().invoke(cli, ["ops", "drill", "broken", "--out", str(tmp_path)])
     assert result.exit_code == 1, result.output
     assert "FAIL broken" in result.stdout

@@ -1,5 +1,5 @@
 """`bridge mcp` (the stdio MCP server forwarding to a running bridge) and `bridge mcp config`, against a real
-`bridge serve` process on 127.0.0.1 (`ops.stack.real_stack`): the official `mcp` SDK client over stdio, a bridge
+`bridge serve` process on 127.0.0.1 (`bridge_ops.stack.real_stack`): the official `mcp` SDK client over stdio, a bridge
 that is down, and the printed Claude Code / Codex / JSON configurations checked by parsing them and using the token
 they mint."""
 
@@ -21,7 +21,7 @@ from typing import IO, Any
 import pytest
 
 from bridge.mcp_stdio import header_value, routing_headers
-from ops.stack import Stack, bridge_argv, clean_env, real_stack, stop_process
+from bridge_ops.stack import Stack, bridge_argv, clean_env, real_stack, stop_process
 
 TOOLS = {"create_thread", "post_message", "read_messages"}
 

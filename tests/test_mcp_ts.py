@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from ops.stack import clean_env, real_stack
+from bridge_ops.stack import clean_env, real_stack
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIENT_DIR = ROOT / "tests" / "mcp_ts"

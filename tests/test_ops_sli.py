@@ -17,9 +17,9 @@ from pathlib import Path
 import click
 import pytest
 
-from ops.readiness import command_references, outside, run_help, run_pytest
-from ops.sli import SPEC_THRESHOLDS, compare, parse_thresholds, summarize
-from ops.stack import pid_alive
+from bridge_ops.readiness import command_references, outside, run_help, run_pytest
+from bridge_ops.sli import SPEC_THRESHOLDS, compare, parse_thresholds, summarize
+from bridge_ops.stack import pid_alive
 
 ROOT = Path(__file__).resolve().parent.parent
 LATENCIES = ("post_latency_ms", "read_latency_ms", "post_to_visible_ms", "message_to_wake_ms", "message_to_ack_ms")
@@ -74,7 +74,7 @@ def test_runbook_command_references_resolve_only_against_real_commands():
 
 
 def test_pytest_evidence_reports_what_ran_skipped_and_which_databases(tmp_path):
-    """The readiness rows read pytest runs through ops.pytest_evidence: a skip mark, a test skipping itself, an xfail
+    """The readiness rows read pytest runs through bridge_ops.pytest_evidence: a skip mark, a test skipping itself, an xfail
     and an in-memory database must all show."""
     suite = tmp_path / "suite" / "test_sample.py"
     suite.parent.mkdir()

@@ -22,9 +22,9 @@ from typing import TextIO
 import pytest
 
 from bridge.cli.progress import Progress
-from ops import readiness
-from ops.acceptance import Evidence
-from ops.reliability.figures import Scale
+from bridge_ops import readiness
+from bridge_ops.acceptance import Evidence
+from bridge_ops.reliability.figures import Scale
 
 ROOT = Path(__file__).resolve().parent.parent
 BLOCKER = ("import sys\n"
@@ -153,7 +153,7 @@ def test_the_progress_bar_is_drawn_on_a_terminal_only():
 
 
 def test_readiness_rows_and_reliability_scenarios_report_through_the_helper(tmp_path, monkeypatch):
-    from ops.reliability import cli as reliability_cli
+    from bridge_ops.reliability import cli as reliability_cli
 
     def rows(stream: TextIO) -> None:
         progress = Progress(len(readiness.ITEMS), stream=stream)

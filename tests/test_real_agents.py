@@ -20,7 +20,7 @@ from wakekit import Human
 
 from bridge.demo import pilot
 from bridge.standin import Client
-from ops.agent_wakes import AGENT, RealAgent, real_agent, wait_for
+from bridge_ops.agent_wakes import AGENT, RealAgent, real_agent, wait_for
 
 RUNTIMES = ["claude", "codex"]
 

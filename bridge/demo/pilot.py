@@ -29,7 +29,7 @@ from bridge.demo.brain import Finding, Persona
 from bridge.standin import Client
 
 if TYPE_CHECKING:
-    from ops.stack import Stack
+    from bridge_ops.stack import Stack
 
 __all__ = ["SCENARIOS", "PilotReport", "Stack", "run"]
 
@@ -186,7 +186,7 @@ def agent_up(stack: Stack, kind: str, agent_id: str, *, cwd: Path, model_url: st
     args = ["agent", "up", "--runtime", kind, "--agent-id", agent_id, "--cwd", str(cwd), "--url", stack.url,
             "--model-url", model_url, "--api-key-env", "DEMO_MODEL_KEY", "--db", str(stack.db),
             "--tmux-socket", stack.tmux.socket_name or "", "--json", *(["--home", str(home)] if home else [])]
-    from ops.stack import bridge_argv, clean_env
+    from bridge_ops.stack import bridge_argv, clean_env
 
     done = subprocess.run(bridge_argv(*args), capture_output=True, text=True, timeout=timeout,
                           env=clean_env(env), cwd=str(stack.workdir), check=False)
@@ -312,7 +312,7 @@ DEMO_ENV = {"BRIDGE_WORKER_POLL": "1s", "BRIDGE_LOG_LEVEL": "WARNING"}
 def pilot_stack(workdir: Path | None, agents: Agents, personas: list[Persona], say: Say,
                 env: dict[str, str] | None = None) -> Iterator[Stack]:
     """A real stack with the two agents up; everything stopped on exit."""
-    from ops.stack import real_stack
+    from bridge_ops.stack import real_stack
 
     with real_stack(workdir, env={**DEMO_ENV, **(env or {})}) as stack:
         say(f"bridge serving {stack.url}, database {stack.db}, tmux socket {stack.tmux.socket_name}")

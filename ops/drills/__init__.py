@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import importlib
 
-from ops.drills.framework import Drill
+from bridge_ops.drills.framework import Drill
 
 # drill name (= runbook file name without .md) -> module in this package
 DRILL_MODULES: dict[str, str] = {
@@ -28,7 +28,7 @@ DRILL_MODULES: dict[str, str] = {
 
 def get_drill(name: str) -> Drill:
     """The drill called `name` (KeyError when there is none)."""
-    module = importlib.import_module(f"ops.drills.{DRILL_MODULES[name]}")
+    module = importlib.import_module(f"bridge_ops.drills.{DRILL_MODULES[name]}")
     drill: Drill = module.DRILL
     return drill
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from ops.drills.framework import DB, Drill, DrillContext, jwt_part
+from bridge_ops.drills.framework import DB, Drill, DrillContext, jwt_part
 
 DRIFT = {"BRIDGE_WORKSPACE": "team-b"}
 # The runbook's one-liner: the jti claim of a token (decoded, not verified).

@@ -9,7 +9,7 @@ import threading
 import time
 from typing import Any
 
-from ops.drills.framework import DB, Drill, DrillContext
+from bridge_ops.drills.framework import DB, Drill, DrillContext
 
 BACKUP = "./backups/bridge-drill.db"
 SETTINGS = {"BRIDGE_WRITE_QUOTA_PER_MIN": "0", "BRIDGE_LOOP_GUARD_TURNS": "0"}

@@ -28,8 +28,8 @@ def drill(names: tuple[str, ...], run_all: bool, list_only: bool, out: str, keep
     tmux server, injects its fault for real, follows its runbook's commands, verifies recovery, stops everything it
     started, and writes <out>/<name>.json (timestamps, commands, observations, checks, pass). With --json, stdout
     holds one JSON document and the per-drill lines go to stderr."""
-    from ops.drills import DRILL_MODULES, all_drills, get_drill
-    from ops.drills.framework import run_drill
+    from bridge_ops.drills import DRILL_MODULES, all_drills, get_drill
+    from bridge_ops.drills.framework import run_drill
 
     if list_only:
         items = all_drills()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from ops.drills.framework import DB, Drill, DrillContext
+from bridge_ops.drills.framework import DB, Drill, DrillContext
 
 STALE_AFTER = 2.0  # seconds without a worker tick that the drill treats as "the worker is down" (poll is 200 ms)
 

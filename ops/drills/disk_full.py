@@ -10,7 +10,7 @@ from __future__ import annotations
 import resource
 import shutil
 
-from ops.drills.framework import DB, Drill, DrillContext, Process
+from bridge_ops.drills.framework import DB, Drill, DrillContext, Process
 
 BODY = "x" * 32 * 1024  # each message grows the WAL by about 40 KiB
 HEADROOM = 256 * 1024

@@ -3,7 +3,7 @@ the operator triages with the CLI."""
 
 from __future__ import annotations
 
-from ops.drills.framework import DB, Drill, DrillContext
+from bridge_ops.drills.framework import DB, Drill, DrillContext
 
 SETTINGS = {"BRIDGE_LOOP_GUARD_TURNS": "6", "BRIDGE_LOOP_GUARD_REPEATS": "3", "BRIDGE_WRITE_QUOTA_PER_MIN": "0"}
 LOOPING = 3  # threads blocked for no progress; one more is blocked for a repeated finding

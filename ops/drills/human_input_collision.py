@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from ops.drills.framework import DB, Drill, DrillContext
+from bridge_ops.drills.framework import DB, Drill, DrillContext
 
 SESSION = "bridge-default"
 # Long enough that the operator's commands (a few CLI runs, seconds on a loaded machine) happen while the first

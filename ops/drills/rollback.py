@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ops.drills.framework import DB, Drill, DrillContext
+from bridge_ops.drills.framework import DB, Drill, DrillContext
 
 BAD_RELEASE = {"BRIDGE_ISSUER": "bridge-next"}  # the "release" expects an issuer no client token carries
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ops.drills.framework import DB, Drill, DrillContext
+from bridge_ops.drills.framework import DB, Drill, DrillContext
 
 MESSAGES = 5
 

@@ -7,7 +7,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from ops.drills.framework import DB, Drill, DrillContext
+from bridge_ops.drills.framework import DB, Drill, DrillContext
 
 BUSY_TIMEOUT = {"BRIDGE_BUSY_TIMEOUT": "300ms"}
 # A stray writer: opens the database, takes the write lock (BEGIN IMMEDIATE) and never commits (bounded: 120 s).

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
-from ops.drills.framework import DB, Drill, DrillContext, jwt_part
+from bridge_ops.drills.framework import DB, Drill, DrillContext, jwt_part
 
 KEY = "bridge.data/signing-key.pem"
 KEY_BACKUP = "./signing-key.backup.pem"

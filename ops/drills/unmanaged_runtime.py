@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import subprocess
 
-from ops.drills.framework import DB, Drill, DrillContext
+from bridge_ops.drills.framework import DB, Drill, DrillContext
 
 
 def run(ctx: DrillContext) -> None:

@@ -3,7 +3,7 @@ dead-lettered; the operator relaunches the agent and retries the trigger."""
 
 from __future__ import annotations
 
-from ops.drills.framework import DB, Drill, DrillContext
+from bridge_ops.drills.framework import DB, Drill, DrillContext
 
 
 def run(ctx: DrillContext) -> None:

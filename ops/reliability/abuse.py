@@ -30,9 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ops.reliability.figures import Figure, Scale
-from ops.reliability.hostile import Answer, Server, Wire, envelope_problem, serve
-from ops.stack import HOST
+from bridge_ops.reliability.figures import Figure, Scale
+from bridge_ops.reliability.hostile import Answer, Server, Wire, envelope_problem, serve
+from bridge_ops.stack import HOST
 
 AREA = "abuse"
 P99_TARGET_MS = 1000.0
@@ -74,7 +74,7 @@ class Timings:
             self.examples.append(text)
 
     def p(self, q: float) -> float:
-        from ops.load import percentile
+        from bridge_ops.load import percentile
 
         return round(percentile(sorted(self.latencies), q), 1) if self.latencies else math.nan
 

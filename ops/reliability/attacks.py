@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ops.reliability.figures import Figure, Scale
-from ops.reliability.hostile import Answer, Server, Wire, envelope_problem, serve
+from bridge_ops.reliability.figures import Figure, Scale
+from bridge_ops.reliability.hostile import Answer, Server, Wire, envelope_problem, serve
 
 AREA = "attacks"
 ATTACKER = "mallory"

@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from bridge.cli.progress import Progress
-from ops.reliability import SCENARIOS, NotAvailable, load
+from bridge_ops.reliability import SCENARIOS, NotAvailable, load
 
 COLUMNS = (("area", 24), ("measure", 52), ("figure", 18), ("target", 18), ("verdict", 7))
 
@@ -23,7 +23,7 @@ def run_scenario(name: str, scale: Any, root: Path) -> dict[str, Any]:
     """Run one scenario in `root/<name>`; its record: status (ok, not available, error), seconds, figures."""
     import traceback
 
-    entry: dict[str, Any] = {"name": name, "module": f"ops.reliability.{SCENARIOS[name]}", "status": "ok",
+    entry: dict[str, Any] = {"name": name, "module": f"bridge_ops.reliability.{SCENARIOS[name]}", "status": "ok",
                              "seconds": 0.0, "figures": [], "detail": None}
     started = time.monotonic()
     try:
@@ -83,7 +83,7 @@ def _row(*cells: str) -> str:
 
 def format_table(report: dict[str, Any]) -> str:
     """One row per figure: area, measure, "X of N", target, PASS/FAIL; one row per scenario that did not run."""
-    from ops.reliability.figures import Figure
+    from bridge_ops.reliability.figures import Figure
 
     lines = [_row(*(name for name, _ in COLUMNS)), "-" * sum(w + 1 for _, w in COLUMNS)]
     for entry in report["scenarios"]:
@@ -129,7 +129,7 @@ def reliability(scale: int, out: str | None, only: tuple[str, ...], keep: bool, 
     import shutil
     import tempfile
 
-    from ops.reliability.figures import Scale
+    from bridge_ops.reliability.figures import Scale
 
     names = _selection(only, more)
 

@@ -21,8 +21,8 @@ import threading
 import time
 from pathlib import Path
 
-from ops.reliability.figures import Figure, Scale
-from ops.reliability.harness import NO_LIMITS, Client, Ledger, Rig, read_thread
+from bridge_ops.reliability.figures import Figure, Scale
+from bridge_ops.reliability.harness import NO_LIMITS, Client, Ledger, Rig, read_thread
 
 AREA = "crash durability"
 WRITERS = 4

@@ -45,8 +45,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ops.drills.framework import FAST_TIMINGS, EnvelopeReader
-from ops.stack import HOST, bridge_argv, clean_env, pid_alive
+from bridge_ops.drills.framework import FAST_TIMINGS, EnvelopeReader
+from bridge_ops.stack import HOST, bridge_argv, clean_env, pid_alive
 
 T = TypeVar("T")
 NO_LIMITS = {"BRIDGE_WRITE_QUOTA_PER_MIN": "0", "BRIDGE_LOOP_GUARD_TURNS": "0", "BRIDGE_LOOP_GUARD_REPEATS": "0",

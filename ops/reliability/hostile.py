@@ -35,9 +35,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ops.reliability.figures import Figure, Scale
-from ops.reliability.harness import Client, Rig
-from ops.stack import HOST, bridge_argv
+from bridge_ops.reliability.figures import Figure, Scale
+from bridge_ops.reliability.harness import Client, Rig
+from bridge_ops.stack import HOST, bridge_argv
 
 if TYPE_CHECKING:
     from bridge.auth.keys import SigningKey

@@ -31,8 +31,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ops.reliability.figures import Figure, Scale
-from ops.reliability.harness import NO_LIMITS, Client, Ledger, Proc, Rig, read_thread, wait_until
+from bridge_ops.reliability.figures import Figure, Scale
+from bridge_ops.reliability.harness import NO_LIMITS, Client, Ledger, Proc, Rig, read_thread, wait_until
 
 TMPFS_SIZE = "16m"
 HEADROOM = 1024 * 1024  # bytes left free on the tmpfs after the ballast

@@ -1,7 +1,7 @@
 """Wake workers under faults (`workers`): trigger jobs delivered by `bridge worker` processes, counted by effect.
 
 One `bridge serve --no-worker` and AGENTS fake agents, each in its own pane of a private tmux server. A fake agent
-(`python -m ops.reliability.workers agent ...`, below) heartbeats as a managed, idle session of its pane, reads
+(`python -m bridge_ops.reliability.workers agent ...`, below) heartbeats as a managed, idle session of its pane, reads
 what is typed into it, and for every submitted line appends the trigger ids the line holds to its own log, then
 heartbeats (the bridge's acknowledgement). A delivery is counted there, by effect: a trigger id in N submitted lines
 was delivered N times, whatever the bridge's status column says.
@@ -44,10 +44,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ops.reliability.figures import Figure, Scale
+from bridge_ops.reliability.figures import Figure, Scale
 
 if TYPE_CHECKING:
-    from ops.reliability.harness import Proc, Rig
+    from bridge_ops.reliability.harness import Proc, Rig
 
 AGENTS = 4
 THREADS = 2
@@ -84,7 +84,7 @@ def agent_main(argv: list[str]) -> int:
     """The fake agent in a pane: log every submitted line's trigger ids (the effect), then heartbeat (the ack)."""
     from bridge.domain.wake import ENVELOPE_PATTERN
 
-    parser = argparse.ArgumentParser(prog="python -m ops.reliability.workers agent")
+    parser = argparse.ArgumentParser(prog="python -m bridge_ops.reliability.workers agent")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--token-file", required=True)
     parser.add_argument("--log", required=True)
@@ -138,7 +138,7 @@ class Workbench:
     """The server, the fake agents and their threads; jobs are enqueued and followed here."""
 
     def __init__(self, rig: Rig, rng: random.Random):
-        from ops.reliability.harness import Client
+        from bridge_ops.reliability.harness import Client
 
         self.rig, self.rng = rig, rng
         self.server = rig.serve("server")
@@ -158,11 +158,11 @@ class Workbench:
         self._serial = 0
 
     def _launch(self, agent: str) -> None:
-        from ops.reliability.harness import wait_until
+        from bridge_ops.reliability.harness import wait_until
 
         token_file = self.rig.workdir / f"{agent}.token"
         token_file.write_text(self.rig.token(agent))
-        argv = [sys.executable, "-m", "ops.reliability.workers", "agent", "--port", str(self.port),
+        argv = [sys.executable, "-m", "bridge_ops.reliability.workers", "agent", "--port", str(self.port),
                 "--token-file", str(token_file), "--log", str(self.effects / f"{agent}.jsonl")]
         self.panes[agent] = self.rig.new_window(agent, argv)
         if not wait_until(lambda: self.rig.query(
@@ -172,7 +172,7 @@ class Workbench:
     def begin(self, name: str) -> Batch:
         """A new batch; every agent re-registers first (a part starts with every runtime managed and idle, whatever
         the part before did to the registry)."""
-        from ops.reliability.harness import Client
+        from bridge_ops.reliability.harness import Client
 
         for agent in self.agents:
             client = Client(self.port, self.rig.token(agent))
@@ -205,7 +205,7 @@ class Workbench:
     def enqueue(self, batch: Batch, count: int, seconds: float, burst: int = 1) -> threading.Thread:
         """Enqueue `count` jobs in bursts of `burst`, evenly over `seconds`, in a background thread (joined by the
         caller). Bursts let a worker claim several jobs at once, as it would after a busy moment."""
-        from ops.reliability.harness import Client
+        from bridge_ops.reliability.harness import Client
 
         def feed() -> None:
             client = Client(self.port, self.coord_token)
@@ -240,7 +240,7 @@ class Workbench:
 
     def settle(self, batch: Batch, feeder: threading.Thread) -> dict[str, str]:
         """Wait (bounded) until every job of the batch is terminal; the final statuses."""
-        from ops.reliability.harness import wait_until
+        from bridge_ops.reliability.harness import wait_until
 
         feeder.join(timeout=600)
         wait_until(lambda: all(s in TERMINAL for s in self.statuses(batch).values()), SETTLE_TIMEOUT, 0.2)
@@ -267,7 +267,7 @@ class Workbench:
         jobs: `probe` (it runs `tmux display-message`: the probe of the pane it is about to type into), `typing`
         (it runs `tmux send-keys`) or `any`. When the moment does not come in time, any moment holding a claim.
         False when not even that came (the caller re-checks the claims once the fault holds the worker still)."""
-        from ops.reliability.harness import wait_until
+        from bridge_ops.reliability.harness import wait_until
 
         wanted = {"probe": "display-message", "typing": "send-keys"}.get(moment)
         deadline = time.monotonic() + timeout
@@ -378,7 +378,7 @@ def _outcomes(batch: Batch, statuses: dict[str, str], seen: Counter[str]) -> tup
 
 
 def run(scale: Scale, workdir: Path) -> list[Figure]:
-    from ops.reliability.harness import Rig
+    from bridge_ops.reliability.harness import Rig
 
     seed = secrets.randbits(32)
     rng = random.Random(seed)
@@ -429,5 +429,5 @@ def run(scale: Scale, workdir: Path) -> list[Figure]:
 
 if __name__ == "__main__":
     if sys.argv[1:2] != ["agent"]:
-        sys.exit("usage: python -m ops.reliability.workers agent --port P --token-file F --log L")
+        sys.exit("usage: python -m bridge_ops.reliability.workers agent --port P --token-file F --log L")
     sys.exit(agent_main(sys.argv[2:]))

@@ -18,8 +18,8 @@ import threading
 import time
 from pathlib import Path
 
-from ops.reliability.figures import Figure, Scale
-from ops.reliability.harness import NO_LIMITS, Client, Ledger, Rig, read_thread
+from bridge_ops.reliability.figures import Figure, Scale
+from bridge_ops.reliability.harness import NO_LIMITS, Client, Ledger, Rig, read_thread
 
 AREA = "concurrent writers"
 SERVERS = 3
@@ -73,7 +73,7 @@ def _writer(port: int, token: str, ledger: Ledger, thread_id: str, prefix: str, 
 
 
 def run(scale: Scale, workdir: Path) -> list[Figure]:
-    from ops.load import percentile
+    from bridge_ops.load import percentile
 
     writers = SERVERS * CLIENTS_PER_SERVER
     per_writer = max(1, POSTS_PER_SCALE * scale.n // writers)

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
-from ops.reliability.figures import Figure
+from bridge_ops.reliability.figures import Figure
 
 
 def check(figures: list[Figure], measures: list[str]) -> None:

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from ops.reliability.abuse import run
-from ops.reliability.figures import Scale
+from bridge_ops.reliability.abuse import run
+from bridge_ops.reliability.figures import Scale
 
 MEASURES = [
     "write flood: the flooder's posts refused 429", "write flood: 429s outside the envelope",

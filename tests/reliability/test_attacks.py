@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from ops.reliability.attacks import attack_tokens, attempt_escapes, escapes, run
-from ops.reliability.figures import Scale
-from ops.reliability.hostile import Wire, serve
+from bridge_ops.reliability.attacks import attack_tokens, attempt_escapes, escapes, run
+from bridge_ops.reliability.figures import Scale
+from bridge_ops.reliability.hostile import Wire, serve
 
 MEASURES = ["bad tokens accepted", "bad-token refusals outside the envelope", "unauthorized successes",
             "escape refusals outside their documented shape", "database rows changed by the refused calls",
@@ -16,7 +16,7 @@ MEASURES = ["bad tokens accepted", "bad-token refusals outside the envelope", "u
 
 def test_the_ledger_sees_a_token_that_works_and_an_escape_that_is_served(tmp_path) -> None:
     """The judges can fail: a valid forged token counts as accepted, a coordinator's calls as escapes served."""
-    from ops.reliability.attacks import World, _setup
+    from bridge_ops.reliability.attacks import World, _setup
 
     with serve(tmp_path / "control") as server:
         world = _setup(server)

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from ops.reliability.figures import Scale
-from ops.reliability.hostile import Answer, Ledger, answer_problem, run
+from bridge_ops.reliability.figures import Scale
+from bridge_ops.reliability.hostile import Answer, Ledger, answer_problem, run
 
 ENVELOPE = {"error": {"code": "NOT_FOUND", "message": "thread not found", "details": {}},
             "request_id": "req_1", "occurred_at": "2026-12-01T00:00:00.000Z"}

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from ops.reliability import storage
-from ops.reliability.figures import Scale
+from bridge_ops.reliability import storage
+from bridge_ops.reliability.figures import Scale
 
 pytestmark = pytest.mark.slow
 

@@ -10,11 +10,11 @@ import types
 import pytest
 from click.testing import CliRunner
 
-import ops.reliability
+import bridge_ops.reliability
 from bridge.cli.main import cli
-from ops.reliability import SCENARIOS, NotAvailable, load
-from ops.reliability.figures import Figure
-from ops.reliability.harness import Ledger, Reply
+from bridge_ops.reliability import SCENARIOS, NotAvailable, load
+from bridge_ops.reliability.figures import Figure
+from bridge_ops.reliability.harness import Ledger, Reply
 
 
 def message(key: str, seq: int, thread: str = "thr_a", message_id: str | None = None, body: str | None = None):
@@ -71,8 +71,8 @@ def test_registry_order_and_a_missing_module_is_not_available(monkeypatch):
 
 
 def test_bridge_starts_without_importing_any_scenario():
-    code = ("import sys, ops.cli; loaded = [m for m in sys.modules if m.startswith('ops.reliability.') "
-            "and m not in ('ops.reliability.cli',)]; print(loaded)")
+    code = ("import sys, ops.cli; loaded = [m for m in sys.modules if m.startswith('bridge_ops.reliability.') "
+            "and m not in ('bridge_ops.reliability.cli',)]; print(loaded)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
 
@@ -81,7 +81,7 @@ def test_bridge_starts_without_importing_any_scenario():
 def fake_scenarios(monkeypatch):
     """Three scenarios without processes: one passing, one failing a target, one raising; `attacks` missing."""
     def module(name: str, run) -> str:
-        mod = types.ModuleType(f"ops.reliability.{name}")
+        mod = types.ModuleType(f"bridge_ops.reliability.{name}")
         mod.run = run
         monkeypatch.setitem(sys.modules, mod.__name__, mod)
         return name
@@ -94,9 +94,9 @@ def fake_scenarios(monkeypatch):
         raise RuntimeError("the server did not start")
 
     broken = module("fake_broken", boom)
-    monkeypatch.setattr(ops.reliability, "SCENARIOS", {"crash": ok, "writers": bad, "workers": broken,
+    monkeypatch.setattr(bridge_ops.reliability, "SCENARIOS", {"crash": ok, "writers": bad, "workers": broken,
                                                        "attacks": "no_such_scenario_module"})
-    monkeypatch.setattr("ops.reliability.cli.SCENARIOS", ops.reliability.SCENARIOS)
+    monkeypatch.setattr("bridge_ops.reliability.cli.SCENARIOS", ops.reliability.SCENARIOS)
 
 
 def test_cli_prints_the_table_writes_json_and_fails_on_a_missed_target(fake_scenarios, tmp_path):

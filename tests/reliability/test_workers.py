@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from ops.reliability import workers
-from ops.reliability.figures import Scale
+from bridge_ops.reliability import workers
+from bridge_ops.reliability.figures import Scale
 
 pytestmark = pytest.mark.slow
 

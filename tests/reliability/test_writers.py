@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ops.reliability import writers
-from ops.reliability.figures import Scale
+from bridge_ops.reliability import writers
+from bridge_ops.reliability.figures import Scale
 
 pytestmark = pytest.mark.slow
 
