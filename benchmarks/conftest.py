@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
+from bridge_ops.load import BODY, READ_SEED, KeepAliveClient
 
 from bridge.auth.tokens import issue_token
 from bridge.domain.authz import Principal
@@ -21,7 +22,6 @@ from bridge.services import messages, threads
 from bridge.services.core import Call
 from bridge.settings import Settings
 from bridge.wiring import Parts, build
-from bridge_ops.load import BODY, READ_SEED, KeepAliveClient
 
 WRITER, READER, COORDINATOR = "bench-writer", "bench-reader", "bench-coordinator"
 

@@ -8,9 +8,10 @@ from __future__ import annotations
 import itertools
 import json
 
+from bridge_ops.load import BODY, READ_SINCE
+
 from bridge.domain.models import PostMessageInput, ReadMessagesInput
 from bridge.services import messages
-from bridge_ops.load import BODY, READ_SINCE
 
 # ------------------------------------------------------------------------------------------------ in-process
 

@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import jwt
+from bridge_ops.stack import HOST, Stack
 
 import bridge as bridge_pkg
 from bridge.auth.keys import load_or_create
 from bridge.auth.tokens import issue_token
-from bridge_ops.stack import HOST, Stack
 
 # The metric names that are a contract for dashboards and alerts.
 CONTRACT_METRICS = (

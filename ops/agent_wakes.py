@@ -23,11 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import click
+from bridge_ops.stack import Stack, real_stack
 
 from bridge.demo import pilot
 from bridge.demo.brain import Persona
 from bridge.standin import Client
-from bridge_ops.stack import Stack, real_stack
 
 AGENT = "agent"
 PATHS = {"typed": "delivered", "resume": "resumed", "spawn": "spawned"}

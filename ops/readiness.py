@@ -13,9 +13,9 @@ Rows (each one runs something and keeps what it observed):
 6. SLI thresholds: `run_sli` (its own stack) against the service levels of docs/api.md.
 7-9. the seed's three accepted risks, each with the evidence that it no longer applies.
 
-Evidence comes from running things, never from reading test source: pytest runs here carry the `bridge_ops.pytest_evidence`
-plugin, which reports what was collected (with any skip or xfail mark), each test's outcome and every SQLite file
-the tests opened; commands are run and their exit codes and effects read.
+Evidence comes from running things, never from reading test source: pytest runs here carry the
+`bridge_ops.pytest_evidence` plugin, which reports what was collected (with any skip or xfail mark), each test's
+outcome and every SQLite file the tests opened; commands are run and their exit codes and effects read.
 
 The decision is GO only when every row passes; the exit status is 0 on GO and 1 on NO-GO. What the rows run
 besides the bridge (pytest with the test extras, tmux) is checked first: without it the command refuses at once
@@ -43,14 +43,14 @@ from pathlib import Path
 from typing import Any
 
 import click
-
-from bridge.cli.output import fail
-from bridge.cli.progress import Progress
-from bridge.errors import Unavailable
 from bridge_ops import acceptance
 from bridge_ops.acceptance import Evidence, project_root
 from bridge_ops.sli import parse_thresholds, run_sli
 from bridge_ops.stack import Stack, bridge_argv, clean_env, real_stack
+
+from bridge.cli.output import fail
+from bridge.cli.progress import Progress
+from bridge.errors import Unavailable
 
 # The operator handoff of the seed, command by command.
 HANDOFF_COMMANDS = ("inspect-thread", "escalate-thread", "assign-escalation-owner", "reassign-escalation-owner",

@@ -45,11 +45,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
-
-from bridge.cli.progress import Progress
 from bridge_ops.stack import Stack, real_stack
 
-if TYPE_CHECKING:  # bridge_ops.load pulls in multiprocessing: imported when the harness runs, not on every `bridge` start
+from bridge.cli.progress import Progress
+
+if TYPE_CHECKING:  # bridge_ops.load pulls in multiprocessing: imported when the harness runs, not at every start
     from bridge_ops.load import KeepAliveClient
 
 SPEC_THRESHOLDS: dict[str, float] = {

@@ -16,12 +16,12 @@ import sys
 
 import click
 import pytest
+from bridge_ops.cli import COMMANDS as OPS_COMMANDS
+from bridge_ops.cli import ops
 from click.testing import CliRunner
 
 from bridge.cli.main import COMMANDS, cli
 from bridge.cli.options import FULL
-from bridge_ops.cli import COMMANDS as OPS_COMMANDS
-from bridge_ops.cli import ops
 
 HEAVY_PACKAGES = {"bottle", "waitress", "mcp", "pydantic", "pydantic_core", "prometheus_client"}
 HEAVY_MODULES = ("bridge.http", "bridge.domain.models", "bridge.services.commands", "bridge.mcp_stdio")

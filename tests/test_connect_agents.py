@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from bridge_ops.stack import real_stack
 
 from bridge.agents import claude, codex
 from bridge.agents.base import AgentSpec, find_cli
@@ -18,7 +19,6 @@ from bridge.demo.fake_anthropic import FakeAnthropic
 from bridge.demo.fake_openai import FakeOpenAI
 from bridge.domain.wake import default_prompt
 from bridge.standin import Client
-from bridge_ops.stack import real_stack
 
 KEY = "sk-fake-0123456789abcdefghijklmnop"
 

@@ -18,6 +18,7 @@ from types import ModuleType
 
 import click
 import pytest
+from bridge_ops.acceptance import CONTRACT_METRICS
 
 from bridge.cli.main import cli
 from bridge.domain.lifecycle import STATUSES, TRANSITIONS
@@ -25,7 +26,6 @@ from bridge.errors import ERROR_CLASSES
 from bridge.http.openapi import build_openapi
 from bridge.services.commands import COMMANDS
 from bridge.settings import Settings
-from bridge_ops.acceptance import CONTRACT_METRICS
 
 ROOT = Path(__file__).resolve().parent.parent
 API_DOC = ROOT / "docs" / "api.md"

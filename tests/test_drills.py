@@ -10,13 +10,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-from click.testing import CliRunner
-
 import bridge_ops.drills
-from bridge.cli.main import cli
+import pytest
 from bridge_ops.drills import DRILL_MODULES, get_drill
 from bridge_ops.drills.framework import Drill, DrillContext, run_drill
+from click.testing import CliRunner
+
+from bridge.cli.main import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import IO, Any
 
 import pytest
+from bridge_ops.stack import Stack, bridge_argv, clean_env, real_stack, stop_process
 
 from bridge.mcp_stdio import header_value, routing_headers
-from bridge_ops.stack import Stack, bridge_argv, clean_env, real_stack, stop_process
 
 TOOLS = {"create_thread", "post_message", "read_messages"}
 

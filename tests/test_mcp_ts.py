@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from bridge_ops.stack import clean_env, real_stack
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import click
 import pytest
-
 from bridge_ops.readiness import command_references, outside, run_help, run_pytest
 from bridge_ops.sli import SPEC_THRESHOLDS, compare, parse_thresholds, summarize
 from bridge_ops.stack import pid_alive
@@ -74,8 +73,8 @@ def test_runbook_command_references_resolve_only_against_real_commands():
 
 
 def test_pytest_evidence_reports_what_ran_skipped_and_which_databases(tmp_path):
-    """The readiness rows read pytest runs through bridge_ops.pytest_evidence: a skip mark, a test skipping itself, an xfail
-    and an in-memory database must all show."""
+    """The readiness rows read pytest runs through bridge_ops.pytest_evidence: a skip mark, a test skipping itself,
+    an xfail and an in-memory database must all show."""
     suite = tmp_path / "suite" / "test_sample.py"
     suite.parent.mkdir()
     suite.write_text(textwrap.dedent("""

@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import TextIO
 
 import pytest
-
-from bridge.cli.progress import Progress
 from bridge_ops import readiness
 from bridge_ops.acceptance import Evidence
 from bridge_ops.reliability.figures import Scale
+
+from bridge.cli.progress import Progress
 
 ROOT = Path(__file__).resolve().parent.parent
 BLOCKER = ("import sys\n"

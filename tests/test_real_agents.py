@@ -16,11 +16,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from bridge_ops.agent_wakes import AGENT, RealAgent, real_agent, wait_for
 from wakekit import Human
 
 from bridge.demo import pilot
 from bridge.standin import Client
-from bridge_ops.agent_wakes import AGENT, RealAgent, real_agent, wait_for
 
 RUNTIMES = ["claude", "codex"]
 

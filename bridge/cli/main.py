@@ -12,7 +12,6 @@ import click
 import bridge as bridge_pkg
 from bridge.cli.lazy import Entry, LazyGroup, section
 
-
 COMMANDS: dict[str, Entry] = {
     **section(
         "service",

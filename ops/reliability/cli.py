@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import click
+from bridge_ops.reliability import SCENARIOS, NotAvailable, load
 
 from bridge.cli.progress import Progress
-from bridge_ops.reliability import SCENARIOS, NotAvailable, load
 
 COLUMNS = (("area", 24), ("measure", 52), ("figure", 18), ("target", 18), ("verdict", 7))
 

@@ -6,7 +6,6 @@ import math
 from collections.abc import Callable
 
 import pytest
-
 from bridge_ops.reliability.figures import Figure
 
 

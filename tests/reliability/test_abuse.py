@@ -5,7 +5,6 @@ a second, no timeout)."""
 from __future__ import annotations
 
 import pytest
-
 from bridge_ops.reliability.abuse import run
 from bridge_ops.reliability.figures import Scale
 

@@ -4,7 +4,6 @@ against a real `bridge serve`; nothing accepted, nothing served, nothing written
 from __future__ import annotations
 
 import pytest
-
 from bridge_ops.reliability.attacks import attack_tokens, attempt_escapes, escapes, run
 from bridge_ops.reliability.figures import Scale
 from bridge_ops.reliability.hostile import Wire, serve

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from bridge_ops.reliability.figures import Scale
 from bridge_ops.reliability.hostile import Answer, Ledger, answer_problem, run
 

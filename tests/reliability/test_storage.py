@@ -4,7 +4,6 @@ tests/test_storage_faults.py): refusals with their own reason, nothing acknowled
 from __future__ import annotations
 
 import pytest
-
 from bridge_ops.reliability import storage
 from bridge_ops.reliability.figures import Scale
 

@@ -7,14 +7,14 @@ import subprocess
 import sys
 import types
 
-import pytest
-from click.testing import CliRunner
-
 import bridge_ops.reliability
-from bridge.cli.main import cli
+import pytest
 from bridge_ops.reliability import SCENARIOS, NotAvailable, load
 from bridge_ops.reliability.figures import Figure
 from bridge_ops.reliability.harness import Ledger, Reply
+from click.testing import CliRunner
+
+from bridge.cli.main import cli
 
 
 def message(key: str, seq: int, thread: str = "thr_a", message_id: str | None = None, body: str | None = None):
@@ -71,7 +71,7 @@ def test_registry_order_and_a_missing_module_is_not_available(monkeypatch):
 
 
 def test_bridge_starts_without_importing_any_scenario():
-    code = ("import sys, ops.cli; loaded = [m for m in sys.modules if m.startswith('bridge_ops.reliability.') "
+    code = ("import sys, bridge_ops.cli; loaded = [m for m in sys.modules if m.startswith('bridge_ops.reliability.') "
             "and m not in ('bridge_ops.reliability.cli',)]; print(loaded)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
@@ -96,7 +96,7 @@ def fake_scenarios(monkeypatch):
     broken = module("fake_broken", boom)
     monkeypatch.setattr(bridge_ops.reliability, "SCENARIOS", {"crash": ok, "writers": bad, "workers": broken,
                                                        "attacks": "no_such_scenario_module"})
-    monkeypatch.setattr("bridge_ops.reliability.cli.SCENARIOS", ops.reliability.SCENARIOS)
+    monkeypatch.setattr("bridge_ops.reliability.cli.SCENARIOS", bridge_ops.reliability.SCENARIOS)
 
 
 def test_cli_prints_the_table_writes_json_and_fails_on_a_missed_target(fake_scenarios, tmp_path):

@@ -4,7 +4,6 @@ their lease (SIGSTOP/SIGCONT) and raced; deliveries counted in the fake agents' 
 from __future__ import annotations
 
 import pytest
-
 from bridge_ops.reliability import workers
 from bridge_ops.reliability.figures import Scale
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from bridge_ops.reliability import writers
 from bridge_ops.reliability.figures import Scale
 
