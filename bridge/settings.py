@@ -79,6 +79,13 @@ def parse_origins(value: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
     return tuple(origins)
 
 
+# Timings that spin (too small) or stall (too large) the loops that use them: (field, least, most) in seconds.
+_BOUNDED_DURATIONS = (
+    ("commit_poll", 0.001, 1.0), ("storage_probe_interval", 0.01, 60.0), ("worker_tick_gap", 0.0, 1.0),
+    ("ack_recheck", 0.01, 60.0), ("busy_recheck", 0.01, 60.0), ("launch_settle", 0.0, 60.0),
+)
+
+
 def _setting(default: Any, env: str, parse: Callable[[Any], Any]) -> Any:
     return field(default=default, metadata={"env": env, "parse": parse})
 
@@ -104,14 +111,26 @@ class Settings:
     jwks_ca_file: str | None = _setting(None, "BRIDGE_JWKS_CA_FILE", _str)
     token_max_ttl: float = _setting(24 * 3600.0, "BRIDGE_TOKEN_MAX_TTL", parse_duration)
     token_leeway: float = _setting(5.0, "BRIDGE_TOKEN_LEEWAY", parse_duration)
+    token_ttl: float = _setting(8 * 3600.0, "BRIDGE_TOKEN_TTL", parse_duration)
     max_body: int = _setting(256 * 1024, "BRIDGE_MAX_BODY", parse_size)
     max_header: int = _setting(16 * 1024, "BRIDGE_MAX_HEADER", parse_size)
     write_quota_per_min: int = _setting(120, "BRIDGE_WRITE_QUOTA_PER_MIN", _int)
     write_burst: int = _setting(30, "BRIDGE_WRITE_BURST", _int)
+    refusal_audits_per_min: int = _setting(60, "BRIDGE_REFUSAL_AUDITS_PER_MIN", _int)
+    refusal_audit_burst: int = _setting(20, "BRIDGE_REFUSAL_AUDIT_BURST", _int)
+    write_batch: int = _setting(128, "BRIDGE_WRITE_BATCH", _int)
+    commit_poll: float = _setting(0.005, "BRIDGE_COMMIT_POLL", parse_duration)
+    storage_probe_interval: float = _setting(1.0, "BRIDGE_STORAGE_PROBE_INTERVAL", parse_duration)
+    eviction_log_interval: float = _setting(60.0, "BRIDGE_EVICTION_LOG_INTERVAL", parse_duration)
     loop_guard_turns: int = _setting(20, "BRIDGE_LOOP_GUARD_TURNS", _int)
     loop_guard_repeats: int = _setting(3, "BRIDGE_LOOP_GUARD_REPEATS", _int)
     worker_poll: float = _setting(5.0, "BRIDGE_WORKER_POLL", parse_duration)
     worker_lease: float = _setting(30.0, "BRIDGE_WORKER_LEASE", parse_duration)
+    worker_tick_gap: float = _setting(0.01, "BRIDGE_WORKER_TICK_GAP", parse_duration)
+    worker_claim_batch: int = _setting(16, "BRIDGE_WORKER_CLAIM_BATCH", _int)
+    worker_jobs_per_tick: int = _setting(256, "BRIDGE_WORKER_JOBS_PER_TICK", _int)
+    ack_recheck: float = _setting(0.2, "BRIDGE_ACK_RECHECK", parse_duration)
+    busy_recheck: float = _setting(0.5, "BRIDGE_BUSY_RECHECK", parse_duration)
     ack_timeout: float = _setting(8.0, "BRIDGE_ACK_TIMEOUT", parse_duration)
     delivery_retries: int = _setting(2, "BRIDGE_DELIVERY_RETRIES", _int)
     quiet_window: float = _setting(20.0, "BRIDGE_QUIET_WINDOW", parse_duration)
@@ -119,10 +138,13 @@ class Settings:
     max_defer: float = _setting(60.0, "BRIDGE_MAX_DEFER", parse_duration)
     resume_attempts: int = _setting(2, "BRIDGE_RESUME_ATTEMPTS", _int)
     session_stale: float = _setting(12 * 3600.0, "BRIDGE_SESSION_STALE", parse_duration)
+    crash_loop_failures: int = _setting(3, "BRIDGE_CRASH_LOOP_FAILURES", _int)
+    crash_loop_window: float = _setting(15 * 60.0, "BRIDGE_CRASH_LOOP_WINDOW", parse_duration)
     trigger_rate_per_min: int = _setting(10, "BRIDGE_TRIGGER_RATE_PER_MIN", _int)
     command_timeout: float = _setting(120.0, "BRIDGE_COMMAND_TIMEOUT", parse_duration)
     enter_delay: float = _setting(0.5, "BRIDGE_ENTER_DELAY", parse_duration)
     spawn_ack_timeout: float = _setting(120.0, "BRIDGE_SPAWN_ACK_TIMEOUT", parse_duration)
+    launch_settle: float = _setting(1.0, "BRIDGE_LAUNCH_SETTLE", parse_duration)
     tmux_socket: str | None = _setting(None, "BRIDGE_TMUX_SOCKET", _str)
     tmux_session: str | None = _setting(None, "BRIDGE_TMUX_SESSION", _str)
     runtimes_file: str | None = _setting(None, "BRIDGE_RUNTIMES_FILE", _str)
@@ -168,6 +190,8 @@ class Settings:
             out.append("token leeway must be at most 5s")
         if self.token_max_ttl <= 0:
             out.append("token max ttl must be positive")
+        if self.token_ttl <= 0:
+            out.append("token ttl must be positive")
         if self.max_body < 1024:
             out.append("max body must be at least 1KiB")
         if self.max_header < 1024:
@@ -184,9 +208,16 @@ class Settings:
         if self.busy_timeout < 0.1:
             out.append("busy timeout must be at least 100ms")
         for name in ("write_quota_per_min", "write_burst", "loop_guard_turns", "loop_guard_repeats",
-                     "delivery_retries", "resume_attempts", "trigger_rate_per_min"):
+                     "delivery_retries", "resume_attempts", "trigger_rate_per_min", "refusal_audits_per_min",
+                     "refusal_audit_burst"):
             if getattr(self, name) < 0:
                 out.append(f"{name} must not be negative")
+        for name in ("write_batch", "worker_claim_batch", "worker_jobs_per_tick", "crash_loop_failures"):
+            if getattr(self, name) < 1:
+                out.append(f"{name} must be at least 1")
+        for name, low, high in _BOUNDED_DURATIONS:
+            if not low <= getattr(self, name) <= high:
+                out.append(f"{name} must be between {low:g}s and {high:g}s")
         if self.enter_delay > 5:
             out.append("enter delay must be at most 5s")
         if self.jwks_url is not None and not self.jwks_url.startswith("https://"):

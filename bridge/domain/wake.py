@@ -33,9 +33,6 @@ _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{1
 # Which terminal state an acknowledged job ends in, by the stage that was waiting for the acknowledgement.
 ACKED_STATUS = {"tmux": "delivered", "resume": "resumed", "spawn": "spawned"}
 
-CRASH_LOOP_FAILURES = 3
-CRASH_LOOP_WINDOW_MS = 15 * 60 * 1000
-
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 

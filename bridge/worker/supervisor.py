@@ -25,6 +25,7 @@ from bridge.agents import discover_session_id
 from bridge.agents.base import AgentPlan
 from bridge.domain import wake
 from bridge.domain.authz import Principal
+from bridge.services.command_lines import command_env, isolated, render
 from bridge.services.core import Bridge, Call, Pending, audit
 from bridge.services.threads import build_summary
 from bridge.services.triggers import enqueue
@@ -32,16 +33,11 @@ from bridge.store import control as control_store
 from bridge.store import messages as message_store
 from bridge.store import threads as thread_store
 from bridge.store import triggers as trigger_store
-from bridge.worker.runtimes import CommandResult, command_env, isolated, load_templates, render, run_command
+from bridge.worker.runtimes import CommandResult, load_templates, run_command
 from bridge.worker.tmux import Tmux, TmuxError, TmuxUnavailable
 
 log = logging.getLogger("bridge.worker")
 WORKER = Call(Principal(agent_id="bridge:worker", workspace_id="-", role="worker", session_id="worker"))
-ACK_RECHECK_MS = 200
-BUSY_RECHECK_MS = 500  # a job whose agent has a command running looks again this much later
-CLAIM_BATCH = 16
-MAX_JOBS_PER_TICK = 256  # then the loop beats, reconciles and auto-wakes before it takes more
-TICK_GAP = 0.01  # seconds between nudged ticks, so a burst of posts costs one tick, not one per post
 
 
 class StaleClaim(Exception):
@@ -68,6 +64,7 @@ class Supervisor:
         self.wall = wall
         self.worker_id = f"w-{secrets.token_hex(4)}"
         self.nudge = threading.Event()
+        self._ack_recheck_ms = round(self.settings.ack_recheck * 1000)  # a typed or spawned job looks again
         self.url = self.settings.url  # the bridge's address given to spawned agents (serve sets the bound one)
         self._last_beat = 0
         self._stopping: threading.Event | None = None  # run()'s stop event: cuts a running fallback command short
@@ -89,7 +86,8 @@ class Supervisor:
         self._stopping = stop
         self.overlap = True
         while not stop.is_set():
-            time.sleep(max(0.0, TICK_GAP - (time.monotonic() - self._last_tick)))  # a burst of posts: one tick
+            gap = self.settings.worker_tick_gap - (time.monotonic() - self._last_tick)
+            time.sleep(max(0.0, gap))  # a burst of posts: one tick
             self._last_tick = time.monotonic()
             try:
                 self.tick()
@@ -125,7 +123,7 @@ class Supervisor:
             report.offline = self._reconcile(now)
         report.woken = self._auto_wake(now)
         seen: set[str] = set()
-        while len(seen) < MAX_JOBS_PER_TICK:
+        while len(seen) < self.settings.worker_jobs_per_tick:  # then beat, reconcile, auto-wake
             claim_at = self.bridge.clock() if fixed is None else fixed
             token, jobs = self._claim(claim_at, seen)
             if not jobs:
@@ -156,7 +154,7 @@ class Supervisor:
         """How many jobs one lease covers if every step took its worst case: three tmux calls at their timeout
         plus the Enter delay (a resume or spawn re-takes its claim for the command's own timeout)."""
         worst = 3 * self.tmux.timeout + self.settings.enter_delay
-        return max(1, min(CLAIM_BATCH, int(self.settings.worker_lease // worst)))
+        return max(1, min(self.settings.worker_claim_batch, int(self.settings.worker_lease // worst)))
 
     def _beat(self, now: int) -> None:
         if now - self._last_beat >= 1000:
@@ -237,7 +235,7 @@ class Supervisor:
             if session is not None and session["paused"]:
                 return self._defer(job, token, now, wake.RUNTIME_PAUSED, self.settings.defer_recheck * 1000)
         if self._busy(job["target_agent_id"]):  # one thing at a time per agent: its command is still running
-            return self._update(job, token, now, {"next_attempt_at": now + BUSY_RECHECK_MS})
+            return self._update(job, token, now, {"next_attempt_at": now + round(self.settings.busy_recheck * 1000)})
         deferred = self._storm_guard(job, token, now)
         if deferred is not None:
             return deferred
@@ -341,7 +339,7 @@ class Supervisor:
         return self._update(job, token, now, {
             "status": "awaiting_ack", "deliveries": job["deliveries"] + 1, "delivered_at": typed_at,
             "ack_deadline": typed_at + int(self.settings.ack_timeout * 1000), "ack_cursor_seq": cursor,
-            "ack_stage": "tmux", "tmux_target": pane.pane_id, "next_attempt_at": typed_at + ACK_RECHECK_MS,
+            "ack_stage": "tmux", "tmux_target": pane.pane_id, "next_attempt_at": typed_at + self._ack_recheck_ms,
             "deferred_since": None, "defer_reason": None},
             attempt=("tmux", "typed", None, f"typed into {pane.pane_id}"))
 
@@ -361,7 +359,8 @@ class Supervisor:
             self._learn_session_id(job, stage)
             return self._finish(job, token, now, wake.ACKED_STATUS[stage], None, "acknowledged", stage=stage)
         if now < job["ack_deadline"]:
-            return self._update(job, token, now, {"next_attempt_at": min(job["ack_deadline"], now + ACK_RECHECK_MS)})
+            recheck_at = min(job["ack_deadline"], now + self._ack_recheck_ms)
+            return self._update(job, token, now, {"next_attempt_at": recheck_at})
         if stage == "spawn":
             self.bridge.store.write(lambda c: trigger_store.record_runtime_failure(
                 c, self.bridge.workspace, job["target_agent_id"], "spawn", now))
@@ -406,9 +405,10 @@ class Supervisor:
         if wake.is_stale(session, now, self.settings.session_stale):
             return self._to_spawn(job, token, now, wake.SESSION_STALE, "session is stale")
         failures = self.bridge.store.read(lambda c: trigger_store.runtime_failures_since(
-            c, self.bridge.workspace, job["target_agent_id"], now - wake.CRASH_LOOP_WINDOW_MS))
-        if failures >= wake.CRASH_LOOP_FAILURES:
-            return self._to_spawn(job, token, now, wake.CRASH_LOOP, f"{failures} runtime failures in 15 min")
+            c, self.bridge.workspace, job["target_agent_id"], now - round(self.settings.crash_loop_window * 1000)))
+        if failures >= self.settings.crash_loop_failures:
+            window = f"{self.settings.crash_loop_window / 60:g} min"
+            return self._to_spawn(job, token, now, wake.CRASH_LOOP, f"{failures} runtime failures in {window}")
         if not wake.trusted_session_id(session["runtime_kind"], session["session_id"]):
             return self._to_spawn(job, token, now, wake.RESUME_FAILED,
                                   f"session id {session['session_id']!r} is not a {session['runtime_kind']} session id")
@@ -487,7 +487,8 @@ class Supervisor:
         return self._update(job, token, now, {
             "status": "awaiting_ack", "ack_stage": "spawn", "delivered_at": started, "ack_cursor_seq": baseline,
             "ack_deadline": started + int(self.settings.spawn_ack_timeout * 1000), "tmux_target": pane_id,
-            "next_attempt_at": started + ACK_RECHECK_MS}, attempt=("spawn", "started", None, f"started in {pane_id}"))
+            "next_attempt_at": started + self._ack_recheck_ms},
+            attempt=("spawn", "started", None, f"started in {pane_id}"))
 
     def _learn_session_id(self, job: dict[str, Any], stage: str) -> None:
         """For a runtime that names its own sessions (Codex), record the session's id once the agent acted: the
