@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import getpass
 import os
 from collections.abc import Callable, Iterator
@@ -110,18 +109,6 @@ def operator_call(settings: Settings, actor: str | None) -> Call:
     """The operator identity of a CLI invocation (`human:<os user>` unless --actor says otherwise)."""
     name = actor or f"human:{getpass.getuser()}"
     return Call(Principal(agent_id=name, workspace_id=settings.workspace, role="operator", session_id="cli"))
-
-
-def handles_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Map a BridgeError raised by a command body to stderr + its exit code."""
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except BridgeError as error:
-            fail(error, kwargs.get("as_json", False))
-
-    return wrapper
 
 
 def check_identifier(flag: str, value: str | None, as_json: bool) -> None:

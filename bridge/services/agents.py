@@ -21,10 +21,10 @@ from bridge.auth.tokens import issue_token
 from bridge.errors import Conflict
 from bridge.services import runtimes as runtime_service
 from bridge.services import tokens as token_service
+from bridge.services.command_lines import render
 from bridge.services.core import Bridge, Call
+from bridge.services.panes import Panes
 from bridge.store import control as control_store
-from bridge.worker.runtimes import render
-from bridge.worker.tmux import Tmux
 
 
 def agent_dir(bridge: Bridge, agent_id: str) -> Path:
@@ -32,7 +32,7 @@ def agent_dir(bridge: Bridge, agent_id: str) -> Path:
     return bridge.settings.data_dir / "agents" / agent_id
 
 
-def up(bridge: Bridge, call: Call, tmux: Tmux, key: SigningKey, *, kind: str, agent_id: str, role: str, cwd: Path,
+def up(bridge: Bridge, call: Call, tmux: Panes, key: SigningKey, *, kind: str, agent_id: str, role: str, cwd: Path,
        url: str, ttl: float, model_url: str | None = None, api_key: str | None = None, home: Path | None = None,
        tmux_session: str | None = None) -> dict[str, Any]:
     """Mint, configure, launch and register one agent; return where it runs (CONFLICT if it already runs)."""
@@ -65,7 +65,7 @@ def up(bridge: Bridge, call: Call, tmux: Tmux, key: SigningKey, *, kind: str, ag
             "token_session_id": claims["session_id"], "attach": f"tmux {socket}attach -t {out['tmux_session']}"}
 
 
-def down(bridge: Bridge, call: Call, tmux: Tmux, agent_id: str, reason: str) -> dict[str, Any]:
+def down(bridge: Bridge, call: Call, tmux: Panes, agent_id: str, reason: str) -> dict[str, Any]:
     """Stop the agent's pane, mark it offline and revoke the token `up` gave it."""
     session = bridge.store.read(lambda conn: control_store.get_session(conn, bridge.workspace, agent_id))
     out = runtime_service.stop(bridge, call, tmux, agent_id, reason)

@@ -1,4 +1,6 @@
-"""Operator use cases on the runtime registry: list, pause/resume, launch into tmux, stop."""
+"""Operator use cases on the runtime registry: list, pause/resume, launch into tmux, stop.
+
+The panes come from the caller (`Panes`: the tmux adapter the CLI or worker holds)."""
 
 from __future__ import annotations
 
@@ -12,10 +14,10 @@ from bridge.agents.base import AgentPlan
 from bridge.domain import wake
 from bridge.domain.identifiers import iso
 from bridge.errors import NotFound, Unavailable
+from bridge.services.command_lines import command_env, isolated
 from bridge.services.core import Bridge, Call, Pending, audit, audited_write
+from bridge.services.panes import Pane, Panes, TmuxError, TmuxUnavailable
 from bridge.store import control as control_store
-from bridge.worker.runtimes import command_env, isolated
-from bridge.worker.tmux import Pane, Tmux, TmuxError, TmuxUnavailable
 
 LAUNCH_SETTLE_S = 1.0  # a command that ends this soon after launch did not start: reported, not registered
 
@@ -49,13 +51,13 @@ def set_paused(bridge: Bridge, call: Call, agent_id: str, paused: bool, reason: 
         control_store.set_session_fields(conn, bridge.workspace, agent_id, paused=int(paused))
         audit(conn, bridge, call, operation, reason=reason,
               details={"agent_id": agent_id, "before": bool(before["paused"]), "after": paused})
-        pending.emit("trigger_enqueued", trigger_id=None, thread_id=None, status=None)  # nudge deferred jobs
+        pending.emit("runtime_pause_changed", agent_id=agent_id, paused=paused)  # the worker re-checks deferred jobs
         return {"agent_id": agent_id, "paused": paused}
 
     return audited_write(bridge, call, operation, None, work)
 
 
-def launch(bridge: Bridge, call: Call, tmux: Tmux, *, agent_id: str, kind: str, argv: Sequence[str],
+def launch(bridge: Bridge, call: Call, tmux: Panes, *, agent_id: str, kind: str, argv: Sequence[str],
            session_id: str, tmux_session: str | None, cwd: str | None, resumable: bool,
            profile: AgentPlan | None = None, url: str | None = None) -> dict[str, Any]:
     """Start `argv` in a window named for the agent in the workspace's tmux session; register it as managed.
@@ -93,7 +95,7 @@ def launch(bridge: Bridge, call: Call, tmux: Tmux, *, agent_id: str, kind: str, 
     return audited_write(bridge, call, "runtime_launch", None, work)
 
 
-def probe(tmux: Tmux, target: str) -> Pane | None:
+def probe(tmux: Panes, target: str) -> Pane | None:
     """The pane a target names, or None when it is gone; UNAVAILABLE when tmux does not answer."""
     try:
         return tmux.probe(target)
@@ -101,7 +103,7 @@ def probe(tmux: Tmux, target: str) -> Pane | None:
         raise Unavailable("tmux did not answer; try again", {"reason": "tmux_unavailable", "detail": str(exc)}) from exc
 
 
-def _exit_at_once(tmux: Tmux, pane_id: str) -> tuple[int, str] | None:
+def _exit_at_once(tmux: Panes, pane_id: str) -> tuple[int, str] | None:
     """(exit status, last output) when the command ended within LAUNCH_SETTLE_S (its dead pane is removed), else
     None: a launch that cannot even start is reported to the operator, not registered."""
     deadline = time.monotonic() + LAUNCH_SETTLE_S
@@ -124,7 +126,7 @@ def _refuse_launch(bridge: Bridge, call: Call, agent_id: str, argv: Sequence[str
     raise Unavailable(message, {"reason": reason, "agent_id": agent_id, **details})
 
 
-def stop(bridge: Bridge, call: Call, tmux: Tmux, agent_id: str, reason: str) -> dict[str, Any]:
+def stop(bridge: Bridge, call: Call, tmux: Panes, agent_id: str, reason: str) -> dict[str, Any]:
     """Kill the agent's managed pane and mark it offline; audited."""
     session = bridge.store.read(lambda conn: control_store.get_session(conn, bridge.workspace, agent_id))
     if session is None:

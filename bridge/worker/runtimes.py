@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from string import Formatter
 
+from bridge.services.command_lines import PLACEHOLDERS
+
 DEFAULT_TEMPLATES: dict[str, dict[str, list[str] | None]] = {
     "codex": {"resume": ["codex", "exec", "resume", "{session_id}", "{prompt}"],
               "spawn": ["codex", "exec", "{prompt}"]},
@@ -27,7 +29,6 @@ DEFAULT_TEMPLATES: dict[str, dict[str, list[str] | None]] = {
                "spawn": ["claude", "-p", "{prompt}"]},
     "generic": {"resume": None, "spawn": None},
 }
-PLACEHOLDERS = frozenset({"session_id", "prompt", "agent_id", "thread_id", "trigger_id"})
 
 
 def load_templates(path: str | None) -> dict[str, dict[str, list[str] | None]]:
@@ -55,28 +56,6 @@ def _check_template(kind: str, step: str, argv: object) -> None:
         for _, name, _, _ in Formatter().parse(arg):
             if name is not None and name not in PLACEHOLDERS:
                 raise ValueError(f"runtime {kind!r} {step}: unknown placeholder {{{name}}}")
-
-
-def render(template: Sequence[str], values: Mapping[str, str]) -> list[str]:
-    """Fill placeholders argument by argument."""
-    return [arg.format_map({k: values.get(k, "") for k in PLACEHOLDERS}) for arg in template]
-
-
-# What an agent's command keeps of the worker's environment; everything else of the bridge's own (its tokens,
-# CODEX_HOME, API keys, BRIDGE_* settings) stays out: the agent's identity comes from its runtime registration.
-BASE_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TERM", "USER", "LOGNAME", "SHELL", "TMPDIR", "TZ")
-
-
-def command_env(own: Mapping[str, str], context: Mapping[str, str]) -> dict[str, str]:
-    """The complete environment of an agent's command: the minimal base, the trigger's context, the agent's own."""
-    base = {name: os.environ[name] for name in BASE_ENV if name in os.environ}
-    return {**base, **context, **own}
-
-
-def isolated(argv: Sequence[str], env: Mapping[str, str]) -> list[str]:
-    """`argv` under exactly `env` (`env -i`), for commands started by a tmux server whose own environment is not
-    the agent's."""
-    return ["env", "-i", *(f"{k}={v}" for k, v in env.items()), *argv]
 
 
 @dataclass(frozen=True)

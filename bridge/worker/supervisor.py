@@ -38,6 +38,10 @@ from bridge.worker.tmux import Tmux, TmuxError, TmuxUnavailable
 
 log = logging.getLogger("bridge.worker")
 WORKER = Call(Principal(agent_id="bridge:worker", workspace_id="-", role="worker", session_id="worker"))
+# what happened in this process that may give the worker something to do at once: a post or a new trigger (a job
+# due), an ack or a heartbeat (an awaited acknowledgement), a runtime paused or resumed (its deferred jobs)
+NUDGING_EVENTS = frozenset({"message_posted", "trigger_enqueued", "cursor_advanced", "heartbeat",
+                            "runtime_pause_changed"})
 
 
 class StaleClaim(Exception):
@@ -76,7 +80,7 @@ class Supervisor:
         bridge.events.subscribe(self._on_event)
 
     def _on_event(self, name: str, fields: dict[str, Any]) -> None:
-        if name in ("message_posted", "cursor_advanced", "heartbeat", "trigger_enqueued"):
+        if name in NUDGING_EVENTS:
             self.nudge.set()
 
     # ------------------------------------------------------------------------------------------- loop

@@ -15,27 +15,9 @@ import shutil
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
-
-class TmuxError(Exception):
-    """A tmux command failed or timed out."""
-
-
-class TmuxUnavailable(TmuxError):
-    """tmux gave no answer at all (timed out, could not be started): nothing is known about the target."""
-
-
-@dataclass(frozen=True)
-class Pane:
-    """What a probe of a pane target found."""
-
-    pane_id: str
-    session: str
-    dead: bool
-    in_mode: bool
-    last_input: float | None = None  # latest key press of a client attached to the pane's session (unix time)
+from bridge.services.panes import Pane, TmuxError, TmuxUnavailable
 
 
 def _end_of_second(stamps: list[int]) -> float | None:

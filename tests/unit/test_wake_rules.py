@@ -7,7 +7,8 @@ import json
 import pytest
 
 from bridge.domain import wake
-from bridge.worker.runtimes import load_templates, render
+from bridge.services.command_lines import render
+from bridge.worker.runtimes import load_templates
 
 NOW = 1_800_000_000_000
 HOUR_MS = 3_600_000
