@@ -7,53 +7,29 @@ only); what only `config` needs (the token issuer, the store) is imported when `
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import shlex
 import shutil
 import sys
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 import click
 
 from bridge.cli.common import db_options
-from bridge.cli.options import FullHelpGroup
+from bridge.cli.options import FullHelpGroup, bridge_url
 from bridge.cli.output import emit, fail
 from bridge.domain.authz import ROLES
-from bridge.errors import BridgeError, InvalidArgument
+from bridge.errors import InvalidArgument
 
 if TYPE_CHECKING:
     from bridge.settings import Settings
 
 SERVER_NAME = "bridge"  # the name clients list the server under (Claude Code: tools mcp__bridge__<tool>)
 TOKEN_ENV = "BRIDGE_TOKEN"
-
-
-def settings_url(as_json: bool) -> str:
-    """The bridge's own URL from BRIDGE_HOST/BRIDGE_PORT (default http://127.0.0.1:8765); exit 2 on a bad setting."""
-    from bridge.settings import Settings
-
-    try:
-        return Settings.load().url
-    except BridgeError as error:
-        fail(error, as_json)
-        raise  # not reached: fail() exits
-
-
-def base_url(url: str | None, as_json: bool, default: str | None = None) -> str:
-    """The bridge's base URL: --url, else $BRIDGE_URL, else `default` or the settings'; a trailing /mcp is dropped.
-    Exit 2 unless it is an http(s) URL."""
-    value = (url or os.environ.get("BRIDGE_URL") or default or settings_url(as_json)).rstrip("/").removesuffix("/mcp")
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        fail(InvalidArgument(f"--url {value!r} is not an http:// or https:// URL"), as_json)
-    return value
 
 
 @click.group("mcp", cls=FullHelpGroup, invoke_without_command=True)
@@ -79,7 +55,7 @@ def mcp(ctx: click.Context, url: str | None, token_file: Path | None, token_env:
 
     level = os.environ.get("BRIDGE_LOG_LEVEL", "INFO").upper()
     logs.configure(level if level in ("DEBUG", "INFO", "WARNING", "ERROR") else "INFO")
-    target = base_url(url, False)
+    target = bridge_url(url, False)
     if token_file is not None:
         try:
             token_file.read_text(encoding="utf-8")
@@ -202,17 +178,12 @@ def document(plan: Plan, token: str | None, agent_id: str, role: str, expires_at
 
 def mint(settings: Settings, agent_id: str, role: str, lifetime: float, as_json: bool) -> tuple[str, dict[str, Any]]:
     """A token from the local issuer, as `bridge token issue` mints it."""
-    from bridge.auth.tokens import issue_token
     from bridge.cli.common import opened
-    from bridge.store import control as control_store
+    from bridge.services import tokens as token_service
 
     with opened(settings, as_json) as parts:
-        cutoff = parts.bridge.store.read(lambda conn: control_store.agent_revoked_at(conn, agent_id))
-        wait = math.ceil(cutoff / 1000) - time.time() if cutoff is not None else 0.0
-        if 0 < wait <= 2:  # a token issued in its agent's revocation second would be born revoked (see token issue)
-            time.sleep(wait)
-        return issue_token(parts.key, issuer=settings.issuer, audience=settings.audience, agent_id=agent_id,
-                           role=role, workspace_id=settings.workspace, session_id=None, ttl=lifetime)
+        return token_service.issue(parts.bridge, parts.key, agent_id=agent_id, role=role, session_id=None,
+                                   ttl=lifetime)
 
 
 def export_line(plan: Plan, token: str | None) -> str | None:
@@ -266,7 +237,7 @@ def config(client: str, agent_id: str, role: str, url: str | None, transport: st
         fail(InvalidArgument(f"--token-env {token_env!r} is not an environment variable name"), as_json)
     settings = load_settings(db=db, workspace=workspace)
     lifetime = token_lifetime(ttl, settings, as_json)
-    plan = Plan(url=base_url(url, as_json, settings.url), transport=transport, token_env=token_env or TOKEN_ENV,
+    plan = Plan(url=bridge_url(url, as_json, settings.url), transport=transport, token_env=token_env or TOKEN_ENV,
                 token_file=token_file.expanduser().absolute() if token_file is not None else None)
     token, expires_at = None, None
     if token_file is None and token_env is None:

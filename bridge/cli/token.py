@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import json
-import math
 import os
-import time
 import urllib.request
 
 import click
 
 from bridge.auth.keys import load_key
-from bridge.auth.tokens import issue_token
 from bridge.cli.common import (
     check_identifier,
     db_options,
@@ -27,7 +24,6 @@ from bridge.domain.authz import ROLES
 from bridge.errors import Conflict, InvalidArgument, Unavailable
 from bridge.services import tokens as token_service
 from bridge.settings import Settings
-from bridge.store import control as control_store
 
 
 @click.group(cls=FullHelpGroup)
@@ -55,15 +51,8 @@ def issue(agent_id: str, role: str, session_id: str | None, ttl: str, url: str |
     with opened(settings, as_json) as parts:
         if url is not None:
             check_server_holds_key(url, settings, as_json)
-        cutoff = parts.bridge.store.read(lambda conn: control_store.agent_revoked_at(conn, agent_id))
-        wait = math.ceil(cutoff / 1000) - time.time() if cutoff is not None else 0.0
-        if 0 < wait <= 2:
-            # `iat` has whole seconds and an agent revocation refuses every token with iat < its cut-off: a token
-            # issued in the revocation's own second would be born revoked. Wait for the next second instead.
-            time.sleep(wait)
-        signed, claims = issue_token(parts.key, issuer=settings.issuer, audience=settings.audience,
-                                     agent_id=agent_id, role=role, workspace_id=settings.workspace,
-                                     session_id=session_id, ttl=lifetime)
+        signed, claims = token_service.issue(parts.bridge, parts.key, agent_id=agent_id, role=role,
+                                             session_id=session_id, ttl=lifetime)
     if as_json:
         emit({"token": signed, "claims": claims, "database": str(settings.db_path), "kid": parts.key.kid}, True)
     else:
