@@ -267,3 +267,7 @@ class Settings:
     def replace(self, **changes: Any) -> Settings:
         """A copy with some fields changed (tests and benchmarks)."""
         return dataclasses.replace(self, **changes)
+
+
+DEFAULTS = Settings()
+"""The defaults above, for code used without loaded settings (a bare `Store` in a test, a token issued in code)."""

@@ -42,7 +42,8 @@ def build(settings: Settings, *, create: bool = True) -> Parts:
     creates the signing key only when a command first needs one (`Parts.key`); the verifier trusts the key that
     exists."""
     store = Store(settings.db_path, synchronous=settings.synchronous, busy_timeout=settings.busy_timeout,
-                  create=create)
+                  write_batch=settings.write_batch, commit_poll=settings.commit_poll,
+                  probe_interval=settings.storage_probe_interval, create=create)
     try:
         key = load_or_create(settings.data_dir) if create else load_key(settings.data_dir)
     except BaseException:

@@ -17,6 +17,7 @@ from bridge.auth.keys import SigningKey
 from bridge.domain.authz import ROLES, Principal
 from bridge.domain.identifiers import is_identifier
 from bridge.errors import Unauthorized
+from bridge.settings import DEFAULTS
 
 LOCAL_ALGORITHMS = ["EdDSA"]
 EXTERNAL_ALGORITHMS = ["RS256", "ES256", "EdDSA"]
@@ -27,7 +28,8 @@ _CACHE_SIZE = 4096
 
 
 def issue_token(key: SigningKey, *, issuer: str, audience: str, agent_id: str, role: str, workspace_id: str,
-                session_id: str | None = None, ttl: float = 8 * 3600, now: float | None = None) -> tuple[str, dict]:
+                session_id: str | None = None, ttl: float = DEFAULTS.token_ttl,
+                now: float | None = None) -> tuple[str, dict]:
     """Sign a token for an agent with the local key; returns (token, claims)."""
     issued = int(now if now is not None else time.time())
     claims = {

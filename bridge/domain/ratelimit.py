@@ -43,10 +43,6 @@ class TokenBuckets:
         return max(1, math.ceil(wait))
 
 
-REFUSAL_AUDITS_PER_MIN = 60  # audit rows of refusals per actor and minute, after a burst of
-REFUSAL_AUDIT_BURST = 20
-
-
 def refusal_key(agent_id: str | None, address: str | None) -> str:
     """Whom a refusal is charged to: the verified agent when there is one, else the client address (a loopback
     address included: it is trusted no more than any other)."""
@@ -66,7 +62,7 @@ class RefusalAuditLimiter:
     """Audit rows of refusals per actor key: a burst, then a steady rate, so a flood cannot grow the audit table
     without bound and one actor's flood never silences another's. What it holds back is counted per key."""
 
-    def __init__(self, per_minute: int = REFUSAL_AUDITS_PER_MIN, burst: int = REFUSAL_AUDIT_BURST,
+    def __init__(self, per_minute: int, burst: int,
                  clock: Callable[[], float] = time.monotonic, max_keys: int = 10_000):
         self._buckets = TokenBuckets(per_minute, burst, clock, max_keys)
         self._suppressed: dict[str, int] = {}

@@ -30,10 +30,10 @@ from bridge.errors import BridgeError, Internal, InvalidArgument, PayloadTooLarg
 from bridge.http.app import JSON, create_app
 from bridge.http.envelope import error_body, request_id_from
 from bridge.http.metrics import Metrics
+from bridge.settings import DEFAULTS
 from bridge.wiring import Parts
 
 log = logging.getLogger("bridge.http")
-EVICTION_LOG_INTERVAL = 60.0  # seconds between two warnings that the connection limit is being defended
 
 
 class _JsonErrorTask(ErrorTask):
@@ -133,7 +133,8 @@ class _BridgeServer(TcpWSGIServer):
     connection instead of refusing to accept."""
 
     channel_class = _BridgeChannel
-    read_timeout: float = 10.0
+    read_timeout: float = DEFAULTS.request_read_timeout
+    eviction_log_interval: float = DEFAULTS.eviction_log_interval  # between two warnings about the limit
     metrics: Metrics | None = None
     _last_eviction_log = 0.0
 
@@ -158,7 +159,7 @@ class _BridgeServer(TcpWSGIServer):
             return  # every connection is being served: wait, as waitress does
         victim = min(waiting, key=lambda item: item[0])[1]
         self.drop(victim, "evicted")
-        if now - self._last_eviction_log >= EVICTION_LOG_INTERVAL:
+        if now - self._last_eviction_log >= self.eviction_log_interval:
             self._last_eviction_log = now
             log.warning("connection limit reached: closing idle or slow connections to accept new ones",
                         extra={"connection_limit": self.adj.connection_limit})
@@ -206,6 +207,7 @@ def make_server(parts: Parts, *, host: str | None = None, port: int | None = Non
     listeners = [_BridgeServer(app, servers, dispatcher=dispatcher, adj=adj, sockinfo=info) for info in adj.listen]
     for listener in listeners:
         listener.read_timeout, listener.metrics = settings.request_read_timeout, metrics
+        listener.eviction_log_interval = settings.eviction_log_interval
     if len(listeners) == 1:
         return listeners[0]
     return MultiSocketServer(servers, adj, [(li.effective_host, li.effective_port) for li in listeners],

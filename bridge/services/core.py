@@ -64,11 +64,13 @@ class Bridge:
     clock: Callable[[], int] = now_ms
     quotas: TokenBuckets = field(init=False)
     waits: WaitSlots = field(init=False)
-    refusal_audits: RefusalAuditLimiter = field(default_factory=RefusalAuditLimiter)
+    refusal_audits: RefusalAuditLimiter = field(init=False)
 
     def __post_init__(self) -> None:
         self.quotas = TokenBuckets(self.settings.write_quota_per_min, self.settings.write_burst)
         self.waits = WaitSlots(self.settings.long_poll_per_agent, self.settings.long_poll_limit)
+        self.refusal_audits = RefusalAuditLimiter(self.settings.refusal_audits_per_min,
+                                                  self.settings.refusal_audit_burst)
 
     @property
     def workspace(self) -> str:

@@ -32,14 +32,12 @@ from typing import Any, TypeVar
 import apsw
 
 from bridge.errors import Unavailable
+from bridge.settings import DEFAULTS
 from bridge.store import control as control_store
 from bridge.store.migrate import migrate
 
 T = TypeVar("T")
 log = logging.getLogger("bridge.store")
-MAX_BATCH = 128
-_DATA_VERSION_POLL = 0.005  # seconds between cross-process commit checks while someone long-polls
-PROBE_INTERVAL = 1.0  # seconds between storage probes while writes are failing
 
 
 def connect(path: Path | str, *, synchronous: str = "FULL", busy_timeout: float = 5.0,
@@ -115,13 +113,20 @@ class StorageFailure:
 class Store:
     """One SQLite database file shared by every thread (and process) of the bridge."""
 
-    def __init__(self, path: Path | str, *, synchronous: str = "FULL", busy_timeout: float = 5.0,
+    def __init__(self, path: Path | str, *, synchronous: str = DEFAULTS.synchronous,
+                 busy_timeout: float = DEFAULTS.busy_timeout, write_batch: int = DEFAULTS.write_batch,
+                 commit_poll: float = DEFAULTS.commit_poll, probe_interval: float = DEFAULTS.storage_probe_interval,
                  migrate_schema: bool = True, create: bool = True):
         """`create=False`: open an existing database only (a missing file raises `apsw.CantOpenError`, nothing is
-        created); `create=True` also creates the file and its missing parent directories."""
+        created); `create=True` also creates the file and its missing parent directories. `write_batch`: writes
+        committed together at most; `commit_poll`: seconds between checks for other processes' commits while
+        someone long-polls; `probe_interval`: seconds between storage probes while writes are failing."""
         self.path = Path(path)
         self.synchronous = synchronous
         self.busy_timeout = busy_timeout
+        self.write_batch = write_batch
+        self.commit_poll = commit_poll
+        self.probe_interval = probe_interval
         if create:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
@@ -216,7 +221,7 @@ class Store:
                 if self._writing:  # closing while an inline write commits: let it finish first
                     self._queue_cv.wait(0.01)
                     continue
-                batch = [self._queue.popleft() for _ in range(min(len(self._queue), MAX_BATCH))]
+                batch = [self._queue.popleft() for _ in range(min(len(self._queue), self.write_batch))]
                 self._writing = True
             try:
                 self._run_batch(conn, batch)
@@ -308,14 +313,14 @@ class Store:
         """The disk/I/O failure the latest writes hit; None once a write commits again."""
         return self._failure
 
-    def check_storage(self, probe_interval: float = PROBE_INTERVAL) -> StorageFailure | None:
+    def check_storage(self) -> StorageFailure | None:
         """The current storage failure. While degraded, first try a tiny write (at most every `probe_interval`
         seconds, whoever asks), so the store notices by itself when writes succeed again."""
         if self._failure is None:
             return None
         with self._probe_lock:
             now = time.monotonic()
-            due = now - self._last_probe >= probe_interval
+            due = now - self._last_probe >= self.probe_interval
             if due:
                 self._last_probe = now
         if due:
@@ -373,7 +378,7 @@ class Store:
                 self._commit_cv.notify_all()
             idle_since = time.monotonic()
             while not self._closed:
-                time.sleep(_DATA_VERSION_POLL)
+                time.sleep(self.commit_poll)
                 with self._commit_cv:
                     waiters = self._waiters
                     if waiters == 0 and time.monotonic() - idle_since > 5:
