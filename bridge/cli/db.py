@@ -6,6 +6,7 @@ import contextlib
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import apsw
 import click
@@ -15,7 +16,8 @@ from bridge.cli.options import FullHelpGroup
 from bridge.cli.output import emit, fail, table
 from bridge.cli.progress import Progress
 from bridge.errors import Conflict, InvalidArgument
-from bridge.services.core import audit
+from bridge.services import maintenance as maintenance_service
+from bridge.settings import Settings
 from bridge.store import maintenance
 from bridge.store.db import unavailable_from
 from bridge.store.migrate import latest_version
@@ -60,10 +62,10 @@ def _storage_errors(as_json: bool) -> Iterator[None]:
         fail(unavailable_from(exc), as_json)
 
 
-def _audited(settings, as_json: bool, actor: str | None, operation: str, details: dict) -> None:  # type: ignore[no-untyped-def]
+def _audited(settings: Settings, as_json: bool, actor: str | None, operation: str, result: dict[str, Any]) -> None:
+    """Open the (backed up or restored) database and audit the operation in it."""
     with opened(settings, as_json) as parts:
-        parts.bridge.store.write(lambda conn: audit(conn, parts.bridge, operator_call(settings, actor), operation,
-                                                    details=details))
+        maintenance_service.record(parts.bridge, operator_call(settings, actor), operation, result)
 
 
 @db.command("backup")
