@@ -1,4 +1,5 @@
-"""Operator use cases on the runtime registry: list, pause/resume, launch into tmux, stop.
+"""Use cases on the runtime registry: list, pause/resume, launch into tmux, stop (operators); offline,
+spawned and learned sessions (the worker).
 
 The panes come from the caller (`Panes`: the tmux adapter the CLI or worker holds)."""
 
@@ -124,6 +125,38 @@ def _refuse_launch(bridge: Bridge, call: Call, agent_id: str, argv: Sequence[str
     bridge.store.write(lambda conn: audit(conn, bridge, call, "runtime_launch", outcome="failed", reason=reason,
                                           details={"agent_id": agent_id, "argv": list(argv), **details}))
     raise Unavailable(message, {"reason": reason, "agent_id": agent_id, **details})
+
+
+def mark_offline(bridge: Bridge, call: Call, agent_id: str, target: str | None, code: str) -> None:
+    """Mark a managed runtime whose pane is missing or dead (`code`) offline; audited when it was not already."""
+    def work(conn: apsw.Connection) -> None:
+        if control_store.set_session_fields(conn, bridge.workspace, agent_id, status="offline"):
+            audit(conn, bridge, call, "runtime_offline", reason=code,
+                  details={"agent_id": agent_id, "tmux_target": target})
+
+    bridge.store.write(work)
+
+
+def register_spawned(bridge: Bridge, session: dict[str, Any] | None, *, agent_id: str, kind: str, session_id: str,
+                     trigger_id: str, pane_id: str, cwd: str | None, now: int) -> None:
+    """Register the session a wake spawned in `pane_id` as the agent's managed runtime: resumable when it runs
+    under a session id the bridge chose (`session_id` "" = not known yet, learned once it acts)."""
+    bridge.store.write(lambda conn: control_store.upsert_session(conn, {
+        "workspace_id": bridge.workspace, "agent_id": agent_id, "session_id": session_id or f"pending-{trigger_id}",
+        "runtime": session["runtime"] if session else "generic", "runtime_kind": kind, "status": "idle",
+        "resumable": int(kind in wake.UUID_RUNTIMES and bool(session_id)), "management_mode": "managed",
+        "tmux_target": pane_id, "cwd": cwd, "now": now}))
+
+
+def learn_session_id(bridge: Bridge, call: Call, *, agent_id: str, before: str, session_id: str, thread_id: str,
+                     trigger_id: str) -> None:
+    """Record the id a runtime that names its own sessions gave the agent's session (now resumable); audited."""
+    def work(conn: apsw.Connection) -> None:
+        control_store.set_session_fields(conn, bridge.workspace, agent_id, session_id=session_id, resumable=1)
+        audit(conn, bridge, call, "runtime_session_learned", thread_id=thread_id,
+              details={"agent_id": agent_id, "before": before, "session_id": session_id, "trigger_id": trigger_id})
+
+    bridge.store.write(work)
 
 
 def stop(bridge: Bridge, call: Call, tmux: Panes, agent_id: str, reason: str) -> dict[str, Any]:

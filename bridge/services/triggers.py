@@ -57,6 +57,39 @@ def enqueue(conn: apsw.Connection, bridge: Bridge, pending: Pending, *, thread_i
     return output
 
 
+def auto_wake(bridge: Bridge, call: Call, *, thread_id: str, agent_id: str, seq: int, now: int) -> str | None:
+    """Enqueue the automatic wake of `agent_id` for its newest addressed unread message `seq` in the thread (audited,
+    and marked so each (thread, agent, seq) is woken once); return its trigger id, or None while the loop guard
+    blocks the thread or a wake of the agent there is under way."""
+    pending = Pending()
+
+    def work(conn: apsw.Connection) -> str | None:
+        if loop_blocked(conn, thread_id):
+            return None
+        if trigger_store.unfinished_job(conn, thread_id, agent_id):
+            # a wake is under way: no second one now, and no mark either: when it ends, a message its
+            # acknowledgement did not cover (posted while it ran) is still a candidate and gets its own
+            return None
+        output = enqueue(conn, bridge, pending, thread_id=thread_id, target=agent_id, reason="unread_messages",
+                         prompt=None, origin="auto", requested_by=call.principal.agent_id, trigger_seq=seq, now=now)
+        trigger_id = output["trigger_id"]
+        audit(conn, bridge, call, "auto_wake", thread_id=thread_id, reason="unread_messages",
+              details={"trigger_id": trigger_id, "agent_id": agent_id, "seq": seq})
+        trigger_store.add_wake_mark(conn, thread_id, agent_id, seq, trigger_id, now)
+        return trigger_id
+
+    made = bridge.store.write(work)
+    for name, fields in pending.events:
+        bridge.events.emit(name, **fields)
+    return made
+
+
+def loop_blocked(conn: apsw.Connection, thread_id: str) -> bool:
+    """True while the thread is blocked by the loop guard (waking agents would feed the loop)."""
+    escalation = thread_store.open_escalation(conn, thread_id)
+    return escalation is not None and escalation["reason"].startswith("loop_guard:")
+
+
 def trigger_participant(bridge: Bridge, call: Call, req: TriggerParticipantInput) -> dict[str, Any]:
     """Wake a thread participant (coordinators); idempotent per request id."""
     request_id = req.request_id or call.request_id

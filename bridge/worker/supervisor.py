@@ -25,10 +25,11 @@ from bridge.agents import discover_session_id
 from bridge.agents.base import AgentPlan
 from bridge.domain import wake
 from bridge.domain.authz import Principal
+from bridge.services import runtimes as runtime_service
 from bridge.services.command_lines import command_env, isolated, render
-from bridge.services.core import Bridge, Call, Pending, audit
+from bridge.services.core import Bridge, Call, audit
 from bridge.services.threads import build_summary
-from bridge.services.triggers import enqueue
+from bridge.services.triggers import auto_wake, loop_blocked
 from bridge.store import control as control_store
 from bridge.store import messages as message_store
 from bridge.store import threads as thread_store
@@ -180,17 +181,9 @@ class Supervisor:
                 continue
             if pane is None or pane.dead:
                 code = wake.TARGET_NOT_FOUND if pane is None else wake.PANE_DEAD
-                self._mark_offline(s["agent_id"], s["tmux_target"], code)
+                runtime_service.mark_offline(self.bridge, WORKER, s["agent_id"], s["tmux_target"], code)
                 gone.append(s["agent_id"])
         return gone
-
-    def _mark_offline(self, agent_id: str, target: str | None, code: str) -> None:
-        def work(conn: apsw.Connection) -> None:
-            if control_store.set_session_fields(conn, self.bridge.workspace, agent_id, status="offline"):
-                audit(conn, self.bridge, WORKER, "runtime_offline", reason=code,
-                      details={"agent_id": agent_id, "tmux_target": target})
-
-        self.bridge.store.write(work)
 
     # ------------------------------------------------------------------------------------------- automatic wake
     def _auto_wake(self, now: int) -> list[str]:
@@ -198,27 +191,8 @@ class Supervisor:
         candidates = self.bridge.store.read(lambda c: trigger_store.wake_candidates(c, self.bridge.workspace, now))
         created = []
         for cand in candidates:
-            pending = Pending()
-
-            def work(conn: apsw.Connection, cand: dict[str, Any] = cand, pending: Pending = pending) -> str | None:
-                if _loop_blocked(conn, cand["thread_id"]):
-                    return None
-                if trigger_store.unfinished_job(conn, cand["thread_id"], cand["agent_id"]):
-                    # a wake is under way: no second one now, and no mark either: when it ends, a message its
-                    # acknowledgement did not cover (posted while it ran) is still a candidate and gets its own
-                    return None
-                output = enqueue(conn, self.bridge, pending, thread_id=cand["thread_id"], target=cand["agent_id"],
-                                 reason="unread_messages", prompt=None, origin="auto",
-                                 requested_by=WORKER.principal.agent_id, trigger_seq=cand["seq"], now=now)
-                trigger_id = output["trigger_id"]
-                audit(conn, self.bridge, WORKER, "auto_wake", thread_id=cand["thread_id"], reason="unread_messages",
-                      details={"trigger_id": trigger_id, "agent_id": cand["agent_id"], "seq": cand["seq"]})
-                trigger_store.add_wake_mark(conn, cand["thread_id"], cand["agent_id"], cand["seq"], trigger_id, now)
-                return trigger_id
-
-            made = self.bridge.store.write(work)
-            for name, fields in pending.events:
-                self.bridge.events.emit(name, **fields)
+            made = auto_wake(self.bridge, WORKER, thread_id=cand["thread_id"], agent_id=cand["agent_id"],
+                             seq=cand["seq"], now=now)
             if made:
                 created.append(made)
         return created
@@ -231,7 +205,7 @@ class Supervisor:
         thread = self.bridge.store.read(lambda c: thread_store.get_thread(c, job["thread_id"]))
         if thread is None or thread["status"] == "closed":
             return self._finish(job, token, now, "failed", "THREAD_CLOSED", "the thread is closed")
-        if self.bridge.store.read(lambda c: _loop_blocked(c, job["thread_id"])):
+        if self.bridge.store.read(lambda c: loop_blocked(c, job["thread_id"])):
             return self._finish(job, token, now, "failed", wake.THREAD_AUTO_BLOCKED,
                                 "the thread was blocked by the loop guard")
         if job["status"] in ("resume", "spawn"):  # a paused runtime holds every trigger, not only tmux delivery
@@ -316,7 +290,7 @@ class Supervisor:
         if pane is None or pane.dead:
             code = wake.TARGET_NOT_FOUND if pane is None else wake.PANE_DEAD
             self._hold_claim(job, token, 0)  # a worker whose claim lapsed must not mark anyone offline
-            self._mark_offline(job["target_agent_id"], target, code)
+            runtime_service.mark_offline(self.bridge, WORKER, job["target_agent_id"], target, code)
             return self._fallback(job, token, now, self._session(job["target_agent_id"]), code, f"pane {target}")
         if not job["force"]:
             human_recent = pane.last_input is not None and self.wall() - pane.last_input < self.settings.quiet_window
@@ -479,15 +453,9 @@ class Supervisor:
                 c, self.bridge.workspace, job["target_agent_id"], "spawn", now))
             return self._finish(job, token, now, "failed", wake.SPAWN_FAILED, str(exc), stage="spawn")
 
-        def register(conn: apsw.Connection) -> None:
-            control_store.upsert_session(conn, {
-                "workspace_id": self.bridge.workspace, "agent_id": job["target_agent_id"],
-                "session_id": session_id or f"pending-{job['trigger_id']}",
-                "runtime": session["runtime"] if session else "generic", "runtime_kind": kind, "status": "idle",
-                "resumable": int(kind in wake.UUID_RUNTIMES and bool(session_id)), "management_mode": "managed",
-                "tmux_target": pane_id, "cwd": cwd, "now": started})
-
-        self.bridge.store.write(register)
+        runtime_service.register_spawned(self.bridge, session, agent_id=job["target_agent_id"], kind=kind,
+                                         session_id=session_id, trigger_id=job["trigger_id"], pane_id=pane_id,
+                                         cwd=cwd, now=started)
         return self._update(job, token, now, {
             "status": "awaiting_ack", "ack_stage": "spawn", "delivered_at": started, "ack_cursor_seq": baseline,
             "ack_deadline": started + int(self.settings.spawn_ack_timeout * 1000), "tmux_target": pane_id,
@@ -510,14 +478,9 @@ class Supervisor:
                                                                   "agent_id": job["target_agent_id"]})
             return
         if found:
-            def work(conn: apsw.Connection) -> None:
-                control_store.set_session_fields(conn, self.bridge.workspace, job["target_agent_id"],
-                                                 session_id=found, resumable=1)
-                audit(conn, self.bridge, WORKER, "runtime_session_learned", thread_id=job["thread_id"],
-                      details={"agent_id": job["target_agent_id"], "before": session["session_id"],
-                               "session_id": found, "trigger_id": job["trigger_id"]})
-
-            self.bridge.store.write(work)
+            runtime_service.learn_session_id(self.bridge, WORKER, agent_id=job["target_agent_id"],
+                                             before=session["session_id"], session_id=found,
+                                             thread_id=job["thread_id"], trigger_id=job["trigger_id"])
 
     # ------------------------------------------------------------------------------------------- helpers
     def _values(self, job: dict[str, Any], session_id: str, prompt: str) -> dict[str, str]:
@@ -611,8 +574,3 @@ def _spawned_session_id(kind: str, plan: AgentPlan | None, template: list[str], 
     takes_id = any("{session_id}" in arg for arg in template)
     return str(uuid.uuid4()) if takes_id and (plan is None or plan.chooses_session_id) else ""
 
-
-def _loop_blocked(conn: apsw.Connection, thread_id: str) -> bool:
-    """True while the thread is blocked by the loop guard (waking agents would feed the loop)."""
-    escalation = thread_store.open_escalation(conn, thread_id)
-    return escalation is not None and escalation["reason"].startswith("loop_guard:")
