@@ -14,8 +14,9 @@ from typing import Any
 import jwt
 
 from bridge.auth.keys import SigningKey
-from bridge.domain.authz import ROLES, Principal
+from bridge.domain.authz import Principal
 from bridge.domain.identifiers import is_identifier
+from bridge.domain.vocabulary import TOKEN_ROLES, Reason
 from bridge.errors import Unauthorized
 from bridge.settings import DEFAULTS
 
@@ -40,7 +41,7 @@ def issue_token(key: SigningKey, *, issuer: str, audience: str, agent_id: str, r
     return jwt.encode(claims, key.private, algorithm="EdDSA", headers={"kid": key.kid}), claims
 
 
-def _fail(reason: str, message: str) -> Unauthorized:
+def _fail(reason: Reason, message: str) -> Unauthorized:
     return Unauthorized(message, {"reason": reason})
 
 
@@ -83,10 +84,10 @@ class TokenVerifier:
                     self._cache.clear()
                 self._cache[token] = claims
         elif claims["exp"] + self.leeway < self.clock():
-            raise _fail("expired", "token has expired")
+            raise _fail(Reason.EXPIRED, "token has expired")
         reason = self.revoked(claims)
         if reason is not None:
-            raise _fail("revoked", f"token revoked (by {reason})")
+            raise _fail(Reason.REVOKED, f"token revoked (by {reason})")
         return Principal(agent_id=claims["agent_id"], workspace_id=claims["workspace_id"], role=claims["role"],
                          session_id=claims["session_id"], jti=claims["jti"])
 
@@ -94,38 +95,38 @@ class TokenVerifier:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.InvalidTokenError as exc:  # DecodeError, or a header PyJWT refuses (a non-string kid)
-            raise _fail("malformed", "token is not a well-formed JWT") from exc
+            raise _fail(Reason.MALFORMED, "token is not a well-formed JWT") from exc
         for name in FORBIDDEN_HEADERS:
             if name in header:
-                raise _fail("forbidden_header", f"token header {name!r} is not accepted")
+                raise _fail(Reason.FORBIDDEN_HEADER, f"token header {name!r} is not accepted")
         kid = header.get("kid")
         entry = self._keys.get(kid) if isinstance(kid, str) else None
         if entry is None and isinstance(kid, str) and self._jwks_client is not None:
             entry = self._remote_key(kid)
         if entry is None:
-            raise _fail("unknown_key", "token was not signed by a known key")
+            raise _fail(Reason.UNKNOWN_KEY, "token was not signed by a known key")
         key, algorithms = entry
         if header.get("alg") not in algorithms:
-            raise _fail("algorithm", "token algorithm is not allowed")
+            raise _fail(Reason.ALGORITHM, "token algorithm is not allowed")
         try:
             claims = jwt.decode(
                 token, key, algorithms=algorithms, audience=self.audience, issuer=self.issuer, leeway=self.leeway,
                 options={"require": list(REQUIRED_CLAIMS), "verify_signature": True},
             )
         except jwt.ExpiredSignatureError as exc:
-            raise _fail("expired", "token has expired") from exc
+            raise _fail(Reason.EXPIRED, "token has expired") from exc
         except jwt.InvalidAudienceError as exc:
-            raise _fail("audience", "token audience does not match") from exc
+            raise _fail(Reason.AUDIENCE, "token audience does not match") from exc
         except jwt.InvalidIssuerError as exc:
-            raise _fail("issuer", "token issuer does not match") from exc
+            raise _fail(Reason.ISSUER, "token issuer does not match") from exc
         except jwt.MissingRequiredClaimError as exc:
-            raise _fail("missing_claim", f"token lacks the {exc.claim!r} claim") from exc
+            raise _fail(Reason.MISSING_CLAIM, f"token lacks the {exc.claim!r} claim") from exc
         except jwt.InvalidSignatureError as exc:
-            raise _fail("bad_signature", "token signature is invalid") from exc
+            raise _fail(Reason.BAD_SIGNATURE, "token signature is invalid") from exc
         except jwt.ImmatureSignatureError as exc:
-            raise _fail("not_yet_valid", "token is not valid yet") from exc
+            raise _fail(Reason.NOT_YET_VALID, "token is not valid yet") from exc
         except jwt.InvalidTokenError as exc:
-            raise _fail("invalid", "token is invalid") from exc
+            raise _fail(Reason.INVALID, "token is invalid") from exc
         self._check_types(claims)
         return claims
 
@@ -141,16 +142,16 @@ class TokenVerifier:
     def _check_types(self, claims: dict[str, Any]) -> None:
         for name in IDENTIFIER_CLAIMS:
             if not is_identifier(claims.get(name)):
-                raise _fail("ill_typed_claim", f"claim {name!r} must be an identifier string")
-        if claims.get("role") not in ROLES:
-            raise _fail("ill_typed_claim", "claim 'role' must be participant, coordinator or auditor")
+                raise _fail(Reason.ILL_TYPED_CLAIM, f"claim {name!r} must be an identifier string")
+        if claims.get("role") not in TOKEN_ROLES:
+            raise _fail(Reason.ILL_TYPED_CLAIM, "claim 'role' must be participant, coordinator or auditor")
         for name in ("iat", "exp"):
             value = claims.get(name)
             if not isinstance(value, int) or isinstance(value, bool):
-                raise _fail("ill_typed_claim", f"claim {name!r} must be an integer")
+                raise _fail(Reason.ILL_TYPED_CLAIM, f"claim {name!r} must be an integer")
         if not isinstance(claims.get("jti"), str) or not claims["jti"]:
-            raise _fail("ill_typed_claim", "claim 'jti' must be a non-empty string")
+            raise _fail(Reason.ILL_TYPED_CLAIM, "claim 'jti' must be a non-empty string")
         if claims["exp"] - claims["iat"] > self.max_ttl:
-            raise _fail("lifetime", "token lifetime exceeds the configured maximum")
+            raise _fail(Reason.LIFETIME, "token lifetime exceeds the configured maximum")
         if claims["iat"] > self.clock() + self.leeway:
-            raise _fail("not_yet_valid", "token was issued in the future")
+            raise _fail(Reason.NOT_YET_VALID, "token was issued in the future")

@@ -22,7 +22,7 @@ import click
 from bridge.cli.common import db_options
 from bridge.cli.options import FullHelpGroup, bridge_url
 from bridge.cli.output import emit, fail
-from bridge.domain.authz import ROLES
+from bridge.domain.vocabulary import TOKEN_ROLES, Role
 from bridge.errors import InvalidArgument
 
 if TYPE_CHECKING:
@@ -210,7 +210,7 @@ def renew_note(plan: Plan, issue: str, expires_at: str | None, agent: str) -> st
 @click.option("--client", type=click.Choice(["claude", "codex", "json"]), required=True,
               help="Claude Code, Codex, or a JSON document for any MCP client.")
 @click.option("--agent-id", required=True, help="The agent's identity on the bridge.")
-@click.option("--role", type=click.Choice(ROLES), default="participant", show_default=True)
+@click.option("--role", type=click.Choice(TOKEN_ROLES), default=Role.PARTICIPANT.value, show_default=True)
 @click.option("--url", default=None,
               help="The bridge's base URL the agent calls [env BRIDGE_URL; default: from BRIDGE_HOST/PORT].")
 @click.option("--transport", type=click.Choice(["http", "stdio"]), default="http", show_default=True,

@@ -20,7 +20,7 @@ from bridge.cli.common import (
 )
 from bridge.cli.options import FullHelpGroup
 from bridge.cli.output import emit, fail
-from bridge.domain.authz import ROLES
+from bridge.domain.vocabulary import TOKEN_ROLES
 from bridge.errors import Conflict, InvalidArgument, Unavailable
 from bridge.services import tokens as token_service
 from bridge.settings import Settings
@@ -33,20 +33,20 @@ def token() -> None:
 
 @token.command("issue")
 @click.option("--agent-id", required=True, help="The agent's stable identity.")
-@click.option("--role", required=True, type=click.Choice(ROLES), help="participant, coordinator or auditor.")
+@click.option("--role", required=True, type=click.Choice(TOKEN_ROLES), help="participant, coordinator or auditor.")
 @click.option("--session-id", default=None, help="Session id claim (default: generated).")
-@click.option("--ttl", default="8h", show_default=True, help="Lifetime, e.g. 30m, 8h (at most the max TTL).")
+@click.option("--ttl", help="Lifetime, e.g. 30m, 8h (default: BRIDGE_TOKEN_TTL; at most the max TTL).")
 @click.option("--url", default=None,
               help="Refuse unless the bridge serving at this URL (e.g. http://127.0.0.1:8765) holds this database's "
                    "signing key, so the token cannot be refused as 'not signed by a known key' [env BRIDGE_URL].")
 @db_options
-def issue(agent_id: str, role: str, session_id: str | None, ttl: str, url: str | None, db: str | None,
+def issue(agent_id: str, role: str, session_id: str | None, ttl: str | None, url: str | None, db: str | None,
           workspace: str | None, as_json: bool) -> None:
     """Print a signed token (only the token on stdout; --json adds the claims); stderr names the database used."""
     settings = load_settings(db=db, workspace=workspace)
     check_identifier("agent-id", agent_id, as_json)
     check_identifier("session-id", session_id, as_json)
-    lifetime = token_lifetime(ttl, settings, as_json)
+    lifetime = token_lifetime(settings.token_ttl if ttl is None else ttl, settings, as_json)
     url = url or os.environ.get("BRIDGE_URL") or None
     with opened(settings, as_json) as parts:
         if url is not None:

@@ -5,12 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
-from typing import Literal
 
+from bridge.domain.vocabulary import Reason, Role
 from bridge.errors import Forbidden, WorkspaceMismatch
-
-Role = Literal["participant", "coordinator", "auditor"]
-ROLES: tuple[Role, ...] = ("participant", "coordinator", "auditor")
 
 
 class Op(Enum):
@@ -25,9 +22,9 @@ class Op(Enum):
 
 # role -> op -> scope: "any" (whole workspace), "own" (threads listing the agent), or absent (refused)
 _TABLE: dict[str, dict[Op, str]] = {
-    "participant": {Op.READ: "own", Op.ACK: "own", Op.POST: "own"},
-    "coordinator": {Op.READ: "any", Op.ACK: "any", Op.POST: "any", Op.MANAGE: "any", Op.AUDIT: "any"},
-    "auditor": {Op.READ: "any", Op.ACK: "any", Op.AUDIT: "any"},
+    Role.PARTICIPANT: {Op.READ: "own", Op.ACK: "own", Op.POST: "own"},
+    Role.COORDINATOR: {Op.READ: "any", Op.ACK: "any", Op.POST: "any", Op.MANAGE: "any", Op.AUDIT: "any"},
+    Role.AUDITOR: {Op.READ: "any", Op.ACK: "any", Op.AUDIT: "any"},
 }
 
 
@@ -43,7 +40,7 @@ class Principal:
 
     @property
     def is_operator(self) -> bool:
-        return self.role == "operator"
+        return self.role == Role.OPERATOR
 
 
 def require(principal: Principal, op: Op, *, is_member: bool | None = None) -> None:
@@ -53,10 +50,10 @@ def require(principal: Principal, op: Op, *, is_member: bool | None = None) -> N
     scope = _TABLE.get(principal.role, {}).get(op)
     if scope is None:
         raise Forbidden(f"role {principal.role!r} may not {op.value}",
-                        {"reason": "role_not_allowed", "role": principal.role, "operation": op.value})
+                        {"reason": Reason.ROLE_NOT_ALLOWED, "role": principal.role, "operation": op.value})
     if scope == "own" and is_member is False:
         raise Forbidden("not a participant of this thread",
-                        {"reason": "not_participant", "role": principal.role, "operation": op.value})
+                        {"reason": Reason.NOT_PARTICIPANT, "role": principal.role, "operation": op.value})
 
 
 def sees_all_threads(principal: Principal) -> bool:
@@ -75,7 +72,7 @@ def check_hint(principal: Principal, field: str, value: str | None, claim_value:
     """Raise FORBIDDEN (`claim_mismatch`) when an identity hint in a payload differs from the claims."""
     if value is not None and value != claim_value:
         raise Forbidden(f"{field} does not match the token's claims",
-                        {"reason": "claim_mismatch", "field": field})
+                        {"reason": Reason.CLAIM_MISMATCH, "field": field})
 
 
 def check_identity_hints(principal: Principal, hints: Iterable[tuple[str, str, str]]) -> None:

@@ -10,19 +10,20 @@ import json
 import math
 from typing import Any
 
+from bridge.domain.vocabulary import Reason
 from bridge.errors import InvalidArgument
 
 MAX_DEPTH = 32
 
 
 def _reject_constant(name: str) -> Any:
-    raise InvalidArgument(f"JSON constant {name} is not allowed", {"reason": "non_finite_number"})
+    raise InvalidArgument(f"JSON constant {name} is not allowed", {"reason": Reason.NON_FINITE_NUMBER})
 
 
 def _finite_float(text: str) -> float:
     value = float(text)
     if not math.isfinite(value):  # a literal such as 1e999 overflows to infinity without any NaN/Infinity token
-        raise InvalidArgument(f"JSON number {text[:40]} is out of range", {"reason": "non_finite_number"})
+        raise InvalidArgument(f"JSON number {text[:40]} is out of range", {"reason": Reason.NON_FINITE_NUMBER})
     return value
 
 
@@ -30,7 +31,7 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for key, value in pairs:
         if key in result:
-            raise InvalidArgument(f"duplicate JSON key {key!r}", {"reason": "duplicate_key", "key": key})
+            raise InvalidArgument(f"duplicate JSON key {key!r}", {"reason": Reason.DUPLICATE_KEY, "key": key})
         result[key] = value
     return result
 
@@ -41,16 +42,16 @@ def parse_json(raw: bytes | str) -> Any:
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise InvalidArgument("body is not valid UTF-8", {"reason": "invalid_utf8"}) from exc
+            raise InvalidArgument("body is not valid UTF-8", {"reason": Reason.INVALID_UTF8}) from exc
     else:
         text = raw
     try:
         value = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant,
                            parse_float=_finite_float)
     except RecursionError as exc:
-        raise InvalidArgument(f"JSON nesting deeper than {MAX_DEPTH}", {"reason": "too_deep"}) from exc
+        raise InvalidArgument(f"JSON nesting deeper than {MAX_DEPTH}", {"reason": Reason.TOO_DEEP}) from exc
     except ValueError as exc:  # json.JSONDecodeError is a ValueError
-        raise InvalidArgument(f"malformed JSON: {exc}", {"reason": "malformed_json"}) from exc
+        raise InvalidArgument(f"malformed JSON: {exc}", {"reason": Reason.MALFORMED_JSON}) from exc
     _check(value, 1)
     return value
 
@@ -58,7 +59,7 @@ def parse_json(raw: bytes | str) -> Any:
 def _check(value: Any, depth: int) -> None:
     if isinstance(value, dict | list):
         if depth > MAX_DEPTH:
-            raise InvalidArgument(f"JSON nesting deeper than {MAX_DEPTH}", {"reason": "too_deep"})
+            raise InvalidArgument(f"JSON nesting deeper than {MAX_DEPTH}", {"reason": Reason.TOO_DEEP})
         items = value.items() if isinstance(value, dict) else enumerate(value)
         for key, item in items:
             if isinstance(key, str):
@@ -72,4 +73,4 @@ def _check_string(text: str) -> None:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:
-        raise InvalidArgument("strings must not contain lone surrogates", {"reason": "lone_surrogate"}) from exc
+        raise InvalidArgument("strings must not contain lone surrogates", {"reason": Reason.LONE_SURROGATE}) from exc

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from bridge.domain.vocabulary import EventType, Reason
 from bridge.errors import Forbidden, InvalidThreadTransition
 
 Status = Literal["active", "blocked", "resolved", "closed"]
@@ -21,8 +22,10 @@ TRANSITIONS: dict[tuple[str, str], str] = {
     ("resolved", "active"): "reopen",
     ("resolved", "closed"): "close",
 }
-EVENT_TYPES = {"escalate": "thread_escalated", "resolve": "thread_resolved", "close": "thread_closed",
-               "unblock": "thread_unblocked", "reopen": "thread_reopened"}
+EVENT_TYPES: dict[str, EventType] = {
+    "escalate": EventType.THREAD_ESCALATED, "resolve": EventType.THREAD_RESOLVED, "close": EventType.THREAD_CLOSED,
+    "unblock": EventType.THREAD_UNBLOCKED, "reopen": EventType.THREAD_REOPENED,
+}
 
 
 @dataclass(frozen=True)
@@ -38,9 +41,9 @@ class TransitionPlan:
         return self.from_status != self.to_status
 
     @property
-    def event_type(self) -> str:
+    def event_type(self) -> EventType:
         """The event type of the system message announcing this change."""
-        return EVENT_TYPES.get(self.operation, "thread_status_unchanged")
+        return EVENT_TYPES.get(self.operation, EventType.THREAD_STATUS_UNCHANGED)
 
     @property
     def opens_escalation(self) -> bool:
@@ -80,14 +83,14 @@ def _check_owner_rule(target: str, *, actor_agent_id: str, reason: str, owner_ag
             verb = "close" if target == "closed" else "unblock"
             raise Forbidden(
                 f"only the escalation owner {owner_agent_id} or an override may {verb} this thread",
-                {"reason": "owner_rule", "owner_agent_id": owner_agent_id,
+                {"reason": Reason.OWNER_RULE, "owner_agent_id": owner_agent_id,
                  "override_prefixes": list(OVERRIDE_PREFIXES)},
             )
         return
     if target == "closed":
         raise Forbidden(
             "closing a blocked thread without an owner needs a human_override: or coordinator_override: reason",
-            {"reason": "override_required", "override_prefixes": list(OVERRIDE_PREFIXES)},
+            {"reason": Reason.OVERRIDE_REQUIRED, "override_prefixes": list(OVERRIDE_PREFIXES)},
         )
 
 

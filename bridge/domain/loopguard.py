@@ -6,7 +6,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 
-PROGRESS_EVENTS = frozenset({"fix_pushed", "finding_verified", "thread_resolved"})
+from bridge.domain.vocabulary import PROGRESS_EVENTS, EventType, Role
 
 
 @dataclass(frozen=True)
@@ -20,12 +20,12 @@ class LoopVerdict:
 
 def is_progress(*, kind: str, event_type: str | None, sender_role: str) -> bool:
     """True for a message that counts as progress: a progress event or a human/operator message."""
-    return (kind == "event" and event_type in PROGRESS_EVENTS) or sender_role == "operator"
+    return (kind == "event" and event_type in PROGRESS_EVENTS) or sender_role == Role.OPERATOR
 
 
 def finding_key(*, event_type: str | None, metadata: dict[str, object], body: str) -> str | None:
     """The identity of a reported finding: `metadata.finding_id`, else a hash of the normalised body."""
-    if event_type != "finding_reported":
+    if event_type != EventType.FINDING_REPORTED:
         return None
     finding_id = metadata.get("finding_id")
     if isinstance(finding_id, str | int) and not isinstance(finding_id, bool) and str(finding_id):

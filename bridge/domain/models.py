@@ -62,12 +62,6 @@ MessageKind = Literal["chat", "event", "system"]
 Metadata8K = Annotated[dict[str, Any], _json_size(MAX_THREAD_METADATA)]
 Metadata16K = Annotated[dict[str, Any], _json_size(MAX_POST_METADATA)]
 
-KNOWN_EVENT_TYPES = (
-    "finding_reported", "fix_pushed", "re_review_requested", "finding_verified", "finding_rejected",
-    "thread_escalated", "thread_resolved",
-)
-
-
 @dataclass(frozen=True)
 class Claim:
     """Marks an input field as an identity hint: when given, it must equal this claim of the caller's token

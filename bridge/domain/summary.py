@@ -6,8 +6,10 @@ from collections.abc import Iterable
 from typing import Any
 
 from bridge.domain.identifiers import iso
+from bridge.domain.vocabulary import CLOSING_EVENTS, EventType
 
-CLOSING_EVENTS = frozenset({"finding_verified", "finding_resolved", "resolved"})
+OPEN_ITEM_EVENTS: tuple[EventType, ...] = (EventType.FINDING_REPORTED, *sorted(CLOSING_EVENTS))
+"""The events that open or close an open item: all `OpenItems` needs to see of a thread."""
 
 
 def first_line(text: str, limit: int = 160) -> str:
@@ -38,7 +40,7 @@ class OpenItems:
 
     def add(self, event: dict[str, Any]) -> None:
         """Take the next event (decoded metadata; seq greater than every event fed before)."""
-        if event["event_type"] == "finding_reported":
+        if event["event_type"] == EventType.FINDING_REPORTED:
             item = _item(event)
             self._open[item["message_id"]] = item
             if item["finding_id"] is not None:

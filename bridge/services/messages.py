@@ -12,6 +12,7 @@ import apsw
 from bridge.domain import loopguard
 from bridge.domain.authz import Op, require
 from bridge.domain.identifiers import iso, new_id
+from bridge.domain.vocabulary import Reason, Role
 from bridge.errors import Conflict, Forbidden, IdempotencyConflict, InvalidArgument, RateLimited, ThreadClosed
 from bridge.services.core import Bridge, Call, Pending, audited_write, check_frozen, visible_thread
 from bridge.services.threads import change_status
@@ -40,8 +41,8 @@ def message_view(m: dict[str, Any]) -> dict[str, Any]:
 def post_message(bridge: Bridge, call: Call, req: PostMessageInput) -> dict[str, Any]:
     """Append a message: seq allocated in the transaction, answered only after COMMIT."""
     principal = call.principal
-    if req.kind == "system" and principal.role not in ("coordinator", "operator"):
-        raise Forbidden("kind=system is reserved to coordinators and the bridge", {"reason": "system_reserved"})
+    if req.kind == "system" and principal.role not in (Role.COORDINATOR, Role.OPERATOR):
+        raise Forbidden("kind=system is reserved to coordinators and the bridge", {"reason": Reason.SYSTEM_RESERVED})
     fingerprint = hashlib.sha256(req.payload_fingerprint().encode()).hexdigest()
     event_type = req.metadata.get("event_type") if isinstance(req.metadata.get("event_type"), str) else None
 
@@ -64,7 +65,7 @@ def post_message(bridge: Bridge, call: Call, req: PostMessageInput) -> dict[str,
         wait = bridge.quotas.take(principal.agent_id)
         if wait > 0:
             raise RateLimited("write quota exceeded for this agent",
-                              {"reason": "write_quota", "quota_per_min": bridge.settings.write_quota_per_min},
+                              {"reason": Reason.WRITE_QUOTA, "quota_per_min": bridge.settings.write_quota_per_min},
                               retry_after=bridge.quotas.retry_after_header(wait))
         now = bridge.clock()
         seq = message_store.next_seq(conn, req.thread_id, now)
@@ -116,7 +117,7 @@ def _loop_guard(conn: apsw.Connection, bridge: Bridge, call: Call, pending: Pend
     if verdict.trip_reason is None or thread["status"] != "active":
         return thread["status"]
     guard = Call(principal=call.principal.__class__(
-        agent_id=LOOP_GUARD_ACTOR, workspace_id=call.principal.workspace_id, role="operator",
+        agent_id=LOOP_GUARD_ACTOR, workspace_id=call.principal.workspace_id, role=Role.OPERATOR,
         session_id="bridge"), request_id=call.request_id)
     current = thread_store.get_thread(conn, req.thread_id) or thread
     change_status(conn, bridge, guard, pending, current, "blocked", verdict.trip_reason)
@@ -186,7 +187,7 @@ def ack_read(bridge: Bridge, call: Call, req: AckReadInput) -> dict[str, Any]:
         current = message_store.get_cursor(conn, req.thread_id, principal.agent_id)
         if req.last_read_seq < current:
             raise Conflict("read cursors only move forward",
-                           {"reason": "cursor_regression", "last_read_seq": current})
+                           {"reason": Reason.CURSOR_REGRESSION, "last_read_seq": current})
         now = bridge.clock()
         if req.last_read_seq > current:
             message_store.set_cursor(conn, req.thread_id, principal.agent_id, req.last_read_seq, now)

@@ -11,7 +11,8 @@ import apsw
 from bridge.domain import lifecycle
 from bridge.domain.authz import Op, require, sees_all_threads
 from bridge.domain.identifiers import iso, new_id, parse_iso
-from bridge.domain.summary import CLOSING_EVENTS, OpenItems, summarize
+from bridge.domain.summary import OPEN_ITEM_EVENTS, OpenItems, summarize
+from bridge.domain.vocabulary import EventType, Reason, Role
 from bridge.errors import Conflict, Forbidden, IdempotencyConflict, InvalidArgument, ThreadClosed
 from bridge.services.core import (
     BRIDGE_SENDER,
@@ -37,7 +38,6 @@ if TYPE_CHECKING:  # annotations only: the CLI's light commands must not import 
         UpdateThreadStatusInput,
     )
 
-OPEN_ITEM_EVENT_TYPES = ("finding_reported", *sorted(CLOSING_EVENTS))
 SUMMARY_PAGE = 1000  # events read at a time when computing the open items
 
 
@@ -62,7 +62,7 @@ def thread_view(conn: apsw.Connection, thread: dict[str, Any]) -> dict[str, Any]
 def build_summary(conn: apsw.Connection, thread: dict[str, Any], max_messages: int = 200) -> dict[str, Any]:
     """The summary of a thread, read through `conn` (usable inside a write transaction)."""
     thread_id = thread["thread_id"]
-    latest_fix = message_store.latest_event(conn, thread_id, "fix_pushed")
+    latest_fix = message_store.latest_event(conn, thread_id, EventType.FIX_PUSHED)
     recent = [_decode(m) for m in message_store.latest_messages(conn, thread_id, max_messages)]
     return summarize(thread, thread_store.participants(conn, thread_id), message_store.counts(conn, thread_id),
                      _open_items(conn, thread_id), None if latest_fix is None else _decode(latest_fix), recent,
@@ -74,7 +74,7 @@ def _open_items(conn: apsw.Connection, thread_id: str) -> list[dict[str, Any]]:
     items = OpenItems()
     after = 0
     while True:
-        page = message_store.events_page(conn, thread_id, OPEN_ITEM_EVENT_TYPES, after_seq=after, limit=SUMMARY_PAGE)
+        page = message_store.events_page(conn, thread_id, OPEN_ITEM_EVENTS, after_seq=after, limit=SUMMARY_PAGE)
         for event in page:
             items.add(_decode(event))
         if len(page) < SUMMARY_PAGE:
@@ -95,7 +95,7 @@ def post_system_message(conn: apsw.Connection, bridge: Bridge, thread_id: str, b
     message_store.insert_message(conn, {
         "message_id": new_id("msg"), "thread_id": thread_id, "seq": seq, "schema_version": 1, "kind": "system",
         "event_type": metadata.get("event_type"), "body": body, "metadata": metadata,
-        "sender_agent_id": BRIDGE_SENDER, "sender_session_id": BRIDGE_SENDER, "sender_role": "system",
+        "sender_agent_id": BRIDGE_SENDER, "sender_session_id": BRIDGE_SENDER, "sender_role": Role.SYSTEM,
         "in_reply_to": None, "to_agents": None, "to_role": None, "created_at": now, "idempotency_key": None,
         "payload_hash": None,
     })
@@ -199,7 +199,7 @@ def update_participants(bridge: Bridge, call: Call, req: UpdateParticipantsInput
             thread_store.touch(conn, req.thread_id, now)
             changes = [f"+{a}" for a in added] + [f"-{r}" for r in removed]
             post_system_message(conn, bridge, req.thread_id, "Participants updated: " + ", ".join(changes),
-                                {"event_type": "participants_updated", "added": added, "removed": removed,
+                                {"event_type": EventType.PARTICIPANTS_UPDATED, "added": added, "removed": removed,
                                  "actor": call.principal.agent_id})
         audit(conn, bridge, call, "update_participants", thread_id=req.thread_id,
               details={"added": added, "removed": removed})
@@ -212,8 +212,8 @@ def update_participants(bridge: Bridge, call: Call, req: UpdateParticipantsInput
 def update_thread_status(bridge: Bridge, call: Call, req: UpdateThreadStatusInput) -> dict[str, Any]:
     """Change a thread's status through the state machine (coordinators and operators)."""
     principal = call.principal
-    if principal.role == "participant":
-        reason = "worker_cannot_force_close" if req.status == "closed" else "role_not_allowed"
+    if principal.role == Role.PARTICIPANT:
+        reason = Reason.WORKER_CANNOT_FORCE_CLOSE if req.status == "closed" else Reason.ROLE_NOT_ALLOWED
         _refuse_audited(bridge, call, "update_thread_status", req.thread_id,
                         Forbidden("participants cannot change a thread's status", {"reason": reason}))
     # Read the status in its own snapshot, then compare-and-set it in the write: a change in between is a CONFLICT.
