@@ -14,13 +14,12 @@ import apsw
 from bridge.agents.base import AgentPlan
 from bridge.domain import wake
 from bridge.domain.identifiers import iso
+from bridge.domain.vocabulary import Reason
 from bridge.errors import NotFound, Unavailable
 from bridge.services.command_lines import command_env, isolated
 from bridge.services.core import Bridge, Call, Pending, audit, audited_write
 from bridge.services.panes import Pane, Panes, TmuxError, TmuxUnavailable
 from bridge.store import control as control_store
-
-LAUNCH_SETTLE_S = 1.0  # a command that ends this soon after launch did not start: reported, not registered
 
 
 def runtime_view(session: dict[str, Any], now: int, stale_after: float) -> dict[str, Any]:
@@ -74,7 +73,7 @@ def launch(bridge: Bridge, call: Call, tmux: Panes, *, agent_id: str, kind: str,
         else:
             pane_id = tmux.new_window(session_name, agent_id, isolated(argv, command_env(profile.env, context)),
                                       cwd=cwd)
-        exited = _exit_at_once(tmux, pane_id)
+        exited = _exit_at_once(tmux, pane_id, bridge.settings.launch_settle)
     except TmuxError as exc:
         _refuse_launch(bridge, call, agent_id, argv, "tmux_error", str(exc), {})
     if exited is not None:
@@ -101,13 +100,14 @@ def probe(tmux: Panes, target: str) -> Pane | None:
     try:
         return tmux.probe(target)
     except TmuxUnavailable as exc:
-        raise Unavailable("tmux did not answer; try again", {"reason": "tmux_unavailable", "detail": str(exc)}) from exc
+        raise Unavailable("tmux did not answer; try again",
+                          {"reason": Reason.TMUX_UNAVAILABLE, "detail": str(exc)}) from exc
 
 
-def _exit_at_once(tmux: Panes, pane_id: str) -> tuple[int, str] | None:
-    """(exit status, last output) when the command ended within LAUNCH_SETTLE_S (its dead pane is removed), else
+def _exit_at_once(tmux: Panes, pane_id: str, settle: float) -> tuple[int, str] | None:
+    """(exit status, last output) when the command ended within `settle` seconds (its dead pane is removed), else
     None: a launch that cannot even start is reported to the operator, not registered."""
-    deadline = time.monotonic() + LAUNCH_SETTLE_S
+    deadline = time.monotonic() + settle
     ended = None
     while time.monotonic() < deadline and (ended is None or ended < 0):  # -1: ended, status not (yet) recorded
         ended = tmux.exit_status(pane_id)
