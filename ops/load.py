@@ -31,7 +31,6 @@ import os
 import platform
 import queue
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -42,9 +41,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bridge_ops.stack import stop_process
+from bridge.testing.client import Client, new_thread, post
+from bridge.testing.processes import HOST
+from bridge.testing.stack import Stack
+from bridge.testing.stats import percentile
+from bridge.testing.tokens import Minter
 
-HOST = "127.0.0.1"
 SCENARIOS = ("health", "post", "read")
 READ_SEED = 100  # messages in the read thread
 READ_SINCE = 90  # each read returns the last 10 of them
@@ -53,84 +55,29 @@ TARGETS = {"p50_ms_1": 1.0, "p95_ms_1": 2.0, "health_ratio_8": 0.60, "p99_ms_8":
 SERVER_ENV = {"BRIDGE_WRITE_QUOTA_PER_MIN": "0", "BRIDGE_LOOP_GUARD_TURNS": "0", "BRIDGE_SYNCHRONOUS": "FULL"}
 
 
-class KeepAliveClient:
-    """One persistent HTTP/1.1 connection to the bridge; JSON in, (status, raw body) out; reconnects on failure."""
-
-    def __init__(self, host: str, port: int, token: str | None = None, timeout: float = 30.0):
-        self.host, self.port, self.timeout = host, port, timeout
-        self.headers = {"Content-Type": "application/json"}
-        if token:
-            self.headers["Authorization"] = f"Bearer {token}"
-        self.conn = http.client.HTTPConnection(host, port, timeout=timeout)
-
-    def request(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
-        try:
-            self.conn.request(method, path, body=body, headers=self.headers if body is not None else
-                              {k: v for k, v in self.headers.items() if k != "Content-Type"})
-            reply = self.conn.getresponse()
-            return reply.status, reply.read()
-        except (OSError, http.client.HTTPException):
-            self.conn.close()
-            self.conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
-            raise
-
-    def command(self, name: str, payload: dict[str, Any]) -> dict[str, Any]:
-        """POST /v1/mcp/<name>; the decoded body of a 200, else RuntimeError."""
-        status, raw = self.request("POST", f"/v1/mcp/{name}", json.dumps(payload).encode())
-        if status != 200:
-            raise RuntimeError(f"{name} -> {status}: {raw[:300]!r}")
-        return json.loads(raw)
-
-    def close(self) -> None:
-        self.conn.close()
-
-
 # --------------------------------------------------------------------------------------------------- the server
 @dataclass
 class Server:
-    """A running bridge: where it listens, its database, and how to stop it."""
+    """A running bridge: where it listens, its database, its process (None: this one)."""
 
     port: int
     db: Path
     pid: int | None
-    stop: Any
 
 
-def _child_env(threads: int | None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
-    env.update(SERVER_ENV)
-    env["BRIDGE_LOG_LEVEL"] = "WARNING"
-    if threads is not None:
-        env["BRIDGE_THREADS"] = str(threads)
-    return env
+def _server_settings(threads: int | None) -> dict[str, str]:
+    return {**SERVER_ENV, "BRIDGE_LOG_LEVEL": "WARNING",
+            **({"BRIDGE_THREADS": str(threads)} if threads is not None else {})}
 
 
 @contextlib.contextmanager
-def subprocess_server(workdir: Path, threads: int | None = None, ready_timeout: float = 60.0,
+def subprocess_server(workdir: Path, threads: int | None = None,
                       serve_args: tuple[str, ...] = ()) -> Iterator[Server]:
-    """`bridge serve` on 127.0.0.1, port 0, as a child process; SIGTERM (then SIGKILL) by PID on exit."""
-    db = workdir / "bridge.db"
-    log_path = workdir / "server.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "bridge", "serve", "--host", HOST, "--port", "0", "--db", str(db), *serve_args],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=_child_env(threads), cwd=str(workdir))
-    try:
-        port = None
-        deadline = time.monotonic() + ready_timeout
-        while port is None:
-            for line in log_path.read_text(errors="replace").splitlines():
-                if line.startswith("READY http://"):
-                    port = int(line.rsplit(":", 1)[1])
-            if port is None:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"bridge serve exited with {proc.returncode}: {log_path.read_text()[-2000:]}")
-                if time.monotonic() > deadline:
-                    raise RuntimeError("bridge serve did not become ready in time")
-                time.sleep(0.05)
-        yield Server(port=port, db=db, pid=proc.pid, stop=None)
-    finally:
-        stop_process(proc)
+    """`bridge serve` (with its worker unless `serve_args` says --no-worker) on 127.0.0.1, port 0, as a child
+    process of a harness `Stack` with the default timings; stopped by PID on exit."""
+    with Stack(workdir, env=_server_settings(threads), timings={}, tmux_prefix="bridge-load") as stack:
+        proc = stack.serve("server", *serve_args, worker=True)
+        yield Server(port=proc.port, db=stack.db, pid=proc.pid)
 
 
 @contextlib.contextmanager
@@ -140,33 +87,19 @@ def inprocess_server(workdir: Path, threads: int | None = None) -> Iterator[Serv
     from bridge.settings import Settings
     from bridge.wiring import build
 
-    env = {k: v for k, v in _child_env(threads).items() if k.startswith("BRIDGE_")}
-    settings = Settings.load({"db": str(workdir / "bridge.db")}, env=env)
+    settings = Settings.load({"db": str(workdir / "bridge.db")}, env=_server_settings(threads))
     parts = build(settings)
     try:
         server = make_server(parts, host=HOST, port=0)
         runner = threading.Thread(target=server.run, name="waitress", daemon=True)
         runner.start()
         try:
-            yield Server(port=server.effective_port, db=settings.db_path, pid=None, stop=None)
+            yield Server(port=int(server.effective_port), db=settings.db_path, pid=None)
         finally:
             shutdown(server)
             runner.join(timeout=10)
     finally:
         parts.close()
-
-
-def mint_tokens(db: Path, agents: list[str], role: str = "participant") -> dict[str, str]:
-    """Sign tokens with the server's local key (created by the server next to its database)."""
-    from bridge.auth.keys import load_or_create
-    from bridge.auth.tokens import issue_token
-    from bridge.settings import Settings
-
-    settings = Settings.load({"db": str(db)}, env={})
-    key = load_or_create(settings.data_dir)
-    return {agent: issue_token(key, issuer=settings.issuer, audience=settings.audience, agent_id=agent, role=role,
-                               workspace_id=settings.workspace, session_id=f"{agent}-bench", ttl=3600)[0]
-            for agent in agents}
 
 
 # --------------------------------------------------------------------------------------------------- the clients
@@ -196,25 +129,28 @@ class ClientResult:
     first_error: str | None = None
 
 
-def _request_factory(spec: ClientSpec, client: KeepAliveClient) -> Any:
+def _request_factory(spec: ClientSpec, client: Client) -> Any:
+    """`send(n)` for the scenario: one request on the lean path, (status, headers, body bytes)."""
+    auth = {"Authorization": f"Bearer {spec.token}"}
+    json_auth = {**auth, "Content-Type": "application/json"}
     if spec.scenario == "health":
-        return lambda n: client.request("GET", "/health")
+        return lambda n: client.raw("GET", "/health", None, auth)
     if spec.scenario == "post":
-        def post(n: int) -> tuple[int, bytes]:
+        def post_one(n: int) -> tuple[int, dict[str, str], bytes]:
             payload = {"thread_id": spec.thread_id, "schema_version": 1, "kind": "chat", "body": BODY,
                        "idempotency_key": f"{spec.tag}-{n}"}
-            return client.request("POST", "/v1/mcp/post_message", json.dumps(payload).encode())
-        return post
+            return client.raw("POST", "/v1/mcp/post_message", json.dumps(payload).encode(), json_auth)
+        return post_one
     if spec.scenario == "read":
         body = json.dumps({"thread_id": spec.read_thread_id, "since_seq": READ_SINCE, "limit": 50}).encode()
-        return lambda n: client.request("POST", "/v1/mcp/read_messages", body)
+        return lambda n: client.raw("POST", "/v1/mcp/read_messages", body, json_auth)
     raise ValueError(f"unknown scenario {spec.scenario!r}")
 
 
 def run_client(spec: ClientSpec, barrier: Any, results: Any) -> None:
     """Warm up, wait for every client, then send requests back to back until time or count runs out."""
     result = ClientResult()
-    client = KeepAliveClient(HOST, spec.port, spec.token)
+    client = Client(spec.port)
     try:
         send = _request_factory(spec, client)
         for n in range(spec.warmup):
@@ -231,7 +167,7 @@ def run_client(spec: ClientSpec, barrier: Any, results: Any) -> None:
             if begin >= stop_at:
                 break
             try:
-                status, raw = send(n)
+                status, _, raw = send(n)
             except (OSError, http.client.HTTPException) as exc:
                 status, raw = -1, repr(exc).encode()
             latencies.append((clock() - begin) * 1000.0)
@@ -289,14 +225,6 @@ def _run_level(specs: list[ClientSpec], mode: str, server_pid: int | None) -> tu
     if server_cpu is not None and server_pid is None and mode == "threads":
         server_cpu -= sum(r.cpu for r in collected)  # in-process server: this process minus its client threads
     return collected, server_cpu
-
-
-def percentile(sorted_values: list[float], p: float) -> float:
-    """Nearest-rank percentile of an ascending list."""
-    if not sorted_values:
-        return math.nan
-    rank = max(1, math.ceil(p / 100.0 * len(sorted_values)))
-    return sorted_values[min(rank, len(sorted_values)) - 1]
 
 
 @dataclass
@@ -380,24 +308,17 @@ def commit_latency(directory: Path, commits: int = 200) -> dict[str, float]:
     return {"p50_ms": round(percentile(timings, 50), 3), "p95_ms": round(percentile(timings, 95), 3)}
 
 
-def _prepare(port: int, db: Path, agents: list[str]) -> tuple[dict[str, str], str, str]:
-    tokens = mint_tokens(db, agents)
-    coordinator = mint_tokens(db, ["bench-coordinator"], role="coordinator")["bench-coordinator"]
-    admin = KeepAliveClient(HOST, port, coordinator)
-    try:
-        thread_ids = [admin.command("create_thread", {"title": title, "type": "conversation",
-                                                      "participants": agents})["thread_id"]
-                      for title in ("load: post", "load: read")]
-    finally:
-        admin.close()
-    seeder = KeepAliveClient(HOST, port, tokens[agents[0]])
-    try:
+def _prepare(server: Server, agents: list[str]) -> tuple[dict[str, str], str, str]:
+    """Tokens signed with the server's key, a thread to post into and a seeded thread to read from."""
+    minter = Minter.for_db(server.db)
+    tokens = {agent: minter(agent, session_id=f"{agent}-bench") for agent in agents}
+    with Client(server.port, minter("bench-coordinator", "coordinator", session_id="bench-coordinator-bench")) as admin:
+        post_thread, read_thread = (new_thread(admin, agents, title, type="conversation")
+                                    for title in ("load: post", "load: read"))
+    with Client(server.port, tokens[agents[0]]) as seeder:
         for n in range(READ_SEED):
-            seeder.command("post_message", {"thread_id": thread_ids[1], "schema_version": 1, "kind": "chat",
-                                            "body": f"{BODY} #{n}"})
-    finally:
-        seeder.close()
-    return tokens, thread_ids[0], thread_ids[1]
+            post(seeder, read_thread, f"{BODY} #{n}")
+    return tokens, post_thread, read_thread
 
 
 def run_load(config: LoadConfig | None = None, **overrides: Any) -> dict[str, Any]:
@@ -418,7 +339,7 @@ def run_load(config: LoadConfig | None = None, **overrides: Any) -> dict[str, An
         else:
             opened = inprocess_server(Path(tmp), config.threads)
         with opened as server:
-            tokens, post_thread, read_thread = _prepare(server.port, server.db, agents)
+            tokens, post_thread, read_thread = _prepare(server, agents)
             for round_no in range(config.repeat):
                 for clients in config.clients:
                     for scenario in config.scenarios:

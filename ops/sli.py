@@ -1,8 +1,8 @@
 """The SLI harness (docs/api.md): `bridge ops sli [--iterations N] [--out report.json] [--threshold NAME=VALUE]`.
 
-Measured on the real stack (`bridge_ops.stack.real_stack`: `bridge serve` as a child process on 127.0.0.1, a database
-file with `synchronous=FULL`, the supervisor worker, stand-in agents in a private tmux server), over real HTTP with
-keep-alive connections and real tokens. Each iteration:
+Measured on the real stack (`bridge.testing.service.service_stack`: `bridge serve` as a child process on 127.0.0.1,
+a database file with `synchronous=FULL`, the supervisor worker, stand-in agents in a private tmux server), over real
+HTTP with keep-alive connections and real tokens. Each iteration:
 
 1. **post** and **post-to-visible**: a reader holds a long-poll (`read_messages` with `wait_ms`) on a thread; the
    writer posts to it. Post latency is the writer's round trip; post-to-visible runs from just before the post is
@@ -29,7 +29,6 @@ Thresholds (docs/api.md, the pilot targets): post success ≥ 99.0 %, read succe
 
 from __future__ import annotations
 
-import http.client
 import json
 import math
 import os
@@ -42,15 +41,14 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
-from bridge_ops.stack import Stack, real_stack
 
 from bridge.cli.progress import Progress
-
-if TYPE_CHECKING:  # bridge_ops.load pulls in multiprocessing: imported when the harness runs, not at every start
-    from bridge_ops.load import KeepAliveClient
+from bridge.testing.client import Client, Reply, new_thread
+from bridge.testing.service import ServiceStack, service_stack
+from bridge.testing.stats import percentile
 
 SPEC_THRESHOLDS: dict[str, float] = {
     "post_success_pct": 99.0,
@@ -79,14 +77,11 @@ def summarize(values: list[float], failed: int = 0) -> dict[str, Any]:
     if not ordered:
         return {"count": 0, "failed": 0, **dict.fromkeys(STATS)}
 
-    def rank(p: float) -> float:
-        return ordered[min(len(ordered), max(1, math.ceil(p / 100 * len(ordered)))) - 1]
-
     def finite(v: float) -> float | None:
         return None if math.isinf(v) else round(v, 3)
 
-    return {"count": len(values), "failed": failed, "p50": finite(rank(50)), "p95": finite(rank(95)),
-            "p99": finite(rank(99)), "max": finite(ordered[-1]),
+    return {"count": len(values), "failed": failed, "p50": finite(percentile(ordered, 50)),
+            "p95": finite(percentile(ordered, 95)), "p99": finite(percentile(ordered, 99)), "max": finite(ordered[-1]),
             "mean": finite(statistics.fmean(ordered)) if values and not failed else None}
 
 
@@ -109,25 +104,21 @@ def compare(sli: Mapping[str, Any], thresholds: Mapping[str, float]) -> list[dic
 class _LongPoller:
     """A reader holding one long-poll at a time on its own connection, in its own thread."""
 
-    def __init__(self, stack: Stack, token: str, thread_id: str):
+    def __init__(self, stack: ServiceStack, token: str, thread_id: str):
         self.client = stack.client(token, timeout=POLL_WAIT_MS / 1000 + 15)
         self.thread_id = thread_id
         self.asks: queue.Queue[int | None] = queue.Queue()
-        self.answers: queue.Queue[tuple[int, bytes, float]] = queue.Queue()
+        self.answers: queue.Queue[tuple[Reply, float]] = queue.Queue()
         self.sending = threading.Event()
         self.thread = threading.Thread(target=self._run, name="sli-long-poll", daemon=True)
         self.thread.start()
 
     def _run(self) -> None:
         while (since := self.asks.get()) is not None:
-            body = json.dumps({"thread_id": self.thread_id, "since_seq": since, "limit": 10,
-                               "wait_ms": POLL_WAIT_MS}).encode()
+            payload = {"thread_id": self.thread_id, "since_seq": since, "limit": 10, "wait_ms": POLL_WAIT_MS}
             self.sending.set()
-            try:
-                status, raw = self.client.request("POST", "/v1/mcp/read_messages", body)
-            except (OSError, http.client.HTTPException) as exc:
-                status, raw = -1, repr(exc).encode()
-            self.answers.put((status, raw, time.perf_counter()))
+            reply = self.client.call("read_messages", payload)
+            self.answers.put((reply, time.perf_counter()))
 
     def close(self) -> None:
         self.asks.put(None)
@@ -144,25 +135,24 @@ class _Recorder:
         self.failed: dict[str, int] = dict.fromkeys(LATENCIES, 0)
         self.errors: list[str] = []
 
-    def call(self, client: KeepAliveClient, kind: str, command: str, payload: dict[str, Any],
+    def call(self, client: Client, kind: str, command: str, payload: dict[str, Any],
              latency: str | None = None) -> dict[str, Any] | None:
         """POST one command, count it under `kind`, time it under `latency`; the body of a 200, else None."""
-        began = time.perf_counter()
-        try:
-            status, raw = client.request("POST", f"/v1/mcp/{command}", json.dumps(payload).encode())
-        except (OSError, http.client.HTTPException) as exc:
-            status, raw = -1, repr(exc).encode()
-        elapsed = (time.perf_counter() - began) * 1000
+        reply = client.call(command, payload)
         self.calls[kind][1] += 1
-        if status != 200:
-            self.error(f"{command} -> {status}: {raw[:200]!r}")
+        if not reply.ok:
+            self.failed_reply(command, reply)
             if latency:
                 self.failed[latency] += 1
             return None
         self.calls[kind][0] += 1
         if latency:
-            self.ms[latency].append(elapsed)
-        return json.loads(raw)
+            self.ms[latency].append(reply.ms)
+        result: dict[str, Any] = reply.body
+        return result
+
+    def failed_reply(self, what: str, reply: Reply) -> None:
+        self.error(f"{what} -> {reply.status}: {str(reply.body if reply.status else reply.error)[:200]}")
 
     def error(self, text: str) -> None:
         if len(self.errors) < 20:
@@ -173,27 +163,27 @@ class _Recorder:
         return {"ok": ok, "total": total, "pct": round(100.0 * ok / total, 3) if total else None}
 
 
-def _wait_for_wake(stack: Stack, thread_id: str, seq: int, agent: str) -> tuple[int, int | None, int | None, str]:
+def _wait_for_wake(stack: ServiceStack, thread_id: str, seq: int,
+                   agent: str) -> tuple[int, int | None, int | None, str]:
     """(created_at, first typed attempt, cursor time) of a message, waiting (bounded) until `agent` acked it."""
     deadline = time.monotonic() + WAKE_TIMEOUT
     while True:
         row = stack.query(
             "SELECT m.created_at,"
             " (SELECT MIN(a.finished_at) FROM trigger_attempts a WHERE a.thread_id = m.thread_id"
-            "  AND a.target_agent_id = :agent AND a.outcome = 'typed'),"
-            " (SELECT r.updated_at FROM read_cursors r WHERE r.thread_id = m.thread_id AND r.agent_id = :agent"
+            "  AND a.target_agent_id = ?1 AND a.outcome = 'typed'),"
+            " (SELECT r.updated_at FROM read_cursors r WHERE r.thread_id = m.thread_id AND r.agent_id = ?1"
             "  AND r.last_read_seq >= m.seq),"
             " (SELECT group_concat(j.status) FROM trigger_jobs j WHERE j.thread_id = m.thread_id"
-            "  AND j.target_agent_id = :agent)"
-            " FROM messages m WHERE m.thread_id = :thread AND m.seq = :seq",
-            {"agent": agent, "thread": thread_id, "seq": seq})[0]
+            "  AND j.target_agent_id = ?1)"
+            " FROM messages m WHERE m.thread_id = ?2 AND m.seq = ?3", (agent, thread_id, seq))[0]
         created, typed, acked, jobs = row
         if (typed is not None and acked is not None) or time.monotonic() > deadline:
             return created, typed, acked, jobs or "none"
         time.sleep(0.002)
 
 
-def _measure_visible(poller: _LongPoller, writer: KeepAliveClient, rec: _Recorder, thread_id: str, i: int,
+def _measure_visible(poller: _LongPoller, writer: Client, rec: _Recorder, thread_id: str, i: int,
                      last_seq: int) -> int:
     """Post while the reader long-polls; record post latency and post-to-visible; return the new `since_seq`."""
     poller.sending.clear()
@@ -204,13 +194,13 @@ def _measure_visible(poller: _LongPoller, writer: KeepAliveClient, rec: _Recorde
     posted = rec.call(writer, "post", "post_message", {
         "thread_id": thread_id, "schema_version": 1, "kind": "chat", "body": f"sli message #{i}",
         "idempotency_key": f"sli-{i}"}, latency="post_latency")
-    status, raw, seen = poller.answers.get(timeout=POLL_WAIT_MS / 1000 + 20)
+    answer, seen = poller.answers.get(timeout=POLL_WAIT_MS / 1000 + 20)
     rec.calls["read"][1] += 1
-    if status == 200:
+    if answer.ok:
         rec.calls["read"][0] += 1
     else:
-        rec.error(f"long-poll read_messages -> {status}: {raw[:200]!r}")
-    got = [m["seq"] for m in json.loads(raw)["messages"]] if status == 200 else []
+        rec.failed_reply("long-poll read_messages", answer)
+    got = [m["seq"] for m in answer.body["messages"]] if answer.ok else []
     if posted is not None and posted["seq"] in got:
         rec.ms["post_to_visible"].append((seen - sent) * 1000)
         return int(posted["seq"])
@@ -218,7 +208,7 @@ def _measure_visible(poller: _LongPoller, writer: KeepAliveClient, rec: _Recorde
     return max([last_seq, *got])
 
 
-def _measure_wake(stack: Stack, coord: KeepAliveClient, executioner: KeepAliveClient, rec: _Recorder, agent: str,
+def _measure_wake(stack: ServiceStack, coord: Client, executioner: Client, rec: _Recorder, agent: str,
                   i: int) -> None:
     """A fresh thread, a post addressed (broadcast) to an idle stand-in; record message-to-wake and -to-ack."""
     thread_id = _create(coord, rec, agent, i)
@@ -253,7 +243,7 @@ def run_sli(iterations: int = 100, *, thresholds: Mapping[str, float] | None = N
     started, load_before = time.time(), os.getloadavg()
     rec = _Recorder()
     completed, aborted = 0, None
-    with real_stack(workdir, env=SERVER_ENV) as stack:
+    with service_stack(workdir, env=SERVER_ENV) as stack:
         for agent in STANDINS:
             stack.launch_standin(agent)
         coord = stack.client(stack.token("sli-coordinator", "coordinator"))
@@ -262,8 +252,7 @@ def run_sli(iterations: int = 100, *, thresholds: Mapping[str, float] | None = N
         executioner = stack.client(stack.token("sli-executioner"))
         poller = None
         try:
-            visible = coord.command("create_thread", {"title": "sli: post-to-visible", "type": "conversation",
-                                                      "participants": ["sli-writer", "sli-reader"]})["thread_id"]
+            visible = new_thread(coord, ["sli-writer", "sli-reader"], "sli: post-to-visible", type="conversation")
             poller = _LongPoller(stack, stack.token("sli-reader"), visible)
             last_seq, consecutive = 0, 0
             for i in range(iterations):
@@ -313,17 +302,16 @@ def run_sli(iterations: int = 100, *, thresholds: Mapping[str, float] | None = N
     }
 
 
-def _create(coord: KeepAliveClient, rec: _Recorder, agent: str, i: int) -> str | None:
+def _create(coord: Client, rec: _Recorder, agent: str, i: int) -> str | None:
     """A fresh wake thread (not an SLI call: a failure shows as a failed wake)."""
     try:
-        return coord.command("create_thread", {"title": f"sli: wake #{i}", "type": "workflow",
-                                               "participants": [agent, "sli-executioner"]})["thread_id"]
-    except (OSError, http.client.HTTPException, RuntimeError) as exc:
+        return new_thread(coord, [agent, "sli-executioner"], f"sli: wake #{i}")
+    except RuntimeError as exc:
         rec.error(f"create_thread: {exc}")
         return None
 
 
-def _final_job_states(stack: Stack, timeout: float = 15.0) -> dict[str, int]:
+def _final_job_states(stack: ServiceStack, timeout: float = 15.0) -> dict[str, int]:
     """Trigger jobs of the stand-ins by status, once none is still in flight (the worker confirms an ack on its
     next check, a moment after the stand-in's cursor moved)."""
     deadline = time.monotonic() + timeout
@@ -335,13 +323,10 @@ def _final_job_states(stack: Stack, timeout: float = 15.0) -> dict[str, int]:
         time.sleep(0.05)
 
 
-def _health(stack: Stack) -> dict[str, Any]:
-    client = stack.client()
-    try:
-        status, raw = client.request("GET", "/health")
-        return json.loads(raw) if status == 200 else {}
-    finally:
-        client.close()
+def _health(stack: ServiceStack) -> dict[str, Any]:
+    with stack.client() as client:
+        reply = client.get("/health")
+    return reply.body if reply.ok else {}
 
 
 # ------------------------------------------------------------------------------------------------ rendering
