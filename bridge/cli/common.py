@@ -14,6 +14,7 @@ import click
 from bridge.cli.output import fail
 from bridge.domain.authz import Principal
 from bridge.domain.identifiers import is_identifier
+from bridge.domain.vocabulary import Reason
 from bridge.errors import BridgeError, InvalidArgument, Unavailable
 from bridge.services.core import Call
 from bridge.settings import Settings, parse_duration
@@ -55,17 +56,17 @@ def database_error(settings: Settings, exc: BaseException, *, create: bool) -> U
     if isinstance(exc, apsw.BusyError | apsw.LockedError):
         return Unavailable(f"the database {path} ({source}) is locked by another program (waited "
                            f"{settings.busy_timeout:g}s); close it and retry",
-                           {**details, "reason": "database_locked"})
+                           {**details, "reason": Reason.DATABASE_LOCKED})
     if not create and not path.exists():
         return Unavailable(f"no database at {path} ({source}); only bridge serve, bridge db migrate and bridge db "
                            "restore create one: check --db, BRIDGE_DB or the current directory",
-                           {**details, "reason": "database_missing"})
+                           {**details, "reason": Reason.DATABASE_MISSING})
     problem = creation_problem(path) if create else None
     if problem is not None:
         return Unavailable(f"cannot create the database {path} ({source}): {problem}",
-                           {**details, "reason": "database_not_creatable"})
+                           {**details, "reason": Reason.DATABASE_NOT_CREATABLE})
     return Unavailable(f"cannot open the database {path} ({source}): {exc}",
-                       {**details, "reason": "database_unavailable"})
+                       {**details, "reason": Reason.DATABASE_UNAVAILABLE})
 
 
 def require_database(settings: Settings, as_json: bool) -> None:
@@ -80,7 +81,8 @@ def require_tmux(as_json: bool) -> None:
 
     if not Tmux.available():
         fail(Unavailable("tmux is not installed (not found on PATH): this command starts agents in tmux panes; "
-                         "install tmux (e.g. apt-get install tmux) and retry", {"reason": "tmux_missing"}), as_json)
+                         "install tmux (e.g. apt-get install tmux) and retry", {"reason": Reason.TMUX_MISSING}),
+             as_json)
 
 
 @contextlib.contextmanager

@@ -8,6 +8,7 @@ from bridge import logs
 from bridge.cli.common import load_settings, opened
 from bridge.cli.output import fail
 from bridge.doctor import LISTEN_ERRORS, bind_problem, bind_reason
+from bridge.domain.vocabulary import Reason
 from bridge.errors import Unavailable
 
 
@@ -35,7 +36,8 @@ def serve(with_worker: bool, **flags: object) -> None:
     from bridge.http.server import serve_forever
 
     if settings.port and (problem := bind_problem(settings.host, settings.port)) is not None:
-        fail(Unavailable(problem, {"reason": "cannot_listen", "host": settings.host, "port": settings.port}), False)
+        details = {"reason": Reason.CANNOT_LISTEN, "host": settings.host, "port": settings.port}
+        fail(Unavailable(problem, details), False)
     with opened(settings, as_json=False, create=True) as parts:
         def announce(server: object) -> None:
             host, port = server.effective_host, server.effective_port  # type: ignore[attr-defined]
@@ -50,7 +52,7 @@ def serve(with_worker: bool, **flags: object) -> None:
         except OSError as exc:  # the port was taken between the probe and the bind
             if exc.errno not in LISTEN_ERRORS:
                 raise
-            fail(Unavailable(bind_reason(settings.host, settings.port, exc), {"reason": "cannot_listen"}), False)
+            fail(Unavailable(bind_reason(settings.host, settings.port, exc), {"reason": Reason.CANNOT_LISTEN}), False)
 
 
 @click.command()

@@ -20,7 +20,7 @@ from bridge.cli.common import (
 )
 from bridge.cli.options import FullHelpGroup
 from bridge.cli.output import emit, fail
-from bridge.domain.vocabulary import TOKEN_ROLES
+from bridge.domain.vocabulary import TOKEN_ROLES, Reason
 from bridge.errors import Conflict, InvalidArgument, Unavailable
 from bridge.services import tokens as token_service
 from bridge.settings import Settings
@@ -69,7 +69,7 @@ def check_server_holds_key(url: str, settings: Settings, as_json: bool) -> None:
         fail(Conflict(f"the bridge at {url} does not hold {mine} of the database {settings.db_path} ({db_source()})"
                       f"; it verifies with {sorted(held) or 'no local key'}: a token minted here would be refused. "
                       "Give --db the database that server runs on (its start-up line names it)",
-                      {"reason": "key_not_held", "database": str(settings.db_path), "url": url,
+                      {"reason": Reason.KEY_NOT_HELD, "database": str(settings.db_path), "url": url,
                        "kid": None if local is None else local.kid, "server_kids": sorted(held)}), as_json)
 
 
@@ -84,7 +84,7 @@ def _server_key_ids(url: str, as_json: bool) -> set[str]:
         return {key["kid"] for key in keys if isinstance(key, dict) and isinstance(key.get("kid"), str)}
     except (OSError, ValueError, KeyError, TypeError) as exc:
         fail(Unavailable(f"cannot read the signing keys of the bridge at {url} ({address}): {exc}",
-                         {"reason": "server_unreachable", "url": url}), as_json)
+                         {"reason": Reason.SERVER_UNREACHABLE, "url": url}), as_json)
     raise AssertionError("unreachable")
 
 

@@ -24,6 +24,7 @@ from bridge.domain.authz import Principal
 from bridge.domain.identifiers import iso
 from bridge.domain.jsonparse import parse_json
 from bridge.domain.ratelimit import refusal_key
+from bridge.domain.vocabulary import Reason
 from bridge.errors import (
     BridgeError,
     Internal,
@@ -144,7 +145,7 @@ class Api:
         try:
             length = int(length_header) if length_header else None
         except ValueError as exc:
-            raise InvalidArgument("Content-Length is not a number", {"reason": "bad_content_length"}) from exc
+            raise InvalidArgument("Content-Length is not a number", {"reason": Reason.BAD_CONTENT_LENGTH}) from exc
         if length is not None and length > limit:
             raise PayloadTooLarge(f"body exceeds {limit} bytes", {"limit": limit})
         stream = environ["wsgi.input"]
@@ -262,7 +263,7 @@ def _bearer_token(environ: dict[str, Any]) -> str:
     scheme, _, token = (environ.get("HTTP_AUTHORIZATION") or "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("missing or malformed Authorization header (expected: Bearer <JWT>)",
-                           {"reason": "missing_credentials"})
+                           {"reason": Reason.MISSING_CREDENTIALS})
     return token.strip()
 
 

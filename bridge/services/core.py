@@ -12,6 +12,7 @@ import apsw
 from bridge.domain.authz import Op, Principal, check_workspace, require
 from bridge.domain.identifiers import now_ms
 from bridge.domain.ratelimit import RefusalAuditLimiter, TokenBuckets, refusal_key
+from bridge.domain.vocabulary import Reason
 from bridge.errors import BridgeError, NotFound, RateLimited, Unavailable
 from bridge.services.waits import WaitSlots
 from bridge.settings import Settings
@@ -155,7 +156,7 @@ def check_frozen(conn: apsw.Connection, operation: str) -> None:
     """Raise UNAVAILABLE (`frozen`) when a write freeze covers this operation."""
     mode = control_store.get_flag(conn, "freeze")
     if mode == "all" or (mode == "create" and operation == "create_thread"):
-        raise Unavailable("writes are frozen by an operator", {"reason": "frozen", "freeze": mode}, retry_after=30)
+        raise Unavailable("writes are frozen by an operator", {"reason": Reason.FROZEN, "freeze": mode}, retry_after=30)
 
 
 def visible_thread(conn: apsw.Connection, call: Call, thread_id: str, op: Op) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import apsw
 from bridge.domain.authz import Op
 from bridge.domain.identifiers import iso
 from bridge.domain.lifecycle import OVERRIDE_PREFIXES
+from bridge.domain.vocabulary import Reason
 from bridge.errors import Conflict, Forbidden, InvalidThreadTransition
 from bridge.services.core import Bridge, Call, Pending, audit, audited_write, visible_thread
 from bridge.services.messages import message_view
@@ -94,7 +95,7 @@ def override_close(bridge: Bridge, call: Call, thread_id: str, reason: str) -> d
         def refuse(conn: apsw.Connection, pending: Pending) -> None:
             visible_thread(conn, call, thread_id, Op.MANAGE)
             raise Forbidden("override-close needs a reason starting with human_override:",
-                            {"reason": "override_required", "override_prefixes": [OVERRIDE_PREFIXES[0]]})
+                            {"reason": Reason.OVERRIDE_REQUIRED, "override_prefixes": [OVERRIDE_PREFIXES[0]]})
 
         audited_write(bridge, call, "override_close_thread", thread_id, refuse)
     return _status_change(bridge, call, "override_close_thread", thread_id, "closed", reason)

@@ -14,9 +14,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-AGENT_LIMIT = "agent_long_poll_limit"
-SERVER_LIMIT = "server_long_poll_limit"
-MIN_RETRY_MS = 100  # never tell a client to retry sooner: a refused client must not spin
+from bridge.domain.vocabulary import Reason
+
+MIN_RETRY_MS = 100  # never tell a client to retry sooner (docs/api.md: N ≥ 100): a refused client must not spin
 
 
 @dataclass(frozen=True)
@@ -59,9 +59,10 @@ class WaitSlots:
         with self._lock:
             mine = self._deadlines.get(agent_id, [])
             if len(mine) >= self.per_agent:
-                return Refusal(AGENT_LIMIT, _retry_ms(mine))
+                return Refusal(Reason.AGENT_LONG_POLL_LIMIT, _retry_ms(mine))
             if self._held >= self.total:
-                return Refusal(SERVER_LIMIT, _retry_ms([d for ds in self._deadlines.values() for d in ds]))
+                everyone = [d for ds in self._deadlines.values() for d in ds]
+                return Refusal(Reason.SERVER_LONG_POLL_LIMIT, _retry_ms(everyone))
             self._deadlines.setdefault(agent_id, []).append(deadline)
             self._held += 1
             return None

@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 
 import apsw
 
+from bridge.domain.vocabulary import Reason
 from bridge.errors import Unavailable
 from bridge.settings import DEFAULTS
 from bridge.store import control as control_store
@@ -71,20 +72,20 @@ def creation_problem(path: Path) -> str | None:
     return None
 
 
-def storage_reason(exc: BaseException, system_errno: int = 0) -> str:
+def storage_reason(exc: BaseException, system_errno: int = 0) -> Reason:
     """The `details.reason` of a storage failure: which of busy, disk full, file too large, read-only, I/O error.
 
     A file-size limit (RLIMIT_FSIZE: EFBIG, with SIGXFSZ ignored as Python does by default) reaches SQLite as
     SQLITE_IOERR_WRITE, like any I/O error: only the OS error number of the failed write tells them apart."""
     if isinstance(exc, apsw.BusyError | apsw.LockedError):
-        return "database_busy"
+        return Reason.DATABASE_BUSY
     if isinstance(exc, apsw.ReadOnlyError):
-        return "read_only"
+        return Reason.READ_ONLY
     if isinstance(exc, apsw.FullError) or system_errno in (errno.ENOSPC, errno.EDQUOT):
-        return "disk_full"
+        return Reason.DISK_FULL
     if system_errno == errno.EFBIG:
-        return "file_too_large"
-    return "storage_error"
+        return Reason.FILE_TOO_LARGE
+    return Reason.STORAGE_ERROR
 
 
 def unavailable_from(exc: BaseException, conn: apsw.Connection | None = None) -> Unavailable:
@@ -98,7 +99,7 @@ def unavailable_from(exc: BaseException, conn: apsw.Connection | None = None) ->
 _STORAGE_ERRORS = (apsw.BusyError, apsw.LockedError, apsw.FullError, apsw.IOError, apsw.ReadOnlyError,
                    apsw.CantOpenError)
 # Reasons that say the disk or the file system refuses writes (not contention): they make the store degraded.
-DEGRADING_REASONS = frozenset({"disk_full", "file_too_large", "read_only", "storage_error"})
+DEGRADING_REASONS = frozenset({Reason.DISK_FULL, Reason.FILE_TOO_LARGE, Reason.READ_ONLY, Reason.STORAGE_ERROR})
 
 
 @dataclass(frozen=True)
@@ -189,7 +190,7 @@ class Store:
         future: Future[T] = Future()
         with self._queue_cv:
             if self._closed:
-                raise Unavailable("the store is closed", {"reason": "shutting_down"})
+                raise Unavailable("the store is closed", {"reason": Reason.SHUTTING_DOWN})
             inline = not self._queue and not self._writing
             if inline:  # nobody is writing or waiting: commit on this thread, sparing two thread hand-offs
                 self._writing = True
@@ -235,7 +236,7 @@ class Store:
         except BaseException as exc:  # the writer thread must survive anything; callers get an answer
             log.exception("write batch failed", extra={"event": "store_batch_failed"})
             error = self._write_failed(exc, conn) if isinstance(exc, apsw.Error) else Unavailable(
-                "the write could not be completed; nothing was written", {"reason": "storage_error"})
+                "the write could not be completed; nothing was written", {"reason": Reason.STORAGE_ERROR})
             with contextlib.suppress(apsw.Error):
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")

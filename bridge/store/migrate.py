@@ -7,6 +7,7 @@ from importlib import resources
 
 import apsw
 
+from bridge.domain.vocabulary import Reason
 from bridge.errors import SchemaTooNew
 
 
@@ -41,7 +42,7 @@ def migrate(conn: apsw.Connection) -> list[int]:
                 raise SchemaTooNew(
                     f"database schema version {current} is newer than this bridge supports ({latest_version()}); "
                     "upgrade the bridge instead of downgrading the database",
-                    {"reason": "schema_too_new", "database_version": current, "code_version": latest_version()})
+                    {"reason": Reason.SCHEMA_TOO_NEW, "database_version": current, "code_version": latest_version()})
             if current < number:
                 conn.execute(sql)
                 conn.execute(f"PRAGMA user_version={number}")
