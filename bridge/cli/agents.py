@@ -18,6 +18,7 @@ from bridge.cli.common import (
 )
 from bridge.cli.options import ACTOR, REASON, URL, FullHelpGroup, bridge_url
 from bridge.cli.output import emit, fail
+from bridge.domain.vocabulary import Role
 from bridge.errors import InvalidArgument
 from bridge.services import agents as agent_service
 from bridge.worker.tmux import Tmux
@@ -31,7 +32,8 @@ def agent() -> None:
 @agent.command("up")
 @click.option("--runtime", "kind", type=click.Choice(["claude", "codex"]), required=True, help="The agent CLI.")
 @click.option("--agent-id", required=True, help="The agent's identity on the bridge.")
-@click.option("--role", type=click.Choice(["participant", "coordinator"]), default="participant", show_default=True)
+@click.option("--role", type=click.Choice([Role.PARTICIPANT.value, Role.COORDINATOR.value]),
+              default=Role.PARTICIPANT.value, show_default=True)
 @click.option("--cwd", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
               help="The agent's working directory (resume runs there too).  [default: .]")
 @URL

@@ -14,7 +14,7 @@ import click
 from bridge.cli.output import fail
 from bridge.domain.authz import Principal
 from bridge.domain.identifiers import is_identifier
-from bridge.domain.vocabulary import Reason
+from bridge.domain.vocabulary import Reason, Role
 from bridge.errors import BridgeError, InvalidArgument, Unavailable
 from bridge.services.core import Call
 from bridge.settings import Settings, parse_duration
@@ -110,7 +110,7 @@ def opened(settings: Settings, as_json: bool, *, create: bool = False) -> Iterat
 def operator_call(settings: Settings, actor: str | None) -> Call:
     """The operator identity of a CLI invocation (`human:<os user>` unless --actor says otherwise)."""
     name = actor or f"human:{getpass.getuser()}"
-    return Call(Principal(agent_id=name, workspace_id=settings.workspace, role="operator", session_id="cli"))
+    return Call(Principal(agent_id=name, workspace_id=settings.workspace, role=Role.OPERATOR, session_id="cli"))
 
 
 def check_identifier(flag: str, value: str | None, as_json: bool) -> None:

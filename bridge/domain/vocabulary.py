@@ -46,8 +46,8 @@ PROGRESS_EVENTS = frozenset({EventType.FIX_PUSHED, EventType.FINDING_VERIFIED, E
 
 
 class Role(StrEnum):
-    """Who a caller is: a token's role (the first three), an operator at the CLI, the wake worker, or the bridge
-    itself as the sender of system messages."""
+    """Who a caller is: a token's role (the first three), an operator at the CLI, the wake worker, the bridge
+    itself as the sender of system messages, or a caller without a valid token (in the audit of its refusal)."""
 
     PARTICIPANT = "participant"
     COORDINATOR = "coordinator"
@@ -55,6 +55,7 @@ class Role(StrEnum):
     OPERATOR = "operator"
     WORKER = "worker"
     SYSTEM = "system"
+    UNAUTHENTICATED = "unauthenticated"
 
 
 TOKEN_ROLES: tuple[str, ...] = (Role.PARTICIPANT.value, Role.COORDINATOR.value, Role.AUDITOR.value)

@@ -24,7 +24,7 @@ from bridge.domain.authz import Principal
 from bridge.domain.identifiers import iso
 from bridge.domain.jsonparse import parse_json
 from bridge.domain.ratelimit import refusal_key
-from bridge.domain.vocabulary import Reason
+from bridge.domain.vocabulary import Reason, Role
 from bridge.errors import (
     BridgeError,
     Internal,
@@ -175,7 +175,7 @@ class Api:
         """Audit a 401/403, charged to the verified agent or else to the client address (`audit_refusal`)."""
         address = bottle.request.environ.get("REMOTE_ADDR")
         actor = principal or Principal(agent_id=str(error.details.get("agent_id", "anonymous")),
-                                       workspace_id=self.bridge.workspace, role="unauthenticated", session_id="-")
+                                       workspace_id=self.bridge.workspace, role=Role.UNAUTHENTICATED, session_id="-")
         audit_refusal(self.bridge, Call(actor, request_id), operation or (command.name if command else "unknown"),
                       error, key=refusal_key(principal.agent_id if principal else None, address),
                       thread_id=thread_id)

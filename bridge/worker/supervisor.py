@@ -25,6 +25,7 @@ from bridge.agents import discover_session_id
 from bridge.agents.base import AgentPlan
 from bridge.domain import wake
 from bridge.domain.authz import Principal
+from bridge.domain.vocabulary import Role
 from bridge.services import runtimes as runtime_service
 from bridge.services.command_lines import command_env, isolated, render
 from bridge.services.core import Bridge, Call, audit
@@ -38,7 +39,7 @@ from bridge.worker.runtimes import CommandResult, load_templates, run_command
 from bridge.worker.tmux import Tmux, TmuxError, TmuxUnavailable
 
 log = logging.getLogger("bridge.worker")
-WORKER = Call(Principal(agent_id="bridge:worker", workspace_id="-", role="worker", session_id="worker"))
+WORKER = Call(Principal(agent_id="bridge:worker", workspace_id="-", role=Role.WORKER, session_id="worker"))
 # what happened in this process that may give the worker something to do at once: a post or a new trigger (a job
 # due), an ack or a heartbeat (an awaited acknowledgement), a runtime paused or resumed (its deferred jobs)
 NUDGING_EVENTS = frozenset({"message_posted", "trigger_enqueued", "cursor_advanced", "heartbeat",
