@@ -10,24 +10,21 @@ import click
 from bridge.cli.common import db_options, load_settings, opened, operator_call
 from bridge.cli.options import ACTOR, LIMIT, REASON, reason_option
 from bridge.cli.output import emit, table, trigger_table
-from bridge.domain.authz import Principal
 from bridge.domain.summary import first_line
 from bridge.services import operator as ops
 from bridge.services import threads as thread_service
-from bridge.services.core import Call
-from bridge.settings import Settings
-from bridge.wiring import Parts
+from bridge.services.core import Bridge, Call
 
 THREAD_ID = click.option("--thread-id", required=True, help="The thread.")
 
 
 def run(db: str | None, workspace: str | None, as_json: bool,
-        action: Callable[[Parts, Call, Settings], Any], render: Callable[[Any], str] | None = None,
+        action: Callable[[Bridge, Call], Any], render: Callable[[Any], str] | None = None,
         actor: str | None = None) -> None:
     """Open the database, run one service call as the operator, print the result."""
     settings = load_settings(db=db, workspace=workspace)
     with opened(settings, as_json) as parts:
-        result = action(parts, operator_call(settings, actor), settings)
+        result = action(parts.bridge, operator_call(settings, actor))
     emit(result, as_json, render(result) if render and not as_json else None)
 
 
@@ -53,7 +50,7 @@ def _render_inspection(doc: dict[str, Any]) -> str:
 @db_options
 def inspect_thread(thread_id: str, db: str | None, workspace: str | None, as_json: bool) -> None:
     """Thread, participants with cursors and unread, escalation, recent messages, triggers and audit (read-only)."""
-    run(db, workspace, as_json, lambda p, c, s: ops.inspect_thread(p.bridge, c, thread_id), _render_inspection)
+    run(db, workspace, as_json, lambda b, c: ops.inspect_thread(b, c, thread_id), _render_inspection)
 
 
 @click.command("escalate-thread")
@@ -65,7 +62,7 @@ def inspect_thread(thread_id: str, db: str | None, workspace: str | None, as_jso
 def escalate_thread(thread_id: str, reason: str, owner_agent_id: str | None, actor: str | None, db: str | None,
                     workspace: str | None, as_json: bool) -> None:
     """Block a thread and open an escalation record."""
-    run(db, workspace, as_json, lambda p, c, s: ops.escalate(p.bridge, c, thread_id, reason, owner_agent_id),
+    run(db, workspace, as_json, lambda b, c: ops.escalate(b, c, thread_id, reason, owner_agent_id),
         actor=actor)
 
 
@@ -78,7 +75,7 @@ def _owner_command(name: str, reassign: bool, doc: str) -> click.Command:
     @db_options
     def command(thread_id: str, owner_agent_id: str, reason: str, actor: str | None, db: str | None,
                 workspace: str | None, as_json: bool) -> None:
-        run(db, workspace, as_json, lambda p, c, s: ops.set_owner(p.bridge, c, thread_id, owner_agent_id, reason,
+        run(db, workspace, as_json, lambda b, c: ops.set_owner(b, c, thread_id, owner_agent_id, reason,
                                                                  reassign=reassign), actor=actor)
 
     return command
@@ -95,7 +92,7 @@ reassign_escalation_owner = _owner_command(
 @db_options
 def get_escalation_owner(thread_id: str, db: str | None, workspace: str | None, as_json: bool) -> None:
     """Show the escalation owner of a thread."""
-    run(db, workspace, as_json, lambda p, c, s: ops.get_owner(p.bridge, c, thread_id))
+    run(db, workspace, as_json, lambda b, c: ops.get_owner(b, c, thread_id))
 
 
 @click.command("unblock-thread")
@@ -108,7 +105,7 @@ def unblock_thread(thread_id: str, reason: str, actor: str | None, db: str | Non
     """Unblock a blocked thread (the owner rule applies: be the owner or start the reason with human_override:).
 
     Any other status is refused (exit 1, nothing changed, audited)."""
-    run(db, workspace, as_json, lambda p, c, s: ops.unblock(p.bridge, c, thread_id, reason), actor=actor)
+    run(db, workspace, as_json, lambda b, c: ops.unblock(b, c, thread_id, reason), actor=actor)
 
 
 @click.command("override-close-thread")
@@ -119,7 +116,7 @@ def unblock_thread(thread_id: str, reason: str, actor: str | None, db: str | Non
 def override_close_thread(thread_id: str, reason: str, actor: str | None, db: str | None, workspace: str | None,
                           as_json: bool) -> None:
     """Close a thread whatever its state or owner (reason must start with human_override:)."""
-    run(db, workspace, as_json, lambda p, c, s: ops.override_close(p.bridge, c, thread_id, reason), actor=actor)
+    run(db, workspace, as_json, lambda b, c: ops.override_close(b, c, thread_id, reason), actor=actor)
 
 
 @click.command("threads")
@@ -128,12 +125,10 @@ def override_close_thread(thread_id: str, reason: str, actor: str | None, db: st
 @db_options
 def threads(status: str | None, limit: int, db: str | None, workspace: str | None, as_json: bool) -> None:
     """List threads (oldest update first)."""
-    def action(parts: Parts, call: Call, settings: Settings) -> Any:
+    def action(bridge: Bridge, call: Call) -> Any:
         from bridge.domain.models import ListThreadsInput  # pydantic: only when the command runs
 
-        reader = Call(Principal(agent_id=call.principal.agent_id, workspace_id=settings.workspace, role="operator",
-                                session_id="cli"))
-        return thread_service.list_threads(parts.bridge, reader, ListThreadsInput(status=status, limit=limit))
+        return thread_service.list_threads(bridge, call, ListThreadsInput(status=status, limit=limit))
 
     def render(result: dict[str, Any]) -> str:
         rows = [{**t, "escalation_owner": (t["escalation"] or {}).get("owner_agent_id"),
@@ -153,7 +148,7 @@ def audit(thread_id: str | None, operation: str | None, limit: int, db: str | No
           as_json: bool) -> None:
     """The newest audit events (append-only trail)."""
     run(db, workspace, as_json,
-        lambda p, c, s: {"events": ops.audit_trail(p.bridge, thread_id=thread_id, operation=operation, limit=limit)},
+        lambda b, c: {"events": ops.audit_trail(b, thread_id=thread_id, operation=operation, limit=limit)},
         lambda r: table(r["events"], ["audit_id", "occurred_at", "actor", "actor_role", "operation", "outcome",
                                       "thread_id", "reason"]))
 
