@@ -2,23 +2,23 @@
 
 from __future__ import annotations
 
-import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import jwt
 import pytest
 import requests
-from wakekit import WakeStack, make_wake_stack, mint_for
+from wakekit import WakeStack, make_wake_stack
 
-from bridge.auth.tokens import issue_token
 from bridge.domain.authz import Principal
 from bridge.http.server import make_server, shutdown
 from bridge.services.core import Call
 from bridge.settings import Settings
+from bridge.testing import tmux as harness_tmux
+from bridge.testing.stack import Stack
+from bridge.testing.tokens import Minter
 from bridge.wiring import Parts, build
 from bridge.worker.tmux import Tmux
 
@@ -63,21 +63,9 @@ def call_as(agent_id: str, role: str = "participant", **kwargs: Any) -> Call:
 
 
 @pytest.fixture
-def make_token(parts) -> Callable[..., str]:
+def make_token(parts) -> Minter:
     """Mint a real EdDSA token with the bridge's local key; `claims=` overrides or removes (None) claims."""
-    def mint(agent_id: str, role: str = "participant", *, session_id: str | None = None, ttl: float = 3600,
-             workspace: str | None = None, claims: dict[str, Any] | None = None) -> str:
-        settings = parts.bridge.settings
-        token, base = issue_token(parts.key, issuer=settings.issuer, audience=settings.audience, agent_id=agent_id,
-                                  role=role, workspace_id=workspace or settings.workspace,
-                                  session_id=session_id or f"{agent_id}-s1", ttl=ttl)
-        if claims is None:
-            return token
-        merged = {**base, **claims}
-        merged = {k: v for k, v in merged.items() if v is not None}
-        return jwt.encode(merged, parts.key.private, algorithm="EdDSA", headers={"kid": parts.key.kid})
-
-    return mint
+    return Minter(parts.key, parts.bridge.settings)
 
 
 @dataclass
@@ -175,10 +163,18 @@ def api(live_server) -> ApiClient:
 
 @pytest.fixture
 def private_tmux() -> Iterator[Tmux]:
-    """A tmux server on a private socket (`tmux -L bridge-test-…`), killed at teardown."""
-    tmux = Tmux(f"bridge-test-{secrets.token_hex(4)}")
+    """A tmux server on a private socket (`tmux -L bridge-test-…`), killed at teardown with every pane process."""
+    tmux = harness_tmux.private_tmux()
     yield tmux
-    tmux.kill_server()
+    harness_tmux.stop_tmux(tmux)
+
+
+@pytest.fixture
+def harness(tmp_path) -> Iterator[Stack]:
+    """The harness `Stack` in tmp_path (its `bridge.db` is the `parts` fixture's file) with no timing overrides:
+    real `bridge serve` processes; everything it started is stopped by PID at teardown."""
+    with Stack(tmp_path, timings={}) as running:
+        yield running
 
 
 @pytest.fixture
@@ -187,7 +183,7 @@ def wake_stack(tmp_path, make_parts, serve_parts, private_tmux) -> Iterator[Call
     stacks: list[WakeStack] = []
 
     def build_stack(**overrides: Any) -> WakeStack:
-        stack = make_wake_stack(tmp_path, make_parts, serve_parts, mint_for, private_tmux, **overrides)
+        stack = make_wake_stack(tmp_path, make_parts, serve_parts, private_tmux, **overrides)
         stacks.append(stack)
         return stack
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-import signal
 import socket
 import threading
 import time
@@ -24,12 +23,11 @@ from typing import Any
 
 import pytest
 import requests
-from serverproc import ServerProcess
 
-from bridge.auth.tokens import issue_token
 from bridge.errors import ConfigError
 from bridge.http.server import make_server, shutdown
 from bridge.settings import Settings
+from bridge.testing.tokens import Minter
 from bridge.wiring import Parts, build
 
 THREADS = 6
@@ -69,13 +67,6 @@ class Stack:
         return int(self.parts.bridge.store._waiters)
 
 
-def mint(parts: Parts, agent: str, role: str) -> str:
-    settings = parts.bridge.settings
-    token, _ = issue_token(parts.key, issuer=settings.issuer, audience=settings.audience, agent_id=agent, role=role,
-                           workspace_id=settings.workspace, session_id=f"{agent}-s1", ttl=3600)
-    return token
-
-
 @pytest.fixture
 def start_stack(tmp_path) -> Iterator[Callable[..., Stack]]:
     """Factory: a bridge with small capacity settings served by waitress on 127.0.0.1 (server overrides allowed)."""
@@ -90,8 +81,9 @@ def start_stack(tmp_path) -> Iterator[Callable[..., Stack]]:
         thread.start()
         running.append((server, thread, parts))
         url = f"http://127.0.0.1:{server.effective_port}"
-        tokens = {a: mint(parts, a, "participant") for a in AGENTS}
-        tokens["coord"] = mint(parts, "coord", "coordinator")
+        minter = Minter(parts.key, parts.bridge.settings)
+        tokens = {a: minter(a) for a in AGENTS}
+        tokens["coord"] = minter("coord", "coordinator")
         stack = Stack(url, parts, tokens, "")
         stack.thread_id = stack.call("create_thread", "coord", title="Capacity", type="workflow",
                                      participants=list(AGENTS))["thread_id"]
@@ -286,28 +278,23 @@ def test_a_crowd_of_header_tricklers_does_not_lock_out_a_normal_request(start_st
             t.join(timeout=BOUND)
 
 
-def test_sigterm_ends_serve_promptly_with_idle_keep_alive_connections_and_long_polls_open(tmp_path, make_token):
+def test_sigterm_ends_serve_promptly_with_idle_keep_alive_connections_and_long_polls_open(tmp_path, harness):
     """A stopping server closes idle kept-alive connections and answers its long-polls with what they have; before,
     one idle connection (an agent's MCP client) held `bridge serve` after SIGTERM until it was killed."""
     db = tmp_path / "stop.db"
-    with ServerProcess(db, tmp_path / "stop.log", worker=True) as server:
-        parts = build(Settings.load({"db": str(db)}, env={}))
-        try:
-            token = mint(parts, "rev", "coordinator")
-        finally:
-            parts.close()
-        headers = {"Authorization": f"Bearer {token}"}
-        with requests.Session() as idle:  # one request, then the connection stays open (keep-alive)
-            assert idle.get(f"{server.url}/health", timeout=BOUND).status_code == 200
-            thread_id = idle.post(f"{server.url}/v1/mcp/create_thread", headers=headers, timeout=BOUND, json={
-                "title": "stop", "type": "workflow", "participants": ["rev"]}).json()["thread_id"]
-            with ThreadPoolExecutor(2) as pool:
-                waiting = pool.submit(requests.post, f"{server.url}/v1/mcp/read_messages", headers=headers,
-                                      json={"thread_id": thread_id, "wait_ms": LONG_WAIT_MS}, timeout=BOUND * 5)
-                time.sleep(0.5)  # the long-poll is waiting
-                assert not waiting.done()
-                server.proc.send_signal(signal.SIGTERM)
-                assert server.proc.wait(timeout=BOUND) == 0, server.log_text()
-                answer = waiting.result(timeout=BOUND)
-        assert answer.status_code == 200 and answer.json()["messages"] == []
-        assert "Traceback" not in server.log_text()
+    server = harness.serve("stop", worker=True, db=db)
+    token = Minter.for_db(db)("rev", "coordinator")
+    headers = {"Authorization": f"Bearer {token}"}
+    with requests.Session() as idle:  # one request, then the connection stays open (keep-alive)
+        assert idle.get(f"{server.url}/health", timeout=BOUND).status_code == 200
+        thread_id = idle.post(f"{server.url}/v1/mcp/create_thread", headers=headers, timeout=BOUND, json={
+            "title": "stop", "type": "workflow", "participants": ["rev"]}).json()["thread_id"]
+        with ThreadPoolExecutor(2) as pool:
+            waiting = pool.submit(requests.post, f"{server.url}/v1/mcp/read_messages", headers=headers,
+                                  json={"thread_id": thread_id, "wait_ms": LONG_WAIT_MS}, timeout=BOUND * 5)
+            time.sleep(0.5)  # the long-poll is waiting
+            assert not waiting.done()
+            assert server.stop(timeout=BOUND) == 0, server.log_text()
+            answer = waiting.result(timeout=BOUND)
+    assert answer.status_code == 200 and answer.json()["messages"] == []
+    assert "Traceback" not in server.log_text()

@@ -12,23 +12,14 @@ import json
 import socket
 import sqlite3
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import requests
-from serverproc import ServerProcess, clean_env, run_bridge
+
+from bridge.testing.processes import run_bridge, settings_env
 
 UNAVAILABLE = 4
-
-
-def bridge_in(cwd: Path, *args: str, path: str | None = None, **settings: str) -> subprocess.CompletedProcess[str]:
-    """`python -m bridge ARGS` run in `cwd` (bounded), with only the given BRIDGE_* settings (and PATH if given)."""
-    env = clean_env(**settings)
-    if path is not None:
-        env["PATH"] = path
-    return subprocess.run([sys.executable, "-m", "bridge", *args], cwd=cwd, stdin=subprocess.DEVNULL,
-                          capture_output=True, text=True, timeout=30, env=env, check=False)
 
 
 def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
@@ -65,7 +56,7 @@ REFUSING = {
 @pytest.mark.parametrize("name", REFUSING)
 def test_commands_other_than_serve_and_migrate_refuse_a_missing_database_and_create_nothing(tmp_path, name):
     missing = tmp_path / "nowhere" / "x.db"
-    result = bridge_in(tmp_path, *REFUSING[name], "--db", str(missing))
+    result = run_bridge(*REFUSING[name], "--db", str(missing), cwd=tmp_path)
     assert result.returncode == UNAVAILABLE, result.stderr
     line = one_error_line(result)
     assert f"no database at {missing} (from --db)" in line and "UNAVAILABLE" in line
@@ -73,11 +64,11 @@ def test_commands_other_than_serve_and_migrate_refuse_a_missing_database_and_cre
 
 
 def test_the_refusal_says_when_bridge_db_or_the_default_chose_the_file(tmp_path):
-    from_env = bridge_in(tmp_path, "token", "issue", "--agent-id", "rev", "--role", "participant",
-                         db=str(tmp_path / "env.db"))
+    from_env = run_bridge("token", "issue", "--agent-id", "rev", "--role", "participant", cwd=tmp_path,
+                          env=settings_env(db=str(tmp_path / "env.db")))
     assert from_env.returncode == UNAVAILABLE
     assert f"no database at {tmp_path / 'env.db'} (from BRIDGE_DB)" in one_error_line(from_env)
-    default = bridge_in(tmp_path, "threads", "--json")
+    default = run_bridge("threads", "--json", cwd=tmp_path)
     assert default.returncode == UNAVAILABLE
     error = json.loads(default.stderr)["error"]
     assert error["code"] == "UNAVAILABLE" and error["details"]["reason"] == "database_missing"
@@ -97,17 +88,18 @@ def test_db_migrate_creates_the_database_and_token_issue_names_the_database_and_
     assert f"signed with key {kid} of the database {db} (from --db)" in issued.stderr
 
 
-def test_token_issue_with_url_refuses_a_database_whose_key_the_server_does_not_hold(tmp_path):
+def test_token_issue_with_url_refuses_a_database_whose_key_the_server_does_not_hold(tmp_path, harness):
     served, other = tmp_path / "served.db", migrated(tmp_path / "other.db")
     args = ("token", "issue", "--agent-id", "rev", "--role", "participant", "--url")
-    with ServerProcess(served, tmp_path / "serve.log") as server:
-        published = requests.get(f"{server.url}/.well-known/jwks.json", timeout=10).json()["keys"]
-        served_kid = json.loads(run_bridge("token", "jwks", "--db", str(served)).stdout)["keys"][0]["kid"]
-        assert [key["kid"] for key in published] == [served_kid]
-        good = run_bridge(*args, server.url, "--db", str(served))
-        assert good.returncode == 0, good.stderr
-        wrong = run_bridge(*args, server.url, "--db", str(other))
-        from_env = run_bridge(*args[:-1], "--db", str(other), url=server.url)  # BRIDGE_URL checks the same
+    server = harness.serve("serve", db=served)
+    published = requests.get(f"{server.url}/.well-known/jwks.json", timeout=10).json()["keys"]
+    served_kid = json.loads(run_bridge("token", "jwks", "--db", str(served)).stdout)["keys"][0]["kid"]
+    assert [key["kid"] for key in published] == [served_kid]
+    good = run_bridge(*args, server.url, "--db", str(served))
+    assert good.returncode == 0, good.stderr
+    wrong = run_bridge(*args, server.url, "--db", str(other))
+    # BRIDGE_URL checks the same
+    from_env = run_bridge(*args[:-1], "--db", str(other), env=settings_env(url=server.url))
     assert from_env.returncode == 1 and "does not hold the signing key" in one_error_line(from_env)
     assert wrong.returncode == 1, wrong.stderr
     line = one_error_line(wrong)  # no token printed
@@ -131,7 +123,7 @@ def test_serve_refuses_a_port_in_use_before_creating_the_database(tmp_path):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = bridge_in(tmp_path, "serve", "--port", str(port), "--db", str(tmp_path / "s.db"))
+        result = run_bridge("serve", "--port", str(port), "--db", str(tmp_path / "s.db"), cwd=tmp_path)
     assert result.returncode == UNAVAILABLE
     assert f"port {port} on 127.0.0.1 is in use" in one_error_line(result)
     assert listing(tmp_path) == []
@@ -140,7 +132,7 @@ def test_serve_refuses_a_port_in_use_before_creating_the_database(tmp_path):
 def test_serve_refuses_a_database_path_it_cannot_create(tmp_path):
     (tmp_path / "a-file").write_text("not a directory")
     target = tmp_path / "a-file" / "s.db"
-    result = bridge_in(tmp_path, "serve", "--port", "0", "--db", str(target))
+    result = run_bridge("serve", "--port", "0", "--db", str(target), cwd=tmp_path)
     assert result.returncode == UNAVAILABLE
     line = one_error_line(result)
     assert f"cannot create the database {target} (from --db)" in line and "is not a directory" in line
@@ -154,7 +146,7 @@ def test_a_database_locked_by_another_program_is_one_line_and_exit_4(tmp_path):
         holder.execute("PRAGMA locking_mode=EXCLUSIVE")
         holder.execute("BEGIN EXCLUSIVE")
         holder.execute("CREATE TABLE held(x)")
-        result = run_bridge("threads", "--db", str(db), busy_timeout="200ms")
+        result = run_bridge("threads", "--db", str(db), env=settings_env(busy_timeout="200ms"))
     finally:
         holder.execute("ROLLBACK")
         holder.close()
@@ -165,8 +157,8 @@ def test_a_database_locked_by_another_program_is_one_line_and_exit_4(tmp_path):
 def test_commands_that_start_panes_refuse_a_missing_tmux_before_opening_anything(tmp_path):
     empty = tmp_path / "bin"
     empty.mkdir()
-    result = bridge_in(tmp_path, "runtime", "launch", "--agent-id", "a", "--kind", "generic", "--db",
-                       str(tmp_path / "x.db"), "--", "sleep", "5", path=str(empty))
+    result = run_bridge("runtime", "launch", "--agent-id", "a", "--kind", "generic", "--db", str(tmp_path / "x.db"),
+                        "--", "sleep", "5", cwd=tmp_path, env={"PATH": str(empty)})
     assert result.returncode == UNAVAILABLE, result.stderr
     assert "tmux is not installed" in one_error_line(result)
     assert listing(tmp_path) == ["bin"]

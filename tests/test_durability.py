@@ -16,24 +16,15 @@ from typing import Any
 import pytest
 import requests
 from conftest import ApiClient
-from serverproc import ServerProcess
+from helpers import db_rows
 
 from bridge.store import db as db_module
-from bridge.store.db import connect
+from bridge.testing.processes import settings_env
 
 pytestmark = pytest.mark.slow
 
 # Neither the write quota nor the loop guard is under test here: switch them off in the servers.
-NO_LIMITS = {"write_quota_per_min": 0, "loop_guard_turns": 0, "loop_guard_repeats": 0}
-
-
-def db_rows(path: Path | str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    """Query the database file with a separate connection (closed before returning)."""
-    conn = connect(path)
-    try:
-        return [tuple(r) for r in conn.execute(sql, params)]
-    finally:
-        conn.close()
+NO_LIMITS = settings_env(write_quota_per_min=0, loop_guard_turns=0, loop_guard_repeats=0)
 
 
 @contextlib.contextmanager
@@ -79,65 +70,66 @@ def db(parts) -> Path:
     return parts.bridge.settings.db_path
 
 
-def test_two_processes_allocate_gapless_unique_seqs(db, tmp_path, make_token):
+def test_two_processes_allocate_gapless_unique_seqs(db, harness, make_token):
     coord = make_token("coord", "coordinator")
     tokens = {a: make_token(a) for a in ("alpha", "beta")}
     per_client = 50
-    with ServerProcess(db, tmp_path / "one.log", **NO_LIMITS) as one, \
-            ServerProcess(db, tmp_path / "two.log", **NO_LIMITS) as two:
-        assert one.pid != two.pid
-        with clients([one.url, two.url]) as (api1, api2):
-            tid = api1.ok("create_thread", coord, title="Shared", type="workflow",
-                          participants=["alpha", "beta"])["thread_id"]
-            # four writers: each agent through each process, 2 x 100 posts in all
-            lanes = [(one.url, "alpha"), (one.url, "beta"), (two.url, "alpha"), (two.url, "beta")]
+    one, two = harness.serve("one", env=NO_LIMITS), harness.serve("two", env=NO_LIMITS)
+    assert one.pid != two.pid
+    with clients([one.url, two.url]) as (api1, api2):
+        tid = api1.ok("create_thread", coord, title="Shared", type="workflow",
+                      participants=["alpha", "beta"])["thread_id"]
+        # four writers: each agent through each process, 2 x 100 posts in all
+        lanes = [(one.url, "alpha"), (one.url, "beta"), (two.url, "alpha"), (two.url, "beta")]
 
-            def lane(i: int) -> list[tuple[str, int, str]]:
-                url, agent = lanes[i]
-                acked = []
-                with clients([url]) as (api,):
-                    for n in range(per_client):
-                        body = f"lane{i}-{n}"
-                        reply = api.ok("post_message", tokens[agent], thread_id=tid, schema_version=1, kind="chat",
-                                       body=body)
-                        acked.append((reply["message_id"], reply["seq"], body))
-                return acked
+        def lane(i: int) -> list[tuple[str, int, str]]:
+            url, agent = lanes[i]
+            acked = []
+            with clients([url]) as (api,):
+                for n in range(per_client):
+                    body = f"lane{i}-{n}"
+                    reply = api.ok("post_message", tokens[agent], thread_id=tid, schema_version=1, kind="chat",
+                                   body=body)
+                    acked.append((reply["message_id"], reply["seq"], body))
+            return acked
 
-            acked = [m for lane_acks in run_all(len(lanes), lane, barrier=True) for m in lane_acks]
-            total = per_client * len(lanes)
-            assert len(acked) == total
+        acked = [m for lane_acks in run_all(len(lanes), lane, barrier=True) for m in lane_acks]
+        total = per_client * len(lanes)
+        assert len(acked) == total
 
-            stored = db_rows(db, "SELECT seq, message_id, body FROM messages WHERE thread_id = ? ORDER BY seq",
-                             (tid,))
-            assert [seq for seq, _, _ in stored] == list(range(1, total + 1))  # gapless, unique
-            by_id = {message_id: (seq, body) for seq, message_id, body in stored}
-            for message_id, seq, body in acked:
-                assert by_id.get(message_id) == (seq, body)
-            assert len({seq for _, seq, _ in acked}) == total
-            # each lane saw its own posts in increasing seq order
-            for i in range(len(lanes)):
-                mine = [seq for _, seq, body in acked if body.startswith(f"lane{i}-")]
-                assert mine == sorted(mine)
-            assert db_rows(db, "SELECT latest_seq FROM threads WHERE thread_id = ?", (tid,)) == [(total,)]
-            # both processes serve the same history
-            assert [m["seq"] for m in read_all(api2, coord, tid)] == list(range(1, total + 1))
-            assert read_all(api1, coord, tid) == read_all(api2, coord, tid)
+        stored = db_rows(db, "SELECT seq, message_id, body FROM messages WHERE thread_id = ? ORDER BY seq",
+                         (tid,))
+        assert [seq for seq, _, _ in stored] == list(range(1, total + 1))  # gapless, unique
+        by_id = {message_id: (seq, body) for seq, message_id, body in stored}
+        for message_id, seq, body in acked:
+            assert by_id.get(message_id) == (seq, body)
+        assert len({seq for _, seq, _ in acked}) == total
+        # each lane saw its own posts in increasing seq order
+        for i in range(len(lanes)):
+            mine = [seq for _, seq, body in acked if body.startswith(f"lane{i}-")]
+            assert mine == sorted(mine)
+        assert db_rows(db, "SELECT latest_seq FROM threads WHERE thread_id = ?", (tid,)) == [(total,)]
+        # both processes serve the same history
+        assert [m["seq"] for m in read_all(api2, coord, tid)] == list(range(1, total + 1))
+        assert read_all(api1, coord, tid) == read_all(api2, coord, tid)
 
-            # idempotency holds across processes: 8 racing duplicates, 4 through each server -> one message
-            payload = {"thread_id": tid, "schema_version": 1, "kind": "chat", "body": "exactly once",
-                       "idempotency_key": "cross-process"}
-            with clients([one.url, two.url] * 4) as racers:
-                replies = run_all(8, lambda i: racers[i].call("post_message", tokens["alpha"], payload),
-                                  barrier=True)
-            assert all(r.status == 200 for r in replies), [r.body for r in replies]
-            assert len({r.body["message_id"] for r in replies}) == 1
-            assert sum(1 for r in replies if r.body["replayed"] is False) == 1
-            assert db_rows(db, "SELECT COUNT(*), MIN(seq) FROM messages WHERE thread_id = ? AND idempotency_key = ?",
-                           (tid, "cross-process")) == [(1, total + 1)]
+        # idempotency holds across processes: 8 racing duplicates, 4 through each server -> one message
+        payload = {"thread_id": tid, "schema_version": 1, "kind": "chat", "body": "exactly once",
+                   "idempotency_key": "cross-process"}
+        with clients([one.url, two.url] * 4) as racers:
+            replies = run_all(8, lambda i: racers[i].call("post_message", tokens["alpha"], payload),
+                              barrier=True)
+        assert all(r.status == 200 for r in replies), [r.body for r in replies]
+        assert len({r.body["message_id"] for r in replies}) == 1
+        assert sum(1 for r in replies if r.body["replayed"] is False) == 1
+        assert db_rows(db, "SELECT COUNT(*), MIN(seq) FROM messages WHERE thread_id = ? AND idempotency_key = ?",
+                       (tid, "cross-process")) == [(1, total + 1)]
+    one.stop()
+    two.stop()
     assert "Traceback" not in one.log_text() + two.log_text()
 
 
-def test_kill_9_loses_no_acknowledged_message(db, tmp_path, make_token):
+def test_kill_9_loses_no_acknowledged_message(db, harness, make_token):
     coord, rev = make_token("coord", "coordinator"), make_token("rev")
     total, writers, kill_after = 300, 4, 80
     acked: dict[str, tuple[str, int]] = {}  # idempotency key -> (message_id, seq)
@@ -145,7 +137,7 @@ def test_kill_9_loses_no_acknowledged_message(db, tmp_path, make_token):
     errors: list[Any] = []
     lock = threading.Lock()
 
-    server = ServerProcess(db, tmp_path / "crash.log", **NO_LIMITS).start()
+    server = harness.serve("crash", env=NO_LIMITS)
     try:
         with clients([server.url]) as (api,):
             tid = api.ok("create_thread", coord, title="Crash", type="workflow", participants=["rev"])["thread_id"]
@@ -173,18 +165,18 @@ def test_kill_9_loses_no_acknowledged_message(db, tmp_path, make_token):
             deadline = time.monotonic() + 60
             while len(acked) < kill_after and time.monotonic() < deadline and not errors:
                 time.sleep(0.002)
-            server.kill()  # kill -9 while the writers are posting
+            server.kill9()  # kill -9 while the writers are posting
             for f in futures:
                 f.result(timeout=60)
     finally:
-        server.kill()
+        server.kill9()
 
     assert errors == []
     assert kill_after <= len(acked) < total, "the crash did not happen mid-stream"
     assert failed, "no post was cut off by the crash"
 
-    with ServerProcess(db, tmp_path / "restart.log", **NO_LIMITS) as restarted, \
-            clients([restarted.url]) as (api,):
+    restarted = harness.serve("restart", env=NO_LIMITS)
+    with clients([restarted.url]) as (api,):
         stored = read_all(api, coord, tid)
         seqs = [m["seq"] for m in stored]
         assert seqs == list(range(1, len(stored) + 1))  # no gap, no duplicate
@@ -208,15 +200,16 @@ def test_kill_9_loses_no_acknowledged_message(db, tmp_path, make_token):
         bodies = [m["body"] for m in after]
         assert len(bodies) == len(set(bodies))
         assert [m["seq"] for m in after] == list(range(1, len(after) + 1))
+    restarted.stop()
     assert db_rows(db, "PRAGMA integrity_check") == [("ok",)]
 
 
-def test_long_poll_wakes_on_commit_by_another_process(live_server, db, tmp_path, make_token):
+def test_long_poll_wakes_on_commit_by_another_process(live_server, harness, make_token):
     coord, rev = make_token("coord", "coordinator"), make_token("rev")
     api = live_server.client
     tid = api.ok("create_thread", coord, title="Wake", type="workflow", participants=["rev"])["thread_id"]
-    with ServerProcess(db, tmp_path / "other.log", **NO_LIMITS) as other, \
-            clients([other.url, live_server.url]) as (writer, reader):
+    other = harness.serve("other", env=NO_LIMITS)
+    with clients([other.url, live_server.url]) as (writer, reader):
         box: dict[str, Any] = {}
 
         def wait_for_message() -> None:

@@ -22,15 +22,14 @@ import apsw
 import pytest
 from conftest import ApiClient, LiveServer, call_as
 from envelope import assert_envelope
-from serverproc import ServerProcess
 
-from bridge.auth.tokens import issue_token
 from bridge.domain.models import CreateThreadInput, PostMessageInput
 from bridge.errors import Unavailable
 from bridge.services import messages as message_service
 from bridge.services import threads as thread_service
 from bridge.store import connect, savepoint
-from bridge.wiring import Parts
+from bridge.testing.processes import settings_env
+from bridge.testing.tokens import Minter
 
 BIG = "x" * 60_000  # one message: about 15 pages of the WAL
 NO_LIMITS = {"write_quota_per_min": 0, "loop_guard_turns": 0, "loop_guard_repeats": 0}
@@ -121,14 +120,8 @@ def ignored_signals(pid: int) -> int:
     raise AssertionError("no SigIgn line")
 
 
-def _token(parts: Parts, agent_id: str, role: str = "participant") -> str:
-    settings = parts.bridge.settings
-    token, _ = issue_token(parts.key, issuer=settings.issuer, audience=settings.audience, agent_id=agent_id,
-                           role=role, workspace_id=settings.workspace, session_id=f"{agent_id}-s1", ttl=3600)
-    return token
-
-
-def post(api: ApiClient, token: str, thread_id: str, body: str, key: str) -> Any:
+def attempt_post(api: ApiClient, token: str, thread_id: str, body: str, key: str) -> Any:
+    """A post that may be refused (with an idempotency key, so a retry is the same post): the Response."""
     return api.call("post_message", token, thread_id=thread_id, schema_version=1, kind="chat", body=body,
                     idempotency_key=key)
 
@@ -142,13 +135,13 @@ def test_a_full_disk_is_disk_full_writes_nothing_and_ready_recovers_by_itself(di
     coord = call_as("coord", "coordinator")
     thread_id = thread_service.create_thread(parts.bridge, coord, CreateThreadInput(
         title="disk", type="workflow", participants=["rev"]))["thread_id"]
-    token = _token(parts, "rev")
+    token = Minter(parts.key, parts.bridge.settings)("rev")
     acked = [api.ok("post_message", token, thread_id=thread_id, schema_version=1, kind="chat", body=f"small {i}")
              for i in range(2)]
     assert api.raw("GET", "/ready").status == 200
 
     filler = fill(small_disk)
-    storage_refusal(post(api, token, thread_id, BIG, "big"), "disk_full")
+    storage_refusal(attempt_post(api, token, thread_id, BIG, "big"), "disk_full")
     assert count_messages(parts.bridge.settings.db_path, thread_id) == (len(acked), len(acked))
     not_ready(api, "disk_full")
     not_ready(api, "disk_full")  # still full: the probe write fails too
@@ -158,7 +151,7 @@ def test_a_full_disk_is_disk_full_writes_nothing_and_ready_recovers_by_itself(di
     filler.unlink()  # space is free again: /ready notices without any request writing
     ready = wait_for(lambda: (lambda r: r if r.status == 200 else None)(api.raw("GET", "/ready")), "/ready 200")
     assert ready.body["checks"]["storage"] == "ok"
-    retry = post(api, token, thread_id, BIG, "big")
+    retry = attempt_post(api, token, thread_id, BIG, "big")
     assert retry.status == 200 and retry.body["replayed"] is False and retry.body["seq"] == len(acked) + 1
 
 
@@ -186,38 +179,38 @@ def test_disk_full_inside_a_service_write_keeps_its_reason(small_disk, make_part
 
 
 # ------------------------------------------------------------------------------------------------- file-size limit
-def test_a_file_size_limit_is_file_too_large_writes_nothing_and_ready_recovers(parts, make_token, tmp_path):
+def test_a_file_size_limit_is_file_too_large_writes_nothing_and_ready_recovers(parts, make_token, harness):
     """`bridge serve` ignores SIGXFSZ, so a file-size limit (RLIMIT_FSIZE) fails the WAL write with EFBIG instead
     of killing the process; the post answers file_too_large (not a generic storage_error), nothing is written,
     /ready is 503 until the limit is lifted and 200 after it without a write; the retry is a first write."""
     db = parts.bridge.settings.db_path
     coord, rev = make_token("coord", "coordinator"), make_token("rev")
-    with ServerProcess(db, tmp_path / "serve.log", **NO_LIMITS) as server:
-        assert ignored_signals(server.pid) & (1 << (signal.SIGXFSZ - 1)), "bridge serve must ignore SIGXFSZ"
-        api = ApiClient(server.url)
+    server = harness.serve("serve", env=settings_env(**NO_LIMITS))
+    assert ignored_signals(server.pid) & (1 << (signal.SIGXFSZ - 1)), "bridge serve must ignore SIGXFSZ"
+    api = ApiClient(server.url)
+    try:
+        thread_id = api.ok("create_thread", coord, title="fsize", type="workflow",
+                           participants=["rev"])["thread_id"]
+        acked = [api.ok("post_message", rev, thread_id=thread_id, schema_version=1, kind="chat",
+                        body=f"small {i}") for i in range(2)]
+        limit = max([p.stat().st_size for p in db.parent.glob(db.name + "*")]
+                    + [server.log_path.stat().st_size])
+        _, hard = resource.prlimit(server.pid, resource.RLIMIT_FSIZE)
+        resource.prlimit(server.pid, resource.RLIMIT_FSIZE, (limit, hard))  # no file may grow any more
         try:
-            thread_id = api.ok("create_thread", coord, title="fsize", type="workflow",
-                               participants=["rev"])["thread_id"]
-            acked = [api.ok("post_message", rev, thread_id=thread_id, schema_version=1, kind="chat",
-                            body=f"small {i}") for i in range(2)]
-            limit = max([p.stat().st_size for p in db.parent.glob(db.name + "*")]
-                        + [server.log_path.stat().st_size])
-            _, hard = resource.prlimit(server.pid, resource.RLIMIT_FSIZE)
-            resource.prlimit(server.pid, resource.RLIMIT_FSIZE, (limit, hard))  # no file may grow any more
-            try:
-                refused = post(api, rev, thread_id, BIG, "big")
-                assert refused.status == 503, refused.body
-                assert count_messages(db, thread_id) == (len(acked), len(acked))
-                not_ready(api, "file_too_large")
-                storage_refusal(refused, "file_too_large")
-                assert api.raw("GET", "/health").status == 200  # alive: the signal did not kill it
-            finally:
-                resource.prlimit(server.pid, resource.RLIMIT_FSIZE, (hard, hard))
-            wait_for(lambda: api.raw("GET", "/ready").status == 200, "/ready 200 after the limit is lifted")
-            retry = post(api, rev, thread_id, BIG, "big")
-            assert retry.status == 200 and retry.body["replayed"] is False and retry.body["seq"] == len(acked) + 1
+            refused = attempt_post(api, rev, thread_id, BIG, "big")
+            assert refused.status == 503, refused.body
+            assert count_messages(db, thread_id) == (len(acked), len(acked))
+            not_ready(api, "file_too_large")
+            storage_refusal(refused, "file_too_large")
+            assert api.raw("GET", "/health").status == 200  # alive: the signal did not kill it
         finally:
-            api.session.close()
+            resource.prlimit(server.pid, resource.RLIMIT_FSIZE, (hard, hard))
+        wait_for(lambda: api.raw("GET", "/ready").status == 200, "/ready 200 after the limit is lifted")
+        retry = attempt_post(api, rev, thread_id, BIG, "big")
+        assert retry.status == 200 and retry.body["replayed"] is False and retry.body["seq"] == len(acked) + 1
+    finally:
+        api.session.close()
 
 
 # ------------------------------------------------------------------------------------------------- after COMMIT

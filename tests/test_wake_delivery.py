@@ -17,7 +17,6 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from wakekit import Human
 
 from bridge.cli.main import cli
 from bridge.domain import wake
@@ -28,6 +27,7 @@ from bridge.services.core import Call
 from bridge.store import audit as audit_store
 from bridge.store import messages as message_store
 from bridge.store import triggers as trigger_store
+from bridge.testing.human import Human
 from bridge.worker.supervisor import Supervisor
 from bridge.worker.tmux import Tmux
 

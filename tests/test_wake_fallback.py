@@ -6,25 +6,24 @@ spawn commands (argv lists), and real `bridge worker` processes that are SIGTERM
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from serverproc import clean_env
-from wakekit import WakeStack, recorder, standin_templates
+from wakekit import WakeStack, recorder
 
 from bridge.domain import wake
 from bridge.store import audit as audit_store
 from bridge.store import messages as message_store
 from bridge.store import triggers as trigger_store
+from bridge.testing.processes import kill_pids, pid_alive, settings_env
+from bridge.testing.stack import standin_templates
 from bridge.worker.supervisor import StaleClaim, Supervisor
 
 SPEC_OUTPUT_FIELDS = {"trigger_id", "target_agent_id", "action", "result", "job_status", "fallback_action",
@@ -94,20 +93,6 @@ def windows(stack: WakeStack) -> list[tuple[str, str]]:
 
 def cursor(stack: WakeStack, thread_id: str, agent_id: str) -> int:
     return stack.bridge.store.read(lambda c: message_store.get_cursor(c, thread_id, agent_id)) or 0
-
-
-def kill_pid(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
-
-
-def alive(pid: int) -> bool:
-    """True while the process runs (a zombie nobody reaped yet counts as dead)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
 
 
 # ----------------------------------------------------------------------------------------------------- resume
@@ -313,12 +298,12 @@ def test_resume_command_timeout_kills_the_command_and_its_children(wake_stack, t
         assert attempt_rows(stack, trig) == [("resume", "failed", wake.RESUME_FAILED), ("spawn", "failed",
                                                                                       wake.SPAWN_FAILED)]
         assert "timed out after 1s" in stack.attempts(trig)[0]["detail"]
-        assert stack.wait_for(lambda: not alive(grandchild), 5), "the timed-out command's children must be killed"
+        assert stack.wait_for(lambda: not pid_alive(grandchild), 5), "the timed-out command's children must be killed"
     finally:
         if grandchild is None and pid_file.exists():
             grandchild = int(pid_file.read_text())
         if grandchild is not None:
-            kill_pid(grandchild)
+            kill_pids([grandchild], grace=0)
 
 
 # ----------------------------------------------------------------------------------------------------- dead letters
@@ -518,52 +503,9 @@ def test_expired_lease_is_reclaimed_and_the_stale_worker_result_refused(wake_sta
     assert [a[1] for a in attempt_rows(stack, trig)] == ["typed", "delivered"]
 
 
-class WorkerProcess:
-    """`python -m bridge worker --db DB` as a child process (stderr to a file); stopped and reaped by PID."""
-
-    def __init__(self, db: str, log: Path, **settings: Any):
-        self.log = log
-        self._out = open(log, "ab")  # noqa: SIM115 - closed in reap()
-        self.proc = subprocess.Popen([sys.executable, "-m", "bridge", "worker", "--db", db],
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._out,
-                                     env=clean_env(**settings))
-
-    def wait_ready(self, timeout: float = 20) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if "READY worker" in self.log.read_text("utf-8", "replace"):
-                return
-            assert self.proc.poll() is None, self.log.read_text()
-            time.sleep(0.02)
-        raise AssertionError(f"worker not ready:\n{self.log.read_text()}")
-
-    def terminate(self, timeout: float = 10) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        return self.reap(timeout)
-
-    def kill(self) -> int:
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
-        return self.reap(5)
-
-    def reap(self, timeout: float = 10) -> int:
-        try:
-            return self.proc.wait(timeout=timeout)
-        finally:
-            if self.proc.poll() is None:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=5)
-            self._out.close()
-
-
-@pytest.mark.slow
-def test_kill_9_worker_mid_job_is_reclaimed_after_the_lease_and_completes_once(wake_stack, tmp_path):
-    stack = wake_stack()
-    heartbeat(stack, "reviewer")
-    thread_id, coord = new_thread(stack, "reviewer", "exec")
-    trig = trigger(stack, coord, thread_id, "reviewer")["trigger_id"]
-    assert stack.job(trig)["status"] == "resume"
-
+def slow_and_fast_runtimes(tmp_path: Path, stack: WakeStack) -> tuple[Path, Path, Path, Path]:
+    """Two runtimes files: `slow` (its resume command writes its PID to `slow_pid`, then sleeps 30 s) and `fast`
+    (the recorder, appending to `done`); (slow_pid, slow, done, fast)."""
     slow_pid = tmp_path / "slow.pid"
     slow = tmp_path / "slow-runtimes.json"
     slow.write_text(json.dumps({"generic": {"resume": [
@@ -572,25 +514,33 @@ def test_kill_9_worker_mid_job_is_reclaimed_after_the_lease_and_completes_once(w
     done = tmp_path / "resumed.jsonl"
     fast = tmp_path / "fast-runtimes.json"
     fast.write_text(json.dumps({"generic": {"resume": recorder(done, stack), "spawn": None}}))
+    return slow_pid, slow, done, fast
+
+
+@pytest.mark.slow
+def test_kill_9_worker_mid_job_is_reclaimed_after_the_lease_and_completes_once(wake_stack, harness, tmp_path):
+    stack = wake_stack()
+    heartbeat(stack, "reviewer")
+    thread_id, coord = new_thread(stack, "reviewer", "exec")
+    trig = trigger(stack, coord, thread_id, "reviewer")["trigger_id"]
+    assert stack.job(trig)["status"] == "resume"
+
+    slow_pid, slow, done, fast = slow_and_fast_runtimes(tmp_path, stack)
     common = {"tmux_socket": stack.tmux.socket_name, "worker_poll": "200ms", "worker_lease": "1s"}
-    db = stack.bridge.settings.db
     orphan = None
-    worker_a = WorkerProcess(db, tmp_path / "worker-a.log", runtimes_file=slow, command_timeout="4s", **common)
-    worker_b = None
+    worker_a = harness.worker("worker-a", env=settings_env(runtimes_file=slow, command_timeout="4s", **common))
     try:
-        worker_a.wait_ready()
-        assert stack.wait_for(slow_pid.exists, 15), worker_a.log.read_text()
+        assert stack.wait_for(slow_pid.exists, 15), worker_a.log_text()
         assert stack.wait_for(lambda: slow_pid.read_text().strip(), 5)
         orphan = int(slow_pid.read_text())
         held = stack.job(trig)
         assert held["status"] == "resume" and held["claim_token"].startswith("w-")
-        assert worker_a.kill() == -signal.SIGKILL  # mid-job: the resume command is still running
+        assert worker_a.kill9() == -signal.SIGKILL  # mid-job: the resume command is still running
         lease_until = stack.job(trig)["lease_until"]
         assert lease_until > stack.bridge.clock()
 
-        worker_b = WorkerProcess(db, tmp_path / "worker-b.log", runtimes_file=fast, command_timeout="5s", **common)
-        worker_b.wait_ready()
-        assert stack.wait_for(lambda: stack.job(trig)["status"] in wake.TERMINAL, 20), worker_b.log.read_text()
+        worker_b = harness.worker("worker-b", env=settings_env(runtimes_file=fast, command_timeout="5s", **common))
+        assert stack.wait_for(lambda: stack.job(trig)["status"] in wake.TERMINAL, 20), worker_b.log_text()
         job = stack.job(trig)
         assert job["status"] == "resumed", stack.attempts(trig)
         assert job["finished_at"] >= lease_until  # B waited for A's lease
@@ -598,83 +548,63 @@ def test_kill_9_worker_mid_job_is_reclaimed_after_the_lease_and_completes_once(w
         time.sleep(0.5)  # a few more of B's ticks: nothing runs twice
         assert [json.loads(line)[0] for line in done.read_text().splitlines()] == [trig]
         started = time.monotonic()
-        assert worker_b.terminate() == 0
+        assert worker_b.stop() == 0
         assert time.monotonic() - started < 5
-        worker_b = None
     finally:
-        worker_a.kill()
-        if worker_b is not None:
-            worker_b.kill()
         if orphan is not None:
-            kill_pid(orphan)
+            kill_pids([orphan], grace=0)
 
 
 @pytest.mark.slow
-def test_sigterm_mid_command_stops_the_worker_quickly_and_releases_the_job(wake_stack, tmp_path):
+def test_sigterm_mid_command_stops_the_worker_quickly_and_releases_the_job(wake_stack, harness, tmp_path):
     stack = wake_stack()
     heartbeat(stack, "reviewer")
     thread_id, coord = new_thread(stack, "reviewer", "exec")
     trig = trigger(stack, coord, thread_id, "reviewer")["trigger_id"]
-    slow_pid = tmp_path / "slow.pid"
-    slow = tmp_path / "slow-runtimes.json"
-    slow.write_text(json.dumps({"generic": {"resume": [
-        sys.executable, "-c", "import os, sys, time; open(sys.argv[1], 'w').write(str(os.getpid())); time.sleep(30)",
-        str(slow_pid)], "spawn": None}}))
-    done = tmp_path / "resumed.jsonl"
-    fast = tmp_path / "fast-runtimes.json"
-    fast.write_text(json.dumps({"generic": {"resume": recorder(done, stack), "spawn": None}}))
+    slow_pid, slow, done, fast = slow_and_fast_runtimes(tmp_path, stack)
     common = {"tmux_socket": stack.tmux.socket_name, "worker_poll": "200ms", "worker_lease": "20s",
               "command_timeout": "60s"}
-    db = stack.bridge.settings.db
     command = None
-    worker_a = WorkerProcess(db, tmp_path / "worker-a.log", runtimes_file=slow, **common)
-    worker_b = None
+    worker_a = harness.worker("worker-a", env=settings_env(runtimes_file=slow, **common))
     try:
-        worker_a.wait_ready()
-        assert stack.wait_for(lambda: slow_pid.exists() and slow_pid.read_text().strip(), 15), worker_a.log.read_text()
+        assert stack.wait_for(lambda: slow_pid.exists() and slow_pid.read_text().strip(), 15), worker_a.log_text()
         command = int(slow_pid.read_text())
         started = time.monotonic()
-        assert worker_a.terminate(timeout=40) == 0, worker_a.log.read_text()
+        assert worker_a.stop(timeout=40) == 0, worker_a.log_text()
         assert time.monotonic() - started < 5, "SIGTERM must not wait for a running fallback command"
-        assert stack.wait_for(lambda: not alive(command), 5), "the command must not outlive the worker"
+        assert stack.wait_for(lambda: not pid_alive(command), 5), "the command must not outlive the worker"
         job = stack.job(trig)
         assert (job["status"], job["claim_token"], job["lease_until"]) == ("resume", None, None), job
         assert attempt_rows(stack, trig) == [("resume", "interrupted", None)]
 
-        worker_b = WorkerProcess(db, tmp_path / "worker-b.log", runtimes_file=fast, **common)
-        worker_b.wait_ready()
-        assert stack.wait_for(lambda: stack.job(trig)["status"] in wake.TERMINAL, 10), worker_b.log.read_text()
+        worker_b = harness.worker("worker-b", env=settings_env(runtimes_file=fast, **common))
+        assert stack.wait_for(lambda: stack.job(trig)["status"] in wake.TERMINAL, 10), worker_b.log_text()
         assert stack.job(trig)["status"] == "resumed"
         assert [json.loads(line)[0] for line in done.read_text().splitlines()] == [trig]
-        assert worker_b.terminate() == 0
-        worker_b = None
+        assert worker_b.stop() == 0
     finally:
-        worker_a.kill()
-        if worker_b is not None:
-            worker_b.kill()
         if command is not None:
-            kill_pid(command)
+            kill_pids([command], grace=0)
 
 
 @pytest.mark.slow
-def test_bridge_worker_process_wakes_a_standin_and_stops_on_sigterm(wake_stack, tmp_path):
+def test_bridge_worker_process_wakes_a_standin_and_stops_on_sigterm(wake_stack, harness):
     stack = wake_stack()
     pane = stack.launch_standin("reviewer")
     thread_id, _ = new_thread(stack, "reviewer", "exec")
-    worker = WorkerProcess(stack.bridge.settings.db, tmp_path / "worker.log", tmux_socket=stack.tmux.socket_name,
-                           runtimes_file=stack.bridge.settings.runtimes_file, worker_poll="200ms",
-                           ack_timeout="3s", quiet_window="1s")
+    worker = harness.worker(env=settings_env(tmux_socket=stack.tmux.socket_name,
+                                             runtimes_file=stack.bridge.settings.runtimes_file, worker_poll="200ms",
+                                             ack_timeout="3s", quiet_window="1s"))
     try:
-        worker.wait_ready()
         stack.api.ok("post_message", stack.make_token("exec"), thread_id=thread_id, schema_version=1, kind="chat",
                      body="ping from exec")
-        assert stack.tmux.wait_for_text(pane, "STANDIN ACKED", 15), (stack.tmux.capture(pane), worker.log.read_text())
+        assert stack.tmux.wait_for_text(pane, "STANDIN ACKED", 15), (stack.tmux.capture(pane), worker.log_text())
         jobs = stack.bridge.store.read(lambda c: trigger_store.list_jobs(c, "default", thread_id=thread_id))
         assert stack.wait_for(lambda: stack.job(jobs[0]["trigger_id"])["status"] == "delivered", 10)
         assert len(jobs) == 1 and jobs[0]["origin"] == "auto"
         started = time.monotonic()
-        assert worker.terminate() == 0, worker.log.read_text()
+        assert worker.stop() == 0, worker.log_text()
         assert time.monotonic() - started < 5
-        assert "worker_stopped" in worker.log.read_text()
+        assert "worker_stopped" in worker.log_text()
     finally:
-        worker.kill()
+        worker.kill9()

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import sys
 import time
 from typing import Any
@@ -18,13 +17,14 @@ from typing import Any
 import pytest
 import requests
 from click.testing import CliRunner, Result
-from serverproc import ServerProcess
-from wakekit import WakeStack, mint_for, recorder
+from wakekit import WakeStack, recorder
 
 from bridge.cli.main import cli
 from bridge.domain import wake
 from bridge.store import audit as audit_store
 from bridge.store import triggers as trigger_store
+from bridge.testing.processes import settings_env
+from bridge.testing.tokens import Minter
 from bridge.worker.supervisor import Supervisor
 
 
@@ -295,13 +295,12 @@ def test_trigger_metrics_and_worker_heartbeat_in_health(wake_stack):
 
 # ----------------------------------------------------------------------------------------------------- processes
 @pytest.mark.slow
-def test_bridge_serve_wakes_a_standin_end_to_end_and_stops_on_sigterm(tmp_path, make_parts, private_tmux):
+def test_bridge_serve_wakes_a_standin_end_to_end_and_stops_on_sigterm(tmp_path, make_parts, private_tmux, harness):
     db = tmp_path / "serve.db"
     parts = make_parts(db=str(db))  # creates the database and the signing key the server will use
-    mint = mint_for(parts)
-    server = ServerProcess(db, tmp_path / "serve.log", worker=True, tmux_socket=private_tmux.socket_name,
-                           worker_poll="5s", ack_timeout="3s", quiet_window="1s")
-    server.start()
+    mint = Minter(parts.key, parts.bridge.settings)
+    server = harness.serve("serve", worker=True, db=db, env=settings_env(
+        tmux_socket=private_tmux.socket_name, worker_poll="5s", ack_timeout="3s", quiet_window="1s"))
     try:
         with requests.Session() as http:
             def call(command: str, token: str, **body: Any) -> dict[str, Any]:
@@ -330,11 +329,8 @@ def test_bridge_serve_wakes_a_standin_end_to_end_and_stops_on_sigterm(tmp_path, 
                 lambda c: trigger_store.get_job(c, jobs[0]["trigger_id"]))["status"] == "delivered", 10)
             health = http.get(f"{server.url}/health", timeout=10).json()
             assert 0 <= health["worker"]["last_tick_age_seconds"] < 10
-        proc = server.proc
-        assert proc is not None
         started = time.monotonic()
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=10) == 0, server.log_text()
+        assert server.stop(timeout=10) == 0, server.log_text()
         assert time.monotonic() - started < 5
         assert "worker_stopped" in server.log_text()
     finally:

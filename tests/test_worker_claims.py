@@ -18,13 +18,13 @@ from typing import Any
 
 import pytest
 from test_wake_fallback import attempt_rows, heartbeat, new_thread, trigger, use_templates
-from wakekit import standin_templates
 
 from bridge.domain import wake
 from bridge.domain.authz import Principal
 from bridge.services.core import Call
 from bridge.services.triggers import force_trigger
 from bridge.store import triggers as trigger_store
+from bridge.testing.stack import standin_templates
 from bridge.worker.supervisor import StaleClaim, Supervisor
 from bridge.worker.tmux import Tmux
 

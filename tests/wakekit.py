@@ -6,14 +6,8 @@ agents are real processes in real panes talking HTTP to a real waitress server o
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
-import pty
-import struct
-import subprocess
 import sys
-import termios
 import threading
 import time
 from collections.abc import Callable
@@ -21,21 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bridge.auth.tokens import issue_token
+from bridge.testing.stack import FAST_TIMINGS, standin_templates, timing_settings
+from bridge.testing.tokens import Minter
 from bridge.worker.supervisor import Supervisor
 from bridge.worker.tmux import Tmux
 
-# Small timings so every branch runs in seconds (the defaults are in SPEC §12).
-FAST = {"ack_timeout": "1500ms", "quiet_window": "1s", "defer_recheck": "200ms", "max_defer": "3s",
-        "worker_poll": "200ms", "worker_lease": "2s", "command_timeout": "20s"}
-
-
-def standin_templates(token_dir: Path, url: str, *, resume_fails: bool = False) -> dict[str, Any]:
-    """A `generic` runtime whose resume and spawn commands are the stand-in agent."""
-    base = [sys.executable, "-m", "bridge.standin", "--url", url, "--token-file", f"{token_dir}/{{agent_id}}.token"]
-    resume = [*base, "resume", *(["--fail"] if resume_fails else []), "{session_id}", "{prompt}"]
-    spawn = [*base, "agent", "--first-prompt", "{prompt}"]
-    return {"generic": {"resume": resume, "spawn": spawn}}
+# The harness's fast wake timings, with a 2 s worker lease (these tests expire leases on purpose).
+FAST = {**timing_settings(FAST_TIMINGS), "worker_lease": "2s"}
 
 
 @dataclass
@@ -45,7 +31,7 @@ class WakeStack:
     live: Any
     tmux: Tmux
     token_dir: Path
-    make_token: Callable[..., str]
+    make_token: Minter
     supervisor: Supervisor
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -125,8 +111,7 @@ class WakeStack:
         return None
 
 
-def make_wake_stack(tmp_path: Path, make_parts: Callable[..., Any], live_factory: Callable[[Any], Any],
-                    make_token_for: Callable[[Any], Callable[..., str]], tmux: Tmux, *,
+def make_wake_stack(tmp_path: Path, make_parts: Callable[..., Any], live_factory: Callable[[Any], Any], tmux: Tmux, *,
                     resume_fails: bool = False, **overrides: Any) -> WakeStack:
     """Build parts with fast timings and the stand-in runtime, serve them, and make a supervisor."""
     token_dir = tmp_path / "tokens"
@@ -139,19 +124,8 @@ def make_wake_stack(tmp_path: Path, make_parts: Callable[..., Any], live_factory
     runtimes.write_text(json.dumps(standin_templates(token_dir, live.url, resume_fails=resume_fails)))
     supervisor = Supervisor(parts.bridge, tmux)
     supervisor.url = live.url
-    return WakeStack(live=live, tmux=tmux, token_dir=token_dir, make_token=make_token_for(parts),
+    return WakeStack(live=live, tmux=tmux, token_dir=token_dir, make_token=Minter(parts.key, parts.bridge.settings),
                      supervisor=supervisor)
-
-
-def mint_for(parts: Any) -> Callable[..., str]:
-    """A token minter for a given parts (the conftest `make_token` is bound to the default parts)."""
-    def mint(agent_id: str, role: str = "participant", *, session_id: str | None = None, ttl: float = 3600) -> str:
-        settings = parts.bridge.settings
-        return issue_token(parts.key, issuer=settings.issuer, audience=settings.audience, agent_id=agent_id,
-                           role=role, workspace_id=settings.workspace, session_id=session_id or f"{agent_id}-s1",
-                           ttl=ttl)[0]
-
-    return mint
 
 
 def recorder(path: Path, stack: WakeStack, agent_id: str = "reviewer") -> list[str]:
@@ -164,69 +138,3 @@ def recorder(path: Path, stack: WakeStack, agent_id: str = "reviewer") -> list[s
               "sys.exit(main(['--url', sys.argv[2], '--token-file', sys.argv[3], 'resume', *sys.argv[5:]]))")
     return [sys.executable, "-c", script, str(path), stack.live.url, token_file, "{trigger_id}",
             "{session_id}", "{prompt}"]
-
-
-class Human:
-    """A real tmux client attached in a pseudo-terminal: bytes written to it are key presses (`client_activity`)."""
-
-    def __init__(self, tmux: Tmux, session: str, window: str):
-        tmux.run("select-window", "-t", window)  # keys go to this window, not to the agent's pane
-        self.tmux = tmux
-        self.master, self.slave = pty.openpty()
-        fcntl.ioctl(self.slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 200, 0, 0))
-        self.proc = subprocess.Popen(["tmux", "-L", str(tmux.socket_name), "attach-session", "-t", session],
-                                     stdin=self.slave, stdout=self.slave, stderr=self.slave,
-                                     env={**os.environ, "TERM": "xterm"}, start_new_session=True)
-        self._reader = threading.Thread(target=self._drain, daemon=True)
-        self._reader.start()
-        self._stop = threading.Event()
-        self._typer: threading.Thread | None = None
-        self.last_key = 0.0
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and not tmux.run("list-clients", "-t", session, "-F", "#{client_pid}"):
-            time.sleep(0.02)
-        assert tmux.last_human_input(session) is not None, "the tmux client did not attach"
-
-    def _drain(self) -> None:
-        """Read the client's screen output so it never blocks on a full pty."""
-        while True:
-            try:
-                if not os.read(self.master, 65536):
-                    return
-            except OSError:
-                return
-
-    def type(self, keys: bytes = b"x") -> float:
-        """Press keys now; return the wall time just before the press."""
-        before = time.time()
-        os.write(self.master, keys)
-        self.last_key = time.time()
-        return before
-
-    def keep_typing(self, interval: float = 0.1) -> None:
-        """Type in the background until `stop_typing()` (a human who does not stop)."""
-        def loop() -> None:
-            while not self._stop.wait(interval):
-                self.type(b"y")
-
-        self._typer = threading.Thread(target=loop, daemon=True)
-        self._typer.start()
-
-    def stop_typing(self) -> None:
-        self._stop.set()
-        if self._typer is not None:
-            self._typer.join(timeout=5)
-            self._typer = None
-
-    def close(self) -> None:
-        self.stop_typing()
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-        os.close(self.slave)
-        self._reader.join(timeout=5)
-        os.close(self.master)
