@@ -20,6 +20,31 @@ def test_defaults_match_the_contract():
     assert (s.resume_attempts, s.session_stale, s.trigger_rate_per_min, s.command_timeout) == (2, 43200, 10, 120)
 
 
+def test_the_defaults_that_once_lived_in_the_code_are_unchanged():
+    s = Settings.load({}, env={})
+    assert s.token_ttl == 8 * 3600
+    assert (s.refusal_audits_per_min, s.refusal_audit_burst) == (60, 20)
+    assert (s.write_batch, s.commit_poll, s.storage_probe_interval, s.eviction_log_interval) == (128, 0.005, 1, 60)
+    assert (s.worker_tick_gap, s.worker_claim_batch, s.worker_jobs_per_tick) == (0.01, 16, 256)
+    assert (s.ack_recheck, s.busy_recheck, s.launch_settle) == (0.2, 0.5, 1)
+    assert (s.crash_loop_failures, s.crash_loop_window) == (3, 15 * 60)
+
+
+def test_new_tunables_are_validated():
+    env = {"BRIDGE_TOKEN_TTL": "0s", "BRIDGE_REFUSAL_AUDIT_BURST": "-1", "BRIDGE_WRITE_BATCH": "0",
+           "BRIDGE_WORKER_CLAIM_BATCH": "0", "BRIDGE_COMMIT_POLL": "0", "BRIDGE_ACK_RECHECK": "2m",
+           "BRIDGE_CRASH_LOOP_FAILURES": "0"}
+    with pytest.raises(ConfigError) as info:
+        Settings.load({}, env=env)
+    problems = "\n".join(info.value.details["problems"])
+    for name in ("token ttl", "refusal_audit_burst", "write_batch", "worker_claim_batch", "commit_poll",
+                 "ack_recheck", "crash_loop_failures"):
+        assert name in problems
+    assert len(info.value.details["problems"]) == len(env)
+    tuned = Settings.load({}, env={"BRIDGE_ACK_RECHECK": "50ms", "BRIDGE_CRASH_LOOP_WINDOW": "5m"})
+    assert (tuned.ack_recheck, tuned.crash_loop_window) == (0.05, 300)
+
+
 def test_flags_beat_environment_beat_defaults():
     env = {"BRIDGE_PORT": "9000", "BRIDGE_WORKSPACE": "team-a", "BRIDGE_ACK_TIMEOUT": "500ms"}
     s = Settings.load({"port": 9100}, env=env)
