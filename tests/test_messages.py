@@ -12,47 +12,28 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import requests
 from conftest import ApiClient, call_as
-from serverproc import run_bridge
+from helpers import db_rows, new_thread, post
 
 from bridge.domain.models import CreateThreadInput, GetThreadInput, PostMessageInput, UpdateThreadStatusInput
 from bridge.http.server import make_server, shutdown
 from bridge.services import messages as message_service
 from bridge.services import threads as thread_service
-from bridge.store.db import connect
+from bridge.testing.processes import run_bridge
 from bridge.wiring import Parts
 
 ISO_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 MESSAGE_FIELDS = {"message_id", "seq", "schema_version", "kind", "body", "metadata", "sender_agent_id",
                   "sender_session_id", "in_reply_to", "to", "to_role", "created_at"}
+TEAM = ["rev", "exec"]  # the participants of a thread unless a test says otherwise
 
 
 # ------------------------------------------------------------------------------------------------- helpers
-def new_thread(api: ApiClient, coord: str, participants: list[Any] | None = None, **extra: Any) -> str:
-    body = api.ok("create_thread", coord, title="Review", type="workflow",
-                  participants=participants or ["rev", "exec"], **extra)
-    return body["thread_id"]
-
-
-def post(api: ApiClient, token: str, thread_id: str, body: str, kind: str = "chat", **extra: Any) -> dict[str, Any]:
-    return api.ok("post_message", token, thread_id=thread_id, schema_version=1, kind=kind, body=body, **extra)
-
-
 def event(api: ApiClient, token: str, thread_id: str, event_type: str, body: str, **metadata: Any) -> dict[str, Any]:
     return post(api, token, thread_id, body, kind="event", metadata={"event_type": event_type, **metadata})
-
-
-def db_rows(path: Path | str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    """Query the database file directly with a separate connection (closed before returning)."""
-    conn = connect(path)
-    try:
-        return [tuple(r) for r in conn.execute(sql, params)]
-    finally:
-        conn.close()
 
 
 def race(n: int, fn: Callable[[int], Any]) -> list[Any]:
@@ -120,7 +101,7 @@ def in_background(fn: Callable[[], Any]) -> tuple[threading.Thread, dict[str, An
 # ------------------------------------------------------------------------------------------------- 1. idempotency
 def test_post_replay_returns_original_without_new_row(api, make_token):
     coord, rev = make_token("coord", "coordinator"), make_token("rev")
-    tid = new_thread(api, coord)
+    tid = new_thread(api, coord, TEAM)
     payload = {"thread_id": tid, "schema_version": 1, "kind": "event", "body": "fixed it",
                "metadata": {"event_type": "fix_pushed", "commit": "abc"}, "to": ["exec"], "idempotency_key": "k-1"}
     first = api.ok("post_message", rev, **payload)
@@ -146,7 +127,7 @@ def test_post_replay_returns_original_without_new_row(api, make_token):
 
 def test_concurrent_duplicate_posts_make_one_message(live_server, make_token):
     coord, rev = make_token("coord", "coordinator"), make_token("rev")
-    tid = new_thread(live_server.client, coord)
+    tid = new_thread(live_server.client, coord, TEAM)
     payload = {"thread_id": tid, "schema_version": 1, "kind": "chat", "body": "once", "idempotency_key": "race-1"}
     with clients(live_server.url, 8) as pool:
         replies = race(8, lambda i: pool[i].call("post_message", rev, payload))
@@ -180,7 +161,7 @@ def test_create_thread_idempotency(live_server, make_token):
 # ------------------------------------------------------------------------------------------------- 4. read_messages
 def _seed_read_thread(api: ApiClient, make_token: Callable[..., str]) -> tuple[str, dict[str, str], list[dict]]:
     tokens = {"coord": make_token("coord", "coordinator"), "rev": make_token("rev"), "exec": make_token("exec")}
-    tid = new_thread(api, tokens["coord"])
+    tid = new_thread(api, tokens["coord"], TEAM)
     plan = [("rev", "chat", None), ("exec", "event", "fix_pushed"), ("rev", "chat", None), ("exec", "chat", None),
             ("rev", "event", "finding_reported"), ("coord", "system", None), ("exec", "chat", None),
             ("rev", "event", "fix_pushed"), ("exec", "event", "finding_verified"), ("rev", "chat", None),
@@ -282,7 +263,7 @@ def test_read_messages_unread_count_and_latest_seq(api, make_token):
 
 def test_long_poll_wakes_on_commit_in_same_server(live_server, make_token):
     api, coord, rev = live_server.client, make_token("coord", "coordinator"), make_token("rev")
-    tid = new_thread(api, coord)
+    tid = new_thread(api, coord, TEAM)
     post(api, rev, tid, "before")
     with clients(live_server.url, 1) as (reader,):
         started = time.monotonic()
@@ -303,7 +284,7 @@ def test_long_poll_wakes_on_commit_in_same_server(live_server, make_token):
 
 def test_long_poll_without_post_returns_empty_at_deadline(api, make_token):
     coord = make_token("coord", "coordinator")
-    tid = new_thread(api, coord)
+    tid = new_thread(api, coord, TEAM)
     started = time.monotonic()
     result = api.ok("read_messages", coord, thread_id=tid, since_seq=0, wait_ms=1200)
     elapsed = time.monotonic() - started
@@ -314,7 +295,7 @@ def test_long_poll_without_post_returns_empty_at_deadline(api, make_token):
 # ------------------------------------------------------------------------------------------------- 5. ack + inbox
 def test_ack_read_monotonic_and_bounded(api, make_token):
     coord, rev, exec_ = make_token("coord", "coordinator"), make_token("rev"), make_token("exec")
-    tid = new_thread(api, coord)
+    tid = new_thread(api, coord, TEAM)
     for i in range(4):
         post(api, exec_, tid, f"m{i}")
     ack = api.ok("ack_read", rev, thread_id=tid, last_read_seq=3)
@@ -368,10 +349,10 @@ def test_inbox_unread_and_addressed(api, make_token):
 
 def test_inbox_limit_counts_only_threads_with_unread(api, make_token):
     coord, rev, exec_ = make_token("coord", "coordinator"), make_token("rev"), make_token("exec")
-    older = new_thread(api, coord)
+    older = new_thread(api, coord, TEAM)
     post(api, exec_, older, "for rev")
     for _ in range(3):  # newer threads where everything after rev's cursor is its own
-        post(api, rev, new_thread(api, coord), "talking to myself")
+        post(api, rev, new_thread(api, coord, TEAM), "talking to myself")
     [entry] = api.ok("inbox", rev, limit=1)["threads"]
     assert entry["thread_id"] == older and entry["unread_count"] == 1
 
@@ -379,7 +360,7 @@ def test_inbox_limit_counts_only_threads_with_unread(api, make_token):
 def test_inbox_long_poll_wakes_on_post(live_server, make_token):
     api, coord, rev, exec_ = (live_server.client, make_token("coord", "coordinator"), make_token("rev"),
                               make_token("exec"))
-    tid = new_thread(api, coord)
+    tid = new_thread(api, coord, TEAM)
     assert api.ok("inbox", rev)["threads"] == []
     with clients(live_server.url, 1) as (reader,):
         worker, box = in_background(lambda: reader.ok("inbox", rev, wait_ms=5000))
@@ -438,7 +419,7 @@ def test_loop_guard_blocks_after_20_messages_without_progress(live_server, make_
     api = live_server.client
     coord = make_token("coord", "coordinator")
     tokens = [make_token("rev"), make_token("exec")]
-    tid = new_thread(api, coord)
+    tid = new_thread(api, coord, TEAM)
     for i in range(1, 20):
         assert post(api, tokens[i % 2], tid, f"round {i}")["thread_status"] == "active"
     assert api.ok("get_thread", coord, thread_id=tid)["status"] == "active"
@@ -505,7 +486,7 @@ def test_loop_guard_progress_resets_the_counter(make_parts):
 
 def test_loop_guard_repeated_finding_by_id(api, make_token):
     coord, rev, exec_ = make_token("coord", "coordinator"), make_token("rev"), make_token("exec")
-    tid = new_thread(api, coord)
+    tid = new_thread(api, coord, TEAM)
     assert event(api, rev, tid, "finding_reported", "Null deref", finding_id="F-1")["thread_status"] == "active"
     assert event(api, rev, tid, "finding_reported", "Other bug", finding_id="F-2")["thread_status"] == "active"
     assert event(api, exec_, tid, "finding_reported", "Null deref again", finding_id="F-1")["thread_status"] == "active"
@@ -520,14 +501,14 @@ def test_loop_guard_repeated_finding_by_id(api, make_token):
 
 def test_loop_guard_repeated_finding_by_normalised_body(api, make_token):
     coord, rev = make_token("coord", "coordinator"), make_token("rev")
-    tid = new_thread(api, coord)
+    tid = new_thread(api, coord, TEAM)
     bodies = ["Null deref in parse()", "  null   DEREF in parse()  ", "NULL deref\tin parse()\n"]
     statuses = [event(api, rev, tid, "finding_reported", b)["thread_status"] for b in bodies]
     assert statuses == ["active", "active", "blocked"]
     reason = api.ok("get_thread", coord, thread_id=tid)["escalation"]["reason"]
     assert reason.startswith("loop_guard:repeated_finding:") and len(reason) > len("loop_guard:repeated_finding:")
     # a chat with the same words is not a finding report
-    tid2 = new_thread(api, coord)
+    tid2 = new_thread(api, coord, TEAM)
     for b in bodies:
         post(api, rev, tid2, b)
     assert api.ok("get_thread", coord, thread_id=tid2)["status"] == "active"
@@ -558,7 +539,7 @@ def test_write_quota_rate_limits_the_sixth_quick_post(make_parts, make_token):
     parts = make_parts(write_quota_per_min=60, write_burst=5)
     rev, exec_, coord = make_token("rev"), make_token("exec"), make_token("coord", "coordinator")
     with serving(parts) as api:
-        tid = new_thread(api, coord)
+        tid = new_thread(api, coord, TEAM)
         for i in range(5):
             post(api, rev, tid, f"quick {i}")
         reply = api.call("post_message", rev, {"thread_id": tid, "schema_version": 1, "kind": "chat", "body": "6th"})
@@ -573,7 +554,7 @@ def test_write_quota_rate_limits_the_sixth_quick_post(make_parts, make_token):
 def test_freeze_and_unfreeze(live_server, make_token, settings):
     api, db = live_server.client, str(settings.db_path)
     coord, rev = make_token("coord", "coordinator"), make_token("rev")
-    tid = new_thread(api, coord)
+    tid = new_thread(api, coord, TEAM)
     create = {"title": "New", "type": "conversation", "participants": ["rev"]}
     assert api.raw("GET", "/health").body["frozen"] in (None, False)
 
@@ -618,7 +599,7 @@ def test_freeze_and_unfreeze(live_server, make_token, settings):
 # ------------------------------------------------------------------------------------------------- 10. summary
 def test_summarize_thread_open_items_and_latest_fix(api, make_token):
     coord, rev, exec_ = make_token("coord", "coordinator"), make_token("rev"), make_token("exec")
-    tid = new_thread(api, coord)
+    tid = new_thread(api, coord, TEAM)
     f1 = event(api, rev, tid, "finding_reported", "Null deref in parse()\nstack trace follows",
                finding_id="F1", severity="high", file="src/parse.py", line=12)
     f2 = event(api, rev, tid, "finding_reported", "Off-by-one in pager\ndetails",
