@@ -32,7 +32,10 @@ from typing import Any
 
 from bridge_ops.reliability.figures import Figure, Scale
 from bridge_ops.reliability.hostile import Answer, Server, Wire, envelope_problem, serve
-from bridge_ops.stack import HOST
+
+from bridge.testing.client import new_thread
+from bridge.testing.processes import HOST
+from bridge.testing.stats import percentile
 
 AREA = "abuse"
 P99_TARGET_MS = 1000.0
@@ -74,8 +77,6 @@ class Timings:
             self.examples.append(text)
 
     def p(self, q: float) -> float:
-        from bridge_ops.load import percentile
-
         return round(percentile(sorted(self.latencies), q), 1) if self.latencies else math.nan
 
 
@@ -86,17 +87,12 @@ def request(port: int, method: str, path: str, payload: dict[str, Any] | None = 
     if token:
         headers["Authorization"] = f"Bearer {token}"
     body = json.dumps(payload).encode() if payload is not None else None
-    conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
     started = time.perf_counter()
-    try:
-        conn.request(method, path, body=body, headers=headers)
-        reply = conn.getresponse()
-        answer: Answer | Exception = Answer(reply.status, {k.lower(): v for k, v in reply.getheaders()},
-                                            reply.read())
-    except (OSError, http.client.HTTPException) as exc:
-        answer = exc
-    finally:
-        conn.close()
+    with Wire(port, timeout) as wire:
+        try:
+            answer: Answer | Exception = wire.send(method, path, body, headers)
+        except (OSError, http.client.HTTPException) as exc:
+            answer = exc
     return answer, (time.perf_counter() - started) * 1000
 
 
@@ -115,7 +111,7 @@ class Victims:
     def post(self) -> tuple[Answer | Exception, float]:
         index = self.sent // PER_VICTIM
         if index not in self.tokens:
-            self.tokens[index] = self.server.token(f"{self.prefix}-{index}")
+            self.tokens[index] = self.server.stack.token(f"{self.prefix}-{index}")
         self.sent += 1
         return request(self.server.port, "POST", "/v1/mcp/post_message", {
             "thread_id": self.thread_id, "schema_version": 1, "kind": "chat", "body": f"normal post {self.sent}",
@@ -164,10 +160,8 @@ def _latency_figures(what: str, timings: Timings, planned: int) -> list[Figure]:
 
 
 def _threads(server: Server, coordinator: str, specs: dict[str, list[str]]) -> dict[str, str]:
-    with contextlib.closing(server.client(coordinator)) as client:
-        return {name: client.ok("create_thread", {"title": name, "type": "workflow",
-                                                       "participants": participants})["thread_id"]
-                for name, participants in specs.items()}
+    with server.stack.client(coordinator) as client:
+        return {name: new_thread(client, participants, name) for name, participants in specs.items()}
 
 
 # --------------------------------------------------------------------------------------------------- the abuser
@@ -234,9 +228,8 @@ class Abuse:
 
 def _abuse_connection(spec: Abuse, tally: Flood | Hog, lock: threading.Lock, budget: list[int],
                       stop: Any, deadline: float) -> None:
-    wire = Wire(spec.port, timeout=LONG_POLL_MS / 1000 + 10)
     headers = {"Authorization": f"Bearer {spec.token}", "Content-Type": "application/json"}
-    try:
+    with Wire(spec.port, timeout=LONG_POLL_MS / 1000 + 10) as wire:
         while not stop.is_set() and time.monotonic() < deadline:
             with lock:
                 if budget[0] <= 0:
@@ -251,8 +244,6 @@ def _abuse_connection(spec: Abuse, tally: Flood | Hog, lock: threading.Lock, bud
                 answer = None
             with lock:
                 tally.record(answer, time.monotonic() - started)
-    finally:
-        wire.conn.close()
 
 
 def _abuse_main(spec: Abuse, stop: Any, ready: Any, out: Any) -> None:
@@ -323,10 +314,10 @@ def window_for(posts: int) -> float:
 
 # --------------------------------------------------------------------------------------------------- write flood
 def write_flood(server: Server, posts: int) -> list[Figure]:
-    coordinator = server.token("coord", "coordinator")
+    coordinator = server.stack.token("coord", "coordinator")
     threads = _threads(server, coordinator, {"flood": ["flooder"], "work": Victims.agents("victim", posts)})
     window = window_for(posts)
-    spec = Abuse("flood", server.port, server.token("flooder"), threads["flood"], FLOOD_CONNECTIONS,
+    spec = Abuse("flood", server.port, server.stack.token("flooder"), threads["flood"], FLOOD_CONNECTIONS,
                  budget=posts * 500, seconds=window)
     timings, victim = Timings(), Victims(server, threads["work"])
     with Abuser(spec) as abuser:
@@ -360,11 +351,11 @@ def _flood_figures(server: Server, flood: Flood, timings: Timings, planned: int)
 
 # --------------------------------------------------------------------------------------------------- long-polls
 def long_poll_hog(server: Server, posts: int) -> list[Figure]:
-    coordinator = server.token("coord", "coordinator")
+    coordinator = server.stack.token("coord", "coordinator")
     threads = _threads(server, coordinator, {"hog": ["hog"], "work": Victims.agents("victim", posts)})
     polls = 2 * server.settings.threads
     window = window_for(posts)
-    spec = Abuse("hog", server.port, server.token("hog"), threads["hog"], polls, budget=polls * posts * 20,
+    spec = Abuse("hog", server.port, server.stack.token("hog"), threads["hog"], polls, budget=polls * posts * 20,
                  seconds=window)
     posting, health = Timings(), Timings()
     victim = Victims(server, threads["work"])
@@ -408,9 +399,9 @@ TRICKLE = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: " + b"a" * 4096
 
 
 def slow_connections(server: Server, requests_: int) -> list[Figure]:
-    coordinator = server.token("coord", "coordinator")
+    coordinator = server.stack.token("coord", "coordinator")
     thread_id = _threads(server, coordinator, {"work": ["reader"]})["work"]
-    reader = server.token("reader")
+    reader = server.stack.token("reader")
     count = max(100, server.settings.threads * 4) + 2  # the connection limit (bridge.http.server), plus two
     trickle = Trickle()
     sockets: list[socket.socket] = []

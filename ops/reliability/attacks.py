@@ -22,7 +22,6 @@ apart from the audit trail of the refusals, nothing may change.
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import hmac
 import json
@@ -35,6 +34,9 @@ from typing import Any
 
 from bridge_ops.reliability.figures import Figure, Scale
 from bridge_ops.reliability.hostile import Answer, Server, Wire, envelope_problem, serve
+
+from bridge.testing.client import new_thread
+from bridge.testing.client import post as post_chat
 
 AREA = "attacks"
 ATTACKER = "mallory"
@@ -418,7 +420,7 @@ def attempt_escapes(world: World, wire: Wire) -> Tally:
 # --------------------------------------------------------------------------------------------------- the run
 def snapshot(server: Server) -> dict[str, set[tuple[Any, ...]]]:
     """Every row of every content table, read from the database file."""
-    return {table: set(server.query(f"SELECT * FROM {table}")) for table in CONTENT_TABLES}
+    return {table: set(server.stack.query(f"SELECT * FROM {table}")) for table in CONTENT_TABLES}
 
 
 def _revoked_tokens(server: Server, world: World, wire: Wire) -> dict[str, str]:
@@ -426,13 +428,14 @@ def _revoked_tokens(server: Server, world: World, wire: Wire) -> dict[str, str]:
     tokens: dict[str, str] = {}
     read = json.dumps({"thread_id": world.own_thread, "since_seq": 0}).encode()
     for kind, agent in (("jti", "rev-jti"), ("session-id", "rev-session"), ("agent-id", "rev-agent")):
-        token = server.token(agent)
+        token = server.stack.token(agent)
         answer = _send(wire, "/v1/mcp/read_messages", read, token)
         if isinstance(answer, Exception) or answer.status != 200:
             raise RuntimeError(f"the {agent} token did not work before its revocation: {answer}")
         claims = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
         value = {"jti": claims["jti"], "session-id": claims["session_id"], "agent-id": agent}[kind]
-        done = server.cli("token", "revoke", f"--{kind}", value, "--reason", "attacks")
+        done = server.stack.bridge("token", "revoke", f"--{kind}", value, "--reason", "attacks", "--db",
+                                   str(server.stack.db))
         if done.returncode != 0:
             raise RuntimeError(f"bridge token revoke --{kind} failed: {done.stderr}")
         tokens[f"revoked by {kind.removesuffix('-id')} (used before)"] = token
@@ -440,18 +443,15 @@ def _revoked_tokens(server: Server, world: World, wire: Wire) -> dict[str, str]:
 
 
 def _setup(server: Server) -> World:
-    coordinator = server.token("coord", "coordinator")
-    with contextlib.closing(server.client(coordinator)) as client:
-        own = client.ok("create_thread", {"title": "attacker's own", "type": "workflow", "participants": [
-            ATTACKER, "bob", "rev-jti", "rev-session", "rev-agent", "short"]})["thread_id"]
-        other = client.ok("create_thread", {"title": "not the attacker's", "type": "workflow",
-                                                 "participants": [VICTIM, "bob"]})["thread_id"]
-        for thread in (own, other):
-            client.ok("post_message", {"thread_id": thread, "schema_version": 1, "kind": "chat",
-                                            "body": "secret" if thread == other else "hello"})
+    coordinator = server.stack.token("coord", "coordinator")
+    with server.stack.client(coordinator) as client:
+        own = new_thread(client, [ATTACKER, "bob", "rev-jti", "rev-session", "rev-agent", "short"], "attacker's own")
+        other = new_thread(client, [VICTIM, "bob"], "not the attacker's")
+        post_chat(client, own, "hello")
+        post_chat(client, other, "secret")
         message = client.ok("read_messages", {"thread_id": other, "since_seq": 0})["messages"][0]["message_id"]
     return World(server=server, own_thread=own, other_thread=other, other_message=message, coordinator=coordinator,
-                 attacker=server.token(ATTACKER), auditor=server.token("aud", "auditor"))
+                 attacker=server.stack.token(ATTACKER), auditor=server.stack.token("aud", "auditor"))
 
 
 def _controls(world: World, wire: Wire) -> bool:
@@ -474,9 +474,8 @@ def run(scale: Scale, workdir: Path) -> list[Figure]:
     """Forge, replay and escape; report what got through and whether the database changed."""
     with serve(workdir / "attacks") as server:
         world = _setup(server)
-        wire = Wire(server.port)
-        try:
-            short = server.token("short", ttl=SHORT_TTL)
+        with Wire(server.port) as wire:
+            short = server.stack.token("short", ttl=SHORT_TTL)
             short_ok = _send(wire, "/v1/mcp/read_messages", json.dumps(
                 {"thread_id": world.own_thread, "since_seq": 0}).encode(), short)
             expires = time.time() + SHORT_TTL + server.settings.token_leeway + 1.5
@@ -489,8 +488,6 @@ def run(scale: Scale, workdir: Path) -> list[Figure]:
             cached = attack_tokens(world, wire, {"expired after use (cached)": short})
             after = snapshot(server)
             controls_after = _controls(world, wire)
-        finally:
-            wire.conn.close()
     if not isinstance(short_ok, Answer) or short_ok.status != 200:
         raise RuntimeError(f"the short-lived token did not work while valid: {short_ok}")
     token_tally.cases += cached.cases

@@ -22,7 +22,11 @@ import time
 from pathlib import Path
 
 from bridge_ops.reliability.figures import Figure, Scale
-from bridge_ops.reliability.harness import NO_LIMITS, Client, Ledger, Rig, read_thread
+from bridge_ops.reliability.ledger import Ledger
+from bridge_ops.reliability.stack import reliability_stack
+
+from bridge.testing.client import Client, new_thread, read_thread
+from bridge.testing.stack import NO_LIMITS, Stack
 
 AREA = "crash durability"
 WRITERS = 4
@@ -35,15 +39,12 @@ RETRY_BUDGET = 120.0  # seconds a writer keeps retrying one post
 
 def _writer(port: int, token: str, ledger: Ledger, thread_id: str, prefix: str, stop: threading.Event) -> None:
     """Post until `stop`; retry each post (same key, same payload) on no answer or 503 until it is acknowledged."""
-    client = Client(port, token, timeout=10)
     n = 0
-    try:
+    with Client(port, token, timeout=10) as client:
         while not stop.is_set():
             key = f"{prefix}-{n}"
             n += 1
-            post = ledger.attempt(key, thread_id, Ledger.body(key, FILLER))
-            payload = {"thread_id": thread_id, "schema_version": 1, "kind": "chat", "body": post.body,
-                       "idempotency_key": key}
+            payload = Ledger.payload(ledger.attempt(key, thread_id, Ledger.body(key, FILLER)))
             give_up = time.monotonic() + RETRY_BUDGET
             while True:
                 reply = client.call("post_message", payload)
@@ -53,12 +54,10 @@ def _writer(port: int, token: str, ledger: Ledger, thread_id: str, prefix: str, 
                 if time.monotonic() > give_up:
                     return
                 time.sleep(0.02)
-    finally:
-        client.close()
 
 
-def _crash_run(rig: Rig, server_name: str, port: int, tokens: list[str], ledger: Ledger, thread_id: str,
-               run_no: int, rng: random.Random) -> None:
+def _crash_run(stack: Stack, port: int, tokens: list[str], ledger: Ledger, thread_id: str, run_no: int,
+               rng: random.Random) -> None:
     """Load, kill -9 mid-load, keep retrying through the outage, restart on the same port, settle, stop."""
     stop = threading.Event()
     writers = [threading.Thread(target=_writer, args=(port, token, ledger, thread_id, f"r{run_no}-w{i}", stop),
@@ -67,10 +66,10 @@ def _crash_run(rig: Rig, server_name: str, port: int, tokens: list[str], ledger:
         w.start()
     try:
         time.sleep(rng.uniform(*LOAD_SECONDS))
-        server = next(p for p in reversed(rig.procs) if p.name == server_name)
-        rig.kill9(server)
+        assert stack.server is not None
+        stack.server.kill9()
         time.sleep(rng.uniform(*OUTAGE_SECONDS))
-        rig.serve(server_name, port=port)
+        stack.serve("server", port=port)
         time.sleep(AFTER_SECONDS)
     finally:
         stop.set()
@@ -83,22 +82,15 @@ def run(scale: Scale, workdir: Path) -> list[Figure]:
     rng = random.Random(seed)
     ledger = Ledger()
     threads: list[str] = []
-    with Rig(workdir, NO_LIMITS) as rig:
-        server = rig.serve("server")
-        port = server.port
-        assert port is not None
+    with reliability_stack(workdir, NO_LIMITS) as stack:
+        port = stack.serve("server").port
         agents = [f"writer-{i}" for i in range(WRITERS)]
-        tokens = [rig.token(a) for a in agents]
-        coord = Client(port, rig.token("coordinator", "coordinator"))
-        try:
+        tokens = [stack.token(a) for a in agents]
+        with stack.client(stack.token("coordinator", "coordinator")) as coord:
             for run_no in range(scale.crash_runs):
-                thread_id = coord.ok("create_thread", {"title": f"crash run {run_no}", "type": "conversation",
-                                                       "participants": agents})["thread_id"]
-                threads.append(thread_id)
-                _crash_run(rig, "server", port, tokens, ledger, thread_id, run_no, rng)
+                threads.append(new_thread(coord, agents, f"crash run {run_no}", type="conversation"))
+                _crash_run(stack, port, tokens, ledger, threads[-1], run_no, rng)
             audit = ledger.audit({t: read_thread(coord, t) for t in threads})
-        finally:
-            coord.close()
     in_doubt = [p for p in ledger.posts.values() if p.in_doubt]
     resolved = sum(1 for p in in_doubt if p.acked is not None)
     runs = scale.crash_runs

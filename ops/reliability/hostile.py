@@ -15,7 +15,7 @@ HTTP-level refusals of `/mcp`; JSON-RPC 2.0 or an empty 202 for `/mcp`), or no a
 server. The server's resident memory is read from /proc before (after a warm-up) and after, and the server must
 still answer `/health` and serve a real post and read at the end.
 
-The server (`serve`, over the harness's `Rig`), the careful raw client (`Wire`) and the judges of an answer's
+The server (`serve`, on the reliability stack), the careful raw client (`Wire`) and the judges of an answer's
 shape (`envelope_problem`, `answer_problem`) are shared with the `attacks` and `abuse` scenarios.
 """
 
@@ -27,7 +27,6 @@ import json
 import re
 import select
 import socket
-import subprocess
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -36,8 +35,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bridge_ops.reliability.figures import Figure, Scale
-from bridge_ops.reliability.harness import Client, Rig
-from bridge_ops.stack import HOST, bridge_argv
+from bridge_ops.reliability.stack import reliability_stack
+
+from bridge.testing.client import Client, new_thread, post
+from bridge.testing.processes import Proc
+from bridge.testing.stack import Stack
 
 if TYPE_CHECKING:
     from bridge.auth.keys import SigningKey
@@ -63,38 +65,21 @@ MCP_PATH = "/mcp"
 # --------------------------------------------------------------------------------------------------- the server
 @dataclass
 class Server:
-    """One `bridge serve --no-worker` of a `Rig` (the harness), with what the scenarios of this module and of
-    `attacks` and `abuse` need: its settings (as the server loaded them), its signing key, tokens, the database."""
+    """One `bridge serve --no-worker` (`proc`) on a reliability `stack` (tokens, clients, queries, CLI runs), with
+    what the scenarios of this module and of `attacks` and `abuse` need: its settings (as the server loaded them)
+    and its signing key."""
 
-    rig: Rig
-    port: int
-    pid: int
+    stack: Stack
+    proc: Proc
     settings: Settings
 
     @property
-    def url(self) -> str:
-        return f"http://{HOST}:{self.port}"
+    def port(self) -> int:
+        return self.proc.port
 
     @property
     def key(self) -> SigningKey:
-        from bridge.auth.keys import load_or_create
-
-        return load_or_create(self.settings.data_dir)
-
-    def token(self, agent_id: str, role: str = "participant", *, ttl: float = 3600) -> str:
-        return self.rig.token(agent_id, role, ttl=ttl)
-
-    def client(self, token: str, timeout: float = 30.0) -> Client:
-        """A keep-alive client (the caller closes it); `client.ok(command, payload)` for set-up calls."""
-        return Client(self.port, token, timeout=timeout)
-
-    def query(self, sql: str, params: Any = ()) -> list[tuple[Any, ...]]:
-        return self.rig.query(sql, params)
-
-    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        """`bridge <args> --db <the server's database>` as an operator runs it, in the server's environment."""
-        return subprocess.run(bridge_argv(*args, "--db", str(self.rig.db)), capture_output=True, text=True,
-                              env=self.rig.env, cwd=str(self.rig.workdir), timeout=60, check=False)
+        return self.stack.minter.key
 
 
 @contextlib.contextmanager
@@ -102,12 +87,9 @@ def serve(workdir: Path, env: dict[str, str] | None = None) -> Iterator[Server]:
     """A real `bridge serve` (no worker: nothing here needs wakes) on 127.0.0.1; stopped by PID on exit."""
     from bridge.settings import Settings
 
-    with Rig(workdir, env) as rig:
-        proc = rig.serve("server")
-        settings = Settings.load({"db": str(rig.db)},
-                                 env={k: v for k, v in rig.env.items() if k.startswith("BRIDGE_")})
-        assert proc.port is not None
-        yield Server(rig, proc.port, proc.pid, settings)
+    with reliability_stack(workdir, env) as stack:
+        proc = stack.serve("server")
+        yield Server(stack, proc, Settings.load({"db": str(stack.db)}, env=dict(stack.settings_env)))
 
 
 # --------------------------------------------------------------------------------------------------- judging
@@ -179,35 +161,24 @@ def answer_problem(path: str, answer: Answer) -> str | None:
     return envelope_problem(answer)
 
 
-class Wire:
-    """One keep-alive connection sending exactly the bytes and headers given (reconnects after a close)."""
+class Wire(Client):
+    """The harness's keep-alive client sending exactly the bytes and headers given, answered as an `Answer`."""
 
     def __init__(self, port: int, timeout: float = REQUEST_TIMEOUT):
-        self.port, self.timeout = port, timeout
-        self.conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
+        super().__init__(port, timeout=timeout)
 
     def send(self, method: str, path: str, body: bytes | None, headers: dict[str, str]) -> Answer:
         """Send one request; OSError/HTTPException propagate (the connection is reset for the next call)."""
-        try:
-            self.conn.request(method, path, body=body, headers=headers)
-            reply = self.conn.getresponse()
-            return Answer(reply.status, {k.lower(): v for k, v in reply.getheaders()}, reply.read())
-        except (OSError, http.client.HTTPException):
-            self.close()
-            raise
-
-    def close(self) -> None:
-        self.conn.close()
-        self.conn = http.client.HTTPConnection(HOST, self.port, timeout=self.timeout)
+        return Answer(*self.raw(method, path, body, headers))
 
     def send_carefully(self, path: str, body: bytes, headers: dict[str, str]) -> Answer:
         """Send a request the server may refuse before reading it all (a body or headers over the limit) as a
         careful client does: on its own connection, in slices, stopping as soon as the server has answered. The
         server answers and closes; a client blindly writing on gets a reset instead of the 4xx."""
-        head = [f"POST {path} HTTP/1.1", f"Host: {HOST}:{self.port}", f"Content-Length: {len(body)}",
+        head = [f"POST {path} HTTP/1.1", f"Host: {self.host}:{self.port}", f"Content-Length: {len(body)}",
                 "Connection: close", *(f"{k}: {v}" for k, v in headers.items())]
         data = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
-        with socket.create_connection((HOST, self.port), timeout=self.timeout) as sock:
+        with socket.create_connection((self.host, self.port), timeout=self.timeout) as sock:
             for offset in range(0, len(data), SLICE):
                 if select.select([sock], [], [], 0)[0]:
                     break  # the answer is already there
@@ -233,13 +204,12 @@ def rss_mib(pid: int) -> float:
 
 def healthy(server: Server, coordinator: str, thread_id: str) -> tuple[bool, str]:
     """`/health` answers ok and a real post is read back: the server still does its job."""
-    with contextlib.closing(server.client(coordinator, timeout=10)) as client:
+    with server.stack.client(coordinator, timeout=10) as client:
         health = client.get("/health")
         if not health.ok or not isinstance(health.body, dict) or health.body.get("status") != "ok":
             return False, f"/health -> {health.status} {health.error or ''}"
         try:
-            posted = client.ok("post_message", {"thread_id": thread_id, "schema_version": 1, "kind": "chat",
-                                                "body": "still alive", "idempotency_key": f"alive-{time.time()}"})
+            posted = post(client, thread_id, "still alive", idempotency_key=f"alive-{time.time()}")
             read = client.ok("read_messages", {"thread_id": thread_id, "since_seq": posted["seq"] - 1})
         except RuntimeError as exc:
             return False, str(exc)
@@ -266,18 +236,19 @@ class Ledger:
         self.kinds[label] += 1
         if isinstance(outcome, Exception):
             self.unanswered += 1
-            self._example(f"{label} {path}: no answer ({type(outcome).__name__}: {outcome})")
+            self.note(f"{label} {path}: no answer ({type(outcome).__name__}: {outcome})")
             return
         self.statuses[outcome.status] += 1
         if outcome.status >= 500:
             self.server_errors += 1
-            self._example(f"{label} {path}: {outcome.status} {outcome.body[:200]!r}")
+            self.note(f"{label} {path}: {outcome.status} {outcome.body[:200]!r}")
         problem = answer_problem(path, outcome)
         if problem is not None:
             self.misshapen += 1
-            self._example(f"{label} {path}: {outcome.status} {problem}")
+            self.note(f"{label} {path}: {outcome.status} {problem}")
 
-    def _example(self, text: str) -> None:
+    def note(self, text: str) -> None:
+        """Keep the first few examples of what went wrong."""
         if len(self.examples) < 5:
             self.examples.append(text)
 
@@ -479,13 +450,10 @@ def drive(strategy: Any, count: int, seed: int, consume: Callable[[Any], None]) 
 
 # --------------------------------------------------------------------------------------------------- schemathesis
 @dataclass
-class SchemaLedger:
-    calls: int = 0
-    server_errors: int = 0
-    misshapen: int = 0
-    unanswered: int = 0
+class SchemaLedger(Ledger):
+    """The ledger of the schemathesis calls, with the failures of its own checks."""
+
     check_failures: Counter[str] = field(default_factory=Counter)
-    examples: list[str] = field(default_factory=list)
 
 
 def run_schemathesis(server: Server, token: str, examples: int, seed: int) -> SchemaLedger:
@@ -500,7 +468,8 @@ def run_schemathesis(server: Server, token: str, examples: int, seed: int) -> Sc
     from schemathesis.specs.openapi.checks import response_schema_conformance
 
     ledger = SchemaLedger()
-    schema = schemathesis.openapi.from_url(f"{server.url}/v1/openapi.json", timeout=10)
+    base_url = str(server.proc.url)
+    schema = schemathesis.openapi.from_url(f"{base_url}/v1/openapi.json", timeout=10)
     checks = {"not_a_server_error": not_a_server_error, "response_schema_conformance": response_schema_conformance}
     headers = {"Authorization": f"Bearer {token}"}
     with requests.Session() as session:
@@ -516,7 +485,7 @@ def run_schemathesis(server: Server, token: str, examples: int, seed: int) -> Sc
                           suppress_health_check=list(HealthCheck), print_blob=False)
                 @given(operation.as_strategy(generation_mode=mode))
                 def call(case: Any) -> None:
-                    _call_case(case, server.url, session, headers, checks, ledger)
+                    _call_case(case, base_url, session, headers, checks, ledger)
 
                 call()
     return ledger
@@ -526,7 +495,6 @@ def _call_case(case: Any, base_url: str, session: Any, headers: dict[str, str], 
                ledger: SchemaLedger) -> None:
     import requests
 
-    ledger.calls += 1
     path = case.operation.path
     wait = case.body.get("wait_ms") if isinstance(case.body, dict) else None
     if type(wait) in (int, float) and 0 < wait <= 30_000 and float(wait).is_integer():  # 30000.0 is valid too
@@ -534,51 +502,27 @@ def _call_case(case: Any, base_url: str, session: Any, headers: dict[str, str], 
     try:
         response = case.call(base_url=base_url, session=session, headers=headers, timeout=REQUEST_TIMEOUT)
     except requests.RequestException as exc:
-        ledger.unanswered += 1
-        _note(ledger.examples, f"{path}: no answer ({type(exc).__name__})")
+        ledger.record("schemathesis", path, exc)
         return
-    answer = Answer(response.status_code, {k.lower(): v[0] if isinstance(v, list) else v
-                                           for k, v in response.headers.items()}, response.content)
-    if answer.status >= 500:
-        ledger.server_errors += 1
-        _note(ledger.examples, f"{path}: {answer.status} {answer.body[:200]!r}")
-    problem = answer_problem(path, answer)
-    if problem is not None:
-        ledger.misshapen += 1
-        _note(ledger.examples, f"{path}: {answer.status} {problem}")
+    ledger.record("schemathesis", path, Answer(response.status_code, {
+        k.lower(): v[0] if isinstance(v, list) else v for k, v in response.headers.items()}, response.content))
     for name, check in checks.items():
         try:
             case.validate_response(response, checks=[check], headers=headers)
         except Exception as exc:  # schemathesis raises its own failure groups
             ledger.check_failures[name] += 1
-            _note(ledger.examples, f"{path}: {name}: {str(exc).splitlines()[0][:200] if str(exc) else exc!r}")
-
-
-def _note(examples: list[str], text: str) -> None:
-    if len(examples) < 5:
-        examples.append(text)
+            ledger.note(f"{path}: {name}: {str(exc).splitlines()[0][:200] if str(exc) else exc!r}")
 
 
 # --------------------------------------------------------------------------------------------------- the run
 def _prepare(server: Server) -> Target:
-    coordinator = server.token("coord", "coordinator")
-    with contextlib.closing(server.client(coordinator)) as client:
-        thread = client.ok("create_thread", {"title": "hostile target", "type": "workflow",
-                                                  "participants": ["rev", "exe"]})["thread_id"]
-        closed = client.ok("create_thread", {"title": "closed", "type": "workflow",
-                                                  "participants": ["rev"]})["thread_id"]
+    coordinator = server.stack.token("coord", "coordinator")
+    with server.stack.client(coordinator) as client:
+        thread = new_thread(client, ["rev", "exe"], "hostile target")
+        closed = new_thread(client, ["rev"], "closed")
         client.ok("update_thread_status", {"thread_id": closed, "status": "closed", "reason": "target"})
-        client.ok("post_message", {"thread_id": thread, "schema_version": 1, "kind": "chat", "body": "seed"})
+        post(client, thread, "seed")
     return Target(thread_id=thread, closed_thread_id=closed, session_id="coord-s1", coordinator=coordinator)
-
-
-@contextlib.contextmanager
-def _wire(port: int) -> Iterator[Wire]:
-    wire = Wire(port)
-    try:
-        yield wire
-    finally:
-        wire.conn.close()
 
 
 def schema_examples(scale: Scale) -> int:
@@ -595,7 +539,7 @@ def run(scale: Scale, workdir: Path) -> list[Figure]:
         warmup = max(1, int(total * WARMUP_SHARE))
         rss: dict[str, float] = {}
         max_body = server.settings.max_body
-        with _wire(server.port) as wire:
+        with Wire(server.port) as wire:
 
             def consume(item: Hostile) -> None:
                 try:
@@ -606,13 +550,13 @@ def run(scale: Scale, workdir: Path) -> list[Figure]:
                     outcome = exc
                 ledger.record(item.label, item.path, outcome)
                 if ledger.sent == warmup:
-                    rss["before"] = rss_mib(server.pid)
+                    rss["before"] = rss_mib(server.proc.pid)
 
             started = time.monotonic()
             drive(_strategies(target, max_body), total, SEED, consume)
             hypothesis_seconds = time.monotonic() - started
         schema = run_schemathesis(server, target.coordinator, schema_examples(scale), SEED)
-        rss["after"] = rss_mib(server.pid)
+        rss["after"] = rss_mib(server.proc.pid)
         alive, alive_note = healthy(server, target.coordinator, target.thread_id)
     return _figures(ledger, schema, rss, alive, alive_note, total, hypothesis_seconds)
 
@@ -632,13 +576,13 @@ def _figures(ledger: Ledger, schema: SchemaLedger, rss: dict[str, float], alive:
                ledger.misshapen == 0 and ledger.sent > 0, note=examples),
         Figure(AREA, "hostile requests without an answer", ledger.unanswered, ledger.sent, "0",
                ledger.unanswered == 0),
-        Figure(AREA, "schemathesis: 5xx answers", schema.server_errors, schema.calls, "0",
-               schema.server_errors == 0 and schema.calls > 0 and schema.unanswered == 0,
+        Figure(AREA, "schemathesis: 5xx answers", schema.server_errors, schema.sent, "0",
+               schema.server_errors == 0 and schema.sent > 0 and schema.unanswered == 0,
                note=f"no answer: {schema.unanswered}; " + "; ".join(schema.examples)),
-        Figure(AREA, "schemathesis: answers outside the envelope", schema.misshapen, schema.calls, "0",
-               schema.misshapen == 0 and schema.calls > 0),
+        Figure(AREA, "schemathesis: answers outside the envelope", schema.misshapen, schema.sent, "0",
+               schema.misshapen == 0 and schema.sent > 0),
         Figure(AREA, "schemathesis: check failures (not_a_server_error, response_schema_conformance)",
-               sum(schema.check_failures.values()), schema.calls, "0", not schema.check_failures,
+               sum(schema.check_failures.values()), schema.sent, "0", not schema.check_failures,
                note=schema_failures),
         Figure(AREA, "server RSS growth over the run", round(growth, 1), None, f"< {RSS_BOUND_MIB:g} MiB",
                growth < RSS_BOUND_MIB, unit="MiB",

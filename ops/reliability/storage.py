@@ -32,7 +32,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bridge_ops.reliability.figures import Figure, Scale
-from bridge_ops.reliability.harness import NO_LIMITS, Client, Ledger, Proc, Rig, read_thread, wait_until
+from bridge_ops.reliability.ledger import Ledger
+from bridge_ops.reliability.stack import reliability_stack
+
+from bridge.testing.client import Client, new_thread, read_thread
+from bridge.testing.processes import Proc, wait_until
+from bridge.testing.stack import NO_LIMITS, Stack
 
 TMPFS_SIZE = "16m"
 HEADROOM = 1024 * 1024  # bytes left free on the tmpfs after the ballast
@@ -63,23 +68,19 @@ class Outcome:
 
 def _post(client: Client, ledger: Ledger, thread_id: str, key: str, filler: str) -> str:
     post = ledger.attempt(key, thread_id, Ledger.body(key, filler))
-    reply = client.call("post_message", {"thread_id": thread_id, "schema_version": 1, "kind": "chat",
-                                         "body": post.body, "idempotency_key": key})
-    return ledger.record(key, reply)
+    return ledger.record(key, client.call("post_message", Ledger.payload(post)))
 
 
-def _exercise(rig: Rig, server: Proc, fault: Callable[[], object], free: Callable[[], object], probes: int,
+def _exercise(stack: Stack, server: Proc, fault: Callable[[], object], free: Callable[[], object], probes: int,
               while_full: int) -> Outcome:
     """Baseline, fault, fill until refused, keep going while full, free space, probe recovery, kill -9, restart,
     read back."""
-    port = server.port or 0
     out = Outcome()
     ledger = Ledger()
-    coord = Client(port, rig.token("coordinator", "coordinator"))
-    writer = Client(port, rig.token("writer"))
+    coord = stack.client(stack.token("coordinator", "coordinator"))
+    writer = stack.client(stack.token("writer"))
     try:
-        thread_id = coord.ok("create_thread", {"title": "storage fault", "type": "conversation",
-                                               "participants": ["writer"]})["thread_id"]
+        thread_id = new_thread(coord, ["writer"], "storage fault", type="conversation")
         for i in range(BASELINE):
             _post(writer, ledger, thread_id, f"base-{i}", "small")
         fault()
@@ -105,13 +106,10 @@ def _exercise(rig: Rig, server: Proc, fault: Callable[[], object], free: Callabl
     finally:
         writer.close()
         coord.close()
-    rig.kill9(server)
-    restarted = rig.serve(server.name + "-restarted", db=rig.db)
-    reader = Client(restarted.port or 0, rig.token("coordinator", "coordinator"))
-    try:
+    server.kill9()
+    stack.serve(server.name + "-restarted")
+    with stack.client(stack.token("coordinator", "coordinator")) as reader:
         audit = ledger.audit({thread_id: read_thread(reader, thread_id)})
-    finally:
-        reader.close()
     refused_keys = [p for p in ledger.posts.values() if p.refusals]
     out.refused = len(refused_keys)
     out.reasons = Counter(p.refusals[0].rsplit("/", 1)[-1] for p in refused_keys)  # "503 UNAVAILABLE/<reason>"
@@ -179,10 +177,10 @@ def _disk_full(workdir: Path, probes: int, while_full: int) -> list[Figure]:
         return [Figure(area, "a small tmpfs could be mounted", 0, 1, "1", False,
                        note=f"mounting needs root (CAP_SYS_ADMIN): {problem[:200]}")]
     try:
-        with Rig(workdir / "disk-full", NO_LIMITS, db=disk / "bridge.db") as rig:
-            server = rig.serve("server")
+        with reliability_stack(workdir / "disk-full", NO_LIMITS, db=disk / "bridge.db") as stack:
+            server = stack.serve("server")
             ballast = disk / "ballast"
-            out = _exercise(rig, server, lambda: _fill(ballast), ballast.unlink, probes, while_full)
+            out = _exercise(stack, server, lambda: _fill(ballast), ballast.unlink, probes, while_full)
     finally:
         _umount(disk)
     return _figures(area, "disk_full", out)
@@ -196,14 +194,14 @@ def _limit_fsize() -> None:
 
 
 def _file_size(workdir: Path, probes: int, while_full: int) -> list[Figure]:
-    with Rig(workdir / "file-size", NO_LIMITS) as rig:
-        server = rig.serve("server", preexec_fn=_limit_fsize)
+    with reliability_stack(workdir / "file-size", NO_LIMITS) as stack:
+        server = stack.serve("server", preexec_fn=_limit_fsize)
 
         def free() -> None:
             _, hard = resource.prlimit(server.pid, resource.RLIMIT_FSIZE)
             resource.prlimit(server.pid, resource.RLIMIT_FSIZE, (hard, hard))
 
-        out = _exercise(rig, server, lambda: None, free, probes, while_full)  # limited from its start
+        out = _exercise(stack, server, lambda: None, free, probes, while_full)  # limited from its start
     return _figures("storage: file-size limit", "file_too_large", out)
 
 

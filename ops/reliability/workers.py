@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
-import http.client
 import json
 import os
 import random
@@ -42,19 +41,18 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from bridge_ops.reliability.figures import Figure, Scale
+from bridge_ops.reliability.stack import reliability_stack
 
-if TYPE_CHECKING:
-    from bridge_ops.reliability.harness import Proc, Rig
+from bridge.testing.client import Client, new_thread
+from bridge.testing.processes import Proc, wait_until
+from bridge.testing.stack import NO_LIMITS, Stack
 
 AGENTS = 4
 THREADS = 2
 RACERS = 3
-ENV = {"BRIDGE_WRITE_QUOTA_PER_MIN": "0", "BRIDGE_LOOP_GUARD_TURNS": "0", "BRIDGE_LOOP_GUARD_REPEATS": "0",
-       "BRIDGE_TRIGGER_RATE_PER_MIN": "0", "BRIDGE_ENTER_DELAY": "20ms", "BRIDGE_ACK_TIMEOUT": "8s",
-       "BRIDGE_LOG_LEVEL": "INFO"}
+ENV = {**NO_LIMITS, "BRIDGE_ENTER_DELAY": "20ms", "BRIDGE_ACK_TIMEOUT": "8s", "BRIDGE_LOG_LEVEL": "INFO"}
 LEASE_SECONDS = 5.0  # FAST_TIMINGS' BRIDGE_WORKER_LEASE
 STOP_SECONDS = LEASE_SECONDS + 2.0  # a stop lasts past the lease, so the other worker takes the jobs over
 KILL_SPACING = 1.0  # seconds of feeding per planned crash
@@ -62,22 +60,22 @@ KILL_SPACING = 1.0  # seconds of feeding per planned crash
 MOMENTS = ("probe", "typing", "any")
 SETTLE_TIMEOUT = 90.0  # seconds for every job of a batch to reach a terminal state after the faults
 TERMINAL = ("delivered", "resumed", "spawned", "failed")
+SESSION = "bridge-default"  # the workspace's tmux session: the fake agents' windows
 
 
 # --------------------------------------------------------------------------------------------------- fake agent
-def _heartbeat(conn: http.client.HTTPConnection, token: str, session_id: str, pane: str) -> None:
-    body = json.dumps({"session_id": session_id, "runtime": "generic-reliability", "status": "idle",
-                       "resumable": False, "management_mode": "managed", "tmux_target": pane,
-                       "cwd": os.getcwd()}).encode()
-    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+def heartbeat(session_id: str, pane: str, cwd: str) -> dict[str, object]:
+    """heartbeat_session arguments: the agent's session is managed, idle and in `pane`."""
+    return {"session_id": session_id, "runtime": "generic-reliability", "status": "idle", "resumable": False,
+            "management_mode": "managed", "tmux_target": pane, "cwd": cwd}
+
+
+def _heartbeat(client: Client, session_id: str, pane: str) -> None:
+    """Heartbeat (the agent's acknowledgement), sent again up to twice when it got no answer."""
     for _ in range(3):
-        try:
-            conn.request("POST", "/v1/mcp/heartbeat_session", body=body, headers=headers)
-            conn.getresponse().read()
+        if client.call("heartbeat_session", heartbeat(session_id, pane, os.getcwd())).status is not None:
             return
-        except (OSError, http.client.HTTPException):
-            conn.close()
-            time.sleep(0.05)
+        time.sleep(0.05)
 
 
 def agent_main(argv: list[str]) -> int:
@@ -93,8 +91,8 @@ def agent_main(argv: list[str]) -> int:
     payload = token.split(".")[1]
     claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
     pane = os.environ["TMUX_PANE"]
-    conn = http.client.HTTPConnection("127.0.0.1", args.port, timeout=30)
-    _heartbeat(conn, token, claims["session_id"], pane)
+    client = Client(args.port, token)
+    _heartbeat(client, claims["session_id"], pane)
     print(f"FAKE AGENT READY {claims['agent_id']}", flush=True)
     fd = sys.stdin.fileno()
     mode = termios.tcgetattr(fd)
@@ -115,10 +113,10 @@ def agent_main(argv: list[str]) -> int:
                 if ids:
                     log.write(json.dumps({"t": time.time(), "ids": ids}) + "\n")
                     log.flush()
-                    _heartbeat(conn, token, claims["session_id"], pane)
+                    _heartbeat(client, claims["session_id"], pane)
 
 
-# --------------------------------------------------------------------------------------------------- the rig
+# --------------------------------------------------------------------------------------------------- the bench
 @dataclass
 class Batch:
     """One part's jobs (request id prefix) and what happened to them."""
@@ -137,80 +135,63 @@ class Batch:
 class Workbench:
     """The server, the fake agents and their threads; jobs are enqueued and followed here."""
 
-    def __init__(self, rig: Rig, rng: random.Random):
-        from bridge_ops.reliability.harness import Client
-
-        self.rig, self.rng = rig, rng
-        self.server = rig.serve("server")
-        self.port = self.server.port or 0
-        self.effects = rig.workdir / "effects"
+    def __init__(self, stack: Stack, rng: random.Random):
+        self.stack, self.rng = stack, rng
+        self.port = stack.serve("server").port
+        self.effects = stack.workdir / "effects"
         self.effects.mkdir(exist_ok=True)
         self.agents = [f"agent-{i}" for i in range(AGENTS)]
         self.panes: dict[str, str] = {}
-        self.coord_token = rig.token("coordinator", "coordinator")
-        self.coord = Client(self.port, self.coord_token)
+        self.coord_token = stack.token("coordinator", "coordinator")
+        self.coord = stack.client(self.coord_token)
         for agent in self.agents:
             self._launch(agent)
-        self.threads = [self.coord.ok("create_thread", {"title": f"workers {i}", "type": "conversation",
-                                                        "participants": self.agents})["thread_id"]
+        self.threads = [new_thread(self.coord, self.agents, f"workers {i}", type="conversation")
                         for i in range(THREADS)]
         self.workers: list[Proc] = []
         self._serial = 0
 
     def _launch(self, agent: str) -> None:
-        from bridge_ops.reliability.harness import wait_until
-
-        token_file = self.rig.workdir / f"{agent}.token"
-        token_file.write_text(self.rig.token(agent))
+        """The agent's fake agent in a new window of the private tmux server, once it heartbeated."""
         argv = [sys.executable, "-m", "bridge_ops.reliability.workers", "agent", "--port", str(self.port),
-                "--token-file", str(token_file), "--log", str(self.effects / f"{agent}.jsonl")]
-        self.panes[agent] = self.rig.new_window(agent, argv)
-        if not wait_until(lambda: self.rig.query(
+                "--token-file", str(self.stack.token_file(agent)), "--log", str(self.effects / f"{agent}.jsonl")]
+        self.panes[agent] = self.stack.tmux.new_window(SESSION, agent, argv, cwd=str(self.stack.workdir))
+        if not wait_until(lambda: self.stack.query(
                 "SELECT 1 FROM sessions WHERE agent_id = ? AND management_mode = 'managed'", (agent,)), 30):
             raise RuntimeError(f"fake agent {agent} never heartbeated")
 
     def begin(self, name: str) -> Batch:
         """A new batch; every agent re-registers first (a part starts with every runtime managed and idle, whatever
         the part before did to the registry)."""
-        from bridge_ops.reliability.harness import Client
-
         for agent in self.agents:
-            client = Client(self.port, self.rig.token(agent))
-            try:
-                client.ok("heartbeat_session", {"session_id": f"{agent}-s1", "runtime": "generic-reliability",
-                                                "status": "idle", "resumable": False, "management_mode": "managed",
-                                                "tmux_target": self.panes[agent], "cwd": str(self.rig.workdir)})
-            finally:
-                client.close()
+            with self.stack.client(self.stack.token(agent)) as client:
+                client.ok("heartbeat_session", heartbeat(f"{agent}-s1", self.panes[agent], str(self.stack.workdir)))
         return Batch(name)
 
     def end(self, batch: Batch) -> None:
         """Stop the part's workers; count the runtimes the bridge marked offline meanwhile (every pane lived)."""
         self.stop_workers()
-        batch.offline_marks = self.rig.query(
+        batch.offline_marks = self.stack.query(
             "SELECT count(*) FROM audit_events WHERE operation = 'runtime_offline' AND occurred_at >= ?",
             (batch.started_ms,))[0][0]
 
     def start_worker(self) -> Proc:
         self._serial += 1
-        proc = self.rig.worker(f"worker-{self._serial}", port=self.port)
+        proc = self.stack.worker(f"worker-{self._serial}")
         self.workers.append(proc)
         return proc
 
     def stop_workers(self) -> None:
         for proc in self.workers:
-            self.rig.stop(proc)
+            proc.stop()
         self.workers = []
 
     def enqueue(self, batch: Batch, count: int, seconds: float, burst: int = 1) -> threading.Thread:
         """Enqueue `count` jobs in bursts of `burst`, evenly over `seconds`, in a background thread (joined by the
         caller). Bursts let a worker claim several jobs at once, as it would after a busy moment."""
-        from bridge_ops.reliability.harness import Client
-
         def feed() -> None:
-            client = Client(self.port, self.coord_token)
             started = time.monotonic()
-            try:
+            with self.stack.client(self.coord_token) as client:
                 for k in range(count):
                     if k % burst == 0:
                         time.sleep(max(0.0, started + seconds * k / count - time.monotonic()))
@@ -220,8 +201,6 @@ class Workbench:
                         "request_id": f"{batch.name}-{k}"})
                     batch.trigger_ids.append(reply["trigger_id"])
                     batch.not_queued += reply["job_status"] != "queued"
-            finally:
-                client.close()
 
         feeder = threading.Thread(target=feed, daemon=True)
         feeder.start()
@@ -229,19 +208,17 @@ class Workbench:
 
     def held_by(self, worker: Proc, batch: Batch) -> list[str]:
         """The batch's jobs whose claim this worker holds right now."""
-        rows = self.rig.query("SELECT trigger_id FROM trigger_jobs WHERE claim_token LIKE ? AND request_id LIKE ?",
+        rows = self.stack.query("SELECT trigger_id FROM trigger_jobs WHERE claim_token LIKE ? AND request_id LIKE ?",
                               (f"{worker.ready}-%", f"{batch.name}-%"))
         return [r[0] for r in rows]
 
     def statuses(self, batch: Batch) -> dict[str, str]:
-        rows = self.rig.query("SELECT trigger_id, status FROM trigger_jobs WHERE request_id LIKE ?",
+        rows = self.stack.query("SELECT trigger_id, status FROM trigger_jobs WHERE request_id LIKE ?",
                               (f"{batch.name}-%",))
         return {r[0]: r[1] for r in rows}
 
     def settle(self, batch: Batch, feeder: threading.Thread) -> dict[str, str]:
         """Wait (bounded) until every job of the batch is terminal; the final statuses."""
-        from bridge_ops.reliability.harness import wait_until
-
         feeder.join(timeout=600)
         wait_until(lambda: all(s in TERMINAL for s in self.statuses(batch).values()), SETTLE_TIMEOUT, 0.2)
         time.sleep(0.5)  # a late side effect of a continued worker shows up in the logs
@@ -258,7 +235,7 @@ class Workbench:
 
     def holds_queued(self, worker: Proc, batch: Batch) -> bool:
         """True while `worker` holds a claim on one of the batch's queued jobs (about to deliver it)."""
-        return bool(self.rig.query(
+        return bool(self.stack.query(
             "SELECT 1 FROM trigger_jobs WHERE claim_token LIKE ? AND request_id LIKE ? AND status = 'queued'",
             (f"{worker.ready}-%", f"{batch.name}-%")))
 
@@ -267,8 +244,6 @@ class Workbench:
         jobs: `probe` (it runs `tmux display-message`: the probe of the pane it is about to type into), `typing`
         (it runs `tmux send-keys`) or `any`. When the moment does not come in time, any moment holding a claim.
         False when not even that came (the caller re-checks the claims once the fault holds the worker still)."""
-        from bridge_ops.reliability.harness import wait_until
-
         wanted = {"probe": "display-message", "typing": "send-keys"}.get(moment)
         deadline = time.monotonic() + timeout
         while wanted is not None and time.monotonic() < deadline:
@@ -301,7 +276,7 @@ def _kill_part(bench: Workbench, jobs: int, crashes: int) -> Batch:
         if not bench.wait_moment(victim, batch, MOMENTS[n % len(MOMENTS)]):
             continue
         held = bench.held_by(victim, batch)
-        bench.rig.kill9(victim)
+        victim.kill9()
         batch.held += len(held)
         batch.faults += 1
         bench.workers.remove(victim)
@@ -321,15 +296,15 @@ def _stop_part(bench: Workbench, jobs: int, stops: int) -> Batch:
         victim = bench.rng.choice(bench.workers)
         if not bench.wait_moment(victim, batch, MOMENTS[n % len(MOMENTS)]):
             continue
-        bench.rig.pause(victim)
+        victim.pause()
         stopped_at = int(time.time() * 1000)
         held = bench.held_by(victim, batch)
         if not held:  # released between the check and the signal: nothing to test this time
-            bench.rig.cont(victim)
+            victim.cont()
             continue
         time.sleep(STOP_SECONDS)
         continued_at = int(time.time() * 1000)
-        bench.rig.cont(victim)
+        victim.cont()
         batch.faults += 1
         batch.held += len(held)
         batch.windows.append((stopped_at, continued_at, victim.ready or "", held))
@@ -346,7 +321,7 @@ def _stale_accepted(bench: Workbench, batch: Batch) -> int:
     stale = 0
     for stopped_at, continued_at, _, held in batch.windows:
         for trigger_id in held:
-            rows = bench.rig.query("SELECT started_at, finished_at FROM trigger_attempts WHERE trigger_id = ?",
+            rows = bench.stack.query("SELECT started_at, finished_at FROM trigger_attempts WHERE trigger_id = ?",
                                    (trigger_id,))
             taken_over = any(stopped_at < start < continued_at for start, _ in rows)
             late = any(start <= stopped_at and (end or 0) >= continued_at for start, end in rows)
@@ -378,22 +353,20 @@ def _outcomes(batch: Batch, statuses: dict[str, str], seen: Counter[str]) -> tup
 
 
 def run(scale: Scale, workdir: Path) -> list[Figure]:
-    from bridge_ops.reliability.harness import Rig
-
     seed = secrets.randbits(32)
     rng = random.Random(seed)
     crashes = min(10, max(2, scale.n // 2))
     stops = min(5, max(2, scale.n // 4))
     kill_jobs, stop_jobs = scale.jobs * 2 // 5, scale.jobs * 3 // 10
     race_jobs = scale.jobs - kill_jobs - stop_jobs
-    with Rig(workdir, ENV) as rig:
-        bench = Workbench(rig, rng)
+    with reliability_stack(workdir, ENV) as stack:
+        bench = Workbench(stack, rng)
         try:
             parts = [_kill_part(bench, kill_jobs, crashes), _stop_part(bench, stop_jobs, stops),
                      _race_part(bench, race_jobs)]
             statuses = {name: bench.statuses(b) for name, b in zip(("kill", "stop", "race"), parts, strict=True)}
             seen = bench.deliveries()
-            refused = sum(len(p.log_events("stale_claim")) for p in rig.procs if p.name.startswith("worker-"))
+            refused = sum(len(p.log_events("stale_claim")) for p in stack.procs if p.name.startswith("worker-"))
         finally:
             bench.coord.close()
     kill, stop, race = parts

@@ -19,7 +19,12 @@ import time
 from pathlib import Path
 
 from bridge_ops.reliability.figures import Figure, Scale
-from bridge_ops.reliability.harness import NO_LIMITS, Client, Ledger, Rig, read_thread
+from bridge_ops.reliability.ledger import Ledger
+from bridge_ops.reliability.stack import reliability_stack
+
+from bridge.testing.client import Client, new_thread, read_thread
+from bridge.testing.stack import NO_LIMITS
+from bridge.testing.stats import percentile
 
 AREA = "concurrent writers"
 SERVERS = 3
@@ -50,14 +55,11 @@ class _Counts:
 
 def _writer(port: int, token: str, ledger: Ledger, thread_id: str, prefix: str, posts: int,
             counts: _Counts, gate: threading.Barrier) -> None:
-    client = Client(port, token, timeout=30)
-    try:
+    with Client(port, token, timeout=30) as client:
         gate.wait(timeout=60)
         for n in range(posts):
             key = f"{prefix}-{n}"
-            post = ledger.attempt(key, thread_id, Ledger.body(key, FILLER))
-            payload = {"thread_id": thread_id, "schema_version": 1, "kind": "chat", "body": post.body,
-                       "idempotency_key": key}
+            payload = Ledger.payload(ledger.attempt(key, thread_id, Ledger.body(key, FILLER)))
             for _ in range(MAX_RETRIES):
                 reply = client.call("post_message", payload)
                 outcome = ledger.record(key, reply)
@@ -68,27 +70,21 @@ def _writer(port: int, token: str, ledger: Ledger, thread_id: str, prefix: str, 
                 if outcome == "acked" or (outcome == "refused" and reply.status != 503):
                     break
                 time.sleep(0.05)
-    finally:
-        client.close()
 
 
 def run(scale: Scale, workdir: Path) -> list[Figure]:
-    from bridge_ops.load import percentile
-
     writers = SERVERS * CLIENTS_PER_SERVER
     per_writer = max(1, POSTS_PER_SCALE * scale.n // writers)
     ledger = Ledger()
     counts = _Counts()
-    with Rig(workdir, NO_LIMITS) as rig:
-        servers = [rig.serve(f"server-{i}") for i in range(SERVERS)]
+    with reliability_stack(workdir, NO_LIMITS) as stack:
+        servers = [stack.serve(f"server-{i}") for i in range(SERVERS)]
         agents = [f"writer-{i}" for i in range(writers)]
-        coord = Client(servers[0].port or 0, rig.token("coordinator", "coordinator"))
-        try:
-            thread_id = coord.ok("create_thread", {"title": "concurrent writers", "type": "conversation",
-                                                   "participants": agents})["thread_id"]
+        with stack.client(stack.token("coordinator", "coordinator"), server=servers[0]) as coord:
+            thread_id = new_thread(coord, agents, "concurrent writers", type="conversation")
             gate = threading.Barrier(writers)
             threads = [threading.Thread(target=_writer, daemon=True, args=(
-                servers[i % SERVERS].port, rig.token(agent), ledger, thread_id, agent, per_writer, counts, gate))
+                servers[i % SERVERS].port, stack.token(agent), ledger, thread_id, agent, per_writer, counts, gate))
                 for i, agent in enumerate(agents)]
             started = time.monotonic()
             for t in threads:
@@ -97,8 +93,6 @@ def run(scale: Scale, workdir: Path) -> list[Figure]:
                 t.join(timeout=600)
             seconds = time.monotonic() - started
             audit = ledger.audit({thread_id: read_thread(coord, thread_id)})
-        finally:
-            coord.close()
     latencies = sorted(counts.latencies)
     p99 = round(percentile(latencies, 99), 1)
     setup = f"{SERVERS} serve processes x {CLIENTS_PER_SERVER} clients on one database file, one shared thread"

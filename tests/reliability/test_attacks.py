@@ -19,16 +19,13 @@ def test_the_ledger_sees_a_token_that_works_and_an_escape_that_is_served(tmp_pat
 
     with serve(tmp_path / "control") as server:
         world = _setup(server)
-        wire = Wire(server.port)
-        try:
+        with Wire(server.port) as wire:
             accepted = attack_tokens(world, wire, {"valid": world.signed(world.claims())})
             assert (accepted.cases, accepted.through) == (3, 3)
             coordinator = World(**{**world.__dict__, "attacker": world.coordinator})
             served = attempt_escapes(coordinator, wire)
             assert served.through >= 10, served.examples
             assert len(escapes(world)) * 2 >= 45
-        finally:
-            wire.conn.close()
 
 
 @pytest.mark.slow

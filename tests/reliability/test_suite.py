@@ -11,10 +11,11 @@ import bridge_ops.reliability
 import pytest
 from bridge_ops.reliability import SCENARIOS, NotAvailable, load
 from bridge_ops.reliability.figures import Figure
-from bridge_ops.reliability.harness import Ledger, Reply
+from bridge_ops.reliability.ledger import Ledger
 from click.testing import CliRunner
 
 from bridge.cli.main import cli
+from bridge.testing.client import Reply
 
 
 def message(key: str, seq: int, thread: str = "thr_a", message_id: str | None = None, body: str | None = None):
