@@ -6,21 +6,20 @@ here imports from `tests/`.
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from bridge_ops.load import BODY, READ_SEED, KeepAliveClient
+from bridge_ops.load import BODY, READ_SEED, waitress_thread
 
-from bridge.auth.tokens import issue_token
 from bridge.domain.authz import Principal
 from bridge.domain.models import CreateThreadInput, PostMessageInput
-from bridge.http.server import make_server, shutdown
 from bridge.services import messages, threads
 from bridge.services.core import Call
 from bridge.settings import Settings
+from bridge.testing.client import Client
+from bridge.testing.processes import wait_until
+from bridge.testing.tokens import Minter
 from bridge.wiring import Parts, build
 
 WRITER, READER, COORDINATOR = "bench-writer", "bench-reader", "bench-coordinator"
@@ -65,51 +64,32 @@ def bench(tmp_path) -> Iterator[Bench]:
         parts.close()
 
 
+def headers(token: str) -> dict[str, str]:
+    """The request headers of a JSON call with this bearer token (built once: `Client.raw` is the lean path)."""
+    return {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+
+
 @dataclass
 class Live:
-    """A live server for `bench` and keep-alive clients holding real tokens."""
+    """A live server for `bench`, keep-alive clients, and the headers carrying real tokens of the writer and reader."""
 
     bench: Bench
     port: int
-    writer: KeepAliveClient
-    reader: KeepAliveClient
-    anonymous: KeepAliveClient
+    writer: Client
+    reader: Client
+    anonymous: Client
+    writer_headers: dict[str, str]
+    reader_headers: dict[str, str]
 
 
 @pytest.fixture
 def live(bench) -> Iterator[Live]:
     """The real app under waitress on 127.0.0.1 (free port), fully stopped at teardown."""
-    parts = bench.parts
-    settings = parts.bridge.settings
-    server = make_server(parts, host="127.0.0.1", port=0)
-    runner = threading.Thread(target=server.run, name="bench-waitress", daemon=True)
-    runner.start()
-    port = server.effective_port
-
-    def token(agent: str) -> str:
-        return issue_token(parts.key, issuer=settings.issuer, audience=settings.audience, agent_id=agent,
-                           role="participant", workspace_id=settings.workspace, session_id=f"{agent}-bench",
-                           ttl=3600)[0]
-
-    clients: list[KeepAliveClient] = []
-    try:
-        anonymous = KeepAliveClient("127.0.0.1", port)
-        clients.append(anonymous)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                if anonymous.request("GET", "/health")[0] == 200:
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.02)
-        writer, reader = KeepAliveClient("127.0.0.1", port, token(WRITER)), KeepAliveClient("127.0.0.1", port,
-                                                                                             token(READER))
-        clients += [writer, reader]
-        yield Live(bench=bench, port=port, writer=writer, reader=reader, anonymous=anonymous)
-    finally:
-        for client in clients:
-            client.close()
-        shutdown(server)
-        runner.join(timeout=10)
+    mint = Minter(bench.parts.key, bench.parts.bridge.settings)
+    with waitress_thread(bench.parts) as port, Client(port) as anonymous, Client(port) as writer, \
+            Client(port) as reader:
+        if not wait_until(lambda: anonymous.get("/health").ok, 10, 0.02):
+            raise RuntimeError("the benchmark server did not answer GET /health")
+        yield Live(bench=bench, port=port, writer=writer, reader=reader, anonymous=anonymous,
+                   writer_headers=headers(mint(WRITER, session_id=f"{WRITER}-bench")),
+                   reader_headers=headers(mint(READER, session_id=f"{READER}-bench")))

@@ -44,7 +44,7 @@ def test_read_messages_inprocess(benchmark, bench):
 
 def test_health_http(benchmark, live):
     """GET /health on the same server: the HTTP ceiling the two commands are compared with."""
-    status, _ = benchmark(live.anonymous.request, "GET", "/health")
+    status, _, _ = benchmark(live.anonymous.raw, "GET", "/health")
     assert status == 200
 
 
@@ -52,12 +52,12 @@ def test_post_message_http(benchmark, live):
     """POST /v1/mcp/post_message over a keep-alive connection with a real EdDSA token."""
     keys = itertools.count()
 
-    def post() -> tuple[int, bytes]:
+    def post() -> tuple[int, dict[str, str], bytes]:
         body = json.dumps({"thread_id": live.bench.post_thread, "schema_version": 1, "kind": "chat", "body": BODY,
                            "idempotency_key": f"k{next(keys)}"}).encode()
-        return live.writer.request("POST", "/v1/mcp/post_message", body)
+        return live.writer.raw("POST", "/v1/mcp/post_message", body, live.writer_headers)
 
-    status, raw = benchmark(post)
+    status, _, raw = benchmark(post)
     assert status == 200, raw
     assert json.loads(raw)["replayed"] is False
 
@@ -65,6 +65,6 @@ def test_post_message_http(benchmark, live):
 def test_read_messages_http(benchmark, live):
     """POST /v1/mcp/read_messages returning 10 messages over a keep-alive connection."""
     body = json.dumps({"thread_id": live.bench.read_thread, "since_seq": READ_SINCE, "limit": 50}).encode()
-    status, raw = benchmark(live.reader.request, "POST", "/v1/mcp/read_messages", body)
+    status, _, raw = benchmark(live.reader.raw, "POST", "/v1/mcp/read_messages", body, live.reader_headers)
     assert status == 200, raw
     assert len(json.loads(raw)["messages"]) == 10

@@ -1,4 +1,5 @@
-"""The checks behind the go-live rows of `bridge ops readiness` that run against one live stack (`bridge_ops.stack`).
+"""The checks behind the go-live rows of `bridge ops readiness` that run against one live stack
+(`bridge.testing.service`).
 
 Each function drives the real service over HTTP (and the operator CLI as subprocesses on the same database file),
 records every sub-check with what was observed, and returns an `Evidence`. Nothing is mocked: a row passes only
@@ -7,7 +8,6 @@ if the running bridge behaved as docs/api.md says.
 
 from __future__ import annotations
 
-import http.client
 import json
 import re
 import shlex
@@ -18,11 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import jwt
-from bridge_ops.stack import HOST, Stack
 
 import bridge as bridge_pkg
 from bridge.auth.keys import load_or_create
-from bridge.auth.tokens import issue_token
+from bridge.testing.client import Reply, metric
+from bridge.testing.processes import wait_until
+from bridge.testing.service import ServiceStack
+from bridge.testing.tokens import Minter
 
 # The metric names that are a contract for dashboards and alerts.
 CONTRACT_METRICS = (
@@ -31,7 +33,6 @@ CONTRACT_METRICS = (
     "bridge_auth_failures_total", "bridge_trigger_jobs", "bridge_trigger_attempts_total",
     "bridge_trigger_dispatch_seconds", "bridge_worker_last_tick_timestamp_seconds", "bridge_frozen",
 )
-_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)$", re.MULTILINE)
 
 
 @dataclass
@@ -53,66 +54,32 @@ class Evidence:
         return [f"{c['check']} (observed: {c['observed']})" for c in self.checks if not c["ok"]]
 
 
-@dataclass
-class Reply:
-    status: int
-    headers: dict[str, str]
-    body: Any
-
-    @property
-    def code(self) -> str | None:
-        return self.body.get("error", {}).get("code") if isinstance(self.body, dict) else None
-
-    @property
-    def reason(self) -> str | None:
-        return self.body.get("error", {}).get("details", {}).get("reason") if isinstance(self.body, dict) else None
-
-    def brief(self) -> str:
-        return f"{self.status} {self.code or ''}".strip() + (f" ({self.reason})" if self.reason else "")
+def brief(reply: Reply) -> str:
+    """`<status> <code> (<reason>)` of a reply, for the evidence."""
+    return f"{reply.status} {reply.code or ''}".strip() + (f" ({reply.reason})" if reply.reason else "")
 
 
-def request(stack: Stack, method: str, path: str, body: bytes | None = None, *, token: str | None = None,
+def request(stack: ServiceStack, method: str, path: str, body: bytes | None = None, *, token: str | None = None,
             headers: dict[str, str] | None = None) -> Reply:
-    """One HTTP request on a fresh connection; the JSON body decoded when it is JSON."""
-    conn = http.client.HTTPConnection(HOST, stack.port, timeout=60)
-    try:
-        sent = {**({"Authorization": f"Bearer {token}"} if token else {}),
-                **({"Content-Type": "application/json"} if body is not None else {}), **(headers or {})}
-        conn.request(method, path, body=body, headers=sent)
-        reply = conn.getresponse()
-        raw = reply.read()
-        found = {k.lower(): v for k, v in reply.getheaders()}
-    finally:
-        conn.close()
-    try:
-        decoded: Any = json.loads(raw) if "json" in found.get("content-type", "") else raw.decode(errors="replace")
-    except ValueError:
-        decoded = raw.decode(errors="replace")
-    return Reply(reply.status, found, decoded)
+    """One HTTP request on a fresh connection (a refusal may close it); the JSON body decoded when it is JSON."""
+    with stack.client(token, timeout=60) as client:
+        return client.exchange(method, path, headers=headers, body=body)
 
 
-def call(stack: Stack, token: str | None, command: str, **payload: Any) -> Reply:
+def call(stack: ServiceStack, token: str | None, command: str, **payload: Any) -> Reply:
     return request(stack, "POST", f"/v1/mcp/{command}", json.dumps(payload).encode(), token=token)
 
 
-def ok(stack: Stack, token: str, command: str, **payload: Any) -> dict[str, Any]:
+def ok(stack: ServiceStack, token: str, command: str, **payload: Any) -> dict[str, Any]:
     reply = call(stack, token, command, **payload)
     if reply.status != 200:
         raise RuntimeError(f"{command} -> {reply.status}: {reply.body}")
-    return reply.body
-
-
-def _wait(predicate: Any, timeout: float) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.01)
+    result: dict[str, Any] = reply.body
+    return result
 
 
 # ------------------------------------------------------------------------------------------------ functional
-def pilot_workflow(stack: Stack) -> Evidence:
+def pilot_workflow(stack: ServiceStack) -> Evidence:
     """Coordinator opens a thread; the reviewer reports a finding; the executioner pushes a fix addressed to the
     reviewer, whose stand-in (idle, in its tmux pane) is woken by the worker, reads and acknowledges; the reviewer
     verifies; the coordinator resolves. The summary then has no open item."""
@@ -143,7 +110,7 @@ def pilot_workflow(stack: Stack) -> Evidence:
                            (fix["seq"], tid))
         return rows[0] if rows else None
 
-    job = _wait(woken, 30)
+    job = wait_until(woken, 30, 0.01)
     if ev.check("worker wakes the idle reviewer: trigger delivered to its pane", job, job):
         trigger_id, _, origin, created, typed = job
         in_pane = stack.tmux.wait_for_text(stack.panes["reviewer"], f"STANDIN ACKED trigger={trigger_id}", 10)
@@ -173,30 +140,26 @@ def pilot_workflow(stack: Stack) -> Evidence:
 
 
 # ------------------------------------------------------------------------------------------------ security
-def security(stack: Stack) -> Evidence:
+def security(stack: ServiceStack) -> Evidence:
     """Refusals over real HTTP: credentials (missing, forged, alg=none, HMAC, expired, over-long, revoked, other
     workspace), authorization (outsider, participant closing, identity hint) and bad input (every one enveloped)."""
     ev = Evidence()
-    settings = stack.settings
+    settings, key = stack.settings, stack.minter.key
     coord = stack.token("sec-coordinator", "coordinator")
     tid = ok(stack, coord, "create_thread", title="security", type="conversation",
              participants=["sec-member"])["thread_id"]
     now = time.time()
 
     def mint(**claims: Any) -> str:
-        """A token signed with the bridge's own key, with claims changed (None removes one)."""
-        _, base = issue_token(stack.key, issuer=settings.issuer, audience=settings.audience, agent_id="sec-member",
-                              role="participant", workspace_id=settings.workspace, session_id="sec-member-s1")
-        merged = {k: v for k, v in {**base, **claims}.items() if v is not None}
-        return jwt.encode(merged, stack.key.private, algorithm="EdDSA", headers={"kid": stack.key.kid})
+        """A token of sec-member signed with the bridge's own key, with claims changed (None removes one)."""
+        return stack.token("sec-member", claims=claims)
 
     other = load_or_create(stack.workdir / "forger.data")  # a key the bridge never saw, claiming the real kid
-    _, base = issue_token(other, issuer=settings.issuer, audience=settings.audience, agent_id="sec-member",
-                          role="participant", workspace_id=settings.workspace, session_id="sec-member-s1")
-    forged = jwt.encode(base, other.private, algorithm="EdDSA", headers={"kid": stack.key.kid})
+    _, base = Minter(other, settings).issue("sec-member")
+    forged = jwt.encode(base, other.private, algorithm="EdDSA", headers={"kid": key.kid})
     unsigned = jwt.encode(base, None, algorithm="none")
-    public = stack.key.public.public_bytes_raw()  # HMAC keyed with the public key: the classic confusion
-    hmac = jwt.encode(base, public, algorithm="HS256", headers={"kid": stack.key.kid})
+    public = key.public.public_bytes_raw()  # HMAC keyed with the public key: the classic confusion
+    hmac = jwt.encode(base, public, algorithm="HS256", headers={"kid": key.kid})
     credentials = {
         "forged signature": forged, "alg=none": unsigned, "HS256 with the public key": hmac,
         "expired": mint(iat=int(now) - 7200, exp=int(now) - 3600),
@@ -207,37 +170,35 @@ def security(stack: Stack) -> Evidence:
     reply = call(stack, None, "get_thread", thread_id=tid)
     ev.check("no token -> 401 UNAUTHORIZED with WWW-Authenticate: Bearer",
              reply.status == 401 and reply.code == "UNAUTHORIZED" and "bearer" in reply.headers.get(
-                 "www-authenticate", "").lower(), reply.brief())
+                 "www-authenticate", "").lower(), brief(reply))
     for name, token in credentials.items():
         reply = call(stack, token, "get_thread", thread_id=tid)
         ev.check(f"{name} token -> 401 UNAUTHORIZED", (reply.status, reply.code) == (401, "UNAUTHORIZED"),
-                 reply.brief())
+                 brief(reply))
     # revocation: by jti, then every token of an agent, through the operator CLI on the same database file
     for kind, flag in (("jti", "--jti"), ("agent", "--agent-id")):
-        token, claims = issue_token(stack.key, issuer=settings.issuer, audience=settings.audience,
-                                    agent_id=f"sec-revoked-{kind}", role="coordinator",
-                                    workspace_id=settings.workspace)
+        token, claims = stack.minter.issue(f"sec-revoked-{kind}", "coordinator")
         before = call(stack, token, "list_threads")
-        done = stack.run_cli("token", "revoke", flag, claims["jti"] if kind == "jti" else claims["agent_id"],
+        done = stack.bridge("token", "revoke", flag, claims["jti"] if kind == "jti" else claims["agent_id"],
                              "--reason", "readiness", "--db", str(stack.db))
         after = call(stack, token, "list_threads")
         ev.check(f"revoked by {kind} -> accepted before, 401 on the next request",
                  before.status == 200 and done.returncode == 0 and (after.status, after.code) == (401, "UNAUTHORIZED"),
-                 {"before": before.brief(), "revoke_exit": done.returncode, "after": after.brief()})
+                 {"before": brief(before), "revoke_exit": done.returncode, "after": brief(after)})
     reply = call(stack, stack.token("sec-member", workspace="elsewhere"), "get_thread", thread_id=tid)
     ev.check("token of another workspace -> 403 WORKSPACE_MISMATCH",
-             (reply.status, reply.code) == (403, "WORKSPACE_MISMATCH"), reply.brief())
+             (reply.status, reply.code) == (403, "WORKSPACE_MISMATCH"), brief(reply))
     reply = call(stack, stack.token("sec-outsider"), "get_thread", thread_id=tid)
     ev.check("participant of other threads reading this one -> 403 FORBIDDEN", (reply.status, reply.code) == (
-        403, "FORBIDDEN"), reply.brief())
+        403, "FORBIDDEN"), brief(reply))
     member = stack.token("sec-member")
     reply = call(stack, member, "update_thread_status", thread_id=tid, status="closed", reason="done")
     ev.check("participant forcing close -> 403 worker_cannot_force_close",
-             (reply.status, reply.reason) == (403, "worker_cannot_force_close"), reply.brief())
+             (reply.status, reply.reason) == (403, "worker_cannot_force_close"), brief(reply))
     reply = call(stack, member, "post_message", thread_id=tid, schema_version=1, kind="chat", body="hi",
                  sender_agent_id="sec-coordinator")
     ev.check("identity hint differing from the claims -> 403 claim_mismatch",
-             (reply.status, reply.reason) == (403, "claim_mismatch"), reply.brief())
+             (reply.status, reply.reason) == (403, "claim_mismatch"), brief(reply))
     # bad input, each refused in the JSON envelope
     post = {"thread_id": tid, "schema_version": 1, "kind": "chat", "body": "x"}
     bad = {
@@ -258,12 +219,12 @@ def security(stack: Stack) -> Evidence:
         reply = request(stack, "POST", "/v1/mcp/post_message", body, token=member, headers=headers)
         enveloped = isinstance(reply.body, dict) and {"error", "request_id", "occurred_at"} <= set(reply.body)
         ev.check(f"{name} -> {status} {code} in the envelope", (reply.status, reply.code) == (status, code)
-                 and enveloped and "x-request-id" in reply.headers, reply.brief())
+                 and enveloped and "x-request-id" in reply.headers, brief(reply))
     reply = request(stack, "POST", "/v1/mcp/no_such_command", b"{}", token=member)
-    ev.check("unknown command -> 404 NOT_FOUND", (reply.status, reply.code) == (404, "NOT_FOUND"), reply.brief())
+    ev.check("unknown command -> 404 NOT_FOUND", (reply.status, reply.code) == (404, "NOT_FOUND"), brief(reply))
     reply = request(stack, "GET", "/v1/mcp/post_message", token=member)
     ev.check("wrong method -> 405 with Allow", reply.status == 405 and reply.code == "METHOD_NOT_ALLOWED"
-             and "allow" in reply.headers, reply.brief())
+             and "allow" in reply.headers, brief(reply))
     refused = dict(stack.query("SELECT reason, COUNT(*) FROM audit_events WHERE outcome = 'refused'"
                                " GROUP BY reason"))
     ev.check("refusals are in the audit trail", refused.get("UNAUTHORIZED", 0) >= 1
@@ -279,19 +240,12 @@ def _nested(depth: int) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------------ signals
-def parse_metrics(text: str) -> dict[str, list[tuple[str, float]]]:
-    """Prometheus text exposition: sample name -> [(labels, value)]."""
-    samples: dict[str, list[tuple[str, float]]] = {}
-    for name, labels, value in _SAMPLE.findall(text):
-        samples.setdefault(name, []).append((labels, float(value)))
-    return samples
+def total(text: str, name: str, **labels: str) -> float:
+    """The sum of a metric's samples with these labels in a Prometheus exposition; 0 when there is none."""
+    return metric(text, name, **labels) or 0.0
 
 
-def total(samples: dict[str, list[tuple[str, float]]], name: str, label: str = "") -> float:
-    return sum(v for labels, v in samples.get(name, []) if label in labels)
-
-
-def signals(stack: Stack) -> Evidence:
+def signals(stack: ServiceStack) -> Evidence:
     """/health, /ready and /metrics as an operator's probes and dashboards see them, after real traffic."""
     ev = Evidence()
     # a long-poll that a post satisfies, so the post-to-visible histogram has a real observation
@@ -305,7 +259,7 @@ def signals(stack: Stack) -> Evidence:
     ok(stack, coord, "post_message", thread_id=tid, schema_version=1, kind="chat", body="visible?")
     poll.join(15)
     ev.check("a long-poll returns the message posted while it waited",
-             seen and seen[0].status == 200 and len(seen[0].body["messages"]) == 1, seen[0].brief() if seen else None)
+             seen and seen[0].status == 200 and len(seen[0].body["messages"]) == 1, brief(seen[0]) if seen else None)
     health = request(stack, "GET", "/health")
     age = health.body.get("worker", {}).get("last_tick_age_seconds") if isinstance(health.body, dict) else None
     ev.check("/health: 200, status ok, version", health.status == 200 and health.body.get("status") == "ok"
@@ -323,25 +277,24 @@ def signals(stack: Stack) -> Evidence:
     missing = [m for m in CONTRACT_METRICS if m not in declared and m.removesuffix("_total") not in declared]
     ev.check(f"/metrics: all {len(CONTRACT_METRICS)} contract metric names exposed", not missing,
              {"missing": missing})
-    s = parse_metrics(text)
     moved = {
-        "bridge_requests_total{code=UNAUTHORIZED}": total(s, "bridge_requests_total", 'code="UNAUTHORIZED"'),
-        "bridge_auth_failures_total": total(s, "bridge_auth_failures_total"),
-        "bridge_messages_posted_total": total(s, "bridge_messages_posted_total"),
-        "bridge_post_to_visible_seconds_count": total(s, "bridge_post_to_visible_seconds_count"),
-        "bridge_request_duration_seconds_count": total(s, "bridge_request_duration_seconds_count"),
-        "bridge_trigger_attempts_total": total(s, "bridge_trigger_attempts_total"),
-        "bridge_trigger_dispatch_seconds_count": total(s, "bridge_trigger_dispatch_seconds_count"),
-        "bridge_threads{status=resolved}": total(s, "bridge_threads", 'status="resolved"'),
-        "bridge_trigger_jobs{status=delivered}": total(s, "bridge_trigger_jobs", 'status="delivered"'),
+        "bridge_requests_total{code=UNAUTHORIZED}": total(text, "bridge_requests_total", code="UNAUTHORIZED"),
+        "bridge_auth_failures_total": total(text, "bridge_auth_failures_total"),
+        "bridge_messages_posted_total": total(text, "bridge_messages_posted_total"),
+        "bridge_post_to_visible_seconds_count": total(text, "bridge_post_to_visible_seconds_count"),
+        "bridge_request_duration_seconds_count": total(text, "bridge_request_duration_seconds_count"),
+        "bridge_trigger_attempts_total": total(text, "bridge_trigger_attempts_total"),
+        "bridge_trigger_dispatch_seconds_count": total(text, "bridge_trigger_dispatch_seconds_count"),
+        "bridge_threads{status=resolved}": total(text, "bridge_threads", status="resolved"),
+        "bridge_trigger_jobs{status=delivered}": total(text, "bridge_trigger_jobs", status="delivered"),
     }
     ev.facts["metrics"] = moved
     ev.check("alert signals move with real traffic (auth failures, posts, visibility, wakes, threads)",
              all(v > 0 for v in moved.values()), moved)
-    tick = total(s, "bridge_worker_last_tick_timestamp_seconds")
+    tick = total(text, "bridge_worker_last_tick_timestamp_seconds")
     ev.check("bridge_worker_last_tick_timestamp_seconds is recent", time.time() - tick < 2 * stack.settings.worker_poll
              + 1, round(time.time() - tick, 3))
-    ev.check("bridge_frozen is 0", total(s, "bridge_frozen") == 0, total(s, "bridge_frozen"))
+    ev.check("bridge_frozen is 0", total(text, "bridge_frozen") == 0, total(text, "bridge_frozen"))
     spec = request(stack, "GET", "/v1/openapi.json")
     ev.check("/v1/openapi.json is OpenAPI 3.1", spec.status == 200 and str(spec.body.get("openapi", "")).startswith(
         "3.1"), spec.status)
@@ -349,7 +302,7 @@ def signals(stack: Stack) -> Evidence:
 
 
 # ------------------------------------------------------------------------------------------------ operator
-def operator_controls(stack: Stack) -> Evidence:
+def operator_controls(stack: ServiceStack) -> Evidence:
     """The operator commands as an operator types them, on the live database file, with their exit codes."""
     ev = Evidence()
     db = ["--db", str(stack.db)]
@@ -360,7 +313,7 @@ def operator_controls(stack: Stack) -> Evidence:
     ev.facts["thread_id"] = tid
 
     def run(label: str, expect: int, *args: str, status: str | None = None) -> dict[str, Any] | None:
-        done = stack.run_cli(*args, *db, "--json")
+        done = stack.bridge(*args, *db, "--json")
         doc = None
         try:
             doc = json.loads(done.stdout) if done.stdout.strip() else json.loads(done.stderr or "null")
@@ -402,12 +355,12 @@ def operator_controls(stack: Stack) -> Evidence:
         *actor, status="closed")
     reply = call(stack, coord, "post_message", thread_id=tid, schema_version=1, kind="chat", body="late")
     ev.check("the closed thread refuses writes over HTTP (409 THREAD_CLOSED)",
-             (reply.status, reply.code) == (409, "THREAD_CLOSED"), reply.brief())
+             (reply.status, reply.code) == (409, "THREAD_CLOSED"), brief(reply))
     run("escalating a closed thread is refused (transition)", 1, "escalate-thread", *thread, "--reason", "again",
         *actor, status="closed")
     run("inspect an unknown thread -> not found", 3, "inspect-thread", "--thread-id", "thr_doesnotexist")
     run("usage error (missing --reason)", 2, "escalate-thread", *thread)
-    unusable = stack.run_cli("inspect-thread", *thread, "--db", str(stack.log_path / "bridge.db"), "--json")
+    unusable = stack.bridge("inspect-thread", *thread, "--db", str(stack.server.log_path / "bridge.db"), "--json")
     ev.check("database unavailable (its directory is a file): `bridge inspect-thread` exits 4",
              unusable.returncode == 4 and "UNAVAILABLE" in unusable.stderr,
              {"exit": unusable.returncode, "stderr": unusable.stderr.strip()[:200]})
@@ -418,11 +371,11 @@ def operator_controls(stack: Stack) -> Evidence:
     readable = call(stack, coord, "get_thread", thread_id=tid)
     ev.check("while frozen: create_thread -> 503 frozen, reads and /health work",
              (frozen.status, frozen.reason) == (503, "frozen") and readable.status == 200 and health.status == 200
-             and health.body.get("frozen"), {"create": frozen.brief(), "read": readable.status,
+             and health.body.get("frozen"), {"create": brief(frozen), "read": readable.status,
                                              "health.frozen": health.body.get("frozen")})
     run("unfreeze", 0, "unfreeze", "--reason", "readiness: verified", *actor)
     after = call(stack, coord, "create_thread", title="after unfreeze", type="conversation", participants=["x"])
-    ev.check("after unfreeze: create_thread -> 200", after.status == 200, after.brief())
+    ev.check("after unfreeze: create_thread -> 200", after.status == 200, brief(after))
     events = stack.query("SELECT operation, outcome, actor_role FROM audit_events WHERE actor = 'human:readiness'"
                          " ORDER BY audit_id")
     ev.facts["audit"] = events

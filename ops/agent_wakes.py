@@ -16,18 +16,19 @@ from __future__ import annotations
 import contextlib
 import json
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import click
-from bridge_ops.stack import Stack, real_stack
 
 from bridge.demo import pilot
 from bridge.demo.brain import Persona
 from bridge.standin import Client
+from bridge.testing.processes import wait_until
+from bridge.testing.service import ServiceStack, service_stack
+from bridge.testing.stats import summary
 
 AGENT = "agent"
 PATHS = {"typed": "delivered", "resume": "resumed", "spawn": "spawned"}
@@ -38,20 +39,17 @@ ENV = {"BRIDGE_WORKER_POLL": "500ms", "BRIDGE_QUIET_WINDOW": "3s", "BRIDGE_DEFER
 
 def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
     """Poll until `condition()` is truthy; return it, or raise TimeoutError naming `what`."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}")
+    value = wait_until(condition, timeout, 0.1)
+    if not value:
+        raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}")
+    return value
 
 
 @dataclass
 class RealAgent:
     """One real agent CLI on a live stack, a peer that talks to it, and a coordinator that watches."""
 
-    stack: Stack
+    stack: ServiceStack
     kind: str
     up: dict[str, Any]
     peer: Client
@@ -122,7 +120,7 @@ def real_agent(kind: str, workdir: Path, env: dict[str, str] | None = None) -> I
     from bridge.demo.fake_anthropic import FakeAnthropic
     from bridge.demo.fake_openai import FakeOpenAI
 
-    with real_stack(workdir, env={**ENV, **(env or {})}) as stack:
+    with service_stack(workdir, env={**ENV, **(env or {})}) as stack:
         persona = Persona(agent_id=AGENT, role="echo")
         fake = FakeAnthropic if kind == "claude" else FakeOpenAI
         with fake(persona, log_path=stack.workdir / "model.jsonl") as model:
@@ -162,8 +160,6 @@ def _one_wake(agent: RealAgent, path: str, i: int) -> dict[str, Any]:
 def measure(kind: str, path: str, wakes: int = 20, workdir: Path | None = None,
             progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Time `wakes` wakes of one real agent by one path; return percentiles and per-wake rows."""
-    from bridge_ops.wake_latency import percentiles  # (it imports requests, a test extra: not on every `bridge` start)
-
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bridge-agent-wakes-") as scratch, \
             real_agent(kind, (workdir or Path(scratch)) / f"{kind}-{path}") as agent:
@@ -177,8 +173,8 @@ def measure(kind: str, path: str, wakes: int = 20, workdir: Path | None = None,
                 progress(f"{kind} {path} {i + 1}/{wakes}: {rows[-1]}")
     good = [r for r in rows if r["ok"] and r["to_tool_call_ms"] is not None]
     return {"runtime": kind, "path": path, "wakes": wakes, "ok": len(good),
-            "post_to_tool_call_ms": percentiles([r["to_tool_call_ms"] for r in good]) if good else None,
-            "post_to_done_ms": percentiles([r["to_done_ms"] for r in good]) if good else None, "rows": rows}
+            "post_to_tool_call_ms": summary(r["to_tool_call_ms"] for r in good) or None,
+            "post_to_done_ms": summary(r["to_done_ms"] for r in good) or None, "rows": rows}
 
 
 @click.command("agent-wakes")

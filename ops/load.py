@@ -39,13 +39,16 @@ from array import array
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bridge.testing.client import Client, new_thread, post
 from bridge.testing.processes import HOST
 from bridge.testing.stack import Stack
 from bridge.testing.stats import percentile
 from bridge.testing.tokens import Minter
+
+if TYPE_CHECKING:
+    from bridge.wiring import Parts
 
 SCENARIOS = ("health", "post", "read")
 READ_SEED = 100  # messages in the read thread
@@ -81,23 +84,31 @@ def subprocess_server(workdir: Path, threads: int | None = None,
 
 
 @contextlib.contextmanager
+def waitress_thread(parts: Parts) -> Iterator[int]:
+    """`parts` served by waitress in a thread of this process on 127.0.0.1 (port 0); its port; stopped on exit."""
+    from bridge.http.server import make_server, shutdown
+
+    server = make_server(parts, host=HOST, port=0)
+    runner = threading.Thread(target=server.run, name="waitress", daemon=True)
+    runner.start()
+    try:
+        yield int(server.effective_port)
+    finally:
+        shutdown(server)
+        runner.join(timeout=10)
+
+
+@contextlib.contextmanager
 def inprocess_server(workdir: Path, threads: int | None = None) -> Iterator[Server]:
     """The same server under waitress in a thread of this process (shares the GIL with thread clients)."""
-    from bridge.http.server import make_server, shutdown
     from bridge.settings import Settings
     from bridge.wiring import build
 
     settings = Settings.load({"db": str(workdir / "bridge.db")}, env=_server_settings(threads))
     parts = build(settings)
     try:
-        server = make_server(parts, host=HOST, port=0)
-        runner = threading.Thread(target=server.run, name="waitress", daemon=True)
-        runner.start()
-        try:
-            yield Server(port=int(server.effective_port), db=settings.db_path, pid=None)
-        finally:
-            shutdown(server)
-            runner.join(timeout=10)
+        with waitress_thread(parts) as port:
+            yield Server(port=port, db=settings.db_path, pid=None)
     finally:
         parts.close()
 

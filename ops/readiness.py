@@ -46,11 +46,12 @@ import click
 from bridge_ops import acceptance
 from bridge_ops.acceptance import Evidence, project_root
 from bridge_ops.sli import parse_thresholds, run_sli
-from bridge_ops.stack import Stack, bridge_argv, clean_env, real_stack
 
 from bridge.cli.output import fail
 from bridge.cli.progress import Progress
 from bridge.errors import Unavailable
+from bridge.testing.processes import bridge_argv, clean_env, run_bridge
+from bridge.testing.service import ServiceStack, service_stack
 
 # The operator handoff of the seed, command by command.
 HANDOFF_COMMANDS = ("inspect-thread", "escalate-thread", "assign-escalation-owner", "reassign-escalation-owner",
@@ -189,7 +190,7 @@ def _evidence(ev: Evidence) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------------ rows on the stack
-def row_functional(stack: Stack, options: Options) -> tuple[Evidence, str]:
+def row_functional(stack: ServiceStack, options: Options) -> tuple[Evidence, str]:
     ev = acceptance.pilot_workflow(stack)
     _with_suites(ev, "functional", options)
     wake = ev.facts.get("wake", {})
@@ -198,20 +199,20 @@ def row_functional(stack: Stack, options: Options) -> tuple[Evidence, str]:
                 f"{wake.get('message_to_wake_ms')} ms message-to-wake); {len(ev.checks)} checks")
 
 
-def row_security(stack: Stack, options: Options) -> tuple[Evidence, str]:
+def row_security(stack: ServiceStack, options: Options) -> tuple[Evidence, str]:
     ev = acceptance.security(stack)
     _with_suites(ev, "security", options)
     return ev, f"{len(ev.checks)} refusals checked over HTTP (tokens, authorization, bad input, audit)"
 
 
-def row_signals(stack: Stack, options: Options) -> tuple[Evidence, str]:
+def row_signals(stack: ServiceStack, options: Options) -> tuple[Evidence, str]:
     ev = acceptance.signals(stack)
     _with_suites(ev, "signals", options)
     return ev, (f"/health, /ready 200; /metrics exposes all {len(acceptance.CONTRACT_METRICS)} contract names; "
                 f"alert series moved: {ev.facts.get('metrics')}")
 
 
-def row_operator(stack: Stack, options: Options) -> tuple[Evidence, str]:
+def row_operator(stack: ServiceStack, options: Options) -> tuple[Evidence, str]:
     ev = acceptance.operator_controls(stack)
     _with_suites(ev, "operator", options)
     cli_checks = sum(1 for c in ev.checks if c["check"].count("`bridge ") == 1)
@@ -376,8 +377,7 @@ def row_risk_operator(operator_row: Row | None) -> tuple[Evidence, str]:
     unknown = sorted(ref for ref in named if run_help(ref)[0] != 0)
     ev.check("`bridge ... --help` exits 0 for every command the runbooks show", bool(runbooks and named)
              and not unknown, {"runbooks": [p.name for p in runbooks], "commands": len(named), "unknown": unknown})
-    listed = subprocess.run(bridge_argv("ops", "drill", "--list"), capture_output=True, text=True, timeout=60,
-                            env=clean_env(), check=False)
+    listed = run_bridge("ops", "drill", "--list")
     ev.check("`bridge ops drill --list` maps drills to runbooks", listed.returncode == 0 and ".md" in listed.stdout,
              listed.stdout.strip().splitlines()[:10] or listed.stderr.strip()[-300:])
     return ev, (f"{len(HANDOFF_COMMANDS)} handoff workflows are `bridge` commands enforcing the rules and auditing "
@@ -423,7 +423,7 @@ def run_readiness(options: Options, progress: Progress | None = None) -> dict[st
     operator_row = None
     try:
         progress.note("starting a live stack (bridge serve, worker, tmux stand-ins) ...")
-        with real_stack(options.workdir / "stack") as stack:
+        with service_stack(options.workdir / "stack") as stack:
             for key, fn in (("functional", row_functional), ("security", row_security), ("signals", row_signals),
                             ("operator", row_operator)):
                 row, _ = _timed(key, lambda fn=fn: fn(stack, options), progress)

@@ -14,10 +14,8 @@ reaches that message. Timestamps come from the bridge's own records on one clock
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
-import math
-import secrets
-import statistics
 import sys
 import tempfile
 import threading
@@ -25,106 +23,77 @@ import time
 from pathlib import Path
 from typing import Any
 
-import requests
+from bridge_ops.load import waitress_thread
 
-from bridge.auth.tokens import issue_token
-from bridge.http.server import make_server, shutdown
 from bridge.settings import Settings
+from bridge.testing.client import Client, new_thread, post
+from bridge.testing.processes import HOST
+from bridge.testing.stats import summary
+from bridge.testing.tmux import private_tmux, socket_name, stop_tmux
+from bridge.testing.tokens import Minter
 from bridge.wiring import build
 from bridge.worker.supervisor import Supervisor
-from bridge.worker.tmux import Tmux
-
-
-def percentiles(values: list[float]) -> dict[str, float]:
-    """p50/p95/p99/max in milliseconds (nearest-rank)."""
-    ordered = sorted(values)
-
-    def rank(p: float) -> float:
-        return ordered[min(len(ordered), max(1, math.ceil(p / 100 * len(ordered)))) - 1]
-
-    return {"p50": round(rank(50), 2), "p95": round(rank(95), 2), "p99": round(rank(99), 2),
-            "max": round(ordered[-1], 2), "mean": round(statistics.fmean(ordered), 2)}
 
 
 def run_wake_latency(iterations: int = 100, workdir: Path | None = None, progress: bool = False) -> dict[str, Any]:
     """Measure the pipeline; return the report (latencies in milliseconds)."""
-    with tempfile.TemporaryDirectory(prefix="bridge-wake-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="bridge-wake-") as tmp, contextlib.ExitStack() as cleanup:
         root = Path(workdir or tmp)
-        tmux = Tmux(f"bridge-wake-{secrets.token_hex(4)}")
+        tmux = private_tmux(socket_name("bridge-wake"))
+        cleanup.callback(stop_tmux, tmux)
         settings = Settings.load({"db": str(root / "bridge.db"), "tmux_socket": tmux.socket_name,
                                   "write_quota_per_min": 0, "loop_guard_turns": 0}, env={})
         parts = build(settings)
-        server = make_server(parts, host="127.0.0.1", port=0)
-        server_thread = threading.Thread(target=server.run, daemon=True)
-        server_thread.start()
-        url = f"http://127.0.0.1:{server.effective_port}"
+        cleanup.callback(parts.close)
+        url = f"http://{HOST}:{cleanup.enter_context(waitress_thread(parts))}"
         supervisor = Supervisor(parts.bridge, tmux)
         supervisor.url = url
         stop = threading.Event()
         worker = threading.Thread(target=supervisor.run, args=(stop,), daemon=True)
         worker.start()
-        http = requests.Session()
-
-        def token(agent: str, role: str = "participant") -> str:
-            return issue_token(parts.key, issuer=settings.issuer, audience=settings.audience, agent_id=agent,
-                               role=role, workspace_id=settings.workspace, session_id=f"{agent}-s1")[0]
-
-        def call(tok: str, command: str, **body: Any) -> dict[str, Any]:
-            reply = http.post(f"{url}/v1/mcp/{command}", json=body, headers={"Authorization": f"Bearer {tok}"},
-                              timeout=30)
-            reply.raise_for_status()
-            return reply.json()
-
-        try:
-            coord, executioner = token("coord", "coordinator"), token("executioner")
-            token_file = root / "reviewer.token"
-            token_file.write_text(token("reviewer"))
-            pane = tmux.new_window(settings.workspace_tmux_session, "reviewer", [
-                sys.executable, "-m", "bridge.standin", "--url", url, "--token-file", str(token_file), "agent"])
-            tmux.run("set-option", "-t", settings.workspace_tmux_session, "history-limit", "50000")
-            if not tmux.wait_for_text(pane, "STANDIN READY", timeout=20):
-                raise RuntimeError(f"stand-in did not start: {tmux.capture(pane)}")
-            wake_ms, ack_ms, last_trigger = [], [], None
-            for i in range(iterations):
-                thread_id = call(coord, "create_thread", title=f"wake {i}", type="workflow",
-                                 participants=["reviewer", "executioner"])["thread_id"]
-                posted = call(executioner, "post_message", thread_id=thread_id, schema_version=1, kind="chat",
-                              body=f"please re-review #{i}")
-                deadline = time.monotonic() + 30
-                row: list[Any] = []
-                while time.monotonic() < deadline and not row:  # acked, and the worker recorded its typing
-                    row = parts.bridge.store.read(lambda c, t=thread_id, seq=posted["seq"]: c.execute(
-                        "SELECT m.created_at, a.finished_at, r.updated_at, j.trigger_id FROM messages m"
-                        " JOIN trigger_jobs j ON j.thread_id = m.thread_id"
-                        " JOIN trigger_attempts a ON a.trigger_id = j.trigger_id AND a.outcome = 'typed'"
-                        " JOIN read_cursors r ON r.thread_id = m.thread_id AND r.agent_id = 'reviewer'"
-                        " WHERE m.thread_id = ? AND m.seq = ? AND r.last_read_seq >= m.seq"
-                        " ORDER BY a.attempt_id LIMIT 1", (t, seq)).fetchall())
-                    if not row:
-                        time.sleep(0.001)
+        cleanup.callback(worker.join, timeout=15)
+        cleanup.callback(supervisor.nudge.set)
+        cleanup.callback(stop.set)
+        mint = Minter(parts.key, settings)
+        coord = cleanup.enter_context(Client(url, mint("coord", "coordinator")))
+        executioner = cleanup.enter_context(Client(url, mint("executioner")))
+        token_file = root / "reviewer.token"
+        token_file.write_text(mint("reviewer"))
+        pane = tmux.new_window(settings.workspace_tmux_session, "reviewer", [
+            sys.executable, "-m", "bridge.standin", "--url", url, "--token-file", str(token_file), "agent"])
+        tmux.run("set-option", "-t", settings.workspace_tmux_session, "history-limit", "50000")
+        if not tmux.wait_for_text(pane, "STANDIN READY", timeout=20):
+            raise RuntimeError(f"stand-in did not start: {tmux.capture(pane)}")
+        wake_ms, ack_ms, last_trigger = [], [], None
+        for i in range(iterations):
+            thread_id = new_thread(coord, ["reviewer", "executioner"], f"wake {i}")
+            posted = post(executioner, thread_id, f"please re-review #{i}")
+            deadline = time.monotonic() + 30
+            row: list[Any] = []
+            while time.monotonic() < deadline and not row:  # acked, and the worker recorded its typing
+                row = parts.bridge.store.read(lambda c, t=thread_id, seq=posted["seq"]: c.execute(
+                    "SELECT m.created_at, a.finished_at, r.updated_at, j.trigger_id FROM messages m"
+                    " JOIN trigger_jobs j ON j.thread_id = m.thread_id"
+                    " JOIN trigger_attempts a ON a.trigger_id = j.trigger_id AND a.outcome = 'typed'"
+                    " JOIN read_cursors r ON r.thread_id = m.thread_id AND r.agent_id = 'reviewer'"
+                    " WHERE m.thread_id = ? AND m.seq = ? AND r.last_read_seq >= m.seq"
+                    " ORDER BY a.attempt_id LIMIT 1", (t, seq)).fetchall())
                 if not row:
-                    raise RuntimeError(f"iteration {i}: no ack within 30 s")
-                created, typed, acked, last_trigger = row[0]
-                wake_ms.append(typed - created)
-                ack_ms.append(acked - created)
-                if progress:
-                    print(f"\r{i + 1}/{iterations} wake {typed - created} ms ack {acked - created} ms",
-                          end="", file=sys.stderr, flush=True)
+                    time.sleep(0.001)
+            if not row:
+                raise RuntimeError(f"iteration {i}: no ack within 30 s")
+            created, typed, acked, last_trigger = row[0]
+            wake_ms.append(typed - created)
+            ack_ms.append(acked - created)
             if progress:
-                print(file=sys.stderr)
-            visible = tmux.wait_for_text(pane, f"STANDIN ACKED trigger={last_trigger}", timeout=5)
-            return {"iterations": iterations, "message_to_wake_ms": percentiles(wake_ms),
-                    "message_to_ack_ms": percentiles(ack_ms), "last_envelope_visible_in_pane": visible,
-                    "synchronous": settings.synchronous, "worker_poll_s": settings.worker_poll}
-        finally:
-            http.close()
-            stop.set()
-            supervisor.nudge.set()
-            worker.join(timeout=15)
-            shutdown(server)
-            server_thread.join(timeout=10)
-            tmux.kill_server()
-            parts.close()
+                print(f"\r{i + 1}/{iterations} wake {typed - created} ms ack {acked - created} ms",
+                      end="", file=sys.stderr, flush=True)
+        if progress:
+            print(file=sys.stderr)
+        visible = tmux.wait_for_text(pane, f"STANDIN ACKED trigger={last_trigger}", timeout=5)
+        return {"iterations": iterations, "message_to_wake_ms": summary(wake_ms),
+                "message_to_ack_ms": summary(ack_ms), "last_envelope_visible_in_pane": visible,
+                "synchronous": settings.synchronous, "worker_poll_s": settings.worker_poll}
 
 
 def main(argv: list[str] | None = None) -> int:

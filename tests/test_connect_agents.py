@@ -10,7 +10,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from bridge_ops.stack import real_stack
 
 from bridge.agents import claude, codex
 from bridge.agents.base import AgentSpec, find_cli
@@ -19,13 +18,14 @@ from bridge.demo.fake_anthropic import FakeAnthropic
 from bridge.demo.fake_openai import FakeOpenAI
 from bridge.domain.wake import default_prompt
 from bridge.standin import Client
+from bridge.testing.service import service_stack
 
 KEY = "sk-fake-0123456789abcdefghijklmnop"
 
 
 def printed_lines(stack, kind: str) -> tuple[str, list[str]]:
     """The token from the `export` line and the argv of the `<kind> mcp add` line, as a user would copy them."""
-    out = stack.run_cli("mcp", "config", "--client", kind, "--agent-id", "agent", "--url", stack.url,
+    out = stack.bridge("mcp", "config", "--client", kind, "--agent-id", "agent", "--url", stack.url,
                         "--db", str(stack.db))
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
@@ -54,7 +54,7 @@ def model_env(kind: str, home: Path, repo: Path, model_url: str) -> dict[str, st
 
 @pytest.mark.parametrize("kind", ["claude", "codex"])
 def test_the_printed_http_setup_connects_the_real_cli(kind: str, tmp_path: Path):
-    with real_stack(tmp_path / "stack") as stack:
+    with service_stack(tmp_path / "stack") as stack:
         fake = FakeAnthropic if kind == "claude" else FakeOpenAI
         with fake(Persona(agent_id="agent", role="echo"), log_path=tmp_path / "model.jsonl") as model:
             repo, home = tmp_path / "repo", tmp_path / "home"

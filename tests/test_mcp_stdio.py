@@ -1,7 +1,7 @@
 """`bridge mcp` (the stdio MCP server forwarding to a running bridge) and `bridge mcp config`, against a real
-`bridge serve` process on 127.0.0.1 (`bridge_ops.stack.real_stack`): the official `mcp` SDK client over stdio, a bridge
-that is down, and the printed Claude Code / Codex / JSON configurations checked by parsing them and using the token
-they mint."""
+`bridge serve` process on 127.0.0.1 (`bridge.testing.service.service_stack`): the official `mcp` SDK client over
+stdio, a bridge that is down, and the printed Claude Code / Codex / JSON configurations checked by parsing them and
+using the token they mint."""
 
 from __future__ import annotations
 
@@ -12,16 +12,17 @@ import socket
 import subprocess
 import sys
 import tomllib
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
 import pytest
-from bridge_ops.stack import Stack, bridge_argv, clean_env, real_stack, stop_process
 
 from bridge.mcp_stdio import header_value, routing_headers
+from bridge.testing.client import Client
+from bridge.testing.processes import bridge_argv, clean_env, kill_pids, run_bridge
+from bridge.testing.service import ServiceStack as Stack
+from bridge.testing.service import service_stack
 
 TOOLS = {"create_thread", "post_message", "read_messages"}
 
@@ -29,7 +30,7 @@ TOOLS = {"create_thread", "post_message", "read_messages"}
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """One real bridge server for the module, stopped by PID at the end."""
-    with real_stack(tmp_path_factory.mktemp("mcp-stdio")) as running:
+    with service_stack(tmp_path_factory.mktemp("mcp-stdio")) as running:
         yield running
 
 
@@ -41,13 +42,10 @@ def token_file(stack: Stack, tmp_path: Path, agent_id: str, role: str = "partici
 
 def inbox_status(stack: Stack, token: str) -> int:
     """HTTP status of `POST /v1/mcp/inbox` with this token."""
-    request = urllib.request.Request(f"{stack.url}/v1/mcp/inbox", data=b"{}", method="POST",
-                                     headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=10) as reply:
-            return reply.status
-    except urllib.error.HTTPError as exc:
-        return exc.code
+    with Client(stack.url, token, timeout=10) as client:
+        status = client.call("inbox").status
+    assert status is not None, "no answer from the bridge"
+    return status
 
 
 # --- the official SDK client over stdio --------------------------------------------------------------------------
@@ -158,7 +156,9 @@ class StdioServer:
         for pipe in (self.proc.stdin, self.proc.stdout):
             if pipe is not None and not pipe.closed:
                 pipe.close()
-        stop_process(self.proc)
+        self.proc.terminate()
+        kill_pids([self.proc.pid], grace=20)
+        self.proc.wait(timeout=10)
         self.stderr.close()
 
 
@@ -225,8 +225,7 @@ def test_refused_token_is_a_tool_error_and_a_renewed_token_file_is_read_without_
 
 
 def test_no_token_is_refused_at_start(tmp_path: Path) -> None:
-    result = subprocess.run(bridge_argv("mcp", "--url", "http://127.0.0.1:9"), capture_output=True, text=True,
-                            env=clean_env(), stdin=subprocess.DEVNULL, timeout=60, check=False)
+    result = run_bridge("mcp", "--url", "http://127.0.0.1:9")
     assert result.returncode == 2 and result.stdout == ""
     assert "BRIDGE_TOKEN" in result.stderr
 
@@ -245,7 +244,7 @@ def test_routing_headers_follow_the_envelope_or_the_negotiated_version() -> None
 
 
 def config(stack: Stack, *args: str) -> str:
-    result = stack.run_cli("mcp", "config", "--url", stack.url, "--db", str(stack.db), *args)
+    result = stack.bridge("mcp", "config", "--url", stack.url, "--db", str(stack.db), *args)
     assert result.returncode == 0, result.stderr
     return result.stdout
 
@@ -372,14 +371,14 @@ def test_config_json_with_a_token_file_runs_as_printed(stack: Stack, tmp_path: P
 
 
 def test_config_refuses_bad_input(stack: Stack) -> None:
-    both = stack.run_cli("mcp", "config", "--client", "claude", "--agent-id", "rev", "--db", str(stack.db),
+    both = stack.bridge("mcp", "config", "--client", "claude", "--agent-id", "rev", "--db", str(stack.db),
                          "--token-file", "f", "--token-env", "X")
     assert both.returncode == 2 and "at most one" in both.stderr and both.stdout == ""
-    long_ttl = stack.run_cli("mcp", "config", "--client", "claude", "--agent-id", "rev", "--db", str(stack.db),
+    long_ttl = stack.bridge("mcp", "config", "--client", "claude", "--agent-id", "rev", "--db", str(stack.db),
                              "--ttl", "48h")
     assert long_ttl.returncode == 2 and "--ttl" in long_ttl.stderr
-    bad_url = stack.run_cli("mcp", "config", "--client", "codex", "--agent-id", "rev", "--db", str(stack.db),
+    bad_url = stack.bridge("mcp", "config", "--client", "codex", "--agent-id", "rev", "--db", str(stack.db),
                             "--url", "localhost:8765")
     assert bad_url.returncode == 2 and "--url" in bad_url.stderr
-    misplaced = stack.run_cli("mcp", "--url", stack.url, "config", "--client", "json", "--agent-id", "r")
+    misplaced = stack.bridge("mcp", "--url", stack.url, "config", "--client", "json", "--agent-id", "r")
     assert misplaced.returncode == 2 and "after `config`" in misplaced.stderr

@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bridge_ops.stack import clean_env, real_stack
+
+from bridge.testing.processes import clean_env
+from bridge.testing.service import service_stack
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIENT_DIR = ROOT / "tests" / "mcp_ts"
@@ -38,7 +40,7 @@ def _require_client() -> str:
 def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Run the TypeScript client once against a fresh real stack; its JSON report."""
     node = _require_client()
-    with real_stack(tmp_path_factory.mktemp("mcp-ts") / "stack") as stack:
+    with service_stack(tmp_path_factory.mktemp("mcp-ts") / "stack") as stack:
         env = clean_env({"BRIDGE_URL": stack.url, "BRIDGE_TOKEN": stack.token("coord", "coordinator"),
                          "BRIDGE_PARTICIPANT_TOKEN": stack.token("a", "participant")})
         done = subprocess.run([node, str(CLIENT_DIR / "client.mjs")], capture_output=True, text=True, env=env,

@@ -18,7 +18,8 @@ import click
 import pytest
 from bridge_ops.readiness import command_references, outside, run_help, run_pytest
 from bridge_ops.sli import SPEC_THRESHOLDS, compare, parse_thresholds, summarize
-from bridge_ops.stack import pid_alive
+
+from bridge.testing.processes import pid_alive
 
 ROOT = Path(__file__).resolve().parent.parent
 LATENCIES = ("post_latency_ms", "read_latency_ms", "post_to_visible_ms", "message_to_wake_ms", "message_to_ack_ms")

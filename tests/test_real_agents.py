@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 from bridge_ops.agent_wakes import AGENT, RealAgent, real_agent, wait_for
-from wakekit import Human
 
 from bridge.demo import pilot
 from bridge.standin import Client
@@ -54,14 +53,14 @@ def test_agent_up_registers_a_managed_tui_with_its_own_profile(rig: RealAgent):
 def test_agent_up_twice_is_refused_and_agent_down_stops_it_and_revokes_its_token(rig: RealAgent):
     stack = rig.stack
     where = ["--db", str(stack.db), "--tmux-socket", stack.tmux.socket_name or "", "--json"]
-    again = stack.run_cli("agent", "up", "--runtime", rig.kind, "--agent-id", AGENT, "--url", stack.url, *where)
+    again = stack.bridge("agent", "up", "--runtime", rig.kind, "--agent-id", AGENT, "--url", stack.url, *where)
     assert again.returncode == 1 and json.loads(again.stderr)["error"]["code"] == "CONFLICT", again.stderr
     configs = " ".join(p.read_text() for p in Path(rig.up["agent_dir"]).rglob("*") if p.is_file()
                        and p.suffix in (".json", ".toml"))
     token = re.search(r"Bearer ([\w.-]+)", configs).group(1)
     assert "error" not in Client(stack.url, token).call("inbox")
 
-    down = stack.run_cli("agent", "down", "--agent-id", AGENT, "--reason", "test over", *where)
+    down = stack.bridge("agent", "down", "--agent-id", AGENT, "--reason", "test over", *where)
     assert down.returncode == 0, down.stderr
     assert json.loads(down.stdout)["killed_pane"] is True
     assert rig.session()["status"] == "offline" and stack.tmux.probe(rig.up["tmux_target"]) is None
@@ -137,7 +136,7 @@ def test_a_session_that_cannot_be_resumed_gives_way_to_a_fresh_session_with_the_
 def test_a_human_typing_in_the_tui_defers_the_trigger_instead_of_clobbering_it(rig: RealAgent):
     target = rig.session()["tmux_target"]
     window = rig.stack.tmux.run("display-message", "-p", "-t", target, "#{window_id}").strip()
-    human = Human(rig.stack.tmux, rig.stack.settings.workspace_tmux_session, window)
+    human = rig.stack.attach_human(rig.stack.settings.workspace_tmux_session, window)
     try:
         thread_id = rig.thread()
         human.keep_typing(0.3)

@@ -16,20 +16,17 @@ from __future__ import annotations
 
 import contextlib
 import json
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from bridge.demo.brain import Finding, Persona
 from bridge.standin import Client
-
-if TYPE_CHECKING:
-    from bridge_ops.stack import Stack
+from bridge.testing.service import ServiceStack as Stack
+from bridge.testing.service import service_stack
 
 __all__ = ["SCENARIOS", "PilotReport", "Stack", "run"]
 
@@ -133,14 +130,7 @@ class StandinAgents:
 
     def start(self, stack: Stack, personas: list[Persona], say: Say) -> None:
         for persona in personas:
-            token_file = stack.token_dir / f"{persona.agent_id}.token"
-            token_file.write_text(stack.token(persona.agent_id))
-            argv = [sys.executable, "-m", "bridge.standin", "--url", stack.url, "--token-file", str(token_file),
-                    "agent", "--persona-json", json.dumps(persona.to_json())]
-            pane = stack.tmux.new_window(stack.settings.workspace_tmux_session, persona.agent_id, argv)
-            if not stack.tmux.wait_for_text(pane, "STANDIN READY", 30):
-                raise RuntimeError(f"stand-in {persona.agent_id} did not start: {stack.tmux.capture(pane)[-400:]}")
-            stack.panes[persona.agent_id] = pane
+            pane = stack.launch_standin(persona.agent_id, "--persona-json", json.dumps(persona.to_json()), timeout=30)
             say(f"stand-in {persona.agent_id} ({persona.role}) is up in pane {pane}")
 
     def close(self) -> None:
@@ -186,10 +176,7 @@ def agent_up(stack: Stack, kind: str, agent_id: str, *, cwd: Path, model_url: st
     args = ["agent", "up", "--runtime", kind, "--agent-id", agent_id, "--cwd", str(cwd), "--url", stack.url,
             "--model-url", model_url, "--api-key-env", "DEMO_MODEL_KEY", "--db", str(stack.db),
             "--tmux-socket", stack.tmux.socket_name or "", "--json", *(["--home", str(home)] if home else [])]
-    from bridge_ops.stack import bridge_argv, clean_env
-
-    done = subprocess.run(bridge_argv(*args), capture_output=True, text=True, timeout=timeout,
-                          env=clean_env(env), cwd=str(stack.workdir), check=False)
+    done = stack.bridge(*args, env=env, timeout=timeout)
     if done.returncode != 0:
         raise RuntimeError(f"bridge agent up {agent_id} failed ({done.returncode}): {done.stderr[-800:]}")
     return json.loads(done.stdout)
@@ -265,7 +252,7 @@ def loop_guard(stack: Stack, say: Say, timeout: float) -> PilotReport:
         _wait(lambda: status() == "blocked", timeout, timeline, "the loop guard to block the thread")
         escalation = coord.call("get_thread", thread_id=thread_id).get("escalation") or {}
         say(f"thread blocked by the loop guard: {escalation.get('reason', '?')}")
-        assign = stack.run_cli("assign-escalation-owner", "--thread-id", thread_id, "--owner-agent-id",
+        assign = stack.bridge("assign-escalation-owner", "--thread-id", thread_id, "--owner-agent-id",
                                "coordinator", "--reason", "coordinator owns the repeated finding", "--db",
                                str(stack.db))
         if assign.returncode != 0:
@@ -312,9 +299,7 @@ DEMO_ENV = {"BRIDGE_WORKER_POLL": "1s", "BRIDGE_LOG_LEVEL": "WARNING"}
 def pilot_stack(workdir: Path | None, agents: Agents, personas: list[Persona], say: Say,
                 env: dict[str, str] | None = None) -> Iterator[Stack]:
     """A real stack with the two agents up; everything stopped on exit."""
-    from bridge_ops.stack import real_stack
-
-    with real_stack(workdir, env={**DEMO_ENV, **(env or {})}) as stack:
+    with service_stack(workdir, env={**DEMO_ENV, **(env or {})}) as stack:
         say(f"bridge serving {stack.url}, database {stack.db}, tmux socket {stack.tmux.socket_name}")
         try:
             agents.start(stack, personas, say)
