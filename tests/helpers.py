@@ -44,9 +44,7 @@ def dict_rows(db: Path | str, sql: str, params: tuple[Any, ...] = ()) -> list[di
     """Rows of a query on the database file, each a dict of its column names."""
     with _reading(db) as conn:
         cursor = conn.execute(sql, params)
-        rows = cursor.fetchall()
-        names = [d[0] for d in cursor.getdescription()] if rows else []
-        return [dict(zip(names, row, strict=True)) for row in rows]
+        return [dict(zip([d[0] for d in cursor.getdescription()], row, strict=True)) for row in cursor]
 
 
 def audit_rows(db: Path | str, where: str = "1", params: tuple[Any, ...] = (), **equal: Any) -> list[dict[str, Any]]:

@@ -16,8 +16,6 @@ import os
 import re
 import socket
 import stat
-import subprocess
-import sys
 import threading
 import time
 import tomllib
@@ -28,6 +26,7 @@ from typing import Any
 import apsw
 import pytest
 from click.testing import CliRunner, Result
+from helpers import audit_rows, create_thread, dict_rows, post_as
 
 from bridge.cli.main import cli
 from bridge.domain.authz import Principal
@@ -36,7 +35,6 @@ from bridge.domain.models import (
     CreateThreadInput,
     GetThreadInput,
     ParticipantSpec,
-    PostMessageInput,
     TriggerParticipantInput,
     UpdateThreadStatusInput,
 )
@@ -47,6 +45,7 @@ from bridge.services import triggers as trigger_service
 from bridge.services.core import Call
 from bridge.settings import Settings
 from bridge.store.migrate import latest_version
+from bridge.testing.processes import run_bridge
 from bridge.wiring import Parts, build
 
 OPERATOR_COMMANDS_ON_A_THREAD = (
@@ -93,22 +92,12 @@ def services(db: Path) -> Iterator[Parts]:
         parts.close()
 
 
-def new_thread(parts: Parts, title: str = "review", participants: tuple[str, ...] = ("alice", "bob")) -> str:
-    req = CreateThreadInput(title=title, type="workflow", participants=list(participants))
-    return thread_service.create_thread(parts.bridge, COORD, req)["thread_id"]
-
-
-def post(parts: Parts, thread_id: str, sender: str, body: str) -> dict[str, Any]:
-    req = PostMessageInput(thread_id=thread_id, schema_version=1, kind="chat", body=body)
-    return message_service.post_message(parts.bridge, as_agent(sender), req)
-
-
 def seed_threads(db: Path, *titles: str) -> list[str]:
     """Create one thread per title (participants alice and bob), each with one message; return their ids."""
     with services(db) as parts:
-        ids = [new_thread(parts, title) for title in titles]
+        ids = [create_thread(parts, COORD, ("alice", "bob"), title) for title in titles]
         for thread_id in ids:
-            post(parts, thread_id, "alice", f"hello on {thread_id}")
+            post_as(parts, as_agent("alice"), thread_id, f"hello on {thread_id}")
     return ids
 
 
@@ -135,35 +124,8 @@ def refused(exit_code: int, *args: str) -> dict[str, Any]:
     return error
 
 
-def run_bridge(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
-    """`python -m bridge ...` as a real process (no BRIDGE_* inherited)."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
-    return subprocess.run([sys.executable, "-m", "bridge", *args], env={**clean, **(env or {})},
-                          capture_output=True, text=True, timeout=timeout)
-
-
-def query(db: Path, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
-    """Rows straight from the database file, through a fresh connection."""
-    conn = apsw.Connection(str(db))
-    try:
-        cursor = conn.execute(sql, params)
-        found = []
-        for row in cursor:
-            names = [d[0] for d in cursor.get_description()]
-            found.append(dict(zip(names, row, strict=True)))
-        return found
-    finally:
-        conn.close()
-
-
-def audit_rows(db: Path, operation: str | None = None) -> list[dict[str, Any]]:
-    rows = query(db, "SELECT * FROM audit_events ORDER BY audit_id")
-    rows = [{**r, "details": json.loads(r["details"]) if r["details"] else {}} for r in rows]
-    return [r for r in rows if operation is None or r["operation"] == operation]
-
-
 def thread_row(db: Path, thread_id: str) -> dict[str, Any]:
-    return query(db, "SELECT * FROM threads WHERE thread_id = ?", (thread_id,))[0]
+    return dict_rows(db, "SELECT * FROM threads WHERE thread_id = ?", (thread_id,))[0]
 
 
 def free_port() -> int:
@@ -179,9 +141,9 @@ def test_inspect_thread_shows_cursors_unread_escalation_messages_triggers_and_au
             ParticipantSpec(agent_id="alice", thread_role="author"), ParticipantSpec(agent_id="bob",
                                                                                      thread_role="reviewer")])
         thread_id = thread_service.create_thread(parts.bridge, COORD, req)["thread_id"]
-        post(parts, thread_id, "alice", "first finding: token leak")
-        post(parts, thread_id, "alice", "second note")
-        post(parts, thread_id, "bob", "reply from bob")
+        post_as(parts, as_agent("alice"), thread_id, "first finding: token leak")
+        post_as(parts, as_agent("alice"), thread_id, "second note")
+        post_as(parts, as_agent("bob"), thread_id, "reply from bob")
         message_service.ack_read(parts.bridge, as_agent("alice"), AckReadInput(thread_id=thread_id, last_read_seq=2))
         trigger = trigger_service.trigger_participant(parts.bridge, COORD, TriggerParticipantInput(
             thread_id=thread_id, target_agent_id="bob", reason="please re-review", request_id="wake-1"))
@@ -234,13 +196,13 @@ def test_escalate_thread_blocks_opens_an_escalation_and_is_audited_as_the_os_use
     out = ok("escalate-thread", "--db", str(db), "--thread-id", thread_id, "--reason", "needs a human")
     assert out["thread_id"] == thread_id and out["status"] == "blocked" and out["changed"] is True
     assert thread_row(db, thread_id)["status"] == "blocked"
-    escalation = query(db, "SELECT * FROM escalations WHERE thread_id = ?", (thread_id,))
+    escalation = dict_rows(db, "SELECT * FROM escalations WHERE thread_id = ?", (thread_id,))
     assert len(escalation) == 1 and escalation[0]["closed_at"] is None
     assert escalation[0]["reason"] == "needs a human" and escalation[0]["owner_agent_id"] is None
-    system = query(db, "SELECT * FROM messages WHERE thread_id = ? AND kind = 'system'", (thread_id,))
+    system = dict_rows(db, "SELECT * FROM messages WHERE thread_id = ? AND kind = 'system'", (thread_id,))
     assert [m["event_type"] for m in system] == ["thread_escalated"]
 
-    [event] = audit_rows(db, "escalate_thread")
+    [event] = audit_rows(db, operation="escalate_thread")
     assert event["actor"] == f"human:{getpass.getuser()}"  # --actor defaults to the OS user
     assert event["actor_role"] == "operator"
     assert (event["thread_id"], event["reason"], event["outcome"]) == (thread_id, "needs a human", "ok")
@@ -251,8 +213,8 @@ def test_escalate_thread_blocks_opens_an_escalation_and_is_audited_as_the_os_use
 
     again = ok("escalate-thread", "--db", str(db), "--thread-id", thread_id, "--reason", "still stuck")
     assert again["status"] == "blocked" and again["changed"] is False  # same status: a no-op, still audited
-    assert len(audit_rows(db, "escalate_thread")) == 2
-    assert len(query(db, "SELECT * FROM escalations WHERE thread_id = ?", (thread_id,))) == 1
+    assert len(audit_rows(db, operation="escalate_thread")) == 2
+    assert len(dict_rows(db, "SELECT * FROM escalations WHERE thread_id = ?", (thread_id,))) == 1
 
 
 def test_owner_rule_refuses_a_non_owner_unblock_and_audits_the_refusal(db):
@@ -263,7 +225,7 @@ def test_owner_rule_refuses_a_non_owner_unblock_and_audits_the_refusal(db):
                     "--actor", "human:bob")
     assert error["code"] == "FORBIDDEN"
     assert thread_row(db, thread_id)["status"] == "blocked"
-    [event] = audit_rows(db, "unblock_thread")
+    [event] = audit_rows(db, operation="unblock_thread")
     assert (event["outcome"], event["actor"], event["actor_role"], event["thread_id"]) == (
         "refused", "human:bob", "operator", thread_id)
 
@@ -275,12 +237,12 @@ def test_owner_rule_refuses_a_non_owner_unblock_and_audits_the_refusal(db):
                    "human_override: verified by hand", "--actor", "human:bob")
     assert unblocked["status"] == "active" and unblocked["changed"] is True
     assert thread_row(db, thread_id)["status"] == "active"
-    [escalation] = query(db, "SELECT * FROM escalations WHERE thread_id = ?", (thread_id,))
+    [escalation] = dict_rows(db, "SELECT * FROM escalations WHERE thread_id = ?", (thread_id,))
     assert escalation["closed_at"] is not None  # leaving blocked closes the record, kept for history
     assert ok("get-escalation-owner", "--db", str(db), "--thread-id", thread_id)["owner_agent_id"] is None
-    outcomes = [(e["outcome"], e["actor"]) for e in audit_rows(db, "unblock_thread")]
+    outcomes = [(e["outcome"], e["actor"]) for e in audit_rows(db, operation="unblock_thread")]
     assert outcomes == [("refused", "human:bob"), ("refused", f"human:{getpass.getuser()}"), ("ok", "human:bob")]
-    assert audit_rows(db, "unblock_thread")[-1]["details"]["before"] == "blocked"
+    assert audit_rows(db, operation="unblock_thread")[-1]["details"]["before"] == "blocked"
 
 
 def test_the_owner_may_unblock_without_an_override(db):
@@ -300,17 +262,17 @@ def test_override_close_needs_the_human_override_prefix(db):
                         "--actor", "human:ops")
         assert error["code"] == "FORBIDDEN", reason
         assert thread_row(db, thread_id)["status"] == "blocked"
-    refusals = audit_rows(db, "override_close_thread")
+    refusals = audit_rows(db, operation="override_close_thread")
     assert [(e["outcome"], e["actor"], e["thread_id"]) for e in refusals] == [("refused", "human:ops", thread_id)] * 3
 
     out = ok("override-close-thread", "--db", str(db), "--thread-id", thread_id, "--reason",
              "human_override: abandoned", "--actor", "human:ops")
     assert out["status"] == "closed" and out["changed"] is True  # the override beats the owner rule
     assert thread_row(db, thread_id)["status"] == "closed"
-    event = audit_rows(db, "override_close_thread")[-1]
+    event = audit_rows(db, operation="override_close_thread")[-1]
     assert (event["outcome"], event["reason"]) == ("ok", "human_override: abandoned")
     assert (event["details"]["before"], event["details"]["after"]) == ("blocked", "closed")
-    assert query(db, "SELECT closed_at FROM escalations WHERE thread_id = ?", (thread_id,))[0]["closed_at"]
+    assert dict_rows(db, "SELECT closed_at FROM escalations WHERE thread_id = ?", (thread_id,))[0]["closed_at"]
 
 
 def test_close_of_a_blocked_thread_without_owner_still_needs_the_prefix(db):
@@ -332,7 +294,7 @@ def test_assign_reassign_and_get_escalation_owner(db):
     error = refused(1, "reassign-escalation-owner", "--db", str(db), "--thread-id", thread_id, "--owner-agent-id",
                     "bob", "--reason", "no one owns it yet")
     assert error["code"] == "CONFLICT"
-    assert query(db, "SELECT owner_agent_id FROM escalations WHERE thread_id = ?", (thread_id,))[0][
+    assert dict_rows(db, "SELECT owner_agent_id FROM escalations WHERE thread_id = ?", (thread_id,))[0][
         "owner_agent_id"] is None
 
     assigned = ok("assign-escalation-owner", "--db", str(db), "--thread-id", thread_id, "--owner-agent-id", "alice",
@@ -352,10 +314,10 @@ def test_assign_reassign_and_get_escalation_owner(db):
     owner = ok("get-escalation-owner", "--db", str(db), "--thread-id", thread_id)
     assert owner["owner_agent_id"] == "bob" and owner["status"] == "blocked"
 
-    assigns = audit_rows(db, "assign_escalation_owner")
+    assigns = audit_rows(db, operation="assign_escalation_owner")
     assert [e["outcome"] for e in assigns] == ["refused", "ok", "refused"]
     assert assigns[1]["details"]["owner_before"] is None and assigns[1]["details"]["owner_after"] == "alice"
-    reassigns = audit_rows(db, "reassign_escalation_owner")
+    reassigns = audit_rows(db, operation="reassign_escalation_owner")
     assert [e["outcome"] for e in reassigns] == ["refused", "ok"]
     assert (reassigns[1]["details"]["owner_before"], reassigns[1]["details"]["owner_after"]) == ("alice", "bob")
     assert all(e["actor_role"] == "operator" and e["thread_id"] == thread_id for e in assigns + reassigns)
@@ -371,13 +333,13 @@ def test_unblock_refuses_a_thread_that_is_not_blocked(db, status):
         with services(db) as parts:
             thread_service.update_thread_status(parts.bridge, COORD, UpdateThreadStatusInput(
                 thread_id=thread_id, status="resolved", reason="all fixed"))
-    messages_before = query(db, "SELECT * FROM messages WHERE thread_id = ?", (thread_id,))
+    messages_before = dict_rows(db, "SELECT * FROM messages WHERE thread_id = ?", (thread_id,))
     error = refused(1, "unblock-thread", "--db", str(db), "--thread-id", thread_id, "--reason",
                     "human_override: go", "--actor", "human:ops")
     assert error["code"] == "INVALID_THREAD_TRANSITION"
     assert thread_row(db, thread_id)["status"] == status
-    assert query(db, "SELECT * FROM messages WHERE thread_id = ?", (thread_id,)) == messages_before
-    [event] = audit_rows(db, "unblock_thread")
+    assert dict_rows(db, "SELECT * FROM messages WHERE thread_id = ?", (thread_id,)) == messages_before
+    [event] = audit_rows(db, operation="unblock_thread")
     assert (event["outcome"], event["reason"], event["actor"], event["thread_id"]) == (
         "refused", "INVALID_THREAD_TRANSITION", "human:ops", thread_id)
 
@@ -389,8 +351,8 @@ def test_escalating_a_closed_thread_is_an_invalid_transition(db):
                     "--actor", "human:ops")
     assert error["code"] == "INVALID_THREAD_TRANSITION"
     assert thread_row(db, thread_id)["status"] == "closed"
-    assert query(db, "SELECT * FROM escalations WHERE thread_id = ?", (thread_id,)) == []
-    [event] = audit_rows(db, "escalate_thread")
+    assert dict_rows(db, "SELECT * FROM escalations WHERE thread_id = ?", (thread_id,)) == []
+    [event] = audit_rows(db, operation="escalate_thread")
     assert (event["outcome"], event["actor"], event["thread_id"]) == ("refused", "human:ops", thread_id)
     assert event["reason"] == "INVALID_THREAD_TRANSITION"
     # closed is terminal: no way back to active either
@@ -409,8 +371,8 @@ def test_unknown_thread_exits_3_for_every_thread_command(db):
         (operation, "refused", "NOT_FOUND", "operator") for operation in (
             "escalate_thread", "assign_escalation_owner", "reassign_escalation_owner", "unblock_thread",
             "override_close_thread")]
-    assert [r["status"] for r in query(db, "SELECT status FROM threads")] == ["active"]
-    assert query(db, "SELECT COUNT(*) AS n FROM escalations")[0]["n"] == 0
+    assert [r["status"] for r in dict_rows(db, "SELECT status FROM threads")] == ["active"]
+    assert dict_rows(db, "SELECT COUNT(*) AS n FROM escalations")[0]["n"] == 0
 
 
 def test_a_thread_of_another_workspace_is_not_found(db):
@@ -475,7 +437,7 @@ def test_operators_keep_working_through_a_freeze(db):
     assert frozen["frozen"] is True
     with services(db) as parts:  # the freeze is real: an agent's write is refused
         with pytest.raises(Unavailable) as caught:
-            post(parts, thread_id, "alice", "anyone there?")
+            post_as(parts, as_agent("alice"), thread_id, "anyone there?")
         assert caught.value.details["reason"] == "frozen"
 
     base = ("--db", str(db), "--thread-id", thread_id, "--actor", "human:ops")
@@ -490,13 +452,14 @@ def test_operators_keep_working_through_a_freeze(db):
 
     lifted = ok("unfreeze", "--db", str(db), "--reason", "incident 42 over", "--actor", "human:ops")
     assert lifted["frozen"] is False
-    [freeze] = audit_rows(db, "freeze")
-    [unfreeze] = audit_rows(db, "unfreeze")
+    [freeze] = audit_rows(db, operation="freeze")
+    [unfreeze] = audit_rows(db, operation="unfreeze")
     assert (freeze["actor"], freeze["actor_role"], freeze["reason"]) == ("human:ops", "operator", "incident 42")
     assert freeze["details"]["before"] is None and freeze["details"]["after"] == "all"
     assert unfreeze["details"]["before"] == "all" and unfreeze["details"]["after"] is None
     with services(db) as parts:
-        assert post(parts, new_thread(parts), "alice", "back to work")["seq"] == 1
+        fresh = create_thread(parts, COORD, ("alice", "bob"), "review")
+        assert post_as(parts, as_agent("alice"), fresh, "back to work")["seq"] == 1
 
 
 # ------------------------------------------------------------------------------------------------- exit codes
@@ -512,7 +475,7 @@ def test_usage_errors_exit_2(db):
     assert bridge("escalate-thread", "--db", str(db), "--thread-id", thread_id, "--reason", "r", "--json",
                   "--owner", "alice").exit_code == 2
     assert thread_row(db, thread_id)["status"] == "active"
-    assert audit_rows(db, "escalate_thread") == [] and audit_rows(db, "unblock_thread") == []
+    assert audit_rows(db, operation="escalate_thread") == [] and audit_rows(db, operation="unblock_thread") == []
 
 
 def test_exit_codes_and_stderr_json_as_real_processes(db):
@@ -587,9 +550,9 @@ def test_maintenance_under_a_held_write_lock(db):
     finally:
         holder.execute("ROLLBACK")
         holder.close()
-    assert audit_rows(db, "freeze") == [] and audit_rows(db, "unfreeze") == []
+    assert audit_rows(db, operation="freeze") == [] and audit_rows(db, operation="unfreeze") == []
     with services(db) as parts:
-        assert post(parts, thread_id, "bob", "not frozen")["seq"] == 2
+        assert post_as(parts, as_agent("bob"), thread_id, "not frozen")["seq"] == 2
 
 
 # ------------------------------------------------------------------------------------------------- db commands
@@ -597,7 +560,7 @@ def test_db_migrate_creates_a_current_schema(tmp_path):
     db = tmp_path / "fresh.db"
     out = ok("db", "migrate", "--db", str(db))
     assert out["schema_version"] == latest_version() == out["latest"]
-    assert query(db, "PRAGMA user_version")[0]["user_version"] == latest_version()
+    assert dict_rows(db, "PRAGMA user_version")[0]["user_version"] == latest_version()
     assert ok("db", "migrate", "--db", str(db))["schema_version"] == latest_version()  # idempotent
 
 
@@ -608,14 +571,14 @@ def test_a_database_newer_than_the_code_is_refused(db):
     conn.close()
     error = refused(4, "threads", "--db", str(db))
     assert error["code"] == "UNAVAILABLE" and "newer" in error["message"]
-    assert query(db, "PRAGMA user_version")[0]["user_version"] == latest_version() + 1  # left as it was
+    assert dict_rows(db, "PRAGMA user_version")[0]["user_version"] == latest_version() + 1  # left as it was
 
 
 def test_db_check_passes_on_a_healthy_database_and_fails_on_a_seq_gap(db):
     [thread_id] = seed_threads(db, "t")
     with services(db) as parts:
         for n in range(3):
-            post(parts, thread_id, "bob", f"message {n}")
+            post_as(parts, as_agent("bob"), thread_id, f"message {n}")
     healthy = ok("db", "check", "--db", str(db))
     assert healthy["ok"] is True and healthy["problems"] == []
 
@@ -657,7 +620,7 @@ def test_db_check_fails_cleanly_on_files_that_are_not_bridge_databases(tmp_path)
         verdict = json.loads(result.stdout)
         assert verdict["ok"] is False
         assert [p["check"] for p in verdict["problems"]] == [failing], verdict
-    assert query(foreign, "SELECT name FROM sqlite_master") == [{"name": "notes"}]  # not migrated by a check
+    assert dict_rows(foreign, "SELECT name FROM sqlite_master") == [{"name": "notes"}]  # not migrated by a check
     assert garbage.read_bytes() == b"this is not an SQLite database, just text " * 200
 
 
@@ -672,7 +635,7 @@ def test_db_backup_during_writes_is_consistent_and_holds_every_acknowledged_mess
             with services(db) as parts:
                 n = 0
                 while not stop.is_set():
-                    acknowledged.append(post(parts, thread_id, "alice", f"write {n}")["message_id"])
+                    acknowledged.append(post_as(parts, as_agent("alice"), thread_id, f"write {n}")["message_id"])
                     n += 1
         except BaseException as exc:  # surfaced below: a thread's exception must not vanish
             failures.append(exc)
@@ -698,9 +661,9 @@ def test_db_backup_during_writes_is_consistent_and_holds_every_acknowledged_mess
 
     checked = ok("db", "check", "--db", str(out))
     assert checked["ok"] is True
-    saved = {r["message_id"] for r in query(out, "SELECT message_id FROM messages")}
+    saved = {r["message_id"] for r in dict_rows(out, "SELECT message_id FROM messages")}
     assert set(before_backup) <= saved
-    [event] = audit_rows(db, "db_backup")
+    [event] = audit_rows(db, operation="db_backup")
     assert event["actor"] == "human:ops" and event["actor_role"] == "operator"
 
     # a backup never overwrites a file
@@ -709,7 +672,7 @@ def test_db_backup_during_writes_is_consistent_and_holds_every_acknowledged_mess
     assert again.returncode == 1 and again.stdout == ""
     assert json.loads(again.stderr)["error"]["code"] == "CONFLICT"
     assert out.read_bytes() == original
-    assert len(audit_rows(db, "db_backup")) == 1
+    assert len(audit_rows(db, operation="db_backup")) == 1
 
 
 def test_db_backup_into_a_missing_directory_is_a_usage_error(tmp_path, db):
@@ -717,7 +680,7 @@ def test_db_backup_into_a_missing_directory_is_a_usage_error(tmp_path, db):
     error = refused(2, "db", "backup", "--db", str(db), "--out", str(tmp_path / "no" / "such" / "dir.db"))
     assert error["code"] == "INVALID_ARGUMENT"
     assert not (tmp_path / "no").exists()
-    assert audit_rows(db, "db_backup") == []
+    assert audit_rows(db, operation="db_backup") == []
 
 
 def test_db_restore_needs_yes_and_restores_the_backup_content(tmp_path, db):
@@ -728,48 +691,48 @@ def test_db_restore_needs_yes_and_restores_the_backup_content(tmp_path, db):
 
     refusal = refused(2, "db", "restore", "--db", str(db), "--from", str(backup))
     assert refusal["code"] == "INVALID_ARGUMENT" and "--yes" in refusal["message"]
-    assert {r["thread_id"] for r in query(db, "SELECT thread_id FROM threads")} == {kept, later}
+    assert {r["thread_id"] for r in dict_rows(db, "SELECT thread_id FROM threads")} == {kept, later}
 
     out = ok("db", "restore", "--db", str(db), "--from", str(backup), "--yes", "--actor", "human:ops")
     assert (out["database"], out["restored_from"], out["check"]) == (str(db), str(backup), True)
-    assert {r["thread_id"] for r in query(db, "SELECT thread_id FROM threads")} == {kept}
+    assert {r["thread_id"] for r in dict_rows(db, "SELECT thread_id FROM threads")} == {kept}
     assert [t["thread_id"] for t in ok("threads", "--db", str(db))["threads"]] == [kept]
     assert ok("db", "check", "--db", str(db))["ok"] is True
-    [event] = audit_rows(db, "db_restore")
+    [event] = audit_rows(db, operation="db_restore")
     assert event["actor"] == "human:ops" and event["actor_role"] == "operator"
     # the restored database is fully usable by the services
     with services(db) as parts:
-        assert post(parts, kept, "bob", "after restore")["seq"] == 2
+        assert post_as(parts, as_agent("bob"), kept, "after restore")["seq"] == 2
 
 
 def test_db_restore_refuses_a_broken_backup_and_keeps_the_database(tmp_path, db):
     [thread_id] = seed_threads(db, "t")
     with services(db) as parts:
-        post(parts, thread_id, "bob", "two")
-        post(parts, thread_id, "bob", "three")
+        post_as(parts, as_agent("bob"), thread_id, "two")
+        post_as(parts, as_agent("bob"), thread_id, "three")
     backup = tmp_path / "bad.db"
     ok("db", "backup", "--db", str(db), "--out", str(backup))
     conn = apsw.Connection(str(backup))
     conn.execute("DELETE FROM messages WHERE seq = 2")
     conn.close()
     [other] = seed_threads(db, "only here")
-    before = {table: query(db, f"SELECT * FROM {table} ORDER BY rowid") for table in ("threads", "messages")}
+    before = {table: dict_rows(db, f"SELECT * FROM {table} ORDER BY rowid") for table in ("threads", "messages")}
     error = refused(2, "db", "restore", "--db", str(db), "--from", str(backup), "--yes")
     assert error["code"] == "INVALID_ARGUMENT" and "gapless_seqs" in error["message"]
-    assert {table: query(db, f"SELECT * FROM {table} ORDER BY rowid") for table in before} == before
-    assert {r["thread_id"] for r in query(db, "SELECT thread_id FROM threads")} == {thread_id, other}
+    assert {table: dict_rows(db, f"SELECT * FROM {table} ORDER BY rowid") for table in before} == before
+    assert {r["thread_id"] for r in dict_rows(db, "SELECT thread_id FROM threads")} == {thread_id, other}
 
 
 def test_db_vacuum_keeps_the_content(db):
     [thread_id] = seed_threads(db, "t")
     with services(db) as parts:
         for n in range(20):
-            post(parts, thread_id, "bob", "x" * 2000 + str(n))
+            post_as(parts, as_agent("bob"), thread_id, "x" * 2000 + str(n))
     out = ok("db", "vacuum", "--db", str(db))
     assert (out["database"], out["bytes_after"]) == (str(db), db.stat().st_size)
     assert ok("db", "check", "--db", str(db))["ok"] is True
     assert thread_row(db, thread_id)["latest_seq"] == 21
-    assert len(query(db, "SELECT 1 FROM messages WHERE thread_id = ?", (thread_id,))) == 21
+    assert len(dict_rows(db, "SELECT 1 FROM messages WHERE thread_id = ?", (thread_id,))) == 21
 
 
 # ------------------------------------------------------------------------------------------------- doctor
@@ -810,7 +773,7 @@ def test_doctor_checks_every_runtime_dependency_the_project_declares(tmp_path, d
 def test_doctor_fails_on_a_broken_database(db):
     [thread_id] = seed_threads(db, "t")
     with services(db) as parts:
-        post(parts, thread_id, "bob", "two")
+        post_as(parts, as_agent("bob"), thread_id, "two")
     conn = apsw.Connection(str(db))
     conn.execute("DELETE FROM messages WHERE seq = 1")
     conn.close()
