@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import importlib
 
-from bridge_ops.drills.framework import Drill
+from bridge_ops.drills.framework import DRILLS, Drill
 
 # drill name (= runbook file name without .md) -> module in this package
 DRILL_MODULES: dict[str, str] = {
@@ -28,9 +28,8 @@ DRILL_MODULES: dict[str, str] = {
 
 def get_drill(name: str) -> Drill:
     """The drill called `name` (KeyError when there is none)."""
-    module = importlib.import_module(f"bridge_ops.drills.{DRILL_MODULES[name]}")
-    drill: Drill = module.DRILL
-    return drill
+    importlib.import_module(f"bridge_ops.drills.{DRILL_MODULES[name]}")
+    return DRILLS[name]
 
 
 def all_drills() -> list[Drill]:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import sys
 
-from bridge_ops.drills.framework import DB, Drill, DrillContext, jwt_part
+from bridge_ops.drills.context import DB, DrillContext
+from bridge_ops.drills.evidence import jwt_part
+from bridge_ops.drills.framework import drill
 
 DRIFT = {"BRIDGE_WORKSPACE": "team-b"}
 # The runbook's one-liner: the jti claim of a token (decoded, not verified).
@@ -12,14 +14,17 @@ JTI_OF = ('import base64, json, sys; p = sys.argv[1].split(".")[1]; '
           'print(json.loads(base64.urlsafe_b64decode(p + "=" * (-len(p) % 4)))["jti"])')
 
 
+@drill("authz-misconfiguration", "Authorization misconfiguration: workspace drift, wrong role",
+       injects="a restart with BRIDGE_WORKSPACE=team-b (tokens are for 'default'); a coordinator token minted with "
+               "--role participant",
+       verifies="403 WORKSPACE_MISMATCH with bridge_auth_failures_total and log lines; /health names the served "
+                "workspace; refusals audited; the fixed restart serves the same tokens; 403 FORBIDDEN "
+                "role_not_allowed audited; a re-issued coordinator token works and the wrong one is revoked")
 def run(ctx: DrillContext) -> None:
     ctx.step("Set-up: a bridge serving workspace 'default' with a thread")
-    good = ctx.serve("server")
-    coord, rev = ctx.mint("coordinator", "coordinator"), ctx.mint("reviewer")
-    thread_id = ctx.ok("create_thread", coord, title="authz", type="workflow",
-                       participants=["reviewer", "executioner"])["thread_id"]
-    ctx.ok("post_message", rev, thread_id=thread_id, schema_version=1, kind="chat", body="hello")
-    good.stop()
+    good, coord, rev, thread_id = ctx.set_up("authz")
+    ctx.post(rev, thread_id, "hello")
+    ctx.stop(good)
 
     ctx.fault("configuration drift: the bridge is restarted with BRIDGE_WORKSPACE=team-b", env=DRIFT)
     drifted = ctx.serve("server-drifted", env=DRIFT)
@@ -29,10 +34,8 @@ def run(ctx: DrillContext) -> None:
         reply = ctx.api("read_messages", token, thread_id=thread_id, since_seq=0)
         ctx.check(reply.status == 403 and reply.code == "WORKSPACE_MISMATCH", "read_messages -> 403 "
                   "WORKSPACE_MISMATCH", status=reply.status, envelope=reply.body)
-    failures = ctx.metric("bridge_auth_failures_total", reason="workspace_mismatch")
-    ctx.check(failures == 3, "bridge_auth_failures_total{reason=\"workspace_mismatch\"} = 3", value=failures)
-    mismatches = ctx.metric("bridge_requests_total", code="WORKSPACE_MISMATCH")
-    ctx.check(mismatches == 3, "bridge_requests_total{code=\"WORKSPACE_MISMATCH\"} = 3", value=mismatches)
+    ctx.check_metric("bridge_auth_failures_total", 3, reason="workspace_mismatch")
+    ctx.check_metric("bridge_requests_total", 3, code="WORKSPACE_MISMATCH")
     logged = drifted.log_events("request", code="WORKSPACE_MISMATCH")
     ctx.check(len(logged) == 3, "JSON log lines with \"code\": \"WORKSPACE_MISMATCH\"", line=logged[:1])
 
@@ -55,9 +58,7 @@ def run(ctx: DrillContext) -> None:
               "service's environment, not on its command line", args=args.strip(), environ=environ.splitlines())
 
     ctx.step("A3. Recover: restart with the intended workspace")
-    ctx.run(["kill", str(drifted.pid)])
-    ctx.wait_for(lambda: not drifted.alive(), "the drifted server exited on SIGTERM", 15)
-    drifted.stop()
+    ctx.kill(drifted, "the drifted server exited on SIGTERM")
     ctx.serve("server-fixed")
 
     ctx.step("A4. Verify")
@@ -76,9 +77,7 @@ def run(ctx: DrillContext) -> None:
     reply = ctx.api("create_thread", wrong, title="needs a coordinator", type="workflow", participants=["reviewer"])
     ctx.check(reply.status == 403 and reply.code == "FORBIDDEN" and reply.reason == "role_not_allowed",
               "create_thread -> 403 FORBIDDEN, reason role_not_allowed", envelope=reply.body)
-    forbidden = ctx.metric("bridge_requests_total", command="create_thread", code="FORBIDDEN")
-    ctx.check(forbidden == 1, "bridge_requests_total{command=\"create_thread\",code=\"FORBIDDEN\"} = 1",
-              value=forbidden)
+    ctx.check_metric("bridge_requests_total", 1, command="create_thread", code="FORBIDDEN")
 
     ctx.step("B2. Diagnose: the refusal names the role")
     refusals = ctx.bridge("audit", "--db", DB, "--operation", "create_thread", "--json").json()["events"]
@@ -102,13 +101,3 @@ def run(ctx: DrillContext) -> None:
     ctx.check(revoked.status == 401 and revoked.reason == "revoked", "the wrong token is revoked",
               envelope=revoked.body)
 
-
-DRILL = Drill(
-    name="authz-misconfiguration", title="Authorization misconfiguration: workspace drift, wrong role",
-    runbook="runbooks/authz-misconfiguration.md",
-    injects="a restart with BRIDGE_WORKSPACE=team-b (tokens are for 'default'); a coordinator token minted with "
-            "--role participant",
-    verifies="403 WORKSPACE_MISMATCH with bridge_auth_failures_total and log lines; /health names the served "
-             "workspace; refusals audited; the fixed restart serves the same tokens; 403 FORBIDDEN role_not_allowed "
-             "audited; a re-issued coordinator token works and the wrong one is revoked",
-    run=run)

@@ -4,12 +4,14 @@ restored from that backup."""
 from __future__ import annotations
 
 import contextlib
-import sqlite3
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
-from bridge_ops.drills.framework import DB, Drill, DrillContext
+import apsw
+from bridge_ops.drills.context import DB, DrillContext
+from bridge_ops.drills.framework import drill
 
 BACKUP = "./backups/bridge-drill.db"
 SETTINGS = {"BRIDGE_WRITE_QUOTA_PER_MIN": "0", "BRIDGE_LOOP_GUARD_TURNS": "0"}
@@ -47,32 +49,34 @@ class WriteLoad:
         self.thread.join(timeout=30)
 
 
-def messages_in(ctx: DrillContext, path: str) -> list[tuple[str, int]]:
-    with contextlib.closing(sqlite3.connect(f"file:{ctx.root / path}?mode=ro", uri=True)) as conn:
+def messages_in(path: Path) -> list[tuple[str, int]]:
+    """The (message_id, seq) pairs of a database file, read-only (a backup is not to be touched)."""
+    with contextlib.closing(apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READONLY)) as conn:
         return [(r[0], r[1]) for r in conn.execute("SELECT message_id, seq FROM messages ORDER BY seq")]
 
 
 def damage(ctx: DrillContext) -> dict[str, Any]:
     """Overwrite the b-tree pages of the messages table (not page 1) with garbage, as a failing disk would."""
-    path = ctx.root / "bridge.db"
-    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
-        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
-        pages = conn.execute("PRAGMA page_count").fetchone()[0]
-        root = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = 'messages'").fetchone()[0]
+    [(page_size, pages, root)] = ctx.query("SELECT (SELECT page_size FROM pragma_page_size), "
+                                           "(SELECT page_count FROM pragma_page_count), "
+                                           "(SELECT rootpage FROM sqlite_master WHERE name = 'messages')")
     targets = sorted({root, *range(max(2, pages - 3), pages + 1)} - {1})
-    with open(path, "r+b") as handle:
+    with open(ctx.db, "r+b") as handle:
         for page in targets:
             handle.seek((page - 1) * page_size)
             handle.write(bytes([0xA5]) * 64)
     return {"page_size": page_size, "page_count": pages, "overwritten_pages": targets}
 
 
+@drill("backup-restore", "Backup and restore",
+       injects="an online `bridge db backup` under continuous posting, then garbage written over b-tree pages of the "
+               "stopped database",
+       verifies="no post fails during the backup; the backup passes db check and is a prefix of the acknowledged "
+                "messages; db check detects the damage (exit 1); db restore + db check; the restarted bridge "
+                "serves exactly the backup, new seqs continue gaplessly; the restore is audited")
 def run(ctx: DrillContext) -> None:
     ctx.step("Set-up: a bridge taking a steady stream of posts")
-    server = ctx.serve(env=SETTINGS)
-    coord, rev = ctx.mint("coordinator", "coordinator"), ctx.mint("reviewer")
-    thread_id = ctx.ok("create_thread", coord, title="backup", type="workflow",
-                       participants=["reviewer", "executioner"])["thread_id"]
+    server, coord, rev, thread_id = ctx.set_up("backup", env=SETTINGS)
 
     with WriteLoad(ctx, rev, thread_id) as load:
         ctx.wait_for(lambda: len(load.acked) >= 50, "the load has 50 acknowledged posts", 30)
@@ -88,7 +92,7 @@ def run(ctx: DrillContext) -> None:
 
     ctx.step("2. Verify the backup on its own")
     ctx.bridge("db", "check", "--db", BACKUP)
-    saved = messages_in(ctx, BACKUP)
+    saved = messages_in(ctx.workdir / BACKUP)
     acked = [(m["message_id"], m["seq"]) for m in load.acked]
     ctx.check(before <= len(saved) <= after and saved == acked[:len(saved)], "the backup holds a consistent prefix "
               "of the acknowledged messages (everything acked before the backup started)", in_backup=len(saved),
@@ -96,7 +100,7 @@ def run(ctx: DrillContext) -> None:
 
     ctx.fault("the database file is damaged under the bridge: garbage over b-tree pages (written while it was "
               "stopped for a moment, as a failing disk would), then the bridge runs on it again")
-    server.stop()
+    ctx.stop(server)
     damaged = damage(ctx)
     ctx.observe("pages overwritten", **damaged)
     server = ctx.serve("server-on-damaged-file", env=SETTINGS)
@@ -104,8 +108,7 @@ def run(ctx: DrillContext) -> None:
     ctx.step("3. Detect: reads fail with 500 INTERNAL (CorruptError in the log); bridge db check fails")
     reply = ctx.api("read_messages", coord, thread_id=thread_id, since_seq=0, limit=200)
     ctx.check(reply.status == 500 and reply.code == "INTERNAL", "read_messages -> 500 INTERNAL", envelope=reply.body)
-    internal = ctx.metric("bridge_requests_total", code="INTERNAL")
-    ctx.check(internal == 1, "bridge_requests_total{code=\"INTERNAL\"} = 1", value=internal)
+    ctx.check_metric("bridge_requests_total", 1, code="INTERNAL")
     logged = server.log_events("internal_error")
     ctx.check(len(logged) == 1 and "CorruptError" in logged[0].get("exception", ""), "JSON log line: event "
               "internal_error with apsw.CorruptError", request_id=logged[0].get("request_id") if logged else None)
@@ -114,9 +117,7 @@ def run(ctx: DrillContext) -> None:
     verdict = ctx.bridge("db", "check", "--db", DB, "--json", expect=1).json()
     ctx.check(not verdict["ok"] and any(p["check"] == "integrity" for p in verdict["problems"]),
               "bridge db check: integrity problems, exit 1", problems=[p["check"] for p in verdict["problems"]])
-    ctx.run(["kill", str(server.pid)])
-    ctx.wait_for(lambda: not server.alive(), "the bridge exited on SIGTERM", 15)
-    server.stop()
+    ctx.kill(server, "the bridge exited on SIGTERM")
     ctx.run(["cp", "-p", "bridge.db", "bridge.db.damaged"])
 
     ctx.step("4. Restore from the backup (the bridge is stopped)")
@@ -127,32 +128,16 @@ def run(ctx: DrillContext) -> None:
     ctx.step("5. Verify")
     ready = ctx.http("GET", "/ready")
     ctx.check(ready.status == 200, "/ready answers 200", body=ready.body)
-    restored: list[tuple[str, int]] = []
-    since = 0
-    while True:
-        page = ctx.ok("read_messages", coord, thread_id=thread_id, since_seq=since, limit=200)
-        restored += [(m["message_id"], m["seq"]) for m in page["messages"]]
-        since = page["next_seq"]
-        if not page["has_more"]:
-            break
+    restored = [(m["message_id"], m["seq"]) for m in ctx.read_back(coord, thread_id)]
     ctx.check(restored == saved, "the thread reads back exactly the backup's messages", messages=len(restored))
     listed = ctx.bridge("threads", "--db", DB, "--json").json()["threads"]
     ctx.check([t["latest_seq"] for t in listed] == [len(saved)], "bridge threads: latest_seq = the backup's",
               latest_seq=[t["latest_seq"] for t in listed])
     ctx.observe("recovery point: messages acknowledged after the backup are gone (re-post them from the clients' "
                 "side)", lost=len(acked) - len(saved))
-    new = ctx.ok("post_message", rev, thread_id=thread_id, schema_version=1, kind="chat", body="after the restore")
+    new = ctx.post(rev, thread_id, "after the restore")
     ctx.check(new["seq"] == len(saved) + 1, "new posts continue the sequence without a gap", seq=new["seq"])
     trail = ctx.bridge("audit", "--db", DB, "--operation", "db_restore", "--json").json()["events"]
     ctx.check(len(trail) == 1 and trail[0]["actor"].startswith("human:"), "the restore is in the audit trail",
               event=trail[:1])
 
-
-DRILL = Drill(
-    name="backup-restore", title="Backup and restore", runbook="runbooks/backup-restore.md",
-    injects="an online `bridge db backup` under continuous posting, then garbage written over b-tree pages of the "
-            "stopped database",
-    verifies="no post fails during the backup; the backup passes db check and is a prefix of the acknowledged "
-             "messages; db check detects the damage (exit 1); db restore + db check; the restarted bridge serves "
-             "exactly the backup, new seqs continue gaplessly; the restore is audited",
-    run=run)

@@ -10,14 +10,17 @@ from __future__ import annotations
 import resource
 import shutil
 
-from bridge_ops.drills.framework import DB, Drill, DrillContext, Process
+from bridge_ops.drills.context import DB, DrillContext
+from bridge_ops.drills.framework import drill
+
+from bridge.testing.processes import Proc
 
 BODY = "x" * 32 * 1024  # each message grows the WAL by about 40 KiB
 HEADROOM = 256 * 1024
 MAX_POSTS = 200
 
 
-def set_fsize(ctx: DrillContext, server: Process, limit: int | None) -> None:
+def set_fsize(ctx: DrillContext, server: Proc, limit: int | None) -> None:
     """`prlimit --pid <pid> --fsize=<limit>:` (the soft limit; back to the hard one, unlimited, when None)."""
     _, hard = resource.prlimit(server.pid, resource.RLIMIT_FSIZE)
     value = hard if limit is None else limit
@@ -31,16 +34,18 @@ def set_fsize(ctx: DrillContext, server: Process, limit: int | None) -> None:
     ctx.check(soft == value, f"the bridge process's file-size limit is now {shown}", soft=soft)
 
 
+@drill("disk-full", "Disk full: the database cannot grow",
+       injects="RLIMIT_FSIZE of the running bridge lowered (prlimit) so its WAL cannot grow: EFBIG, as on a full "
+               "disk",
+       verifies="writes get 503 UNAVAILABLE with Retry-After and write nothing; reads work; metric and log line; "
+                "after the limit is lifted the retry is a first write; every acknowledged message intact; /ready; "
+                "db check")
 def run(ctx: DrillContext) -> None:
     ctx.step("Set-up: a bridge with acknowledged messages")
-    server = ctx.serve()
-    coord, rev = ctx.mint("coordinator", "coordinator"), ctx.mint("reviewer")
-    thread_id = ctx.ok("create_thread", coord, title="disk full", type="workflow",
-                       participants=["reviewer", "executioner"])["thread_id"]
-    acked = [ctx.ok("post_message", rev, thread_id=thread_id, schema_version=1, kind="chat", body=f"small {i}",
-                    idempotency_key=f"small-{i}") for i in range(3)]
+    server, coord, rev, thread_id = ctx.set_up("disk full")
+    acked = [ctx.post(rev, thread_id, f"small {i}", idempotency_key=f"small-{i}") for i in range(3)]
 
-    sizes = {p.name: p.stat().st_size for p in ctx.root.glob("bridge.db*")}
+    sizes = {p.name: p.stat().st_size for p in ctx.workdir.glob("bridge.db*")}
     sizes["server.log"] = server.log_path.stat().st_size
     limit = max(sizes.values()) + HEADROOM
     ctx.fault(f"the disk fills up: the bridge may not grow any file past {limit} bytes", sizes=sizes)
@@ -82,18 +87,10 @@ def run(ctx: DrillContext) -> None:
     set_fsize(ctx, server, None)
 
     ctx.step("4. Verify: the refused write goes through on retry; every acknowledged message is intact")
-    retry = ctx.ok("post_message", rev, thread_id=thread_id, schema_version=1, kind="chat", body=f"big {index} {BODY}",
-                   idempotency_key=f"big-{index}")
+    retry = ctx.post(rev, thread_id, f"big {index} {BODY}", idempotency_key=f"big-{index}")
     ctx.check(retry["replayed"] is False and retry["seq"] == len(acked) + 1, "the retry is a first write: the refused "
               "attempts wrote nothing", seq=retry["seq"], acked=len(acked))
-    seen: list[tuple[str, int]] = []
-    since = 0
-    while True:
-        page = ctx.ok("read_messages", coord, thread_id=thread_id, since_seq=since, limit=200)
-        seen += [(m["message_id"], m["seq"]) for m in page["messages"]]
-        since = page["next_seq"]
-        if not page["has_more"]:
-            break
+    seen = [(m["message_id"], m["seq"]) for m in ctx.read_back(coord, thread_id)]
     want = [(a["message_id"], a["seq"]) for a in acked] + [(retry["message_id"], retry["seq"])]
     ctx.check(seen == want, "every acknowledged message is there, gapless, and nothing else", messages=len(seen))
     ready = ctx.http("GET", "/ready")
@@ -102,13 +99,6 @@ def run(ctx: DrillContext) -> None:
 
     ctx.step("5. Afterwards: reclaim free pages")
     ctx.bridge("db", "vacuum", "--db", DB)
-    after = ctx.ok("post_message", rev, thread_id=thread_id, schema_version=1, kind="chat", body="after the vacuum")
+    after = ctx.post(rev, thread_id, "after the vacuum")
     ctx.check(after["seq"] == retry["seq"] + 1, "the bridge keeps writing after the vacuum", seq=after["seq"])
 
-
-DRILL = Drill(
-    name="disk-full", title="Disk full: the database cannot grow", runbook="runbooks/disk-full.md",
-    injects="RLIMIT_FSIZE of the running bridge lowered (prlimit) so its WAL cannot grow: EFBIG, as on a full disk",
-    verifies="writes get 503 UNAVAILABLE with Retry-After and write nothing; reads work; metric and log line; after "
-             "the limit is lifted the retry is a first write; every acknowledged message intact; /ready; db check",
-    run=run)

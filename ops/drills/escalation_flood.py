@@ -3,7 +3,8 @@ the operator triages with the CLI."""
 
 from __future__ import annotations
 
-from bridge_ops.drills.framework import DB, Drill, DrillContext
+from bridge_ops.drills.context import DB, DrillContext
+from bridge_ops.drills.framework import drill
 
 SETTINGS = {"BRIDGE_LOOP_GUARD_TURNS": "6", "BRIDGE_LOOP_GUARD_REPEATS": "3", "BRIDGE_WRITE_QUOTA_PER_MIN": "0"}
 LOOPING = 3  # threads blocked for no progress; one more is blocked for a repeated finding
@@ -12,37 +13,39 @@ LOOPING = 3  # threads blocked for no progress; one more is blocked for a repeat
 def chat_until_blocked(ctx: DrillContext, tokens: list[str], thread_id: str) -> int:
     """Ping-pong chat without progress until the loop guard blocks the thread; return the messages it took."""
     for turn in range(1, 30):
-        out = ctx.ok("post_message", tokens[turn % 2], thread_id=thread_id, schema_version=1, kind="chat",
-                     body=f"are you sure? (turn {turn})")
+        out = ctx.post(tokens[turn % 2], thread_id, f"are you sure? (turn {turn})")
         if out["thread_status"] == "blocked":
             return turn
     raise AssertionError("the loop guard never tripped")
 
 
+@drill("escalation-flood", "Escalation flood: the loop guard blocks many threads",
+       injects="chat ping-pong without progress on 3 threads and a finding reported 3 times on a 4th (loop guard "
+               "at 6)",
+       verifies="bridge_threads{blocked}, bridge_escalations_total{loop_guard}, bridge_loop_guard_trips_total by "
+                "kind; threads/inspect-thread list and explain them; unblock-thread, assign/get-escalation-owner + "
+                "owner unblock, override-close-thread; gauges back to 0 blocked; closed threads refuse posts; all "
+                "audited")
 def run(ctx: DrillContext) -> None:
     ctx.step("Set-up: a bridge whose loop guard trips after 6 messages without progress (default 20)")
     ctx.serve(env=SETTINGS)
-    coord = ctx.mint("coordinator", "coordinator")
-    agents = [ctx.mint("reviewer"), ctx.mint("executioner")]
-    threads = [ctx.ok("create_thread", coord, title=f"looping {i}", type="workflow",
-                      participants=["reviewer", "executioner"])["thread_id"] for i in range(LOOPING + 1)]
+    coord = ctx.token("coordinator", "coordinator")
+    agents = [ctx.token("reviewer"), ctx.token("executioner")]
+    threads = [ctx.new_thread(coord, f"looping {i}") for i in range(LOOPING + 1)]
 
     ctx.fault(f"agents argue in circles on {LOOPING} threads and re-report one finding on a fourth")
     turns = [chat_until_blocked(ctx, agents, t) for t in threads[:LOOPING]]
     ctx.observe("messages until the loop guard blocked each thread", turns=turns)
-    statuses = [ctx.ok("post_message", agents[0], thread_id=threads[LOOPING], schema_version=1, kind="event",
-                       body="Null check missing in parse()", metadata={"event_type": "finding_reported",
-                                                                       "finding_id": "F-1", "severity": "high"}
-                       )["thread_status"] for _ in range(3)]
+    finding = {"event_type": "finding_reported", "finding_id": "F-1", "severity": "high"}
+    statuses = [ctx.post(agents[0], threads[LOOPING], "Null check missing in parse()", kind="event",
+                         metadata=finding)["thread_status"] for _ in range(3)]
     ctx.check(statuses == ["active", "active", "blocked"], "the third report of finding F-1 blocks the fourth thread",
               statuses=statuses)
 
     ctx.step("1. Detect: escalation and loop-guard counters, blocked threads gauge")
     text = ctx.metrics()
-    blocked = ctx.metric("bridge_threads", text=text, status="blocked")
-    ctx.check(blocked == LOOPING + 1, "bridge_threads{status=\"blocked\"} = 4", value=blocked)
-    escalations = ctx.metric("bridge_escalations_total", text=text, reason="loop_guard")
-    ctx.check(escalations == LOOPING + 1, "bridge_escalations_total{reason=\"loop_guard\"} = 4", value=escalations)
+    ctx.check_metric("bridge_threads", LOOPING + 1, text=text, status="blocked")
+    ctx.check_metric("bridge_escalations_total", LOOPING + 1, text=text, reason="loop_guard")
     no_progress = ctx.metric("bridge_loop_guard_trips_total", text=text, kind="no_progress")
     repeated = ctx.metric("bridge_loop_guard_trips_total", text=text, kind="repeated_finding")
     ctx.check((no_progress, repeated) == (LOOPING, 1), "bridge_loop_guard_trips_total: no_progress 3, "
@@ -81,8 +84,7 @@ def run(ctx: DrillContext) -> None:
     gauge = {s: ctx.metric("bridge_threads", text=text, status=s) for s in ("active", "blocked", "closed")}
     ctx.check(gauge == {"active": 2, "blocked": 0, "closed": 2}, "bridge_threads: 2 active, 0 blocked, 2 closed",
               gauge=gauge)
-    after = ctx.ok("post_message", agents[0], thread_id=threads[0], schema_version=1, kind="chat",
-                   body="back on track")
+    after = ctx.post(agents[0], threads[0], "back on track")
     ctx.check(after["thread_status"] == "active", "an unblocked thread takes messages and is not re-blocked at once "
               "(the status change reset the loop counter)", post=after)
     closed = ctx.api("post_message", agents[0], thread_id=threads[2], schema_version=1, kind="chat", body="more?")
@@ -96,12 +98,3 @@ def run(ctx: DrillContext) -> None:
                ("override_close_thread", threads[2]), ("override_close_thread", threads[3])} <= done,
               "every operator action is in the audit trail", operator_actions=sorted(done))
 
-
-DRILL = Drill(
-    name="escalation-flood", title="Escalation flood: the loop guard blocks many threads",
-    runbook="runbooks/escalation-flood.md",
-    injects="chat ping-pong without progress on 3 threads and a finding reported 3 times on a 4th (loop guard at 6)",
-    verifies="bridge_threads{blocked}, bridge_escalations_total{loop_guard}, bridge_loop_guard_trips_total by kind; "
-             "threads/inspect-thread list and explain them; unblock-thread, assign/get-escalation-owner + owner "
-             "unblock, override-close-thread; gauges back to 0 blocked; closed threads refuse posts; all audited",
-    run=run)

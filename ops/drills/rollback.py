@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-from bridge_ops.drills.framework import DB, Drill, DrillContext
+from bridge_ops.drills.context import DB, DrillContext
+from bridge_ops.drills.framework import drill
 
 BAD_RELEASE = {"BRIDGE_ISSUER": "bridge-next"}  # the "release" expects an issuer no client token carries
 
 
+@drill("rollback", "Rollback: freeze writes, diagnose, revert, verify, unfreeze",
+       injects="a bad release (a restart with a drifted issuer setting) refusing every valid token",
+       verifies="freeze refuses create_thread while reads/health/inspect work; the revert restores service; the "
+                "freeze survives the restart; smoke post/read; db check; unfreeze; both audited")
 def run(ctx: DrillContext) -> None:
     ctx.step("Set-up: the known-good release serving a thread")
-    good = ctx.serve("server-good")
-    coord, rev = ctx.mint("coordinator", "coordinator"), ctx.mint("reviewer")
-    thread_id = ctx.ok("create_thread", coord, title="before the release", type="workflow",
-                       participants=["reviewer", "executioner"])["thread_id"]
-    ctx.ok("post_message", rev, thread_id=thread_id, schema_version=1, kind="chat", body="review started")
-    good.stop()
+    good, coord, rev, thread_id = ctx.set_up("before the release", "server-good")
+    ctx.post(rev, thread_id, "review started")
+    ctx.stop(good)
 
     ctx.fault("deploy a bad release: the new process expects issuer 'bridge-next' (config drift)", env=BAD_RELEASE)
     bad = ctx.serve("server-bad-release", env=BAD_RELEASE)
@@ -38,8 +40,7 @@ def run(ctx: DrillContext) -> None:
     health = ctx.http("GET", "/health")
     ctx.check(health.status == 200 and health.body["frozen"] == "create", "/health shows \"frozen\": \"create\"",
               body=health.body)
-    frozen = ctx.metric("bridge_frozen", mode="create")
-    ctx.check(frozen == 1, "bridge_frozen{mode=\"create\"} is 1", value=frozen)
+    ctx.check_metric("bridge_frozen", 1, mode="create")
 
     ctx.step("2. Diagnose with reads only")
     ready = ctx.http("GET", "/ready")
@@ -52,9 +53,8 @@ def run(ctx: DrillContext) -> None:
     ctx.step("3. Revert: stop the bad release (SIGTERM) and start the last known-good one")
     ctx.observe("`git checkout <known-good tag>` and re-install are outside a drill: the known-good release is the "
                 "installed code, started without the drifted setting")
-    ctx.run(["kill", str(bad.pid)])
-    ctx.wait_for(lambda: not bad.alive(), "the bad release exited on SIGTERM", 15)
-    ctx.check(bad.stop() == 0, "the bad release shut down cleanly (exit 0)")
+    exit_code = ctx.kill(bad, "the bad release exited on SIGTERM")
+    ctx.check(exit_code == 0, "the bad release shut down cleanly (exit 0)")
     ctx.serve("server-reverted")
 
     ctx.step("4. Verify before lifting the freeze")
@@ -63,7 +63,7 @@ def run(ctx: DrillContext) -> None:
     ctx.check(blocked.status == 503 and blocked.code == "UNAVAILABLE" and blocked.reason == "frozen"
               and "retry-after" in blocked.headers, "the freeze survived the restart: create_thread is refused",
               status=blocked.status, reason=blocked.reason)
-    posted = ctx.ok("post_message", rev, thread_id=thread_id, schema_version=1, kind="chat", body="smoke after revert")
+    posted = ctx.post(rev, thread_id, "smoke after revert")
     page = ctx.ok("read_messages", coord, thread_id=thread_id, since_seq=0)
     seqs = [m["seq"] for m in page["messages"]]
     ctx.check(seqs == [1, 2] and posted["seq"] == 2, "smoke: valid tokens work again, the thread reads back gapless",
@@ -81,11 +81,3 @@ def run(ctx: DrillContext) -> None:
               and all(e["actor"].startswith("human:") for e in trail), "freeze and unfreeze are in the audit trail",
               events=[{k: e[k] for k in ("operation", "actor", "reason")} for e in trail])
 
-
-DRILL = Drill(
-    name="rollback", title="Rollback: freeze writes, diagnose, revert, verify, unfreeze",
-    runbook="runbooks/rollback.md",
-    injects="a bad release (a restart with a drifted issuer setting) refusing every valid token",
-    verifies="freeze refuses create_thread while reads/health/inspect work; the revert restores service; the freeze "
-             "survives the restart; smoke post/read; db check; unfreeze; both audited",
-    run=run)

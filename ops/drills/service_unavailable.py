@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-from bridge_ops.drills.framework import DB, Drill, DrillContext
+from bridge_ops.drills.context import DB, DrillContext
+from bridge_ops.drills.framework import drill
 
 MESSAGES = 5
 
 
+@drill("service-unavailable", "Service unavailable: the bridge process crashed",
+       injects="kill -9 of the running `bridge serve` process",
+       verifies="/health fails; doctor and offline CLI reads work; after a restart /ready is 200, the worker ticks, "
+                "every acknowledged message is present and gapless, retries replay; db check ok")
 def run(ctx: DrillContext) -> None:
     ctx.step("Set-up: a bridge with acknowledged messages")
-    server = ctx.serve()
-    coord, rev = ctx.mint("coordinator", "coordinator"), ctx.mint("reviewer")
-    thread_id = ctx.ok("create_thread", coord, title="survives a crash", type="workflow",
-                       participants=["reviewer", "executioner"])["thread_id"]
-    acked = [ctx.ok("post_message", rev, thread_id=thread_id, schema_version=1, kind="chat", body=f"finding {i}",
-                    idempotency_key=f"finding-{i}") for i in range(1, MESSAGES + 1)]
-    port = server.host_port[1]
+    server, coord, rev, thread_id = ctx.set_up("survives a crash")
+    acked = [ctx.post(rev, thread_id, f"finding {i}", idempotency_key=f"finding-{i}") for i in range(1, MESSAGES + 1)]
+    port = server.port
 
     ctx.fault("kill -9 the bridge process (a crash: no shutdown code runs)", pid=server.pid)
     ctx.run(["kill", "-9", str(server.pid)])
@@ -49,12 +50,10 @@ def run(ctx: DrillContext) -> None:
     got = [(m["message_id"], m["seq"], m["body"]) for m in page["messages"]]
     want = [(a["message_id"], a["seq"], f"finding {a['seq']}") for a in acked]
     ctx.check(got == want, "every acknowledged message survived the crash, gapless", messages=len(got))
-    replay = ctx.ok("post_message", rev, thread_id=thread_id, schema_version=1, kind="chat", body=f"finding {MESSAGES}",
-                    idempotency_key=f"finding-{MESSAGES}")
+    replay = ctx.post(rev, thread_id, f"finding {MESSAGES}", idempotency_key=f"finding-{MESSAGES}")
     ctx.check(replay["replayed"] is True and replay["message_id"] == acked[-1]["message_id"],
               "a client retry of an acknowledged post is a replay, not a duplicate", replay=replay)
-    retry = ctx.ok("post_message", rev, thread_id=thread_id, schema_version=1, kind="chat", body="during the outage",
-                   idempotency_key="outage-1")
+    retry = ctx.post(rev, thread_id, "during the outage", idempotency_key="outage-1")
     ctx.check(retry["replayed"] is False and retry["seq"] == MESSAGES + 1,
               "the post refused during the outage goes through on retry", seq=retry["seq"])
     ctx.bridge("db", "check", "--db", DB)
@@ -62,11 +61,3 @@ def run(ctx: DrillContext) -> None:
     ctx.check(inspected["thread"]["latest_seq"] == MESSAGES + 1, "inspect-thread: latest seq = the last acknowledged "
               "message", latest_seq=inspected["thread"]["latest_seq"])
 
-
-DRILL = Drill(
-    name="service-unavailable", title="Service unavailable: the bridge process crashed",
-    runbook="runbooks/service-unavailable.md",
-    injects="kill -9 of the running `bridge serve` process",
-    verifies="/health fails; doctor and offline CLI reads work; after a restart /ready is 200, the worker ticks, every "
-             "acknowledged message is present and gapless, retries replay; db check ok",
-    run=run)

@@ -7,7 +7,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from bridge_ops.drills.framework import DB, Drill, DrillContext
+from bridge_ops.drills.context import DB, DrillContext
+from bridge_ops.drills.framework import drill
 
 BUSY_TIMEOUT = {"BRIDGE_BUSY_TIMEOUT": "300ms"}
 # A stray writer: opens the database, takes the write lock (BEGIN IMMEDIATE) and never commits (bounded: 120 s).
@@ -20,7 +21,7 @@ def holders(ctx: DrillContext) -> tuple[str, list[int]]:
     if shutil.which("fuser"):
         done = ctx.run(["fuser", DB], expect=None)
         return "fuser", sorted(int(p) for p in done.stdout.split() if p.strip().isdigit())
-    target = (ctx.root / "bridge.db").resolve()
+    target = ctx.db.resolve()
     found = set()
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
@@ -34,13 +35,15 @@ def holders(ctx: DrillContext) -> tuple[str, list[int]]:
     return "/proc", sorted(found)
 
 
+@drill("storage-contention", "Storage lock/contention: writes time out on a held database lock",
+       injects="a second process holding BEGIN IMMEDIATE on bridge.db past BRIDGE_BUSY_TIMEOUT (300 ms)",
+       verifies="writes get 503 UNAVAILABLE database_busy with Retry-After and write nothing; reads and /health "
+                "work; metric and log line; fuser finds the holder; after kill the retry is a first write; gapless; "
+                "db check")
 def run(ctx: DrillContext) -> None:
     ctx.step("Set-up: a bridge with a 300 ms busy timeout (default 5 s) and one message")
-    server = ctx.serve(env=BUSY_TIMEOUT)
-    coord, rev = ctx.mint("coordinator", "coordinator"), ctx.mint("reviewer")
-    thread_id = ctx.ok("create_thread", coord, title="contention", type="workflow",
-                       participants=["reviewer", "executioner"])["thread_id"]
-    ctx.ok("post_message", rev, thread_id=thread_id, schema_version=1, kind="chat", body="before the lock")
+    server, coord, rev, thread_id = ctx.set_up("contention", env=BUSY_TIMEOUT)
+    ctx.post(rev, thread_id, "before the lock")
 
     ctx.fault("another process opens bridge.db, runs BEGIN IMMEDIATE and never commits")
     holder = ctx.start("lock-holder", [sys.executable, "-c", HOLDER, DB])
@@ -57,9 +60,7 @@ def run(ctx: DrillContext) -> None:
               "are not blocked)", status=read.status)
     health = ctx.http("GET", "/health")
     ctx.check(health.status == 200, "/health still answers 200", body=health.body)
-    unavailable = ctx.metric("bridge_requests_total", command="post_message", code="UNAVAILABLE")
-    ctx.check(unavailable == 1, "bridge_requests_total{command=\"post_message\",code=\"UNAVAILABLE\"} = 1",
-              value=unavailable)
+    ctx.check_metric("bridge_requests_total", 1, command="post_message", code="UNAVAILABLE")
     logged = server.log_events("request", command="post_message", code="UNAVAILABLE")
     ctx.check(len(logged) == 1, "one JSON log line: event request, code UNAVAILABLE", line=logged[:1])
 
@@ -76,21 +77,11 @@ def run(ctx: DrillContext) -> None:
     ctx.wait_for(lambda: not holder.alive(), "the stray writer exited", 10)
 
     ctx.step("4. Verify: the refused write goes through on retry, and had written nothing")
-    retry = ctx.ok("post_message", rev, thread_id=thread_id, schema_version=1, kind="chat", body="during the lock",
-                   idempotency_key="during-lock")
+    retry = ctx.post(rev, thread_id, "during the lock", idempotency_key="during-lock")
     ctx.check(retry["replayed"] is False and retry["seq"] == 2, "the retry is a first write (seq 2): the refused "
               "attempt wrote nothing", retry=retry)
     page = ctx.ok("read_messages", coord, thread_id=thread_id, since_seq=0)
     ctx.check([m["seq"] for m in page["messages"]] == [1, 2], "the thread is gapless: 1, 2")
-    ok_posts = ctx.metric("bridge_requests_total", command="post_message", code="OK")
-    ctx.check(ok_posts == 2, "bridge_requests_total{command=\"post_message\",code=\"OK\"} = 2", value=ok_posts)
+    ctx.check_metric("bridge_requests_total", 2, command="post_message", code="OK")
     ctx.bridge("db", "check", "--db", DB)
 
-
-DRILL = Drill(
-    name="storage-contention", title="Storage lock/contention: writes time out on a held database lock",
-    runbook="runbooks/storage-contention.md",
-    injects="a second process holding BEGIN IMMEDIATE on bridge.db past BRIDGE_BUSY_TIMEOUT (300 ms)",
-    verifies="writes get 503 UNAVAILABLE database_busy with Retry-After and write nothing; reads and /health work; "
-             "metric and log line; fuser finds the holder; after kill the retry is a first write; gapless; db check",
-    run=run)

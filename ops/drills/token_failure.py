@@ -5,7 +5,11 @@ from __future__ import annotations
 import json
 import sys
 
-from bridge_ops.drills.framework import DB, Drill, DrillContext, jwt_part
+from bridge_ops.drills.context import DB, DrillContext
+from bridge_ops.drills.evidence import jwt_part
+from bridge_ops.drills.framework import drill
+
+from bridge.testing.client import Reply
 
 KEY = "bridge.data/signing-key.pem"
 KEY_BACKUP = "./signing-key.backup.pem"
@@ -19,19 +23,24 @@ def issue(ctx: DrillContext, agent_id: str, role: str = "participant") -> str:
     return ctx.bridge("token", "issue", "--db", DB, "--agent-id", agent_id, "--role", role).stdout.strip()
 
 
-def read(ctx: DrillContext, token: str, thread_id: str):  # type: ignore[no-untyped-def]
+def read(ctx: DrillContext, token: str, thread_id: str) -> Reply:
     return ctx.api("read_messages", token, thread_id=thread_id, since_seq=0)
 
 
+@drill("token-failure", "Token issuer / validation failure: leaked, damaged, key lost",
+       injects="a token revoked by agent (leak); a tampered and a truncated token; the signing key file deleted and "
+               "the bridge restarted with a new key",
+       verifies="401 with reasons revoked / bad_signature / malformed / unknown_key and bridge_auth_failures_total "
+                "by reason; a re-issued token works at once; jwks kid differs; restoring the key (0600) and "
+                "restarting makes every existing token valid again while the revocation holds")
 def run(ctx: DrillContext) -> None:
     ctx.step("Set-up: a bridge, tokens from `bridge token issue`, and an offline copy of the signing key")
     server = ctx.serve()
     ctx.run(["cp", "-p", KEY, KEY_BACKUP])
-    coord = ctx.mint("coordinator", "coordinator")
+    coord = ctx.token("coordinator", "coordinator")
     leaked = issue(ctx, "reviewer")
-    thread_id = ctx.ok("create_thread", coord, title="tokens", type="workflow",
-                       participants=["reviewer", "executioner"])["thread_id"]
-    ctx.ok("post_message", leaked, thread_id=thread_id, schema_version=1, kind="chat", body="hello")
+    thread_id = ctx.new_thread(coord, "tokens")
+    ctx.post(leaked, thread_id, "hello")
 
     # ---------------------------------------------------------------------------------------------- A: revocation
     ctx.step("A. A token leaked: revoke every token of the agent, issue a fresh one")
@@ -41,8 +50,7 @@ def run(ctx: DrillContext) -> None:
     ctx.check(reply.status == 401 and reply.code == "UNAUTHORIZED" and reply.reason == "revoked"
               and reply.headers.get("www-authenticate", "").startswith("Bearer"), "the leaked token -> 401 "
               "UNAUTHORIZED, reason revoked, WWW-Authenticate: Bearer", envelope=reply.body)
-    revoked = ctx.metric("bridge_auth_failures_total", reason="revoked")
-    ctx.check(revoked == 1, "bridge_auth_failures_total{reason=\"revoked\"} = 1", value=revoked)
+    ctx.check_metric("bridge_auth_failures_total", 1, reason="revoked")
     fresh = issue(ctx, "reviewer")
     reply = read(ctx, fresh, thread_id)
     ctx.check(reply.status == 200, "the token issued right after the revocation works", status=reply.status,
@@ -62,8 +70,7 @@ def run(ctx: DrillContext) -> None:
     ctx.check(reply.status == 401 and reply.reason == "malformed", "a truncated token -> 401, reason malformed",
               envelope=reply.body)
     for reason in ("bad_signature", "malformed"):
-        value = ctx.metric("bridge_auth_failures_total", reason=reason)
-        ctx.check(value == 1, f"bridge_auth_failures_total{{reason=\"{reason}\"}} = 1", value=value)
+        ctx.check_metric("bridge_auth_failures_total", 1, reason=reason)
     ctx.check(read(ctx, fresh, thread_id).status == 200, "the intact token still works: re-deliver it (or issue a new "
               "one)")
 
@@ -71,7 +78,7 @@ def run(ctx: DrillContext) -> None:
     ctx.step("C. The local issuer's signing key is lost: the bridge starts with a new key")
     ctx.fault("the data directory is lost (restored without bridge.data/): the key file disappears and the bridge "
               "is restarted", key=KEY)
-    server.stop()
+    ctx.stop(server)
     ctx.run(["rm", KEY])
     ctx.serve("server-new-key")
     reply = read(ctx, fresh, thread_id)
@@ -89,11 +96,8 @@ def run(ctx: DrillContext) -> None:
               published=published, in_token=in_token)
 
     ctx.step("C. Recover: put the original key back (mode 0600), restart")
-    current = ctx.server
-    assert current is not None
-    ctx.run(["kill", str(current.pid)])
-    ctx.wait_for(lambda: not current.alive(), "the bridge exited on SIGTERM", 15)
-    current.stop()
+    assert ctx.server is not None
+    ctx.kill(ctx.server, "the bridge exited on SIGTERM")
     ctx.run(["cp", "-p", KEY_BACKUP, KEY])
     ctx.run(["chmod", "600", KEY])
     doctor = ctx.bridge("doctor", "--db", DB, "--json").json()
@@ -108,13 +112,3 @@ def run(ctx: DrillContext) -> None:
     failures = ctx.metric("bridge_auth_failures_total", reason="unknown_key")
     ctx.check(not failures, "no unknown_key failures on the restored bridge", value=failures)
 
-
-DRILL = Drill(
-    name="token-failure", title="Token issuer / validation failure: leaked, damaged, key lost",
-    runbook="runbooks/token-failure.md",
-    injects="a token revoked by agent (leak); a tampered and a truncated token; the signing key file deleted and "
-            "the bridge restarted with a new key",
-    verifies="401 with reasons revoked / bad_signature / malformed / unknown_key and bridge_auth_failures_total by "
-             "reason; a re-issued token works at once; jwks kid differs; restoring the key (0600) and restarting "
-             "makes every existing token valid again while the revocation holds",
-    run=run)

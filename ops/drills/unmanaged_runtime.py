@@ -5,16 +5,21 @@ from __future__ import annotations
 
 import subprocess
 
-from bridge_ops.drills.framework import DB, Drill, DrillContext
+from bridge_ops.drills.context import DB, DrillContext
+from bridge_ops.drills.framework import drill
 
 
+@drill("unmanaged-runtime", "Unmanaged runtime in the autonomous lane",
+       injects="the stand-in reviewer started by hand outside tmux, heartbeating as unmanaged and resumable",
+       verifies="trigger_participant answers fallback_required/resume_session and the job is resumed, not "
+                "delivered; runtime list and triggers show it; after stopping it and `bridge runtime launch` the "
+                "registry is managed and a trigger is typed into the pane and acknowledged")
 def run(ctx: DrillContext) -> None:
     ctx.step("Set-up: a bridge whose generic runtime resumes and spawns the stand-in agent")
-    ctx.serve(env={"BRIDGE_RUNTIMES_FILE": ctx.standin_runtimes()})
-    coord = ctx.mint("coordinator", "coordinator")
+    ctx.serve(env={"BRIDGE_RUNTIMES_FILE": str(ctx.standin_runtimes())})
+    coord = ctx.token("coordinator", "coordinator")
     ctx.token_file("reviewer")
-    thread_id = ctx.ok("create_thread", coord, title="unmanaged runtime", type="workflow",
-                       participants=["reviewer", "executioner"])["thread_id"]
+    thread_id = ctx.new_thread(coord, "unmanaged runtime")
 
     ctx.fault("the reviewer was started by hand in a plain terminal (no tmux pane): it heartbeats as unmanaged")
     unmanaged = ctx.start("reviewer-plain-terminal", ctx.standin_argv("reviewer"), stdin=subprocess.PIPE)
@@ -34,8 +39,7 @@ def run(ctx: DrillContext) -> None:
               resumed=resumed, delivered=delivered)
 
     ctx.step("2. Diagnose: the runtime registry and the trigger list")
-    registry = ctx.bridge("runtime", "list", "--db", DB, "--json").json()["runtimes"]
-    reviewer = next(r for r in registry if r["agent_id"] == "reviewer")
+    reviewer = ctx.runtime("reviewer")
     ctx.check(reviewer["management_mode"] == "unmanaged" and reviewer["tmux_target"] is None,
               "bridge runtime list: the reviewer is unmanaged, without a tmux target", runtime=reviewer)
     jobs = ctx.bridge("triggers", "--db", DB, "--thread-id", thread_id, "--json").json()["triggers"]
@@ -49,25 +53,13 @@ def run(ctx: DrillContext) -> None:
     pane = ctx.launch_standin("reviewer")
 
     ctx.step("4. Verify: the registry says managed, and a wake is typed into the pane and acknowledged")
-    registry = ctx.bridge("runtime", "list", "--db", DB, "--json").json()["runtimes"]
-    reviewer = next(r for r in registry if r["agent_id"] == "reviewer")
+    reviewer = ctx.runtime("reviewer")
     ctx.check(reviewer["management_mode"] == "managed" and reviewer["tmux_target"] == pane,
               "bridge runtime list: managed, tmux target = the new pane", runtime=reviewer)
     decision = ctx.ok("trigger_participant", coord, thread_id=thread_id, target_agent_id="reviewer",
                       reason="please review again")
     ctx.check((decision["action"], decision["job_status"]) == ("trigger_runtime", "queued"),
               "trigger_participant: trigger_runtime / queued", decision=decision)
-    ctx.wait_for(lambda: ctx.job(decision["trigger_id"])["status"] == "delivered", "the trigger is delivered", 20)
-    ctx.wait_pane(pane, f"STANDIN ACKED trigger={decision['trigger_id']}", 10)
-    delivered = ctx.metric("bridge_trigger_jobs", status="delivered")
-    ctx.check(delivered == 1, "bridge_trigger_jobs{status=\"delivered\"} = 1", value=delivered)
+    ctx.wait_delivered(decision["trigger_id"], pane, "the trigger is delivered")
+    ctx.check_metric("bridge_trigger_jobs", 1, status="delivered")
 
-
-DRILL = Drill(
-    name="unmanaged-runtime", title="Unmanaged runtime in the autonomous lane",
-    runbook="runbooks/unmanaged-runtime.md",
-    injects="the stand-in reviewer started by hand outside tmux, heartbeating as unmanaged and resumable",
-    verifies="trigger_participant answers fallback_required/resume_session and the job is resumed, not delivered; "
-             "runtime list and triggers show it; after stopping it and `bridge runtime launch` the registry is "
-             "managed and a trigger is typed into the pane and acknowledged",
-    run=run)
