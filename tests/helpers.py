@@ -24,9 +24,10 @@ if TYPE_CHECKING:
 
 # ------------------------------------------------------------------------------------------------- database file
 @contextlib.contextmanager
-def _reading(db: Path | str) -> Iterator[apsw.Connection]:
-    """A plain connection to the file (no pragma changes its mode), waiting up to 5 s for a lock; closed after."""
-    conn = apsw.Connection(str(db))
+def _reading(db: Path | str | Parts) -> Iterator[apsw.Connection]:
+    """A plain connection to the file (of in-process parts, or a path; no pragma changes its mode), waiting up to
+    5 s for a lock; closed after."""
+    conn = apsw.Connection(str(db.bridge.settings.db_path if hasattr(db, "bridge") else db))
     conn.set_busy_timeout(5000)
     try:
         yield conn
@@ -34,22 +35,23 @@ def _reading(db: Path | str) -> Iterator[apsw.Connection]:
         conn.close()
 
 
-def db_rows(db: Path | str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+def db_rows(db: Path | str | Parts, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     """Rows of a query on the database file, as tuples."""
     with _reading(db) as conn:
         return [tuple(row) for row in conn.execute(sql, params)]
 
 
-def dict_rows(db: Path | str, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+def dict_rows(db: Path | str | Parts, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
     """Rows of a query on the database file, each a dict of its column names."""
     with _reading(db) as conn:
         cursor = conn.execute(sql, params)
         return [dict(zip([d[0] for d in cursor.getdescription()], row, strict=True)) for row in cursor]
 
 
-def audit_rows(db: Path | str, where: str = "1", params: tuple[Any, ...] = (), **equal: Any) -> list[dict[str, Any]]:
-    """Audit events of the database file in insertion order, matching the SQL `where` and every `column=value` of
-    `equal`; `details` decoded ({} when empty)."""
+def audit_rows(db: Path | str | Parts, where: str = "1", params: tuple[Any, ...] = (),
+               **equal: Any) -> list[dict[str, Any]]:
+    """Audit events of the database (file or parts) in insertion order, matching the SQL `where` and every
+    `column=value` of `equal`; `details` decoded ({} when empty)."""
     clauses = " AND ".join([f"({where})", *(f"{column} = ?" for column in equal)])
     found = dict_rows(db, f"SELECT * FROM audit_events WHERE {clauses} ORDER BY audit_id", (*params, *equal.values()))
     return [{**row, "details": json.loads(row["details"]) if row["details"] else {}} for row in found]

@@ -12,6 +12,7 @@ import apsw
 import pytest
 from click.testing import CliRunner
 from conftest import call_as
+from helpers import audit_rows, create_thread
 
 from bridge.cli.main import cli
 from bridge.domain.identifiers import new_id
@@ -21,16 +22,9 @@ from bridge.errors import Forbidden
 from bridge.services import threads as thread_service
 from bridge.store import messages as message_store
 from bridge.store import threads as thread_store
-from bridge.store.rows import rows
 from bridge.wiring import Parts
 
 COORD = call_as("coord", "coordinator")
-
-
-def audit_rows(parts: Parts, where: str = "1", params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
-    found = parts.bridge.store.read(
-        lambda conn: rows(conn, f"SELECT * FROM audit_events WHERE {where} ORDER BY audit_id", params))
-    return [{**r, "details": json.loads(r["details"]) if r["details"] else {}} for r in found]
 
 
 def suppressed_metric(api: Any, actor: str) -> float:
@@ -38,11 +32,6 @@ def suppressed_metric(api: Any, actor: str) -> float:
     text = api.raw("GET", "/metrics").body
     match = re.search(rf'^bridge_refusal_audits_suppressed_total{{actor="{actor}"}} (\S+)$', text, re.M)
     return float(match.group(1)) if match else 0.0
-
-
-def new_thread(parts: Parts, participants: tuple[str, ...] = ("rev",)) -> str:
-    return thread_service.create_thread(parts.bridge, COORD, CreateThreadInput(
-        title="t", type="workflow", participants=list(participants)))["thread_id"]
 
 
 # ------------------------------------------------------------------------------------------------- refusal audit
@@ -69,7 +58,7 @@ def test_a_tokenless_flood_does_not_silence_the_audit_of_other_callers(live_serv
     for _ in range(100):
         reply = api.call("list_threads", None)
         assert reply.status == 401
-    thread_id = new_thread(live_server.parts, ("someone",))
+    thread_id = create_thread(live_server.parts, COORD, ("someone",))
     outsider = make_token("outsider")
     read = api.raw("POST", "/v1/mcp/get_thread", json={"thread_id": thread_id},
                    headers={"Authorization": f"Bearer {outsider}", "x-request-id": "after-flood-read"})
@@ -126,7 +115,7 @@ def cli_json(*args: str) -> tuple[int, Any, Any]:
 def test_unblock_thread_refuses_a_thread_that_is_not_blocked(parts, status):
     """`bridge unblock-thread` moves blocked -> active and nothing else: on an active or resolved thread it exits 1
     with INVALID_THREAD_TRANSITION, changes nothing (status, messages) and audits the refusal."""
-    thread_id = new_thread(parts)
+    thread_id = create_thread(parts, COORD, ("rev",))
     if status != "active":
         thread_service.update_thread_status(parts.bridge, COORD, UpdateThreadStatusInput(
             thread_id=thread_id, status=status, reason="done"))
@@ -148,7 +137,7 @@ def test_unblock_thread_refuses_a_thread_that_is_not_blocked(parts, status):
 
 
 def test_unblock_thread_still_unblocks_a_blocked_thread(parts):
-    thread_id = new_thread(parts)
+    thread_id = create_thread(parts, COORD, ("rev",))
     thread_service.update_thread_status(parts.bridge, COORD, UpdateThreadStatusInput(
         thread_id=thread_id, status="blocked", reason="stuck"))
     code, out, err = cli_json("unblock-thread", "--db", str(parts.bridge.settings.db_path), "--thread-id", thread_id,
@@ -184,7 +173,7 @@ def test_the_summary_of_a_long_thread_sees_every_event(live_server, api, make_to
     """Open items and the latest fix over a thread longer than 5,000 events: findings closed after the 5,000th
     event are closed, a finding reported after it is open, the latest fix_pushed is the last one."""
     parts = live_server.parts
-    thread_id = new_thread(parts)
+    thread_id = create_thread(parts, COORD, ("rev",))
     early, by_id = insert_events(parts, thread_id, [
         event("finding_reported", "Early finding closed by a reply", severity="high"),
         event("finding_reported", "Early finding closed by its id", finding_id="F3")])
@@ -205,7 +194,7 @@ def test_the_summary_of_a_long_thread_sees_every_event(live_server, api, make_to
 
 def test_open_items_are_the_same_whatever_the_page_size(parts, monkeypatch):
     """The paged computation does not depend on where the pages end."""
-    thread_id = new_thread(parts)
+    thread_id = create_thread(parts, COORD, ("rev",))
     ids = insert_events(parts, thread_id, [event("finding_reported", f"finding {i}", finding_id=f"F{i % 3}")
                                            for i in range(7)])
     insert_events(parts, thread_id, [{**event("finding_verified", "ok"), "in_reply_to": ids[5]},
