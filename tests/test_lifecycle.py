@@ -14,6 +14,7 @@ from typing import Any
 import apsw
 import pytest
 import requests
+from helpers import new_thread
 
 from bridge.domain import lifecycle
 from bridge.store import connect
@@ -56,10 +57,9 @@ def tokens(make_token) -> dict[str, str]:
             "member": make_token(MEMBER), "auditor": make_token("aud", "auditor")}
 
 
-def new_thread(api, tokens, status: str = "active", *, owner: str | None = None) -> str:
+def thread_with_status(api, tokens, status: str = "active", *, owner: str | None = None) -> str:
     """A thread listing MEMBER, brought to `status` by the coordinator."""
-    thread_id = api.ok("create_thread", tokens["coord"], title="Lifecycle", type="workflow",
-                       participants=[MEMBER, "bob"])["thread_id"]
+    thread_id = new_thread(api, tokens["coord"], [MEMBER, "bob"], title="Lifecycle")
     if status != "active":
         extra = {"owner_agent_id": owner} if owner else {}
         api.ok("update_thread_status", tokens["coord"], thread_id=thread_id, status=status,
@@ -102,7 +102,7 @@ def assert_error(reply, status: int, code: str, reason: str | None = None) -> No
 # --------------------------------------------------------------------------------------------------- the table
 @pytest.mark.parametrize(("current", "target"), CELLS, ids=[f"{a}->{b}" for a, b in CELLS])
 def test_transition_table(live_server, api, tokens, current, target):
-    thread_id = new_thread(api, tokens, current)
+    thread_id = thread_with_status(api, tokens, current)
     before_messages = messages(api, tokens, thread_id)
     before_audits = status_audits(live_server, thread_id)
     # From blocked, an override reason keeps the owner rule out of the way: this test is about the table.
@@ -149,7 +149,7 @@ def test_every_status_of_the_code_is_in_the_contract_table():
 
 
 def test_closed_is_terminal(api, tokens):
-    thread_id = new_thread(api, tokens, "closed")
+    thread_id = thread_with_status(api, tokens, "closed")
     for target in ("active", "blocked", "resolved"):
         for reason in ("reopen please", "human_override: reopen", "coordinator_override: reopen"):
             assert_error(set_status(api, tokens["coord"], thread_id, target, reason), 409,
@@ -161,7 +161,7 @@ def test_closed_is_terminal(api, tokens):
 
 def test_a_round_trip_announces_each_change_once_in_order(api, tokens):
     """active -> blocked -> active -> resolved -> active -> closed on one thread, each announced once, in order."""
-    thread_id = new_thread(api, tokens)
+    thread_id = thread_with_status(api, tokens)
     path = [("blocked", "thread_escalated"), ("active", "thread_unblocked"), ("resolved", "thread_resolved"),
             ("active", "thread_reopened"), ("closed", "thread_closed")]
     for target, _ in path:
@@ -175,12 +175,12 @@ def test_a_round_trip_announces_each_change_once_in_order(api, tokens):
 def test_posting_follows_status(api, tokens):
     post = {"schema_version": 1, "kind": "chat", "body": "still here"}
     for status in ("active", "blocked", "resolved"):
-        thread_id = new_thread(api, tokens, status)
+        thread_id = thread_with_status(api, tokens, status)
         for who in ("member", "coord"):
             reply = api.call("post_message", tokens[who], {"thread_id": thread_id, **post})
             assert reply.status == 200, (status, who, reply.body)
             assert reply.body["thread_status"] == status
-    thread_id = new_thread(api, tokens, "closed")
+    thread_id = thread_with_status(api, tokens, "closed")
     before = messages(api, tokens, thread_id)
     for who in ("member", "coord"):
         assert_error(api.call("post_message", tokens[who], {"thread_id": thread_id, **post}), 409, "THREAD_CLOSED")
@@ -192,7 +192,7 @@ def test_posting_follows_status(api, tokens):
 # --------------------------------------------------------------------------------------------------- who may change
 @pytest.mark.parametrize("current", ["active", "blocked", "resolved"])
 def test_participant_cannot_change_status(live_server, api, tokens, current):
-    thread_id = new_thread(api, tokens, current)
+    thread_id = thread_with_status(api, tokens, current)
     before = len(status_audits(live_server, thread_id))
     assert_error(set_status(api, tokens["member"], thread_id, "closed", "human_override: I am done"), 403,
                  "FORBIDDEN", "worker_cannot_force_close")
@@ -209,7 +209,7 @@ def test_participant_cannot_change_status(live_server, api, tokens, current):
 
 
 def test_auditor_cannot_change_status(api, tokens):
-    thread_id = new_thread(api, tokens)
+    thread_id = thread_with_status(api, tokens)
     for target in ("blocked", "resolved", "closed"):
         assert_error(set_status(api, tokens["auditor"], thread_id, target), 403, "FORBIDDEN")
     assert thread(api, tokens, thread_id)["status"] == "active"
@@ -217,7 +217,7 @@ def test_auditor_cannot_change_status(api, tokens):
 
 # --------------------------------------------------------------------------------------------------- escalation
 def test_escalation_record_opens_and_closes(live_server, api, tokens):
-    thread_id = new_thread(api, tokens)
+    thread_id = thread_with_status(api, tokens)
     assert thread(api, tokens, thread_id)["escalation"] is None
     reply = set_status(api, tokens["coord"], thread_id, "blocked", "reviewer and executor disagree",
                        owner_agent_id="owner")
@@ -258,7 +258,7 @@ def test_escalation_record_opens_and_closes(live_server, api, tokens):
 
 
 def test_closing_a_blocked_thread_closes_the_escalation(live_server, api, tokens):
-    thread_id = new_thread(api, tokens, "blocked")
+    thread_id = thread_with_status(api, tokens, "blocked")
     api.ok("update_thread_status", tokens["coord"], thread_id=thread_id, status="closed",
            reason="human_override: abandoned")
     assert thread(api, tokens, thread_id)["escalation"] is None
@@ -267,7 +267,7 @@ def test_closing_a_blocked_thread_closes_the_escalation(live_server, api, tokens
 
 
 def test_escalation_appears_in_list_threads(api, tokens):
-    thread_id = new_thread(api, tokens, "blocked", owner="owner")
+    thread_id = thread_with_status(api, tokens, "blocked", owner="owner")
     listed = {t["thread_id"]: t for t in api.ok("list_threads", tokens["coord"], status="blocked")["threads"]}
     assert listed[thread_id]["escalation"]["owner_agent_id"] == "owner"
 
@@ -275,7 +275,7 @@ def test_escalation_appears_in_list_threads(api, tokens):
 # --------------------------------------------------------------------------------------------------- owner rule
 @pytest.mark.parametrize("target", ["active", "closed"])
 def test_owner_rule_with_owner(live_server, api, tokens, target):
-    thread_id = new_thread(api, tokens, "blocked", owner="owner")
+    thread_id = thread_with_status(api, tokens, "blocked", owner="owner")
     before = len(status_audits(live_server, thread_id))
     # not the owner, no override (including look-alikes that do not start with a prefix)
     for who, reason in (("other", "I want to"), ("coord", "I created it"), ("other", "please human_override: x"),
@@ -294,14 +294,14 @@ def test_owner_rule_with_owner(live_server, api, tokens, target):
 @pytest.mark.parametrize("prefix", ["human_override:", "coordinator_override:"])
 @pytest.mark.parametrize("target", ["active", "closed"])
 def test_override_prefix_beats_owner(api, tokens, prefix, target):
-    thread_id = new_thread(api, tokens, "blocked", owner="owner")
+    thread_id = thread_with_status(api, tokens, "blocked", owner="owner")
     reply = set_status(api, tokens["other"], thread_id, target, f"{prefix} owner is away")
     assert reply.status == 200 and reply.body["changed"] is True, reply.body
     assert thread(api, tokens, thread_id)["status"] == target
 
 
 def test_owner_rule_without_owner(live_server, api, tokens):
-    thread_id = new_thread(api, tokens, "blocked")
+    thread_id = thread_with_status(api, tokens, "blocked")
     assert thread(api, tokens, thread_id)["escalation"]["owner_agent_id"] is None
     before = len(status_audits(live_server, thread_id))
     assert_error(set_status(api, tokens["coord"], thread_id, "closed", "just close it"), 403, "FORBIDDEN")
@@ -309,7 +309,7 @@ def test_owner_rule_without_owner(live_server, api, tokens):
     refusal = status_audits(live_server, thread_id)[before:]
     assert len(refusal) == 1 and refusal[0]["outcome"] == "refused"
     for prefix in ("human_override:", "coordinator_override:"):
-        other = new_thread(api, tokens, "blocked")
+        other = thread_with_status(api, tokens, "blocked")
         reply = set_status(api, tokens["other"], other, "closed", f"{prefix} dead end")
         assert reply.status == 200 and reply.body["changed"] is True, reply.body
     # unblocking without an owner needs no override, from any coordinator
@@ -318,7 +318,7 @@ def test_owner_rule_without_owner(live_server, api, tokens):
 
 
 def test_owner_assign_and_reassign(live_server, api, tokens):
-    thread_id = new_thread(api, tokens, "blocked")
+    thread_id = thread_with_status(api, tokens, "blocked")
     since = thread(api, tokens, thread_id)["escalation"]["since"]
     before = len(status_audits(live_server, thread_id))
 
@@ -342,7 +342,7 @@ def test_owner_assign_and_reassign(live_server, api, tokens):
 
 
 def test_participant_cannot_assign_owner(api, tokens):
-    thread_id = new_thread(api, tokens, "blocked")
+    thread_id = thread_with_status(api, tokens, "blocked")
     assert_error(set_status(api, tokens["member"], thread_id, "blocked", "me", owner_agent_id=MEMBER), 403,
                  "FORBIDDEN")
     assert thread(api, tokens, thread_id)["escalation"]["owner_agent_id"] is None
@@ -374,7 +374,7 @@ def _race(url: str, token: str, payloads: list[dict[str, Any]]) -> list[tuple[in
 
 @pytest.mark.parametrize("attempt", range(3))
 def test_compare_and_set_one_winner(live_server, api, tokens, attempt):
-    thread_id = new_thread(api, tokens)
+    thread_id = thread_with_status(api, tokens)
     payloads = [{"thread_id": thread_id, "status": target, "reason": f"race to {target}", "expected_status": "active"}
                 for target in ("blocked", "resolved")]
     results = _race(live_server.url, tokens["coord"], payloads)
@@ -390,7 +390,7 @@ def test_compare_and_set_one_winner(live_server, api, tokens, attempt):
 
 
 def test_expected_status_mismatch_is_conflict(live_server, api, tokens):
-    thread_id = new_thread(api, tokens, "blocked")
+    thread_id = thread_with_status(api, tokens, "blocked")
     before = len(status_audits(live_server, thread_id))
     reply = set_status(api, tokens["coord"], thread_id, "closed", "human_override: stale view",
                        expected_status="active")
@@ -404,7 +404,7 @@ def test_expected_status_mismatch_is_conflict(live_server, api, tokens):
 
 
 def test_concurrent_same_target_changes_once(live_server, api, tokens):
-    thread_id = new_thread(api, tokens)
+    thread_id = thread_with_status(api, tokens)
     payloads = [{"thread_id": thread_id, "status": "resolved", "reason": f"done {i}"} for i in range(8)]
     results = _race(live_server.url, tokens["coord"], payloads)
     changed = [body for status, body in results if status == 200 and body["changed"] is True]
@@ -420,7 +420,7 @@ def test_concurrent_same_target_changes_once(live_server, api, tokens):
 
 # --------------------------------------------------------------------------------------------------- audit trail
 def test_status_changes_are_audited(live_server, api, tokens):
-    thread_id = new_thread(api, tokens)
+    thread_id = thread_with_status(api, tokens)
     api.ok("update_thread_status", tokens["coord"], thread_id=thread_id, status="blocked", reason="needs eyes")
     api.ok("update_thread_status", tokens["coord"], thread_id=thread_id, status="blocked", reason="still")
     assert_error(set_status(api, tokens["coord"], thread_id, "resolved", "skip ahead"), 409,
@@ -438,7 +438,7 @@ def test_status_changes_are_audited(live_server, api, tokens):
 
 
 def test_audit_trail_is_append_only(live_server, api, tokens):
-    new_thread(api, tokens, "blocked")
+    thread_with_status(api, tokens, "blocked")
     store = live_server.parts.bridge.store
     count = store.read(lambda conn: rows(conn, "SELECT COUNT(*) AS n FROM audit_events"))[0]["n"]
     assert count >= 2
