@@ -25,6 +25,7 @@ from bridge_ops.acceptance import Evidence
 from bridge_ops.reliability.figures import Scale
 
 from bridge.cli.progress import Progress
+from bridge.testing.processes import bridge_argv, clean_env, run_bridge
 
 ROOT = Path(__file__).resolve().parent.parent
 BLOCKER = ("import sys\n"
@@ -87,19 +88,15 @@ def two_steps(stream: TextIO, as_json: bool = False) -> None:
         step.verdict = "FAIL"
 
 
-def bridge_env(**extra: str) -> dict[str, str]:
-    return {**{k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}, **extra}
-
-
-def run_bridge(*args: str, stderr_on_terminal: bool) -> tuple[int, str, str]:
-    """`python -m bridge ...` as a real process, stdout piped, stderr on a terminal or piped."""
-    argv = [sys.executable, "-m", "bridge", *args]
+def bridge_outcome(*args: str, stderr_on_terminal: bool) -> tuple[int, str, str]:
+    """`bridge ARGS` as a real process: (exit code, stdout, stderr), stdout piped, stderr on a terminal or piped."""
     if not stderr_on_terminal:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=60, env=bridge_env(), check=False)
+        done = run_bridge(*args)
         return done.returncode, done.stdout, done.stderr
     term = Terminal()
     try:
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=term.slave, text=True, env=bridge_env())
+        proc = subprocess.Popen(bridge_argv(*args), stdout=subprocess.PIPE, stderr=term.slave, text=True,
+                                env=clean_env())
     finally:
         os.close(term.slave)
     stdout, _ = proc.communicate(timeout=60)
@@ -109,7 +106,7 @@ def run_bridge(*args: str, stderr_on_terminal: bool) -> tuple[int, str, str]:
 @pytest.fixture
 def database(tmp_path: Path) -> Path:
     path = tmp_path / "bridge.db"
-    code, stdout, stderr = run_bridge("db", "migrate", "--db", str(path), stderr_on_terminal=False)
+    code, stdout, stderr = bridge_outcome("db", "migrate", "--db", str(path), stderr_on_terminal=False)
     assert code == 0, stdout + stderr
     return path
 
@@ -181,29 +178,29 @@ def test_readiness_rows_and_reliability_scenarios_report_through_the_helper(tmp_
 
 # ------------------------------------------------------------------------------------------------ the commands
 def test_db_check_and_backup_show_progress_on_a_terminal_only(database, tmp_path):
-    code, stdout, stderr = run_bridge("db", "check", "--db", str(database), stderr_on_terminal=True)
+    code, stdout, stderr = bridge_outcome("db", "check", "--db", str(database), stderr_on_terminal=True)
     assert code == 0 and stdout.startswith("ok: "), (stdout, stderr)
     assert stderr.startswith(f"step 1/1: check {database} ... ok ("), stderr
 
-    code, stdout, stderr = run_bridge("db", "check", "--db", str(database), "--json", stderr_on_terminal=True)
+    code, stdout, stderr = bridge_outcome("db", "check", "--db", str(database), "--json", stderr_on_terminal=True)
     assert (code, stderr) == (0, "") and json.loads(stdout)["ok"] is True
-    code, stdout, stderr = run_bridge("db", "check", "--db", str(database), stderr_on_terminal=False)
+    code, stdout, stderr = bridge_outcome("db", "check", "--db", str(database), stderr_on_terminal=False)
     assert (code, stderr) == (0, "") and stdout.startswith("ok: ")
 
     copy = tmp_path / "copy.db"
-    code, stdout, stderr = run_bridge("db", "backup", "--db", str(database), "--out", str(copy),
-                                      stderr_on_terminal=True)
+    code, stdout, stderr = bridge_outcome("db", "backup", "--db", str(database), "--out", str(copy),
+                                          stderr_on_terminal=True)
     assert code == 0 and copy.exists(), (stdout, stderr)
     assert stderr.startswith(f"step 1/1: backup {database} to {copy} ... ok ("), stderr
-    code, stdout, stderr = run_bridge("db", "backup", "--db", str(database), "--out", str(tmp_path / "c2.db"),
-                                      "--json", stderr_on_terminal=True)
+    code, stdout, stderr = bridge_outcome("db", "backup", "--db", str(database), "--out", str(tmp_path / "c2.db"),
+                                          "--json", stderr_on_terminal=True)
     assert (code, stderr) == (0, "") and json.loads(stdout)["backup"] == str(tmp_path / "c2.db")
 
 
 # ------------------------------------------------------------------------------------------------ readiness preflight
 def readiness_without(tmp_path: Path, *args: str, path: str | None = None) -> subprocess.CompletedProcess[str]:
     """`bridge ops readiness` in a process where pytest and pytest-benchmark cannot be imported."""
-    env = bridge_env(TMPDIR=str(tmp_path))
+    env = clean_env({"TMPDIR": str(tmp_path)})
     if path is not None:
         env["PATH"] = path
     return subprocess.run([sys.executable, "-c", BLOCKER, "ops", "readiness", *args], capture_output=True,
