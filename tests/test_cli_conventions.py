@@ -21,13 +21,13 @@ from pathlib import Path
 import click
 import pytest
 from click.testing import CliRunner
-from serverproc import run_bridge
 from wakekit import WakeStack
 
 from bridge.cli.main import cli
 from bridge.cli.options import DEFAULT_LIMIT, LIMIT_MAX, LIMIT_MIN
 from bridge.domain import wake
 from bridge.domain.models import MAX_LIMIT
+from bridge.testing.processes import run_bridge, settings_env
 from bridge.worker.supervisor import Supervisor
 
 # An operator changes or ends something that exists: --reason is required and kept in the audit trail.
@@ -175,14 +175,12 @@ def test_runtime_launch_url_tells_the_pane_where_a_bridge_on_another_port_is(wak
     done = run_bridge("runtime", "launch", "--db", stack.bridge.settings.db, "--tmux-socket", stack.tmux.socket_name,
                       "--agent-id", "reviewer", "--kind", "generic", "--url", stack.live.url, "--json", "--",
                       sys.executable, "-m", "bridge.standin", "--token-file", str(token_file), "agent",
-                      port=closed_port())
+                      env=settings_env(port=closed_port()))
     assert done.returncode == 0, done.stderr
     pane = json.loads(done.stdout)["tmux_target"]
     assert stack.tmux.wait_for_text(pane, "STANDIN READY agent=reviewer", 15), stack.tmux.capture(pane)
 
-    coord = stack.make_token("coord", "coordinator")
-    thread_id = stack.api.ok("create_thread", coord, title="another port", type="workflow",
-                             participants=["reviewer", "exec"])["thread_id"]
+    thread_id, coord = stack.thread("reviewer", "exec", title="another port")
     trig = stack.api.ok("trigger_participant", coord, thread_id=thread_id, target_agent_id="reviewer",
                         reason="please review")["trigger_id"]
     stack.run_until(lambda: stack.job(trig)["status"] in wake.TERMINAL)
@@ -206,9 +204,7 @@ def test_triggers_table_shows_why_a_job_failed_and_its_last_attempt(wake_stack):
     with open(runtimes, "w") as handle:
         json.dump({"generic": {"resume": None, "spawn": None}}, handle)  # nothing can resume or spawn it
     stack.supervisor = Supervisor(stack.bridge, stack.tmux)
-    coord = stack.make_token("coord", "coordinator")
-    thread_id = stack.api.ok("create_thread", coord, title="dead letter", type="workflow",
-                             participants=["newcomer", "exec"])["thread_id"]
+    thread_id, coord = stack.thread("newcomer", "exec", title="dead letter")
     trig = stack.api.ok("trigger_participant", coord, thread_id=thread_id, target_agent_id="newcomer",
                         reason="wake")["trigger_id"]
     stack.run_until(lambda: stack.job(trig)["status"] in wake.TERMINAL)

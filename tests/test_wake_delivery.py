@@ -62,19 +62,6 @@ def human_at_keyboard(stack: Any, attach: Callable[[Tmux, str, str], Human]) -> 
     return attach(stack.tmux, session, window)
 
 
-def new_thread(stack: Any, participants: tuple[str, ...] = ("reviewer", "exec")) -> tuple[str, str]:
-    """A workflow thread created by a coordinator; return (coordinator token, thread id)."""
-    coord = stack.make_token("coord", "coordinator")
-    thread = stack.api.ok("create_thread", coord, title="wake test", type="workflow", participants=list(participants))
-    return coord, thread["thread_id"]
-
-
-def post(stack: Any, thread_id: str, body: str, *, sender: str = "exec", **extra: Any) -> int:
-    token = stack.make_token(sender)
-    return stack.api.ok("post_message", token, thread_id=thread_id, schema_version=1, kind="chat", body=body,
-                        **extra)["seq"]
-
-
 def trigger(stack: Any, coord: str, thread_id: str, target: str = "reviewer", **fields: Any) -> dict[str, Any]:
     return stack.api.ok("trigger_participant", coord, thread_id=thread_id, target_agent_id=target, **fields)
 
@@ -155,8 +142,8 @@ def run_cli(*args: str) -> dict[str, Any]:
 def test_automatic_wake_types_the_envelope_and_the_standin_acks(wake_stack):
     stack = wake_stack()
     pane = stack.launch_standin("reviewer")
-    _, thread_id = new_thread(stack)
-    seq = post(stack, thread_id, "please review")
+    thread_id, _ = stack.thread("reviewer", "exec")
+    seq = stack.say(thread_id, "please review")
 
     report = stack.supervisor.tick()
     assert len(report.woken) == 1
@@ -189,7 +176,7 @@ def test_automatic_wake_types_the_envelope_and_the_standin_acks(wake_stack):
 def test_trigger_participant_api_queues_a_tmux_job_and_it_is_delivered(wake_stack):
     stack = wake_stack()
     pane = stack.launch_standin("reviewer")
-    coord, thread_id = new_thread(stack)
+    thread_id, coord = stack.thread("reviewer", "exec")
 
     out = trigger(stack, coord, thread_id, reason="review requested", trigger_prompt="Please re-review PR 42",
                   request_id="req-1")
@@ -238,8 +225,8 @@ def test_no_ack_redelivers_with_backoff_then_falls_back(wake_stack, resumable, f
     stack = wake_stack(ack_timeout="500ms")
     pane = launch_plain(stack, "reviewer", CAT, resumable=resumable)  # echoes, never acks
     stack.token_file("reviewer")  # for the stand-in resume/spawn commands of the fallback
-    _, thread_id = new_thread(stack)
-    seq = post(stack, thread_id, "please review")
+    thread_id, _ = stack.thread("reviewer", "exec")
+    seq = stack.say(thread_id, "please review")
     trig = stack.supervisor.tick().woken[0]
 
     for delivery, backoff_ms in ((1, 2000), (2, 4000)):
@@ -288,7 +275,7 @@ def test_no_ack_redelivers_with_backoff_then_falls_back(wake_stack, resumable, f
 def test_human_typing_defers_delivery_until_the_quiet_window_passes(wake_stack, humans):
     stack = wake_stack()  # quiet window 1 s, re-check every 200 ms
     pane = stack.launch_standin("reviewer")
-    coord, thread_id = new_thread(stack)
+    thread_id, coord = stack.thread("reviewer", "exec")
     human = human_at_keyboard(stack, humans)
     # tmux stamps key presses in whole seconds: press late in a second, so rounding down would end the window early.
     while time.time() % 1 < 0.75:
@@ -316,7 +303,7 @@ def test_human_typing_defers_delivery_until_the_quiet_window_passes(wake_stack, 
 def test_human_still_typing_past_max_defer_falls_back_with_defer_timeout(wake_stack, humans):
     stack = wake_stack()  # max defer 3 s
     pane = stack.launch_standin("reviewer")
-    coord, thread_id = new_thread(stack)
+    thread_id, coord = stack.thread("reviewer", "exec")
     human = human_at_keyboard(stack, humans)
     human.keep_typing()
     trig = trigger(stack, coord, thread_id, reason="review")["trigger_id"]
@@ -352,7 +339,7 @@ def test_hostile_payloads_stay_literal_in_one_line_and_in_the_target_pane(wake_s
     stack = wake_stack()
     other = stack.tmux.new_window("other", "other", ["cat"])  # a second session on the same private server
     pane = stack.launch_standin("reviewer")
-    coord, thread_id = new_thread(stack)
+    thread_id, coord = stack.thread("reviewer", "exec")
     other_before, other_title = stack.tmux.capture(other), pane_title(stack, other)
     own_title = pane_title(stack, pane)
 
@@ -419,11 +406,11 @@ def test_type_line_is_literal_even_for_tmux_syntax(private_tmux):
 def test_paused_runtime_defers_until_resumed(wake_stack):
     stack = wake_stack()
     pane = stack.launch_standin("reviewer")
-    _, thread_id = new_thread(stack)
+    thread_id, _ = stack.thread("reviewer", "exec")
     db = stack.bridge.settings.db_path
     paused = run_cli("runtime", "pause", "--db", str(db), "--agent-id", "reviewer", "--reason", "maintenance")
     assert paused == {"agent_id": "reviewer", "paused": True}
-    seq = post(stack, thread_id, "please review")
+    seq = stack.say(thread_id, "please review")
     trig = stack.supervisor.tick().woken[0]
     for _ in range(3):
         time.sleep(0.25)
@@ -446,7 +433,7 @@ def test_paused_runtime_defers_until_resumed(wake_stack):
 def test_force_skips_the_quiet_window_and_is_audited(wake_stack, humans):
     stack = wake_stack(max_defer="60s")  # the ordinary trigger keeps waiting for the whole test
     pane = stack.launch_standin("reviewer")
-    coord, thread_id = new_thread(stack)
+    thread_id, coord = stack.thread("reviewer", "exec")
     human = human_at_keyboard(stack, humans)
     human.keep_typing()
     polite = trigger(stack, coord, thread_id, reason="review")["trigger_id"]
@@ -481,11 +468,11 @@ def test_a_message_posted_while_a_wake_runs_gets_its_own_wake_when_the_ack_does_
     stack = wake_stack()
     pane = plain_pane(stack, "reviewer", CAT)
     heartbeat(stack, "reviewer", target=pane)
-    _, thread_id = new_thread(stack)
-    first_seq = post(stack, thread_id, "please review")
+    thread_id, _ = stack.thread("reviewer", "exec")
+    first_seq = stack.say(thread_id, "please review")
     first = stack.supervisor.tick().woken
     assert len(first) == 1 and stack.job(first[0])["status"] == "awaiting_ack"
-    later_seq = post(stack, thread_id, "and one more thing")  # while the first wake waits for its ack
+    later_seq = stack.say(thread_id, "and one more thing")  # while the first wake waits for its ack
     assert stack.supervisor.tick().woken == []  # one wake at a time per thread and agent
     stack.api.ok("ack_read", stack.make_token("reviewer"), thread_id=thread_id, last_read_seq=first_seq)
     until_status(stack, first[0], "delivered", 10)
@@ -497,8 +484,8 @@ def test_automatic_wake_is_deduplicated_across_ticks_and_restarts(wake_stack, ma
     stack = wake_stack()
     pane = plain_pane(stack, "reviewer", CAT)  # an agent that heartbeats but never reads
     heartbeat(stack, "reviewer", target=pane)
-    _, thread_id = new_thread(stack)
-    seq = post(stack, thread_id, "please review")
+    thread_id, _ = stack.thread("reviewer", "exec")
+    seq = stack.say(thread_id, "please review")
 
     first = stack.supervisor.tick().woken
     assert len(first) == 1
@@ -517,7 +504,7 @@ def test_automatic_wake_is_deduplicated_across_ticks_and_restarts(wake_stack, ma
     assert restarted.tick().woken == []
     assert [j["trigger_id"] for j in jobs_of(stack, thread_id)] == [trig]
 
-    seq2 = post(stack, thread_id, "one more thing")
+    seq2 = stack.say(thread_id, "one more thing")
     second = restarted.tick().woken
     assert len(second) == 1 and second[0] != trig
     assert stack.job(second[0])["trigger_seq"] == seq2
@@ -532,9 +519,9 @@ def test_automatic_wake_skips_active_sessions_and_agents_not_addressed(wake_stac
     heartbeat(stack, "reviewer", target=panes["reviewer"])
     heartbeat(stack, "third", target=panes["third"])
     heartbeat(stack, "busy", status="active", target=panes["busy"])
-    _, thread_id = new_thread(stack, ("reviewer", "busy", "third", "exec"))
+    thread_id, _ = stack.thread("reviewer", "busy", "third", "exec")
 
-    post(stack, thread_id, "hello all")  # a broadcast addresses everyone
+    stack.say(thread_id, "hello all")  # a broadcast addresses everyone
     woken = stack.supervisor.tick().woken
     assert sorted(stack.job(t)["target_agent_id"] for t in woken) == ["reviewer", "third"]  # busy is active
     assert {stack.job(t)["status"] for t in woken} == {"awaiting_ack"}  # typed in the tick that woke them
@@ -542,7 +529,7 @@ def test_automatic_wake_skips_active_sessions_and_agents_not_addressed(wake_stac
         heartbeat(stack, agent, target=panes[agent])
     stack.run_until(lambda: all(stack.job(t)["status"] == "delivered" for t in woken), timeout=10)
 
-    seq = post(stack, thread_id, "third, please", to=["third"])
+    seq = stack.say(thread_id, "third, please", to=["third"])
     woken = stack.supervisor.tick().woken
     assert [(stack.job(t)["target_agent_id"], stack.job(t)["trigger_seq"]) for t in woken] == [("third", seq)]
     assert {j["target_agent_id"] for j in jobs_of(stack, thread_id)} == {"reviewer", "third"}
@@ -556,13 +543,13 @@ def test_automatic_wake_skips_active_sessions_and_agents_not_addressed(wake_stac
 def test_a_post_nudges_the_running_worker_at_once(wake_stack):
     stack = wake_stack(worker_poll="30s")
     pane = stack.launch_standin("reviewer")
-    _, thread_id = new_thread(stack)
+    thread_id, _ = stack.thread("reviewer", "exec")
     stack.start_worker()
     assert stack.wait_for(lambda: stack.bridge.store.read(
         lambda c: c.execute("SELECT value FROM control WHERE key = 'worker_heartbeat'").fetchall()), 5)
     time.sleep(0.2)  # the worker is now asleep for up to 30 s unless nudged
     posted = time.monotonic()
-    post(stack, thread_id, "please review")
+    stack.say(thread_id, "please review")
     assert stack.wait_for(lambda: [j for j in jobs_of(stack, thread_id) if j["status"] == "delivered"], 10)
     assert time.monotonic() - posted < 5
     assert stack.tmux.wait_for_text(pane, "STANDIN ACKED", timeout=5)
@@ -572,7 +559,7 @@ def test_a_post_nudges_the_running_worker_at_once(wake_stack):
 def test_storm_guard_defers_the_third_trigger_in_a_minute(wake_stack):
     stack = wake_stack(trigger_rate_per_min=2)
     pane = stack.launch_standin("reviewer")
-    coord, thread_id = new_thread(stack)
+    thread_id, coord = stack.thread("reviewer", "exec")
 
     done = []
     for n in (1, 2):
@@ -627,6 +614,6 @@ def test_reconcile_marks_killed_and_dead_panes_offline(wake_stack):
     assert len(audits(stack, "runtime_offline")) == 2
 
     # An offline runtime is no longer a tmux target: a new trigger goes to the fallback chain.
-    coord, thread_id = new_thread(stack)
+    thread_id, coord = stack.thread("reviewer", "exec")
     out = trigger(stack, coord, thread_id, reason="anyone there?")
     assert (out["action"], out["job_status"], out["session_status"]) == ("fallback_required", "resume", "offline")

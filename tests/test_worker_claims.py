@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_wake_fallback import attempt_rows, heartbeat, new_thread, trigger, use_templates
+from test_wake_fallback import attempt_rows, heartbeat, trigger, use_templates
 
 from bridge.domain import wake
 from bridge.domain.authz import Principal
@@ -32,7 +32,7 @@ from bridge.worker.tmux import Tmux
 def test_a_job_taken_over_while_its_first_worker_was_busy_is_not_typed_again(wake_stack):
     stack = wake_stack(worker_lease="2s")
     pane = stack.launch_standin("reviewer")
-    thread_id, coord = new_thread(stack, "reviewer", "exec")
+    thread_id, coord = stack.thread("reviewer", "exec")
     trig = trigger(stack, coord, thread_id, "reviewer")["trigger_id"]
 
     # worker A claims the job in a batch, then is busy elsewhere past its lease
@@ -55,7 +55,7 @@ def test_a_tick_claims_only_what_one_lease_covers_and_judges_each_job_at_its_own
     stack = wake_stack(worker_lease="30s")
     for agent in ("a1", "a2", "a3"):
         stack.launch_standin(agent)
-    thread_id, coord = new_thread(stack, "a1", "a2", "a3")
+    thread_id, coord = stack.thread("a1", "a2", "a3")
     jobs = [trigger(stack, coord, thread_id, agent)["trigger_id"] for agent in ("a1", "a2", "a3")]
     seen: list[tuple[str, int, list[str | None]]] = []
     original = stack.supervisor.process
@@ -88,7 +88,7 @@ def test_a_slow_resume_command_does_not_hold_up_another_agents_wake(wake_stack, 
     stack.token_file("sleeper")
     heartbeat(stack, "sleeper")  # no pane: its wake falls back to the (slow) resume command
     pane = stack.launch_standin("reviewer")
-    thread_id, coord = new_thread(stack, "sleeper", "reviewer")
+    thread_id, coord = stack.thread("sleeper", "reviewer")
     slow_job = trigger(stack, coord, thread_id, "sleeper")["trigger_id"]
     stack.start_worker()
     assert stack.wait_for(started.exists, 15), "the resume command never started"
@@ -113,7 +113,7 @@ def test_the_storm_guard_counts_resume_commands_too(wake_stack, tmp_path):
     use_templates(stack, templates)
     stack.token_file("sleeper")
     heartbeat(stack, "sleeper")
-    thread_id, _ = new_thread(stack, "sleeper", "exec")
+    thread_id, _ = stack.thread("sleeper", "exec")
     operator = Call(Principal(agent_id="human:ops", workspace_id="default", role="operator", session_id="cli"))
     jobs = [force_trigger(stack.bridge, operator, thread_id, "sleeper", f"round {n}")["trigger_id"] for n in range(4)]
     now = stack.bridge.clock()
@@ -133,7 +133,7 @@ def test_a_tmux_that_does_not_answer_is_no_proof_a_pane_is_gone(wake_stack):
     offline)."""
     stack = wake_stack()
     pane = stack.launch_standin("reviewer")
-    thread_id, coord = new_thread(stack, "reviewer", "exec")
+    thread_id, coord = stack.thread("reviewer", "exec")
     server_pid = int(stack.tmux.run("display-message", "-p", "#{pid}").strip())
     stack.supervisor.tmux = Tmux(stack.tmux.socket_name, timeout=0.3)
     trig = trigger(stack, coord, thread_id, "reviewer")["trigger_id"]

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from helpers import new_thread, post
+
 from bridge.testing.stack import FAST_TIMINGS, standin_templates, timing_settings
 from bridge.testing.tokens import Minter
 from bridge.worker.supervisor import Supervisor
@@ -43,6 +45,19 @@ class WakeStack:
     @property
     def api(self) -> Any:
         return self.live.client
+
+    @property
+    def db(self) -> Path:
+        return Path(self.bridge.settings.db_path)
+
+    def thread(self, *participants: str, title: str = "wake test") -> tuple[str, str]:
+        """A workflow thread created over HTTP by the coordinator; (thread_id, coordinator token)."""
+        coord = self.make_token("coord", "coordinator")
+        return new_thread(self.api, coord, list(participants), title=title), coord
+
+    def say(self, thread_id: str, body: str, *, sender: str = "exec", **extra: Any) -> int:
+        """A chat message posted over HTTP by `sender`; its seq."""
+        return int(post(self.api, self.make_token(sender), thread_id, body, **extra)["seq"])
 
     def token_file(self, agent_id: str, *, session_id: str | None = None) -> Path:
         """Write the agent's token where the stand-in templates look for it."""
