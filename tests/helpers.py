@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +16,7 @@ from bridge.domain.models import CreateThreadInput, PostMessageInput
 from bridge.services import messages as message_service
 from bridge.services import threads as thread_service
 from bridge.services.core import Call
+from bridge.store.rows import scalar
 
 if TYPE_CHECKING:
     from conftest import ApiClient
@@ -57,7 +59,22 @@ def audit_rows(db: Path | str | Parts, where: str = "1", params: tuple[Any, ...]
     return [{**row, "details": json.loads(row["details"]) if row["details"] else {}} for row in found]
 
 
+def row_counts(parts: Parts, tables: tuple[str, ...]) -> dict[str, int]:
+    """Rows in each of `tables` of in-process parts (what a refused call must leave unchanged)."""
+    return parts.bridge.store.read(lambda conn: {t: scalar(conn, f"SELECT count(*) FROM {t}") for t in tables})
+
+
 # ------------------------------------------------------------------------------------------------- over HTTP
+@dataclass
+class ThreadTarget:
+    """A live server's client and parts, a token, and a thread to aim calls at."""
+
+    api: Any
+    parts: Any
+    token: str
+    thread_id: str
+
+
 def new_thread(api: ApiClient, token: str, participants: list[Any], title: str = "Review", **extra: Any) -> str:
     """create_thread (a workflow unless `type` is given) that must succeed; its id."""
     extra.setdefault("type", "workflow")

@@ -11,26 +11,20 @@ from typing import Any
 
 import pytest
 from envelope import SANE_REQUEST_ID, assert_envelope
-
-from bridge.store.rows import scalar
+from helpers import ThreadTarget, row_counts
 
 KIB = 1024
 TABLES = ("threads", "participants", "messages", "read_cursors", "sessions", "escalations")
 
 
 @dataclass
-class World:
+class World(ThreadTarget):
     """A thread to aim bad requests at, and the row counts that must not change."""
 
-    api: Any
-    parts: Any
-    token: str
-    thread_id: str
     counts: dict[str, int]
 
     def count(self) -> dict[str, int]:
-        return self.parts.bridge.store.read(
-            lambda conn: {t: scalar(conn, f"SELECT count(*) FROM {t}") for t in TABLES})
+        return row_counts(self.parts, TABLES)
 
     def auth(self, **headers: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}", **headers}

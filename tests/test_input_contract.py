@@ -16,6 +16,7 @@ import pytest
 import requests
 import schemathesis
 from envelope import assert_envelope
+from helpers import ThreadTarget, row_counts
 from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
@@ -26,7 +27,6 @@ from schemathesis.specs.openapi.checks import (
 
 from bridge.http import mcp_endpoint
 from bridge.services.commands import COMMANDS
-from bridge.store.rows import scalar
 
 SQLITE_MIN, SQLITE_MAX = -(2**63), 2**63 - 1
 DATA_TABLES = ("threads", "participants", "messages", "read_cursors", "sessions", "escalations", "trigger_jobs",
@@ -35,18 +35,11 @@ COORD, MEMBER = "coord", "member"
 MCP_HEADERS = {"Accept": "application/json, text/event-stream"}
 
 
-@dataclass
-class World:
+class World(ThreadTarget):
     """A coordinator's token and a thread (with MEMBER) to aim calls at."""
 
-    api: Any
-    parts: Any
-    token: str
-    thread_id: str
-
     def counts(self) -> dict[str, int]:
-        return self.parts.bridge.store.read(
-            lambda conn: {t: scalar(conn, f"SELECT count(*) FROM {t}") for t in DATA_TABLES})
+        return row_counts(self.parts, DATA_TABLES)
 
     def payload(self, command: str) -> dict[str, Any]:
         """A valid payload of `command` for the coordinator (repeatable: no call changes what the next one needs)."""

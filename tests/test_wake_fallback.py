@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import audit_rows
 from wakekit import WakeStack, recorder
 
 from bridge.domain import wake
-from bridge.store import audit as audit_store
 from bridge.store import messages as message_store
 from bridge.store import triggers as trigger_store
 from bridge.testing.processes import kill_pids, pid_alive, settings_env
@@ -34,13 +34,6 @@ HOUR_MS = 3_600_000
 
 
 # ----------------------------------------------------------------------------------------------------- helpers
-def new_thread(stack: WakeStack, *participants: str, title: str = "wake test") -> tuple[str, str]:
-    """A thread made by the coordinator over HTTP; returns (thread_id, coordinator token)."""
-    coord = stack.make_token("coord", "coordinator")
-    thread = stack.api.ok("create_thread", coord, title=title, type="workflow", participants=list(participants))
-    return thread["thread_id"], coord
-
-
 def heartbeat(stack: WakeStack, agent_id: str, **fields: Any) -> None:
     """The agent heartbeats over HTTP (unmanaged, resumable, idle unless told otherwise)."""
     body = {"session_id": f"{agent_id}-s1", "runtime": "generic-cli", "status": "idle", "resumable": True, **fields}
@@ -52,14 +45,8 @@ def trigger(stack: WakeStack, coord: str, thread_id: str, target: str, **fields:
     return stack.api.ok("trigger_participant", coord, thread_id=thread_id, target_agent_id=target, **fields)
 
 
-def audit_rows(stack: WakeStack, operation: str | None = None, thread_id: str | None = None) -> list[dict[str, Any]]:
-    rows = stack.bridge.store.read(lambda c: audit_store.query(c, stack.bridge.workspace, operation=operation,
-                                                               thread_id=thread_id, limit=1000))
-    return [{**r, "details": json.loads(r["details"])} for r in rows]
-
-
 def trigger_audits(stack: WakeStack, trigger_id: str) -> list[dict[str, Any]]:
-    return [r for r in audit_rows(stack) if r["details"].get("trigger_id") == trigger_id]
+    return [r for r in audit_rows(stack.db) if r["details"].get("trigger_id") == trigger_id]
 
 
 def attempt_rows(stack: WakeStack, trigger_id: str) -> list[tuple[str, str, str | None]]:
@@ -100,7 +87,7 @@ def cursor(stack: WakeStack, thread_id: str, agent_id: str) -> int:
 def test_pane_gone_marks_runtime_offline_and_wake_resumes_the_session(wake_stack, how, code):
     stack = wake_stack()
     pane = stack.launch_standin("reviewer")
-    thread_id, _ = new_thread(stack, "reviewer", "exec")
+    thread_id, _ = stack.thread("reviewer", "exec")
     if how == "kill_pane":
         stack.tmux.kill_pane(pane)
     else:
@@ -109,7 +96,7 @@ def test_pane_gone_marks_runtime_offline_and_wake_resumes_the_session(wake_stack
     report = stack.supervisor.tick()
     assert report.offline == ["reviewer"]
     assert stack.session("reviewer")["status"] == "offline"
-    offline = audit_rows(stack, "runtime_offline")
+    offline = audit_rows(stack.db, operation="runtime_offline")
     assert [(r["reason"], r["details"]["agent_id"]) for r in offline] == [(code, "reviewer")]
     assert stack.supervisor.tick().offline == []  # marked once, not on every tick
 
@@ -138,7 +125,7 @@ def test_resume_failing_twice_spawns_a_managed_window_with_the_thread_summary(wa
     stack.launch_standin("exec")  # keeps the workspace tmux session alive: the spawn must add a window to it
     pane = stack.launch_standin("reviewer")
     title = "Spawn check: parser regression 7f3a"
-    thread_id, coord = new_thread(stack, "reviewer", "exec", title=title)
+    thread_id, coord = stack.thread("reviewer", "exec", title=title)
     stack.tmux.kill_pane(pane)
     assert stack.supervisor.tick().offline == ["reviewer"]
 
@@ -190,7 +177,7 @@ def test_stale_session_skips_resume_with_session_stale(wake_stack, tmp_path):
     use_templates(stack, templates)
     stack.token_file("sleeper")
     heartbeat(stack, "sleeper")
-    thread_id, coord = new_thread(stack, "sleeper", "exec", title="stale thread")
+    thread_id, coord = stack.thread("sleeper", "exec", title="stale thread")
     out = trigger(stack, coord, thread_id, "sleeper")
     assert (out["job_status"], out["stale_session"]) == ("resume", False)
     set_last_heartbeat(stack, "sleeper", stack.bridge.clock() - 13 * HOUR_MS)  # silent for 13 h since
@@ -207,7 +194,7 @@ def test_stale_session_skips_resume_with_session_stale(wake_stack, tmp_path):
 def test_session_stale_setting_is_honoured(wake_stack):
     stack = wake_stack(session_stale="1s")
     heartbeat(stack, "sleeper")
-    thread_id, coord = new_thread(stack, "sleeper", "exec")
+    thread_id, coord = stack.thread("sleeper", "exec")
     assert trigger(stack, coord, thread_id, "sleeper")["job_status"] == "resume"
     time.sleep(1.1)
     out = trigger(stack, coord, thread_id, "sleeper", reason="again")
@@ -229,7 +216,7 @@ def test_crash_loop_skips_resume_only_at_three_recent_failures(wake_stack, tmp_p
         for at in times:
             stack.bridge.store.write(lambda c, a=agent, t=at: trigger_store.record_runtime_failure(
                 c, "default", a, "resume", t))
-    thread_id, coord = new_thread(stack, *failures, title="crash loop")
+    thread_id, coord = stack.thread(*failures, title="crash loop")
     jobs = {agent: trigger(stack, coord, thread_id, agent)["trigger_id"] for agent in failures}
     assert {stack.job(t)["status"] for t in jobs.values()} == {"resume"}
     stack.run_until(lambda: all(stack.job(t)["status"] in wake.TERMINAL for t in jobs.values()))
@@ -252,7 +239,7 @@ def test_a_resume_that_exits_0_without_the_agent_reading_is_a_failure(wake_stack
     use_templates(stack, templates)
     stack.token_file("reviewer")
     heartbeat(stack, "reviewer")
-    thread_id, coord = new_thread(stack, "reviewer", "exec")
+    thread_id, coord = stack.thread("reviewer", "exec")
     trig = trigger(stack, coord, thread_id, "reviewer")["trigger_id"]
     stack.run_until(lambda: stack.job(trig)["status"] in wake.TERMINAL, 30)
     assert attempt_rows(stack, trig)[:2] == [("resume", "failed", wake.RESUME_FAILED)] * 2
@@ -266,7 +253,7 @@ def test_resume_command_is_an_argv_list_never_a_shell(wake_stack, tmp_path):
     calls = tmp_path / "resume-calls.jsonl"
     use_templates(stack, {"generic": {"resume": recorder(calls, stack), "spawn": None}})
     heartbeat(stack, "reviewer")
-    thread_id, coord = new_thread(stack, "reviewer", "exec")
+    thread_id, coord = stack.thread("reviewer", "exec")
     marker = tmp_path / "pwned"
     prompt = f"look at $(touch {marker}) `touch {marker}`; touch {marker} && echo 'quoted \"x\"' | cat"
     trig = trigger(stack, coord, thread_id, "reviewer", trigger_prompt=prompt)["trigger_id"]
@@ -285,7 +272,7 @@ def test_resume_command_timeout_kills_the_command_and_its_children(wake_stack, t
               "time.sleep(60)\n")
     use_templates(stack, {"generic": {"resume": [sys.executable, "-c", script, str(pid_file)], "spawn": None}})
     heartbeat(stack, "reviewer")
-    thread_id, coord = new_thread(stack, "reviewer", "exec")
+    thread_id, coord = stack.thread("reviewer", "exec")
     trig = trigger(stack, coord, thread_id, "reviewer")["trigger_id"]
     grandchild = None
     try:
@@ -319,7 +306,7 @@ def test_missing_spawn_template_dead_letters_and_trigger_retry_completes_it(wake
     good = standin_templates(stack.token_dir, stack.live.url)
     use_templates(stack, {"generic": {"resume": good["generic"]["resume"], "spawn": None}})
     stack.token_file("newcomer")  # never ran: no session at all
-    thread_id, coord = new_thread(stack, "newcomer", "exec", title="dead letter thread")
+    thread_id, coord = stack.thread("newcomer", "exec", title="dead letter thread")
     out = trigger(stack, coord, thread_id, "newcomer")
     assert (out["job_status"], out["target_session_id"], out["stale_session"]) == ("spawn", None, True)
     trig = out["trigger_id"]
@@ -347,7 +334,7 @@ def test_missing_spawn_template_dead_letters_and_trigger_retry_completes_it(wake
     assert retried.exit_code == 0, retried.output
     assert json.loads(retried.stdout)["job_status"] == "spawn"
     assert stack.job(trig)["status"] == "spawn"
-    retry_audit = [r for r in audit_rows(stack, "trigger_retry") if r["details"].get("trigger_id") == trig]
+    retry_audit = [r for r in audit_rows(stack.db, operation="trigger_retry") if r["details"].get("trigger_id") == trig]
     assert [(r["actor"], r["actor_role"], r["reason"]) for r in retry_audit] == [
         ("human:ops", "operator", "spawn template installed")]
     assert retry_audit[0]["details"]["previous_result"] == wake.SPAWN_FAILED
@@ -373,7 +360,7 @@ def test_trigger_participant_decision_table_over_http(wake_stack):
     heartbeat(stack, "stale_managed", management_mode="managed", tmux_target="%1")
     set_last_heartbeat(stack, "stale_managed", stack.bridge.clock() - 13 * HOUR_MS)
     agents = ["managed", "offline_managed", "unmanaged", "claude_one", "not_resumable", "stale_managed", "nobody"]
-    thread_id, coord = new_thread(stack, *agents)
+    thread_id, coord = stack.thread(*agents)
     expected = {
         "managed": ("trigger_runtime", "queued", "queued", None, "generic", "managed", "idle", False),
         "offline_managed": ("fallback_required", "fallback_required", "resume", "resume_session", "generic",
@@ -399,7 +386,7 @@ def test_trigger_participant_decision_table_over_http(wake_stack):
         assert ISO_MS_Z.match(out["triggered_at"]), out["triggered_at"]
         job = stack.job(out["trigger_id"])
         assert (job["status"], job["origin"], job["requested_by"]) == (row[2], "api", "coord")
-        audit = [r for r in audit_rows(stack, "trigger_participant")
+        audit = [r for r in audit_rows(stack.db, operation="trigger_participant")
                  if r["details"].get("trigger_id") == out["trigger_id"]]
         assert [(r["actor"], r["actor_role"], r["thread_id"], r["reason"], r["details"]["job_status"])
                 for r in audit] == [("coord", "coordinator", thread_id, f"wake {agent}", row[2])]
@@ -408,7 +395,7 @@ def test_trigger_participant_decision_table_over_http(wake_stack):
 def test_trigger_participant_is_idempotent_per_request_id(wake_stack):
     stack = wake_stack()
     heartbeat(stack, "reviewer")
-    thread_id, coord = new_thread(stack, "reviewer", "exec")
+    thread_id, coord = stack.thread("reviewer", "exec")
     first = trigger(stack, coord, thread_id, "reviewer", request_id="req-1", trigger_prompt="check seq 1")
     again = trigger(stack, coord, thread_id, "reviewer", request_id="req-1", trigger_prompt="check seq 1")
     assert again["trigger_id"] == first["trigger_id"] and again["replayed"] is True
@@ -436,7 +423,7 @@ def test_trigger_participant_is_idempotent_per_request_id(wake_stack):
                                                                                   "reviewer")["trigger_id"]
     jobs = stack.bridge.store.read(lambda c: trigger_store.list_jobs(c, "default", thread_id=thread_id))
     assert len(jobs) == 4
-    audited = [r["details"]["trigger_id"] for r in audit_rows(stack, "trigger_participant")
+    audited = [r["details"]["trigger_id"] for r in audit_rows(stack.db, operation="trigger_participant")
                if r["outcome"] == "ok"]
     assert sorted(audited) == sorted(j["trigger_id"] for j in jobs)  # replays are not new jobs
 
@@ -444,7 +431,7 @@ def test_trigger_participant_is_idempotent_per_request_id(wake_stack):
 def test_trigger_participant_refusals(wake_stack):
     stack = wake_stack()
     heartbeat(stack, "reviewer")
-    thread_id, coord = new_thread(stack, "reviewer", "exec")
+    thread_id, coord = stack.thread("reviewer", "exec")
     payload = {"thread_id": thread_id, "target_agent_id": "reviewer", "reason": "wake"}
     participant = stack.api.call("trigger_participant", stack.make_token("exec"), payload)
     assert (participant.status, participant.code) == (403, "FORBIDDEN"), participant.body
@@ -458,7 +445,7 @@ def test_trigger_participant_refusals(wake_stack):
     closed = stack.api.call("trigger_participant", coord, payload)
     assert (closed.status, closed.code) == (409, "THREAD_CLOSED"), closed.body
     assert stack.bridge.store.read(lambda c: trigger_store.list_jobs(c, "default")) == []
-    refused = [r for r in audit_rows(stack, "trigger_participant") if r["outcome"] != "ok"]
+    refused = [r for r in audit_rows(stack.db, operation="trigger_participant") if r["outcome"] != "ok"]
     assert {r["actor"] for r in refused} >= {"exec", "aud"}
 
 
@@ -466,7 +453,7 @@ def test_trigger_participant_refusals(wake_stack):
 def test_expired_lease_is_reclaimed_and_the_stale_worker_result_refused(wake_stack):
     stack = wake_stack(worker_lease="2s")
     pane = stack.launch_standin("reviewer")
-    thread_id, coord = new_thread(stack, "reviewer", "exec")
+    thread_id, coord = stack.thread("reviewer", "exec")
     trig = trigger(stack, coord, thread_id, "reviewer")["trigger_id"]
     assert stack.job(trig)["status"] == "queued"
 
@@ -521,7 +508,7 @@ def slow_and_fast_runtimes(tmp_path: Path, stack: WakeStack) -> tuple[Path, Path
 def test_kill_9_worker_mid_job_is_reclaimed_after_the_lease_and_completes_once(wake_stack, harness, tmp_path):
     stack = wake_stack()
     heartbeat(stack, "reviewer")
-    thread_id, coord = new_thread(stack, "reviewer", "exec")
+    thread_id, coord = stack.thread("reviewer", "exec")
     trig = trigger(stack, coord, thread_id, "reviewer")["trigger_id"]
     assert stack.job(trig)["status"] == "resume"
 
@@ -559,7 +546,7 @@ def test_kill_9_worker_mid_job_is_reclaimed_after_the_lease_and_completes_once(w
 def test_sigterm_mid_command_stops_the_worker_quickly_and_releases_the_job(wake_stack, harness, tmp_path):
     stack = wake_stack()
     heartbeat(stack, "reviewer")
-    thread_id, coord = new_thread(stack, "reviewer", "exec")
+    thread_id, coord = stack.thread("reviewer", "exec")
     trig = trigger(stack, coord, thread_id, "reviewer")["trigger_id"]
     slow_pid, slow, done, fast = slow_and_fast_runtimes(tmp_path, stack)
     common = {"tmux_socket": stack.tmux.socket_name, "worker_poll": "200ms", "worker_lease": "20s",
@@ -591,7 +578,7 @@ def test_sigterm_mid_command_stops_the_worker_quickly_and_releases_the_job(wake_
 def test_bridge_worker_process_wakes_a_standin_and_stops_on_sigterm(wake_stack, harness):
     stack = wake_stack()
     pane = stack.launch_standin("reviewer")
-    thread_id, _ = new_thread(stack, "reviewer", "exec")
+    thread_id, _ = stack.thread("reviewer", "exec")
     worker = harness.worker(env=settings_env(tmux_socket=stack.tmux.socket_name,
                                              runtimes_file=stack.bridge.settings.runtimes_file, worker_poll="200ms",
                                              ack_timeout="3s", quiet_window="1s"))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sys
 import time
 from typing import Any
@@ -17,12 +16,13 @@ from typing import Any
 import pytest
 import requests
 from click.testing import CliRunner, Result
+from helpers import audit_rows
 from wakekit import WakeStack, recorder
 
 from bridge.cli.main import cli
 from bridge.domain import wake
-from bridge.store import audit as audit_store
 from bridge.store import triggers as trigger_store
+from bridge.testing.client import metric
 from bridge.testing.processes import settings_env
 from bridge.testing.tokens import Minter
 from bridge.worker.supervisor import Supervisor
@@ -52,21 +52,9 @@ def launch(stack: WakeStack, agent_id: str, *extra: str) -> Result:
                   stack.live.url, "--token-file", str(token_file), "agent")
 
 
-def audit_rows(stack: WakeStack, operation: str) -> list[dict[str, Any]]:
-    rows = stack.bridge.store.read(lambda c: audit_store.query(c, "default", operation=operation, limit=1000))
-    return [{**r, "details": json.loads(r["details"])} for r in rows]
-
-
 def windows(stack: WakeStack, session: str) -> list[tuple[str, str]]:
     out = stack.tmux.run("list-windows", "-t", f"={session}", "-F", "#{window_name}\t#{pane_id}")
     return [tuple(line.split("\t")) for line in out.splitlines() if line]  # type: ignore[misc]
-
-
-def metric(text: str, name: str, labels: str = "") -> float | None:
-    """The value of one sample in a Prometheus exposition (None when absent)."""
-    pattern = re.compile(rf"^{re.escape(name)}{re.escape(labels)} (\S+)$", re.MULTILINE)
-    match = pattern.search(text)
-    return float(match.group(1)) if match else None
 
 
 # ----------------------------------------------------------------------------------------------------- runtime CLI
@@ -88,7 +76,7 @@ def test_runtime_launch_list_pause_resume_stop(wake_stack):
     assert (session["management_mode"], session["tmux_target"], session["runtime_kind"]) == ("managed", pane,
                                                                                              "generic")
     assert stack.tmux.wait_for_text(pane, "STANDIN READY agent=reviewer", 15), stack.tmux.capture(pane)
-    [row] = audit_rows(stack, "runtime_launch")
+    [row] = audit_rows(stack.db, operation="runtime_launch")
     assert (row["actor"], row["actor_role"], row["outcome"]) == ("human:ops", "operator", "ok")
     assert row["details"]["tmux_target"] == pane and row["details"]["argv"][-1] == "agent"
 
@@ -119,7 +107,7 @@ def test_runtime_launch_list_pause_resume_stop(wake_stack):
                     "--actor", "human:ops", "--json")
     assert paused.exit_code == 0, paused.output
     assert json.loads(paused.stdout) == {"agent_id": "reviewer", "paused": True}
-    [row] = audit_rows(stack, "runtime_pause")
+    [row] = audit_rows(stack.db, operation="runtime_pause")
     assert (row["actor"], row["reason"], row["details"]) == (
         "human:ops", "human at the keyboard", {"agent_id": "reviewer", "before": False, "after": True})
     rows = {r["agent_id"]: r for r in json.loads(bridge(stack, "runtime", "list", "--json").stdout)["runtimes"]}
@@ -130,7 +118,7 @@ def test_runtime_launch_list_pause_resume_stop(wake_stack):
     assert forced.exit_code == 0, forced.output
     trig = json.loads(forced.stdout)["trigger_id"]
     assert stack.job(trig)["force"] == 1 and stack.job(trig)["origin"] == "operator"
-    [row] = audit_rows(stack, "force_trigger")
+    [row] = audit_rows(stack.db, operation="force_trigger")
     assert (row["actor"], row["actor_role"], row["reason"], row["thread_id"]) == (
         "human:ops", "operator", "release blocker", thread_id)
     assert row["details"]["trigger_id"] == trig and row["details"]["force"] is True
@@ -145,7 +133,7 @@ def test_runtime_launch_list_pause_resume_stop(wake_stack):
 
     resumed = bridge(stack, "runtime", "resume", "--agent-id", "reviewer", "--reason", "human gone", "--json")
     assert resumed.exit_code == 0, resumed.output
-    [row] = audit_rows(stack, "runtime_resume")
+    [row] = audit_rows(stack.db, operation="runtime_resume")
     assert row["details"] == {"agent_id": "reviewer", "before": True, "after": False}
     assert row["actor"].startswith("human:") and row["actor_role"] == "operator" and row["reason"] == "human gone"
     stack.run_until(lambda: stack.job(trig)["status"] in wake.TERMINAL, 15)
@@ -167,7 +155,7 @@ def test_runtime_launch_list_pause_resume_stop(wake_stack):
     assert stack.tmux.probe(pane) is None
     assert [name for name, _ in windows(stack, "bridge-default")] == ["helper"]
     assert stack.session("reviewer")["status"] == "offline"
-    [row] = audit_rows(stack, "runtime_stop")
+    [row] = audit_rows(stack.db, operation="runtime_stop")
     assert (row["reason"], row["details"]["killed"], row["details"]["tmux_target"]) == ("end of shift", True, pane)
 
 
@@ -230,7 +218,7 @@ def test_operator_commands_exit_codes(wake_stack):
     closed = bridge(stack, "force-trigger", "--thread-id", thread_id, "--agent-id", "reviewer", "--reason", "r")
     assert closed.exit_code == 1, closed.output
     assert stack.bridge.store.read(lambda c: trigger_store.list_jobs(c, "default")) == []
-    refused = [r for r in audit_rows(stack, "force_trigger") if r["outcome"] == "refused"]
+    refused = [r for r in audit_rows(stack.db, operation="force_trigger") if r["outcome"] == "refused"]
     assert {r["reason"] for r in refused} >= {"THREAD_CLOSED"}
 
 
@@ -246,7 +234,7 @@ def test_runtime_launch_of_a_command_that_exits_at_once_is_a_typed_error_with_an
     assert "Traceback" not in result.output
     assert stack.session("quitter") is None  # nothing registered
     assert not stack.tmux.has_session("bridge-default")  # and no dead window left behind (it was the only one)
-    [row] = audit_rows(stack, "runtime_launch")
+    [row] = audit_rows(stack.db, operation="runtime_launch")
     assert (row["outcome"], row["reason"], row["details"]["exit_status"]) == \
         ("failed", "runtime_exited", error["details"]["exit_status"])
 
@@ -277,12 +265,12 @@ def test_trigger_metrics_and_worker_heartbeat_in_health(wake_stack):
     assert stack.job(doomed)["status"] == "failed"
 
     text = stack.api.raw("GET", "/metrics").body
-    assert metric(text, "bridge_trigger_jobs", '{status="delivered"}') == 1
-    assert metric(text, "bridge_trigger_jobs", '{status="failed"}') == 1
-    assert metric(text, "bridge_trigger_jobs", '{status="queued"}') == 0
-    assert metric(text, "bridge_trigger_attempts_total", '{result="typed"}') == 1
-    assert metric(text, "bridge_trigger_attempts_total", '{result="delivered"}') == 1
-    assert metric(text, "bridge_trigger_attempts_total", '{result="THREAD_CLOSED"}') == 1
+    assert metric(text, "bridge_trigger_jobs", status="delivered") == 1
+    assert metric(text, "bridge_trigger_jobs", status="failed") == 1
+    assert metric(text, "bridge_trigger_jobs", status="queued") == 0
+    assert metric(text, "bridge_trigger_attempts_total", result="typed") == 1
+    assert metric(text, "bridge_trigger_attempts_total", result="delivered") == 1
+    assert metric(text, "bridge_trigger_attempts_total", result="THREAD_CLOSED") == 1
     assert metric(text, "bridge_trigger_dispatch_seconds_count") == 1  # delivered only; failures are not dispatch
     assert 0 < metric(text, "bridge_trigger_dispatch_seconds_sum") < 30
     last_tick = metric(text, "bridge_worker_last_tick_timestamp_seconds")
