@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import stat
 import subprocess
 import sys
@@ -15,6 +14,7 @@ import requests
 from click.testing import CliRunner
 
 from bridge.cli.main import cli
+from bridge.testing.processes import Proc, clean_env
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -91,34 +91,21 @@ def test_bridge_py_and_console_script_are_the_same_program():
 
 def test_serve_starts_with_zero_configuration(tmp_path):
     """In an empty directory: creates ./bridge.db and the 0600 key, answers /health and /ready, stops on SIGTERM."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
-    proc = subprocess.Popen([sys.executable, str(ROOT / "bridge.py"), "serve", "--port", "0"], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    server = Proc("serve", [sys.executable, str(ROOT / "bridge.py"), "serve", "--port", "0"], tmp_path / "serve.log",
+                  env=clean_env(), cwd=empty)
     try:
-        url = None
-        banner = []
-        for line in proc.stderr:
-            banner.append(line)
-            if line.startswith("READY "):
-                url = line.split()[1]
-                break
-        assert url and url.startswith("http://127.0.0.1:"), banner
-        assert any("bridge token issue" in line for line in banner)
+        url = server.wait_ready()
+        assert url.startswith("http://127.0.0.1:"), server.log_text()
+        assert "bridge token issue" in server.log_text()
         assert requests.get(f"{url}/health", timeout=5).json()["status"] == "ok"
         assert requests.get(f"{url}/ready", timeout=5).status_code == 200
-        assert (tmp_path / "bridge.db").exists()
-        assert stat.S_IMODE((tmp_path / "bridge.data" / "signing-key.pem").stat().st_mode) == 0o600
+        assert (empty / "bridge.db").exists()
+        assert stat.S_IMODE((empty / "bridge.data" / "signing-key.pem").stat().st_mode) == 0o600
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            proc.stdout.close()
-            proc.stderr.close()
-    assert proc.returncode == 0
+        server.stop()
+    assert server.exit_code == 0
 
 
 def test_the_cli_starts_without_the_test_extras():
