@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from bridge.testing.processes import clean_env
+
 ROUNDS = 10
 BRIDGE = Path(sys.executable).with_name("bridge")  # the console script installed next to this interpreter
 
@@ -47,7 +49,7 @@ def process_ms(argv: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, 
 
 def run_timed(benchmark, args: list[str], target_ms: float, cwd: Path) -> None:
     """Time `bridge <args>` ROUNDS times as separate processes; the median must meet `target_ms`."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
+    env = clean_env()
     wall: list[float] = []
     cpu: list[float] = []
 

@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -19,16 +16,10 @@ import pytest
 from bridge_ops.readiness import command_references, outside, run_help, run_pytest
 from bridge_ops.sli import SPEC_THRESHOLDS, compare, parse_thresholds, summarize
 
-from bridge.testing.processes import pid_alive
+from bridge.testing.processes import pid_alive, run_bridge
 
 ROOT = Path(__file__).resolve().parent.parent
 LATENCIES = ("post_latency_ms", "read_latency_ms", "post_to_visible_ms", "message_to_wake_ms", "message_to_ack_ms")
-
-
-def bridge(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
-    return subprocess.run([sys.executable, "-m", "bridge", *args], capture_output=True, text=True, timeout=timeout,
-                          env=env, cwd=str(ROOT), check=False)
 
 
 # ------------------------------------------------------------------------------------------------ arithmetic
@@ -115,7 +106,7 @@ def test_pytest_evidence_reports_what_ran_skipped_and_which_databases(tmp_path):
 # ------------------------------------------------------------------------------------------------ the harness
 def test_sli_measures_the_real_stack_and_stops_it(tmp_path):
     out = tmp_path / "sli.json"
-    done = bridge("ops", "sli", "--iterations", "20", "--out", str(out))
+    done = run_bridge("ops", "sli", "--iterations", "20", "--out", str(out), cwd=ROOT, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
     report = json.loads(out.read_text())
     assert (report["iterations"], report["completed"], report["aborted"]) == (20, 20, None)
@@ -144,8 +135,8 @@ def test_sli_measures_the_real_stack_and_stops_it(tmp_path):
 
 def test_sli_exits_non_zero_on_a_breach(tmp_path):
     out = tmp_path / "sli.json"
-    done = bridge("ops", "sli", "--iterations", "3", "--threshold", "message_to_wake_p50_ms=0.001", "--json",
-                  "--out", str(out))
+    done = run_bridge("ops", "sli", "--iterations", "3", "--threshold", "message_to_wake_p50_ms=0.001", "--json",
+                      "--out", str(out), cwd=ROOT, timeout=600)
     assert done.returncode == 1, done.stdout + done.stderr
     report = json.loads(done.stdout)
     assert report == json.loads(out.read_text())
@@ -155,14 +146,14 @@ def test_sli_exits_non_zero_on_a_breach(tmp_path):
 
 
 def test_sli_refuses_an_unknown_threshold_before_starting_anything():
-    done = bridge("ops", "sli", "--threshold", "latency=1", timeout=60)
+    done = run_bridge("ops", "sli", "--threshold", "latency=1", cwd=ROOT, timeout=60)
     assert done.returncode == 2 and "--threshold" in done.stderr
 
 
 # ------------------------------------------------------------------------------------------------ readiness
 def test_readiness_runs_the_checklist_and_decides_go(tmp_path):
     out = tmp_path / "readiness.json"
-    done = bridge("ops", "readiness", "--sli-iterations", "10", "--out", str(out), timeout=900)
+    done = run_bridge("ops", "readiness", "--sli-iterations", "10", "--out", str(out), cwd=ROOT, timeout=900)
     report = json.loads(out.read_text())
     rows = {row["key"]: row for row in report["rows"]}
     failing = {k: r["summary"] for k, r in rows.items() if not r["ok"]}
