@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from helpers import audit_rows
 
-from bridge.domain.authz import ROLES
+from bridge.domain.vocabulary import TOKEN_ROLES
 from bridge.services.commands import COMMANDS
-from bridge.store.rows import rows
 
 COORD, MEMBER, OUTSIDER, AUDITOR = "coord", "alice", "bob", "aud"
 
@@ -110,12 +110,6 @@ def database_state(live_server) -> dict[str, list[tuple[Any, ...]]]:
     return live_server.parts.bridge.store.read(read)
 
 
-def audit_rows(live_server, **where: Any) -> list[dict[str, Any]]:
-    clauses = " AND ".join(f"{k} = ?" for k in where) or "1"
-    return live_server.parts.bridge.store.read(
-        lambda conn: rows(conn, f"SELECT * FROM audit_events WHERE {clauses} ORDER BY audit_id", tuple(where.values())))
-
-
 # --------------------------------------------------------------------------------------------------- the matrix
 @pytest.mark.parametrize("command", sorted(COMMANDS))
 def test_role_matrix(live_server, world, command):
@@ -165,7 +159,7 @@ def test_every_refusal_is_audited_once(live_server, world):
         reply = world.api.raw("POST", f"/v1/mcp/{command}", json=payload,
                               headers={"Authorization": f"Bearer {world.tokens[caller]}", "x-request-id": request_id})
         assert reply.status == 403, (caller, command, reply.body)
-        found = audit_rows(live_server, request_id=request_id)
+        found = audit_rows(live_server.parts, request_id=request_id)
         assert len(found) == 1, (caller, command, found)
         assert (found[0]["actor"], found[0]["actor_role"]) == (agent_id, role), found
         assert (found[0]["operation"], found[0]["outcome"]) == (command, "refused"), found
@@ -250,7 +244,7 @@ def test_other_workspace_token_is_audited(live_server, world, make_token):
     reply = world.api.raw("POST", "/v1/mcp/list_threads", json={},
                           headers={"Authorization": f"Bearer {token}", "x-request-id": "req-ws-1"})
     assert reply.code == "WORKSPACE_MISMATCH"
-    found = audit_rows(live_server, request_id="req-ws-1")
+    found = audit_rows(live_server.parts, request_id="req-ws-1")
     assert len(found) == 1 and found[0]["outcome"] == "refused", found
     assert found[0]["actor"] == "intruder"
 
@@ -345,5 +339,5 @@ def test_unknown_thread_is_not_found(world):
 def test_matrix_covers_every_command_and_role():
     """The matrix is complete against the code's vocabularies: every registered command, every role."""
     assert sorted(MATRIX) == sorted(COMMANDS)
-    assert {role for _, role in CALLERS.values()} == set(ROLES)
+    assert {role for _, role in CALLERS.values()} == set(TOKEN_ROLES)
     assert all(len(row) == len(ROLE_ORDER) for row in MATRIX.values())
