@@ -53,6 +53,13 @@ def attempt_rows(stack: WakeStack, trigger_id: str) -> list[tuple[str, str, str 
     return [(a["stage"], a["outcome"], a["reason_code"]) for a in stack.attempts(trigger_id)]
 
 
+def use_resume(stack: WakeStack, resume: list[str]) -> None:
+    """The stand-in runtime with `resume` as its resume command, in use (see `use_templates`)."""
+    templates = standin_templates(stack.token_dir, stack.live.url)
+    templates["generic"]["resume"] = resume
+    use_templates(stack, templates)
+
+
 def use_templates(stack: WakeStack, templates: dict[str, Any]) -> None:
     """Rewrite the runtimes file and give the stack a supervisor that loaded it (adapters are data)."""
     Path(stack.bridge.settings.runtimes_file).write_text(json.dumps(templates))
@@ -172,9 +179,7 @@ def test_resume_failing_twice_spawns_a_managed_window_with_the_thread_summary(wa
 def test_stale_session_skips_resume_with_session_stale(wake_stack, tmp_path):
     stack = wake_stack()
     calls = tmp_path / "resume-calls.jsonl"
-    templates = standin_templates(stack.token_dir, stack.live.url)
-    templates["generic"]["resume"] = recorder(calls, stack)
-    use_templates(stack, templates)
+    use_resume(stack, recorder(calls, stack))
     stack.token_file("sleeper")
     heartbeat(stack, "sleeper")
     thread_id, coord = stack.thread("sleeper", "exec", title="stale thread")
@@ -204,9 +209,7 @@ def test_session_stale_setting_is_honoured(wake_stack):
 def test_crash_loop_skips_resume_only_at_three_recent_failures(wake_stack, tmp_path):
     stack = wake_stack()
     calls = tmp_path / "resume-calls.jsonl"
-    templates = standin_templates(stack.token_dir, stack.live.url)
-    templates["generic"]["resume"] = recorder(calls, stack)
-    use_templates(stack, templates)
+    use_resume(stack, recorder(calls, stack))
     now = stack.bridge.clock()
     failures = {"two_recent": [now - 60_000] * 2, "three_old": [now - 16 * 60_000] * 3,
                 "three_recent": [now - 14 * 60_000, now - 60_000, now - 1000]}
@@ -234,9 +237,7 @@ def test_crash_loop_skips_resume_only_at_three_recent_failures(wake_stack, tmp_p
 def test_a_resume_that_exits_0_without_the_agent_reading_is_a_failure(wake_stack, tmp_path):
     """Both real CLIs exit 0 after denying a tool: only the agent's own read or heartbeat counts."""
     stack = wake_stack()
-    templates = standin_templates(stack.token_dir, stack.live.url)
-    templates["generic"]["resume"] = [sys.executable, "-c", "print('I did nothing')", "{session_id}"]
-    use_templates(stack, templates)
+    use_resume(stack, [sys.executable, "-c", "print('I did nothing')", "{session_id}"])
     stack.token_file("reviewer")
     heartbeat(stack, "reviewer")
     thread_id, coord = stack.thread("reviewer", "exec")

@@ -17,14 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_wake_fallback import attempt_rows, heartbeat, trigger, use_templates
+from test_wake_fallback import attempt_rows, heartbeat, trigger, use_resume
 
 from bridge.domain import wake
 from bridge.domain.authz import Principal
 from bridge.services.core import Call
 from bridge.services.triggers import force_trigger
 from bridge.store import triggers as trigger_store
-from bridge.testing.stack import standin_templates
 from bridge.worker.supervisor import StaleClaim, Supervisor
 from bridge.worker.tmux import Tmux
 
@@ -80,11 +79,9 @@ def test_a_tick_claims_only_what_one_lease_covers_and_judges_each_job_at_its_own
 def test_a_slow_resume_command_does_not_hold_up_another_agents_wake(wake_stack, tmp_path):
     stack = wake_stack()
     started, ended = tmp_path / "resume-started", tmp_path / "resume-ended"
-    templates = standin_templates(stack.token_dir, stack.live.url)
     slow = f"import pathlib, time; pathlib.Path({str(started)!r}).touch(); time.sleep(6); " \
            f"pathlib.Path({str(ended)!r}).touch()"
-    templates["generic"]["resume"] = [sys.executable, "-c", slow, "{session_id}"]
-    use_templates(stack, templates)
+    use_resume(stack, [sys.executable, "-c", slow, "{session_id}"])
     stack.token_file("sleeper")
     heartbeat(stack, "sleeper")  # no pane: its wake falls back to the (slow) resume command
     pane = stack.launch_standin("reviewer")
@@ -107,10 +104,8 @@ def test_a_slow_resume_command_does_not_hold_up_another_agents_wake(wake_stack, 
 def test_the_storm_guard_counts_resume_commands_too(wake_stack, tmp_path):
     stack = wake_stack(trigger_rate_per_min=3)
     calls = tmp_path / "resume-calls"
-    templates = standin_templates(stack.token_dir, stack.live.url)
     count = f"open({str(calls)!r}, 'a').write('x\\n')"  # exits 0 without reading: a failed resume
-    templates["generic"]["resume"] = [sys.executable, "-c", count, "{session_id}"]
-    use_templates(stack, templates)
+    use_resume(stack, [sys.executable, "-c", count, "{session_id}"])
     stack.token_file("sleeper")
     heartbeat(stack, "sleeper")
     thread_id, _ = stack.thread("sleeper", "exec")
