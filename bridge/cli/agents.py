@@ -16,8 +16,9 @@ from bridge.cli.common import (
     require_tmux,
     token_lifetime,
 )
-from bridge.cli.options import ACTOR, REASON, URL, FullHelpGroup, bridge_url
+from bridge.cli.options import ACTOR, REASON, URL, FullHelpGroup
 from bridge.cli.output import emit, fail
+from bridge.cli.urls import bridge_url
 from bridge.domain.vocabulary import Role
 from bridge.errors import InvalidArgument
 from bridge.services import agents as agent_service

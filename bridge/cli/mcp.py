@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from bridge.cli.common import db_options
-from bridge.cli.options import FullHelpGroup, bridge_url
+from bridge.cli.options import FullHelpGroup
 from bridge.cli.output import emit, fail
+from bridge.cli.urls import bridge_url
 from bridge.domain.vocabulary import TOKEN_ROLES, Role
 from bridge.errors import InvalidArgument
 

@@ -9,15 +9,10 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit
 
 import click
-
-from bridge.cli.output import fail
-from bridge.errors import BridgeError, InvalidArgument
 
 FULL = 10_000  # a short-help limit no one-line description reaches: help never cuts a line with "..."
 LIMIT_MIN = 1
@@ -39,29 +34,6 @@ LIMIT = click.option("--limit", type=click.IntRange(LIMIT_MIN, LIMIT_MAX), defau
 URL = click.option("--url", default=None,
                    help="The bridge's base URL the agent calls [env BRIDGE_URL; default: the address `bridge serve` "
                         "binds, from BRIDGE_HOST/BRIDGE_PORT].")
-
-
-def bridge_url(url: str | None, as_json: bool, default: str | None = None) -> str:
-    """The bridge's base URL an agent (or `bridge mcp`) is given: `--url`, else `$BRIDGE_URL`, else `default` (the
-    settings' address), else the address BRIDGE_HOST/BRIDGE_PORT name; a trailing /mcp is dropped.
-
-    Exit 2 unless it is an http(s) URL, or on a bad setting."""
-    value = (url or os.environ.get("BRIDGE_URL") or default or _settings_url(as_json)).rstrip("/").removesuffix("/mcp")
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        fail(InvalidArgument(f"--url {value!r} is not an http:// or https:// URL"), as_json)
-    return value
-
-
-def _settings_url(as_json: bool) -> str:
-    """The bridge's own URL from BRIDGE_HOST/BRIDGE_PORT (default http://127.0.0.1:8765); exit 2 on a bad setting."""
-    from bridge.settings import Settings
-
-    try:
-        return Settings.load().url
-    except BridgeError as error:
-        fail(error, as_json)
-        raise  # not reached: fail() exits
 
 
 class FullHelpGroup(click.Group):

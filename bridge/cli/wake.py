@@ -7,8 +7,9 @@ import secrets
 import click
 
 from bridge.cli.common import db_options, load_settings, opened, operator_call, require_tmux
-from bridge.cli.options import ACTOR, LIMIT, REASON, URL, FullHelpGroup, bridge_url, reason_option
+from bridge.cli.options import ACTOR, LIMIT, REASON, URL, FullHelpGroup, reason_option
 from bridge.cli.output import emit, table, trigger_table
+from bridge.cli.urls import bridge_url
 from bridge.services import runtimes as runtime_service
 from bridge.services import triggers as trigger_service
 from bridge.worker.tmux import Tmux
