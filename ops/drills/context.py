@@ -64,10 +64,9 @@ class RecordedClient(Client):
 class DrillContext(Stack):
     """Everything one drill run owns: the stack in a temporary directory, and the evidence (`evidence.record`)."""
 
-    def __init__(self, name: str, about: dict[str, str], env: Mapping[str, str] | None = None):
-        super().__init__(tempfile.mkdtemp(prefix=f"bridge-drill-{name}-"), env=env, db=DB,
-                         tmux_prefix="bridge-drill")
-        repo = str(Path(__file__).resolve().parents[2])
+    def __init__(self, name: str, about: dict[str, str]):
+        super().__init__(tempfile.mkdtemp(prefix=f"bridge-drill-{name}-"), db=DB, tmux_prefix="bridge-drill")
+        repo = str(Path(__file__).resolve().parents[2])  # children import this checkout's code, installed or not
         self.env["PYTHONPATH"] = os.pathsep.join(p for p in (repo, self.env.get("PYTHONPATH")) if p)
         self.evidence = Evidence(about, {
             "python": sys.version.split()[0], "platform": platform.platform(), "bridge_version": bridge.__version__,
@@ -156,10 +155,10 @@ class DrillContext(Stack):
     def stop(self, proc: Proc) -> int | None:
         """Stop a child now (SIGTERM, then SIGKILL); its exit is recorded; the exit code."""
         code = proc.stop()
-        self._stopped()
+        self._note_exits()
         return code
 
-    def _stopped(self) -> None:
+    def _note_exits(self) -> None:
         """Fill in the exit of every recorded child that has ended."""
         for record, exit_code in self.children:
             if "stopped_at" not in record and exit_code() is not None:
@@ -336,7 +335,7 @@ class DrillContext(Stack):
         if Tmux.available():
             self.tmux  # noqa: B018 - a tmux server started by a child (runtime launch) is stopped too
         self.evidence.record["cleanup"] += self.close()
-        self._stopped()
+        self._note_exits()
         self.evidence.finish(error, {proc.name: proc.log_text() for proc in self.logs})
         if out_dir is not None:
             self.evidence.write(out_dir, self.evidence.record["drill"])

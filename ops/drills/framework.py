@@ -14,8 +14,6 @@ from typing import Any
 
 from bridge_ops.drills.context import DrillContext
 
-from bridge.testing.stack import FAST_TIMINGS  # noqa: F401 - for bridge_ops.reliability.harness until it is migrated
-
 Scenario = Callable[[DrillContext], None]
 
 
@@ -60,21 +58,3 @@ def run_drill(chosen: Drill, out_dir: Path | str | None = None, *, keep: bool = 
         error = exc
     return ctx.finish(error, out, keep)
 
-
-class EnvelopeReader:
-    """Kept for bridge_ops.reliability.harness until it reads replies with bridge.testing.client.Reply (then
-    delete): the error envelope's code and reason of a decoded response `body`."""
-
-    body: Any
-
-    @property
-    def code(self) -> str | None:
-        if isinstance(self.body, dict) and isinstance(self.body.get("error"), dict):
-            return self.body["error"].get("code")
-        return None
-
-    @property
-    def reason(self) -> str | None:
-        if self.code is None:
-            return None
-        return (self.body["error"].get("details") or {}).get("reason")
