@@ -30,6 +30,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+import apsw
+
 from bridge.testing.client import Client
 from bridge.testing.human import Human
 from bridge.testing.processes import HOST, READY_WORKER, Proc, bridge_argv, clean_env, wait_until
@@ -175,9 +177,11 @@ class Stack:
 
         with contextlib.closing(connect(self.db, create=False)) as conn:
             cursor = conn.execute(sql, tuple(params))
-            rows = cursor.fetchall()
-            names = [d[0] for d in cursor.getdescription()] if rows else []
-            return [dict(zip(names, row, strict=True)) for row in rows]
+            try:
+                names = [d[0] for d in cursor.getdescription()]
+            except apsw.ExecutionCompleteError:  # no row: apsw has no description left to give
+                return []
+            return [dict(zip(names, row, strict=True)) for row in cursor]
 
     # ------------------------------------------------------------------------------------------- tmux, agents
     @property

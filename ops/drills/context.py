@@ -24,7 +24,6 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
-import apsw
 from bridge_ops.drills.evidence import CommandResult, DrillFailed, Evidence, clip, display, now_iso
 
 import bridge
@@ -277,19 +276,6 @@ class DrillContext(Stack):
         """Every message of the thread, read page by page through the API."""
         with self.recorded_client(token) as client:
             return read_thread(client, thread_id)
-
-    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
-        """`query` with each row as a dict. Stands in for `Stack.rows`, which asks apsw for the column names after
-        fetching every row (ExecutionCompleteError whenever there is a row): delete once the harness is fixed."""
-        from bridge.store.db import connect
-
-        with contextlib.closing(connect(self.db, create=False)) as conn:
-            cursor = conn.execute(sql, tuple(params))
-            try:
-                names = [d[0] for d in cursor.getdescription()]
-            except apsw.ExecutionCompleteError:  # no row
-                return []
-            return [dict(zip(names, row, strict=True)) for row in cursor]
 
     def job(self, trigger_id: str) -> dict[str, Any]:
         """The trigger job's row."""
