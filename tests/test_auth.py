@@ -8,7 +8,6 @@ import hashlib
 import hmac
 import json
 import math
-import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -27,6 +26,7 @@ from bridge.cli.main import cli
 from bridge.domain.authz import Principal
 from bridge.services import tokens as token_service
 from bridge.services.core import Call
+from bridge.testing.client import metric
 
 OTHER_ED25519 = Ed25519PrivateKey.generate()
 RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -41,12 +41,11 @@ def assert_unauthorized(reply: Any, reason: str) -> dict[str, Any]:
     return error
 
 
-def auth_failures(api: Any) -> dict[str, float]:
-    """`bridge_auth_failures_total` by reason, from GET /metrics."""
+def auth_failures(api: Any, reason: str) -> float:
+    """`bridge_auth_failures_total{reason=...}` from GET /metrics (0 when absent)."""
     reply = api.raw("GET", "/metrics")
     assert reply.status == 200
-    found = re.findall(r'^bridge_auth_failures_total\{reason="([^"]*)"\} (\S+)$', reply.body, re.MULTILINE)
-    return {reason: float(value) for reason, value in found}
+    return metric(reply.body, "bridge_auth_failures_total", reason=reason) or 0.0
 
 
 def list_threads(api: Any, authorization: str | None, request_id: str | None = None) -> Any:
@@ -197,13 +196,13 @@ def test_valid_token_is_accepted(api, forge):
 @pytest.mark.parametrize(("build", "reason"), [(b, r) for _, b, r in REFUSALS], ids=[i for i, _, _ in REFUSALS])
 def test_refused_token(api, live_server, forge, build, reason):
     authorization = build(forge)
-    before = auth_failures(api)
+    before = auth_failures(api, reason)
     reply = list_threads(api, authorization, request_id="auth-refusal-1")
     error = assert_unauthorized(reply, reason)
     assert reply.headers["x-request-id"] == "auth-refusal-1"
     assert error["details"] == {"reason": reason}  # nothing about the key or claims leaks
-    after = auth_failures(api)
-    assert after.get(reason, 0) == before.get(reason, 0) + 1, (before, after)
+    after = auth_failures(api, reason)
+    assert after == before + 1, (before, after)
     events = audit_rows(live_server.parts, "request_id = ?", ("auth-refusal-1",))
     assert len(events) == 1, events
     event = events[0]
@@ -213,12 +212,12 @@ def test_refused_token(api, live_server, forge, build, reason):
 
 
 def test_workspace_mismatch(api, live_server, make_token):
-    before = auth_failures(api)
+    before = auth_failures(api, "workspace_mismatch")
     foreign = make_token("alice", "coordinator", workspace="other-ws")
     reply = list_threads(api, f"Bearer {foreign}", request_id="ws-mismatch-1")
     error = assert_envelope(reply, 403, "WORKSPACE_MISMATCH")
     assert error["details"]["token_workspace"] == "other-ws"
-    assert auth_failures(api).get("workspace_mismatch", 0) == before.get("workspace_mismatch", 0) + 1
+    assert auth_failures(api, "workspace_mismatch") == before + 1
     events = audit_rows(live_server.parts, "request_id = ?", ("ws-mismatch-1",))
     assert [(e["actor"], e["outcome"], e["reason"]) for e in events] == [("alice", "refused", "WORKSPACE_MISMATCH")]
 
@@ -234,7 +233,7 @@ def test_workspace_hint_mismatch(api, live_server, make_token):
 
 def test_refusal_audit_is_rate_limited(api, live_server):
     before = len(audit_rows(live_server.parts, "outcome = 'refused'"))
-    metric_before = auth_failures(api).get("malformed", 0)
+    metric_before = auth_failures(api, "malformed")
     started = time.monotonic()
     for _ in range(200):
         assert_unauthorized(list_threads(api, "Bearer not-a-jwt"), "malformed")
@@ -242,7 +241,7 @@ def test_refusal_audit_is_rate_limited(api, live_server):
     written = len(audit_rows(live_server.parts, "outcome = 'refused'")) - before
     # a burst of 20, then 60 per minute: bounded, whatever the flood
     assert 20 <= written <= 20 + math.ceil(elapsed) + 1, (written, elapsed)
-    assert auth_failures(api)["malformed"] == metric_before + 200  # every failure is still counted
+    assert auth_failures(api, "malformed") == metric_before + 200  # every failure is still counted
 
 
 def _operator() -> Call:
@@ -286,7 +285,7 @@ def test_revocation_takes_effect_on_the_next_request(api, live_server, make_toke
             assert_unauthorized(reply, "revoked")
         else:
             assert reply.status == 200, reply.body
-    assert auth_failures(api)["revoked"] >= 2
+    assert auth_failures(api, "revoked") >= 2
     revocations = audit_rows(live_server.parts, "operation = 'token_revoke'")
     assert [(e["actor"], e["outcome"]) for e in revocations] == [("human:tester", "ok")]
     assert revocations[0]["details"] == {"kind": kind, "value": value}

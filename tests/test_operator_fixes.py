@@ -5,7 +5,6 @@ summary of a thread of any length (§6), on real database files and a real serve
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 import apsw
@@ -22,6 +21,7 @@ from bridge.errors import Forbidden
 from bridge.services import threads as thread_service
 from bridge.store import messages as message_store
 from bridge.store import threads as thread_store
+from bridge.testing.client import metric
 from bridge.wiring import Parts
 
 COORD = call_as("coord", "coordinator")
@@ -29,9 +29,7 @@ COORD = call_as("coord", "coordinator")
 
 def suppressed_metric(api: Any, actor: str) -> float:
     """bridge_refusal_audits_suppressed_total{actor=...} from GET /metrics (0 when absent)."""
-    text = api.raw("GET", "/metrics").body
-    match = re.search(rf'^bridge_refusal_audits_suppressed_total{{actor="{actor}"}} (\S+)$', text, re.M)
-    return float(match.group(1)) if match else 0.0
+    return metric(api.raw("GET", "/metrics").body, "bridge_refusal_audits_suppressed_total", actor=actor) or 0.0
 
 
 # ------------------------------------------------------------------------------------------------- refusal audit

@@ -491,6 +491,13 @@ def test_expired_lease_is_reclaimed_and_the_stale_worker_result_refused(wake_sta
     assert [a[1] for a in attempt_rows(stack, trig)] == ["typed", "delivered"]
 
 
+def reviewer_waiting_for_resume(stack: WakeStack) -> str:
+    """The reviewer heartbeats (no pane) and is triggered: its job waits for a resume command; the trigger id."""
+    heartbeat(stack, "reviewer")
+    thread_id, coord = stack.thread("reviewer", "exec")
+    return str(trigger(stack, coord, thread_id, "reviewer")["trigger_id"])
+
+
 def slow_and_fast_runtimes(tmp_path: Path, stack: WakeStack) -> tuple[Path, Path, Path, Path]:
     """Two runtimes files: `slow` (its resume command writes its PID to `slow_pid`, then sleeps 30 s) and `fast`
     (the recorder, appending to `done`); (slow_pid, slow, done, fast)."""
@@ -508,9 +515,7 @@ def slow_and_fast_runtimes(tmp_path: Path, stack: WakeStack) -> tuple[Path, Path
 @pytest.mark.slow
 def test_kill_9_worker_mid_job_is_reclaimed_after_the_lease_and_completes_once(wake_stack, harness, tmp_path):
     stack = wake_stack()
-    heartbeat(stack, "reviewer")
-    thread_id, coord = stack.thread("reviewer", "exec")
-    trig = trigger(stack, coord, thread_id, "reviewer")["trigger_id"]
+    trig = reviewer_waiting_for_resume(stack)
     assert stack.job(trig)["status"] == "resume"
 
     slow_pid, slow, done, fast = slow_and_fast_runtimes(tmp_path, stack)
@@ -546,9 +551,7 @@ def test_kill_9_worker_mid_job_is_reclaimed_after_the_lease_and_completes_once(w
 @pytest.mark.slow
 def test_sigterm_mid_command_stops_the_worker_quickly_and_releases_the_job(wake_stack, harness, tmp_path):
     stack = wake_stack()
-    heartbeat(stack, "reviewer")
-    thread_id, coord = stack.thread("reviewer", "exec")
-    trig = trigger(stack, coord, thread_id, "reviewer")["trigger_id"]
+    trig = reviewer_waiting_for_resume(stack)
     slow_pid, slow, done, fast = slow_and_fast_runtimes(tmp_path, stack)
     common = {"tmux_socket": stack.tmux.socket_name, "worker_poll": "200ms", "worker_lease": "20s",
               "command_timeout": "60s"}
@@ -584,8 +587,7 @@ def test_bridge_worker_process_wakes_a_standin_and_stops_on_sigterm(wake_stack, 
                                              runtimes_file=stack.bridge.settings.runtimes_file, worker_poll="200ms",
                                              ack_timeout="3s", quiet_window="1s"))
     try:
-        stack.api.ok("post_message", stack.make_token("exec"), thread_id=thread_id, schema_version=1, kind="chat",
-                     body="ping from exec")
+        stack.say(thread_id, "ping from exec")
         assert stack.tmux.wait_for_text(pane, "STANDIN ACKED", 15), (stack.tmux.capture(pane), worker.log_text())
         jobs = stack.bridge.store.read(lambda c: trigger_store.list_jobs(c, "default", thread_id=thread_id))
         assert stack.wait_for(lambda: stack.job(jobs[0]["trigger_id"])["status"] == "delivered", 10)
