@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import requests
 from click.testing import CliRunner, Result
-from helpers import audit_rows
+from helpers import audit_rows, new_thread
 from wakekit import WakeStack, recorder
 
 from bridge.cli.main import cli
@@ -60,9 +60,7 @@ def windows(stack: WakeStack, session: str) -> list[tuple[str, str]]:
 # ----------------------------------------------------------------------------------------------------- runtime CLI
 def test_runtime_launch_list_pause_resume_stop(wake_stack):
     stack = wake_stack()
-    coord = stack.make_token("coord", "coordinator")
-    thread_id = stack.api.ok("create_thread", coord, title="operator thread", type="workflow",
-                             participants=["reviewer", "helper", "exec"])["thread_id"]
+    thread_id, _ = stack.thread("reviewer", "helper", "exec", title="operator thread")
 
     launched = launch(stack, "reviewer", "--session-id", "rev-launch-1", "--actor", "human:ops")
     assert launched.exit_code == 0, launched.output
@@ -169,9 +167,7 @@ def test_paused_runtime_holds_fallback_jobs_too(wake_stack, tmp_path):
     stack.supervisor = Supervisor(stack.bridge, stack.tmux)
     stack.api.ok("heartbeat_session", stack.make_token("reviewer"), session_id="reviewer-s1", runtime="generic",
                  status="idle", resumable=True)
-    coord = stack.make_token("coord", "coordinator")
-    thread_id = stack.api.ok("create_thread", coord, title="t", type="workflow",
-                             participants=["reviewer", "exec"])["thread_id"]
+    thread_id, coord = stack.thread("reviewer", "exec", title="t")
     assert bridge(stack, "runtime", "pause", "--agent-id", "reviewer", "--reason", "hold").exit_code == 0
     trig = stack.api.ok("trigger_participant", coord, thread_id=thread_id, target_agent_id="reviewer",
                         reason="wake")["trigger_id"]
@@ -190,9 +186,7 @@ def test_paused_runtime_holds_fallback_jobs_too(wake_stack, tmp_path):
 
 def test_operator_commands_exit_codes(wake_stack):
     stack = wake_stack()
-    coord = stack.make_token("coord", "coordinator")
-    thread_id = stack.api.ok("create_thread", coord, title="t", type="workflow",
-                             participants=["reviewer", "exec"])["thread_id"]
+    thread_id, coord = stack.thread("reviewer", "exec", title="t")
     sock = stack.tmux.socket_name
     not_found = [
         ("runtime", "pause", "--agent-id", "ghost", "--reason", "r"),
@@ -246,18 +240,14 @@ def test_trigger_metrics_and_worker_heartbeat_in_health(wake_stack):
     assert health["worker"]["last_tick_age_seconds"] is None  # no worker ever ticked on this database
 
     pane = stack.launch_standin("reviewer")
-    coord = stack.make_token("coord", "coordinator")
-    thread_id = stack.api.ok("create_thread", coord, title="metrics", type="workflow",
-                             participants=["reviewer", "exec"])["thread_id"]
-    stack.api.ok("post_message", stack.make_token("exec"), thread_id=thread_id, schema_version=1, kind="chat",
-                 body="ping")
+    thread_id, coord = stack.thread("reviewer", "exec", title="metrics")
+    stack.say(thread_id, "ping")
     delivered = stack.supervisor.tick().woken[0]
     stack.run_until(lambda: stack.job(delivered)["status"] in wake.TERMINAL)
     assert stack.job(delivered)["status"] == "delivered"
     assert stack.tmux.wait_for_text(pane, "STANDIN ACKED", 5)
     # a second thread, closed before its trigger runs: that job fails
-    other = stack.api.ok("create_thread", coord, title="closing", type="workflow",
-                         participants=["reviewer", "exec"])["thread_id"]
+    other = new_thread(stack.api, coord, ["reviewer", "exec"], title="closing")
     doomed = stack.api.ok("trigger_participant", coord, thread_id=other, target_agent_id="exec",
                           reason="wake")["trigger_id"]
     stack.api.ok("update_thread_status", coord, thread_id=other, status="closed", reason="done")
