@@ -227,7 +227,7 @@ class Settings:
             if value is not None and not Path(value).is_file():
                 out.append(f"{name.replace('_', ' ')} {value!r} is not a readable file")
         if self.runtimes_file is not None and Path(self.runtimes_file).is_file():
-            from bridge.worker.runtimes import load_templates
+            from bridge.domain.templates import load_templates
 
             try:
                 load_templates(self.runtimes_file)

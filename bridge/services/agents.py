@@ -18,10 +18,10 @@ from bridge import agents
 from bridge.agents.base import AgentPlan, AgentSpec
 from bridge.auth.keys import SigningKey
 from bridge.auth.tokens import issue_token
+from bridge.domain.templates import render
 from bridge.errors import Conflict
 from bridge.services import runtimes as runtime_service
 from bridge.services import tokens as token_service
-from bridge.services.command_lines import render
 from bridge.services.core import Bridge, Call
 from bridge.services.panes import Panes
 from bridge.store import control as control_store

@@ -1,4 +1,4 @@
-"""An agent's command line: argv templates rendered argument by argument, and the exact environment it runs under.
+"""The exact environment an agent's command runs under (its argv is rendered by `bridge.domain.templates`).
 
 One rule for every way an agent is started: `bridge agent up` / `runtime launch` (services) and the worker's resume
 and spawn steps.
@@ -9,16 +9,9 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 
-PLACEHOLDERS = frozenset({"session_id", "prompt", "agent_id", "thread_id", "trigger_id"})
-
 # What an agent's command keeps of the worker's environment; everything else of the bridge's own (its tokens,
 # CODEX_HOME, API keys, BRIDGE_* settings) stays out: the agent's identity comes from its runtime registration.
 BASE_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TERM", "USER", "LOGNAME", "SHELL", "TMPDIR", "TZ")
-
-
-def render(template: Sequence[str], values: Mapping[str, str]) -> list[str]:
-    """Fill placeholders argument by argument."""
-    return [arg.format_map({k: values.get(k, "") for k in PLACEHOLDERS}) for arg in template]
 
 
 def command_env(own: Mapping[str, str], context: Mapping[str, str]) -> dict[str, str]:

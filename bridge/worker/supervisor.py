@@ -25,9 +25,10 @@ from bridge.agents import discover_session_id
 from bridge.agents.base import AgentPlan
 from bridge.domain import wake
 from bridge.domain.authz import Principal
+from bridge.domain.templates import load_templates, render
 from bridge.domain.vocabulary import Role
 from bridge.services import runtimes as runtime_service
-from bridge.services.command_lines import command_env, isolated, render
+from bridge.services.command_lines import command_env, isolated
 from bridge.services.core import Bridge, Call, audit
 from bridge.services.threads import build_summary
 from bridge.services.triggers import auto_wake, loop_blocked
@@ -35,7 +36,7 @@ from bridge.store import control as control_store
 from bridge.store import messages as message_store
 from bridge.store import threads as thread_store
 from bridge.store import triggers as trigger_store
-from bridge.worker.runtimes import CommandResult, load_templates, run_command
+from bridge.worker.runtimes import CommandResult, run_command
 from bridge.worker.tmux import Tmux, TmuxError, TmuxUnavailable
 
 log = logging.getLogger("bridge.worker")

@@ -7,8 +7,7 @@ import json
 import pytest
 
 from bridge.domain import wake
-from bridge.services.command_lines import render
-from bridge.worker.runtimes import load_templates
+from bridge.domain.templates import load_templates, render
 
 NOW = 1_800_000_000_000
 HOUR_MS = 3_600_000
