@@ -6,7 +6,7 @@ from typing import Any
 
 import apsw
 
-from bridge.store.rows import dumps, rows
+from bridge.store.rows import Where, dumps, rows
 
 
 def insert(conn: apsw.Connection, event: dict[str, Any]) -> None:
@@ -22,28 +22,19 @@ def insert(conn: apsw.Connection, event: dict[str, Any]) -> None:
 def query(conn: apsw.Connection, workspace_id: str, *, thread_id: str | None = None, operation: str | None = None,
           after_id: int = 0, limit: int = 100) -> list[dict[str, Any]]:
     """Audit events in insertion order, optionally for one thread or operation."""
-    where, params = ["workspace_id = ?", "audit_id > ?"], [workspace_id, after_id]
-    if thread_id is not None:
-        where.append("thread_id = ?")
-        params.append(thread_id)
-    if operation is not None:
-        where.append("operation = ?")
-        params.append(operation)
-    return rows(conn, f"SELECT * FROM audit_events WHERE {' AND '.join(where)} ORDER BY audit_id LIMIT ?",
-                (*params, limit))
+    where = _filters(workspace_id, thread_id, operation).add("audit_id > ?", after_id)
+    return rows(conn, f"SELECT * FROM audit_events WHERE {where} ORDER BY audit_id LIMIT ?", (*where.params, limit))
 
 
 def latest(conn: apsw.Connection, workspace_id: str, thread_id: str | None, limit: int,
            operation: str | None = None) -> list[dict[str, Any]]:
     """The newest `limit` audit events (optionally of one thread or operation), returned oldest first."""
-    where, params = ["workspace_id = ?"], [workspace_id]
-    if thread_id is not None:
-        where.append("thread_id = ?")
-        params.append(thread_id)
-    if operation is not None:
-        where.append("operation = ?")
-        params.append(operation)
-    found = rows(conn, f"SELECT * FROM audit_events WHERE {' AND '.join(where)} ORDER BY audit_id DESC LIMIT ?",
-                 (*params, limit))
+    where = _filters(workspace_id, thread_id, operation)
+    found = rows(conn, f"SELECT * FROM audit_events WHERE {where} ORDER BY audit_id DESC LIMIT ?",
+                 (*where.params, limit))
     found.reverse()
     return found
+
+
+def _filters(workspace_id: str, thread_id: str | None, operation: str | None) -> Where:
+    return Where("workspace_id = ?", workspace_id).equal("thread_id", thread_id).equal("operation", operation)

@@ -6,7 +6,7 @@ from typing import Any
 
 import apsw
 
-from bridge.store.rows import dumps, one, rows, scalar
+from bridge.store.rows import Where, dumps, one, rows, scalar
 
 _MESSAGE_COLUMNS = ("message_id, thread_id, seq, schema_version, kind, event_type, body, metadata, sender_agent_id,"
                     " sender_session_id, sender_role, in_reply_to, to_agents, to_role, created_at")
@@ -42,18 +42,12 @@ def get_message(conn: apsw.Connection, message_id: str) -> dict[str, Any] | None
 def read_range(conn: apsw.Connection, thread_id: str, *, since_seq: int, limit: int, kinds: list[str] | None,
                from_agent_id: str | None, event_type: str | None) -> list[dict[str, Any]]:
     """Messages with seq > since_seq in ascending order, filtered; at most `limit` rows."""
-    where, params = ["thread_id = ?", "seq > ?"], [thread_id, since_seq]
+    where = Where("thread_id = ? AND seq > ?", thread_id, since_seq)
     if kinds:
-        where.append(f"kind IN ({','.join('?' * len(kinds))})")
-        params.extend(kinds)
-    if from_agent_id is not None:
-        where.append("sender_agent_id = ?")
-        params.append(from_agent_id)
-    if event_type is not None:
-        where.append("event_type = ?")
-        params.append(event_type)
-    return rows(conn, f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE {' AND '.join(where)} ORDER BY seq LIMIT ?",
-                (*params, limit))
+        where.add(f"kind IN ({','.join('?' * len(kinds))})", *kinds)
+    where.equal("sender_agent_id", from_agent_id).equal("event_type", event_type)
+    return rows(conn, f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE {where} ORDER BY seq LIMIT ?",
+                (*where.params, limit))
 
 
 def events_page(conn: apsw.Connection, thread_id: str, event_types: tuple[str, ...], *, after_seq: int,

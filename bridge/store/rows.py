@@ -18,6 +18,34 @@ def loads(text: str | None) -> Any:
     return None if text is None else json.loads(text)
 
 
+class Where:
+    """A WHERE clause built from conditions, each with its parameters; `None` filters are left out.
+
+    `Where("thread_id = ?", tid).equal("kind", kind)` -> `str(where)` is the clause, `where.params` its values."""
+
+    def __init__(self, condition: str, *params: Any):
+        self.conditions: list[str] = []
+        self.params: list[Any] = []
+        self.add(condition, *params)
+
+    def add(self, condition: str, *params: Any) -> Where:
+        """AND a condition with its `?` parameters."""
+        self.conditions.append(condition)
+        self.params.extend(params)
+        return self
+
+    def when(self, value: Any, condition: str) -> Where:
+        """AND `condition` with `value` as its one parameter, unless `value` is None."""
+        return self if value is None else self.add(condition, value)
+
+    def equal(self, column: str, value: Any) -> Where:
+        """AND `column = value`, unless `value` is None."""
+        return self.when(value, f"{column} = ?")
+
+    def __str__(self) -> str:
+        return " AND ".join(self.conditions)
+
+
 def rows(conn: apsw.Connection, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> list[dict[str, Any]]:
     """Run a query and return the rows as dicts keyed by column name."""
     cursor = conn.execute(sql, params)

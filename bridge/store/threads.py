@@ -6,7 +6,7 @@ from typing import Any
 
 import apsw
 
-from bridge.store.rows import dumps, one, rows, scalar
+from bridge.store.rows import Where, dumps, one, rows, scalar
 
 
 def insert_thread(conn: apsw.Connection, t: dict[str, Any]) -> None:
@@ -35,25 +35,14 @@ def list_threads(conn: apsw.Connection, workspace_id: str, *, member: str | None
                  type_: str | None, participant: str | None, updated_since: int | None,
                  after: tuple[int, str] | None, limit: int) -> list[dict[str, Any]]:
     """Threads ordered by (updated_at, thread_id), filtered, starting after a keyset cursor."""
-    where, params = ["t.workspace_id = ?"], [workspace_id]
+    where = Where("t.workspace_id = ?", workspace_id)
     for agent in (member, participant):
-        if agent is not None:
-            where.append("EXISTS (SELECT 1 FROM participants p WHERE p.thread_id = t.thread_id AND p.agent_id = ?)")
-            params.append(agent)
-    if status is not None:
-        where.append("t.status = ?")
-        params.append(status)
-    if type_ is not None:
-        where.append("t.type = ?")
-        params.append(type_)
-    if updated_since is not None:
-        where.append("t.updated_at >= ?")
-        params.append(updated_since)
+        where.when(agent, "EXISTS (SELECT 1 FROM participants p WHERE p.thread_id = t.thread_id AND p.agent_id = ?)")
+    where.equal("t.status", status).equal("t.type", type_).when(updated_since, "t.updated_at >= ?")
     if after is not None:
-        where.append("(t.updated_at, t.thread_id) > (?, ?)")
-        params.extend(after)
-    sql = f"SELECT * FROM threads t WHERE {' AND '.join(where)} ORDER BY t.updated_at, t.thread_id LIMIT ?"
-    return rows(conn, sql, (*params, limit))
+        where.add("(t.updated_at, t.thread_id) > (?, ?)", *after)
+    sql = f"SELECT * FROM threads t WHERE {where} ORDER BY t.updated_at, t.thread_id LIMIT ?"
+    return rows(conn, sql, (*where.params, limit))
 
 
 def set_status(conn: apsw.Connection, thread_id: str, expected: str, status: str, now: int) -> bool:
