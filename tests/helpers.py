@@ -1,10 +1,12 @@
-"""Helpers every test module shares: rows read straight from a database file, and the common calls (create a
-thread, post) made over HTTP with the conftest `ApiClient` or with the services on in-process parts."""
+"""Helpers every test module shares: a free port, rows read straight from a database file (audit rows decoded,
+row counts), and the common calls (create a thread, post) made over HTTP with the conftest `ApiClient` or through
+the services of in-process parts. Processes, tokens, tmux and metrics come from `bridge.testing`."""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +24,13 @@ if TYPE_CHECKING:
     from conftest import ApiClient
 
     from bridge.wiring import Parts
+
+
+def unused_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on (bound, then released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 # ------------------------------------------------------------------------------------------------- database file

@@ -13,7 +13,6 @@ decides which rules apply to it.
 from __future__ import annotations
 
 import json
-import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +20,7 @@ from pathlib import Path
 import click
 import pytest
 from click.testing import CliRunner
+from helpers import unused_port
 from wakekit import WakeStack
 
 from bridge.cli.main import cli
@@ -160,13 +160,6 @@ def test_ops_drill_run_as_json_is_one_document_with_each_verdict(tmp_path, monke
 
 
 # ----------------------------------------------------------------------------------------------- subprocesses
-def closed_port() -> int:
-    """A port nothing listens on (the CLI's default bridge address in these tests: a wrong guess fails loudly)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def test_runtime_launch_url_tells_the_pane_where_a_bridge_on_another_port_is(wake_stack):
     stack: WakeStack = wake_stack()
     token_file = stack.token_file("reviewer")
@@ -175,7 +168,7 @@ def test_runtime_launch_url_tells_the_pane_where_a_bridge_on_another_port_is(wak
     done = run_bridge("runtime", "launch", "--db", stack.bridge.settings.db, "--tmux-socket", stack.tmux.socket_name,
                       "--agent-id", "reviewer", "--kind", "generic", "--url", stack.live.url, "--json", "--",
                       sys.executable, "-m", "bridge.standin", "--token-file", str(token_file), "agent",
-                      env=settings_env(port=closed_port()))
+                      env=settings_env(port=unused_port()))
     assert done.returncode == 0, done.stderr
     pane = json.loads(done.stdout)["tmux_target"]
     assert stack.tmux.wait_for_text(pane, "STANDIN READY agent=reviewer", 15), stack.tmux.capture(pane)

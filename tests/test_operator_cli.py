@@ -14,7 +14,6 @@ import getpass
 import json
 import os
 import re
-import socket
 import stat
 import threading
 import time
@@ -26,7 +25,7 @@ from typing import Any
 import apsw
 import pytest
 from click.testing import CliRunner, Result
-from helpers import audit_rows, create_thread, dict_rows, post_as
+from helpers import audit_rows, create_thread, dict_rows, post_as, unused_port
 
 from bridge.cli.main import cli
 from bridge.domain.authz import Principal
@@ -126,12 +125,6 @@ def refused(exit_code: int, *args: str) -> dict[str, Any]:
 
 def thread_row(db: Path, thread_id: str) -> dict[str, Any]:
     return dict_rows(db, "SELECT * FROM threads WHERE thread_id = ?", (thread_id,))[0]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 # ------------------------------------------------------------------------------------------------- inspect
@@ -740,7 +733,7 @@ def test_doctor_passes_on_a_healthy_setup_and_fails_on_a_readable_key(tmp_path, 
     seed_threads(db, "t")
     key = tmp_path / "bridge.data" / "signing-key.pem"
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
-    port = str(free_port())
+    port = str(unused_port())
 
     healthy = bridge("doctor", "--db", str(db), "--port", port, "--json")
     assert healthy.exit_code == 0, healthy.stdout
@@ -765,7 +758,7 @@ def test_doctor_passes_on_a_healthy_setup_and_fails_on_a_readable_key(tmp_path, 
 def test_doctor_checks_every_runtime_dependency_the_project_declares(tmp_path, db):
     declared = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]["dependencies"]
     names = {re.match(r"[A-Za-z0-9_.-]+", requirement).group(0).lower() for requirement in declared}
-    doc = json.loads(bridge("doctor", "--db", str(db), "--port", str(free_port()), "--json").stdout)
+    doc = json.loads(bridge("doctor", "--db", str(db), "--port", str(unused_port()), "--json").stdout)
     checked = {c["check"].removeprefix("package ").lower() for c in doc["checks"] if c["check"].startswith("package ")}
     assert checked == names
 
@@ -777,7 +770,7 @@ def test_doctor_fails_on_a_broken_database(db):
     conn = apsw.Connection(str(db))
     conn.execute("DELETE FROM messages WHERE seq = 1")
     conn.close()
-    result = bridge("doctor", "--db", str(db), "--port", str(free_port()), "--json")
+    result = bridge("doctor", "--db", str(db), "--port", str(unused_port()), "--json")
     assert result.exit_code == 1
     checks = {c["check"]: c for c in json.loads(result.stdout)["checks"]}
     assert checks["database"]["ok"] is False
@@ -785,7 +778,7 @@ def test_doctor_fails_on_a_broken_database(db):
 
 def test_doctor_fails_when_the_database_cannot_be_created(tmp_path):
     (tmp_path / "a-file").write_text("not a directory")
-    result = bridge("doctor", "--db", str(tmp_path / "a-file" / "bridge.db"), "--port", str(free_port()), "--json")
+    result = bridge("doctor", "--db", str(tmp_path / "a-file" / "bridge.db"), "--port", str(unused_port()), "--json")
     assert result.exit_code == 1, result.stdout
     doc = json.loads(result.stdout)
     assert doc["ok"] is False

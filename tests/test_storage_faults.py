@@ -13,8 +13,7 @@ import errno
 import resource
 import signal
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,7 @@ from bridge.errors import Unavailable
 from bridge.services import messages as message_service
 from bridge.services import threads as thread_service
 from bridge.store import connect, savepoint
-from bridge.testing.processes import settings_env
+from bridge.testing.processes import settings_env, wait_until
 from bridge.testing.tokens import Minter
 
 BIG = "x" * 60_000  # one message: about 15 pages of the WAL
@@ -82,17 +81,6 @@ def count_messages(db: Path | str, thread_id: str) -> tuple[int, int]:
         return rows, latest
     finally:
         conn.close()
-
-
-def wait_for(check: Callable[[], Any], what: str, timeout: float = 20.0) -> Any:
-    """Poll `check()` until it returns something truthy (bounded; the bound is not what is tested)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result or time.monotonic() > deadline:
-            assert result, f"gave up waiting: {what}"
-            return result
-        time.sleep(0.1)
 
 
 def storage_refusal(reply: Any, reason: str) -> None:
@@ -149,7 +137,8 @@ def test_a_full_disk_is_disk_full_writes_nothing_and_ready_recovers_by_itself(di
     assert [m["seq"] for m in read["messages"]] == [1, 2]  # reads keep working
 
     filler.unlink()  # space is free again: /ready notices without any request writing
-    ready = wait_for(lambda: (lambda r: r if r.status == 200 else None)(api.raw("GET", "/ready")), "/ready 200")
+    ready = wait_until(lambda: (lambda r: r if r.status == 200 else None)(api.raw("GET", "/ready")), 20, 0.1)
+    assert ready, "gave up waiting: /ready 200"
     assert ready.body["checks"]["storage"] == "ok"
     retry = attempt_post(api, token, thread_id, BIG, "big")
     assert retry.status == 200 and retry.body["replayed"] is False and retry.body["seq"] == len(acked) + 1
@@ -206,7 +195,8 @@ def test_a_file_size_limit_is_file_too_large_writes_nothing_and_ready_recovers(p
             assert api.raw("GET", "/health").status == 200  # alive: the signal did not kill it
         finally:
             resource.prlimit(server.pid, resource.RLIMIT_FSIZE, (hard, hard))
-        wait_for(lambda: api.raw("GET", "/ready").status == 200, "/ready 200 after the limit is lifted")
+        lifted = wait_until(lambda: api.raw("GET", "/ready").status == 200, 20, 0.1)
+        assert lifted, "gave up waiting: /ready 200 after the limit is lifted"
         retry = attempt_post(api, rev, thread_id, BIG, "big")
         assert retry.status == 200 and retry.body["replayed"] is False and retry.body["seq"] == len(acked) + 1
     finally:

@@ -28,6 +28,7 @@ from bridge.store import audit as audit_store
 from bridge.store import messages as message_store
 from bridge.store import triggers as trigger_store
 from bridge.testing.human import Human
+from bridge.testing.processes import wait_until
 from bridge.worker.supervisor import Supervisor
 from bridge.worker.tmux import Tmux
 
@@ -252,8 +253,8 @@ def test_no_ack_redelivers_with_backoff_then_falls_back(wake_stack, resumable, f
         ("tmux", "typed", None), ("tmux", "fallback", "ACK_TIMEOUT")]
     assert (f"trigger_{fallback}", "ACK_TIMEOUT") in trigger_audits(stack, trig)
     # Three deliveries reached the pane, each once (cat echoes every line: tty echo + cat's copy).
-    assert stack.wait_for(lambda: sum(f"id={trig}" in line for line in stack.tmux.capture(pane).splitlines()) == 6,
-                          5), stack.tmux.capture(pane)
+    assert wait_until(lambda: sum(f"id={trig}" in line for line in stack.tmux.capture(pane).splitlines()) == 6,
+                      5), stack.tmux.capture(pane)
 
     job = stack.job(trig)
     stack.supervisor.tick(now=max(job["next_attempt_at"], stack.bridge.clock()))
@@ -268,7 +269,7 @@ def test_no_ack_redelivers_with_backoff_then_falls_back(wake_stack, resumable, f
         new_pane = stack.job(trig)["tmux_target"]
         assert new_pane != pane and stack.session("reviewer")["tmux_target"] == new_pane
         assert stack.tmux.wait_for_text(new_pane, "STANDIN ACKED", timeout=15), stack.tmux.capture(new_pane)
-    assert stack.wait_for(lambda: cursor(stack, thread_id, "reviewer") == seq, 15)
+    assert wait_until(lambda: cursor(stack, thread_id, "reviewer") == seq, 15)
 
 
 # ------------------------------------------------------------------------------------------------------ 3. human typing
@@ -545,12 +546,12 @@ def test_a_post_nudges_the_running_worker_at_once(wake_stack):
     pane = stack.launch_standin("reviewer")
     thread_id, _ = stack.thread("reviewer", "exec")
     stack.start_worker()
-    assert stack.wait_for(lambda: stack.bridge.store.read(
+    assert wait_until(lambda: stack.bridge.store.read(
         lambda c: c.execute("SELECT value FROM control WHERE key = 'worker_heartbeat'").fetchall()), 5)
     time.sleep(0.2)  # the worker is now asleep for up to 30 s unless nudged
     posted = time.monotonic()
     stack.say(thread_id, "please review")
-    assert stack.wait_for(lambda: [j for j in jobs_of(stack, thread_id) if j["status"] == "delivered"], 10)
+    assert wait_until(lambda: [j for j in jobs_of(stack, thread_id) if j["status"] == "delivered"], 10)
     assert time.monotonic() - posted < 5
     assert stack.tmux.wait_for_text(pane, "STANDIN ACKED", timeout=5)
 
@@ -597,7 +598,7 @@ def test_reconcile_marks_killed_and_dead_panes_offline(wake_stack):
 
     stack.tmux.kill_pane(pane)
     stack.tmux.type_line(dying, "bye")  # the program exits; remain-on-exit keeps the dead pane
-    assert stack.wait_for(lambda: stack.tmux.probe(dying).dead, 10)
+    assert wait_until(lambda: stack.tmux.probe(dying).dead, 10)
     killed_at = time.monotonic()
     offline: list[str] = []
     while not offline and time.monotonic() - killed_at < 5:  # panes are probed once per poll interval (200 ms)

@@ -22,7 +22,7 @@ from wakekit import WakeStack, recorder
 from bridge.domain import wake
 from bridge.store import messages as message_store
 from bridge.store import triggers as trigger_store
-from bridge.testing.processes import kill_pids, pid_alive, settings_env
+from bridge.testing.processes import kill_pids, pid_alive, settings_env, wait_until
 from bridge.testing.stack import standin_templates
 from bridge.worker.supervisor import StaleClaim, Supervisor
 
@@ -99,7 +99,7 @@ def test_pane_gone_marks_runtime_offline_and_wake_resumes_the_session(wake_stack
         stack.tmux.kill_pane(pane)
     else:
         os.kill(pane_pid(stack, pane), signal.SIGKILL)
-        assert stack.wait_for(lambda: (p := stack.tmux.probe(pane)) is not None and p.dead, 10)
+        assert wait_until(lambda: (p := stack.tmux.probe(pane)) is not None and p.dead, 10)
     report = stack.supervisor.tick()
     assert report.offline == ["reviewer"]
     assert stack.session("reviewer")["status"] == "offline"
@@ -169,7 +169,7 @@ def test_resume_failing_twice_spawns_a_managed_window_with_the_thread_summary(wa
     assert "Thread summary:" in prompt and title in prompt and thread_id in prompt
     assert "found a regression in the parser" in prompt
     # registry: managed, in the new pane, alive
-    assert stack.wait_for(lambda: stack.session("reviewer")["status"] != "offline", 10)
+    assert wait_until(lambda: stack.session("reviewer")["status"] != "offline", 10)
     session = stack.session("reviewer")
     assert (session["management_mode"], session["tmux_target"]) == ("managed", new_pane)
     assert cursor(stack, thread_id, "reviewer") >= 1
@@ -286,7 +286,7 @@ def test_resume_command_timeout_kills_the_command_and_its_children(wake_stack, t
         assert attempt_rows(stack, trig) == [("resume", "failed", wake.RESUME_FAILED), ("spawn", "failed",
                                                                                       wake.SPAWN_FAILED)]
         assert "timed out after 1s" in stack.attempts(trig)[0]["detail"]
-        assert stack.wait_for(lambda: not pid_alive(grandchild), 5), "the timed-out command's children must be killed"
+        assert wait_until(lambda: not pid_alive(grandchild), 5), "the timed-out command's children must be killed"
     finally:
         if grandchild is None and pid_file.exists():
             grandchild = int(pid_file.read_text())
@@ -523,8 +523,8 @@ def test_kill_9_worker_mid_job_is_reclaimed_after_the_lease_and_completes_once(w
     orphan = None
     worker_a = harness.worker("worker-a", env=settings_env(runtimes_file=slow, command_timeout="4s", **common))
     try:
-        assert stack.wait_for(slow_pid.exists, 15), worker_a.log_text()
-        assert stack.wait_for(lambda: slow_pid.read_text().strip(), 5)
+        assert wait_until(slow_pid.exists, 15), worker_a.log_text()
+        assert wait_until(lambda: slow_pid.read_text().strip(), 5)
         orphan = int(slow_pid.read_text())
         held = stack.job(trig)
         assert held["status"] == "resume" and held["claim_token"].startswith("w-")
@@ -533,7 +533,7 @@ def test_kill_9_worker_mid_job_is_reclaimed_after_the_lease_and_completes_once(w
         assert lease_until > stack.bridge.clock()
 
         worker_b = harness.worker("worker-b", env=settings_env(runtimes_file=fast, command_timeout="5s", **common))
-        assert stack.wait_for(lambda: stack.job(trig)["status"] in wake.TERMINAL, 20), worker_b.log_text()
+        assert wait_until(lambda: stack.job(trig)["status"] in wake.TERMINAL, 20), worker_b.log_text()
         job = stack.job(trig)
         assert job["status"] == "resumed", stack.attempts(trig)
         assert job["finished_at"] >= lease_until  # B waited for A's lease
@@ -558,18 +558,18 @@ def test_sigterm_mid_command_stops_the_worker_quickly_and_releases_the_job(wake_
     command = None
     worker_a = harness.worker("worker-a", env=settings_env(runtimes_file=slow, **common))
     try:
-        assert stack.wait_for(lambda: slow_pid.exists() and slow_pid.read_text().strip(), 15), worker_a.log_text()
+        assert wait_until(lambda: slow_pid.exists() and slow_pid.read_text().strip(), 15), worker_a.log_text()
         command = int(slow_pid.read_text())
         started = time.monotonic()
         assert worker_a.stop(timeout=40) == 0, worker_a.log_text()
         assert time.monotonic() - started < 5, "SIGTERM must not wait for a running fallback command"
-        assert stack.wait_for(lambda: not pid_alive(command), 5), "the command must not outlive the worker"
+        assert wait_until(lambda: not pid_alive(command), 5), "the command must not outlive the worker"
         job = stack.job(trig)
         assert (job["status"], job["claim_token"], job["lease_until"]) == ("resume", None, None), job
         assert attempt_rows(stack, trig) == [("resume", "interrupted", None)]
 
         worker_b = harness.worker("worker-b", env=settings_env(runtimes_file=fast, **common))
-        assert stack.wait_for(lambda: stack.job(trig)["status"] in wake.TERMINAL, 10), worker_b.log_text()
+        assert wait_until(lambda: stack.job(trig)["status"] in wake.TERMINAL, 10), worker_b.log_text()
         assert stack.job(trig)["status"] == "resumed"
         assert [json.loads(line)[0] for line in done.read_text().splitlines()] == [trig]
         assert worker_b.stop() == 0
@@ -590,7 +590,7 @@ def test_bridge_worker_process_wakes_a_standin_and_stops_on_sigterm(wake_stack, 
         stack.say(thread_id, "ping from exec")
         assert stack.tmux.wait_for_text(pane, "STANDIN ACKED", 15), (stack.tmux.capture(pane), worker.log_text())
         jobs = stack.bridge.store.read(lambda c: trigger_store.list_jobs(c, "default", thread_id=thread_id))
-        assert stack.wait_for(lambda: stack.job(jobs[0]["trigger_id"])["status"] == "delivered", 10)
+        assert wait_until(lambda: stack.job(jobs[0]["trigger_id"])["status"] == "delivered", 10)
         assert len(jobs) == 1 and jobs[0]["origin"] == "auto"
         started = time.monotonic()
         assert worker.stop() == 0, worker.log_text()

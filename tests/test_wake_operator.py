@@ -23,7 +23,7 @@ from bridge.cli.main import cli
 from bridge.domain import wake
 from bridge.store import triggers as trigger_store
 from bridge.testing.client import metric
-from bridge.testing.processes import settings_env
+from bridge.testing.processes import settings_env, wait_until
 from bridge.testing.tokens import Minter
 from bridge.worker.supervisor import Supervisor
 
@@ -303,7 +303,7 @@ def test_bridge_serve_wakes_a_standin_end_to_end_and_stops_on_sigterm(tmp_path, 
             assert time.monotonic() - posted_at < 4.5
             jobs = parts.bridge.store.read(lambda c: trigger_store.list_jobs(c, "default", thread_id=thread_id))
             assert len(jobs) == 1
-            assert WakeStack.wait_for(lambda: parts.bridge.store.read(
+            assert wait_until(lambda: parts.bridge.store.read(
                 lambda c: trigger_store.get_job(c, jobs[0]["trigger_id"]))["status"] == "delivered", 10)
             health = http.get(f"{server.url}/health", timeout=10).json()
             assert 0 <= health["worker"]["last_tick_age_seconds"] < 10

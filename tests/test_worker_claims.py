@@ -24,6 +24,7 @@ from bridge.domain.authz import Principal
 from bridge.services.core import Call
 from bridge.services.triggers import force_trigger
 from bridge.store import triggers as trigger_store
+from bridge.testing.processes import wait_until
 from bridge.worker.supervisor import StaleClaim, Supervisor
 from bridge.worker.tmux import Tmux
 
@@ -88,15 +89,15 @@ def test_a_slow_resume_command_does_not_hold_up_another_agents_wake(wake_stack, 
     thread_id, coord = stack.thread("sleeper", "reviewer")
     slow_job = trigger(stack, coord, thread_id, "sleeper")["trigger_id"]
     stack.start_worker()
-    assert stack.wait_for(started.exists, 15), "the resume command never started"
+    assert wait_until(started.exists, 15), "the resume command never started"
 
     fast_job = trigger(stack, coord, thread_id, "reviewer")["trigger_id"]
-    assert stack.wait_for(lambda: stack.job(fast_job)["status"] == "delivered", 15), stack.attempts(fast_job)
+    assert wait_until(lambda: stack.job(fast_job)["status"] == "delivered", 15), stack.attempts(fast_job)
     assert not ended.exists(), "the typed wake waited for the other agent's resume command to finish"
     assert stack.tmux.wait_for_text(pane, f"STANDIN ACKED trigger={fast_job}", 5)
     assert stack.job(slow_job)["status"] == "resume"  # still running, still claimed for its command
     assert stack.job(slow_job)["claim_token"] is not None
-    assert stack.wait_for(lambda: stack.job(slow_job)["status"] in wake.TERMINAL or
+    assert wait_until(lambda: stack.job(slow_job)["status"] in wake.TERMINAL or
                           stack.job(slow_job)["resume_attempts"] > 0, 20)
     assert ended.exists()
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from helpers import new_thread, post
 
+from bridge.testing.processes import wait_until
 from bridge.testing.stack import FAST_TIMINGS, standin_templates, timing_settings
 from bridge.testing.tokens import Minter
 from bridge.worker.supervisor import Supervisor
@@ -74,7 +75,7 @@ class WakeStack:
         pane = self.tmux.new_window(self.bridge.settings.workspace_tmux_session, agent_id, argv)
         if wait:
             assert self.tmux.wait_for_text(pane, "STANDIN READY", timeout=15), self.tmux.capture(pane)
-            assert self.wait_for(lambda: self.session(agent_id) is not None, 10)
+            assert wait_until(lambda: self.session(agent_id) is not None, 10)
         return pane
 
     def session(self, agent_id: str) -> dict[str, Any] | None:
@@ -115,15 +116,6 @@ class WakeStack:
             time.sleep(0.05)
         raise AssertionError("condition not reached in time")
 
-    @staticmethod
-    def wait_for(predicate: Callable[[], Any], timeout: float = 20.0) -> Any:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            value = predicate()
-            if value:
-                return value
-            time.sleep(0.02)
-        return None
 
 
 def make_wake_stack(tmp_path: Path, make_parts: Callable[..., Any], live_factory: Callable[[Any], Any], tmux: Tmux, *,
