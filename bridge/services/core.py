@@ -13,7 +13,7 @@ from bridge.domain.authz import Op, Principal, check_workspace, require
 from bridge.domain.identifiers import now_ms
 from bridge.domain.ratelimit import RefusalAuditLimiter, TokenBuckets, refusal_key
 from bridge.domain.vocabulary import Reason
-from bridge.errors import BridgeError, NotFound, RateLimited, Unavailable
+from bridge.errors import BridgeError, IdempotencyConflict, NotFound, RateLimited, Unavailable
 from bridge.services.waits import WaitSlots
 from bridge.settings import Settings
 from bridge.store import Store, savepoint
@@ -150,6 +150,18 @@ def audited_write(bridge: Bridge, call: Call, operation: str, thread_id: str | N
     for name, fields in pending.events:
         bridge.events.emit(name, **fields)
     return result  # type: ignore[return-value]
+
+
+def replay_of(existing: dict[str, Any] | None, *, stored_hash: str, fingerprint: str, key: str,
+              ident: str) -> dict[str, Any] | None:
+    """The row a repeated request already wrote (`existing`, found by its idempotency key), or None for a new
+    request; IdempotencyConflict when the key (the input field `key`) was used with another payload: the row's
+    `stored_hash` column differs from `fingerprint`. The error names the row by its `ident` column."""
+    if existing is None:
+        return None
+    if existing[stored_hash] != fingerprint:
+        raise IdempotencyConflict(f"{key} was used with a different payload", {ident: existing[ident]})
+    return existing
 
 
 def check_frozen(conn: apsw.Connection, operation: str) -> None:

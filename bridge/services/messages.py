@@ -13,8 +13,8 @@ from bridge.domain import loopguard
 from bridge.domain.authz import Op, require
 from bridge.domain.identifiers import iso, new_id
 from bridge.domain.vocabulary import Reason, Role
-from bridge.errors import Conflict, Forbidden, IdempotencyConflict, InvalidArgument, RateLimited, ThreadClosed
-from bridge.services.core import Bridge, Call, Pending, audited_write, check_frozen, visible_thread
+from bridge.errors import Conflict, Forbidden, InvalidArgument, RateLimited, ThreadClosed
+from bridge.services.core import Bridge, Call, Pending, audited_write, check_frozen, replay_of, visible_thread
 from bridge.services.threads import change_status
 from bridge.store import messages as message_store
 from bridge.store import threads as thread_store
@@ -48,16 +48,11 @@ def post_message(bridge: Bridge, call: Call, req: PostMessageInput) -> dict[str,
 
     def work(conn: apsw.Connection, pending: Pending) -> dict[str, Any]:
         thread = visible_thread(conn, call, req.thread_id, Op.POST)
-        if req.idempotency_key is not None:
-            existing = message_store.find_by_idempotency_key(conn, req.thread_id, principal.agent_id,
-                                                             req.idempotency_key)
-            if existing is not None:
-                if existing["payload_hash"] != fingerprint:
-                    raise IdempotencyConflict("idempotency_key was used with a different payload",
-                                              {"message_id": existing["message_id"]})
-                return {"message_id": existing["message_id"], "seq": existing["seq"],
-                        "thread_status": thread["status"], "created_at": iso(existing["created_at"]),
-                        "replayed": True}
+        if req.idempotency_key is not None and (existing := replay_of(
+                message_store.find_by_idempotency_key(conn, req.thread_id, principal.agent_id, req.idempotency_key),
+                stored_hash="payload_hash", fingerprint=fingerprint, key="idempotency_key", ident="message_id")):
+            return {"message_id": existing["message_id"], "seq": existing["seq"], "thread_status": thread["status"],
+                    "created_at": iso(existing["created_at"]), "replayed": True}
         check_frozen(conn, "post_message")
         if thread["status"] == "closed":
             raise ThreadClosed("the thread is closed", {"thread_id": req.thread_id})

@@ -13,7 +13,7 @@ from bridge.domain.authz import Op, require, sees_all_threads
 from bridge.domain.identifiers import iso, new_id, parse_iso
 from bridge.domain.summary import OPEN_ITEM_EVENTS, OpenItems, summarize
 from bridge.domain.vocabulary import EventType, Reason, Role
-from bridge.errors import Conflict, Forbidden, IdempotencyConflict, InvalidArgument, ThreadClosed
+from bridge.errors import Conflict, Forbidden, InvalidArgument, ThreadClosed
 from bridge.services.core import (
     BRIDGE_SENDER,
     Bridge,
@@ -22,6 +22,7 @@ from bridge.services.core import (
     audit,
     audited_write,
     check_frozen,
+    replay_of,
     visible_thread,
 )
 from bridge.store import messages as message_store
@@ -110,15 +111,11 @@ def create_thread(bridge: Bridge, call: Call, req: CreateThreadInput) -> dict[st
 
     def work(conn: apsw.Connection, pending: Pending) -> dict[str, Any]:
         require(principal, Op.MANAGE)
-        if req.idempotency_key is not None:
-            existing = thread_store.find_by_idempotency_key(conn, bridge.workspace, principal.agent_id,
-                                                            req.idempotency_key)
-            if existing is not None:
-                if existing["request_hash"] != fingerprint:
-                    raise IdempotencyConflict("idempotency_key was used with a different payload",
-                                              {"thread_id": existing["thread_id"]})
-                return {"thread_id": existing["thread_id"], "status": existing["status"],
-                        "created_at": iso(existing["created_at"]), "replayed": True}
+        if req.idempotency_key is not None and (existing := replay_of(
+                thread_store.find_by_idempotency_key(conn, bridge.workspace, principal.agent_id, req.idempotency_key),
+                stored_hash="request_hash", fingerprint=fingerprint, key="idempotency_key", ident="thread_id")):
+            return {"thread_id": existing["thread_id"], "status": existing["status"],
+                    "created_at": iso(existing["created_at"]), "replayed": True}
         check_frozen(conn, "create_thread")
         now = bridge.clock()
         thread_id = new_id("thr")

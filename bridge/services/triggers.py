@@ -11,8 +11,8 @@ import apsw
 from bridge.domain import wake
 from bridge.domain.authz import Op
 from bridge.domain.identifiers import iso, new_id
-from bridge.errors import Conflict, IdempotencyConflict, InvalidArgument, NotFound, ThreadClosed
-from bridge.services.core import Bridge, Call, Pending, audit, audited_write, check_frozen, visible_thread
+from bridge.errors import Conflict, InvalidArgument, NotFound, ThreadClosed
+from bridge.services.core import Bridge, Call, Pending, audit, audited_write, check_frozen, replay_of, visible_thread
 from bridge.store import control as control_store
 from bridge.store import messages as message_store
 from bridge.store import threads as thread_store
@@ -98,13 +98,10 @@ def trigger_participant(bridge: Bridge, call: Call, req: TriggerParticipantInput
 
     def work(conn: apsw.Connection, pending: Pending) -> dict[str, Any]:
         thread = visible_thread(conn, call, req.thread_id, Op.MANAGE)
-        if request_id is not None:
-            existing = trigger_store.find_by_request(conn, bridge.workspace, call.principal.agent_id, request_id)
-            if existing is not None:
-                if existing["request_hash"] != fingerprint:
-                    raise IdempotencyConflict("request_id was used with a different payload",
-                                              {"trigger_id": existing["trigger_id"]})
-                return {**loads(existing["decision"]), "job_status": existing["status"], "replayed": True}
+        if request_id is not None and (existing := replay_of(
+                trigger_store.find_by_request(conn, bridge.workspace, call.principal.agent_id, request_id),
+                stored_hash="request_hash", fingerprint=fingerprint, key="request_id", ident="trigger_id")):
+            return {**loads(existing["decision"]), "job_status": existing["status"], "replayed": True}
         check_frozen(conn, "trigger_participant")
         if thread["status"] == "closed":
             raise ThreadClosed("the thread is closed", {"thread_id": req.thread_id})
