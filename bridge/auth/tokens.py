@@ -41,6 +41,18 @@ def issue_token(key: SigningKey, *, issuer: str, audience: str, agent_id: str, r
     return jwt.encode(claims, key.private, algorithm="EdDSA", headers={"kid": key.kid}), claims
 
 
+# Why PyJWT refused a token -> (reason, message); the first matching class wins, the catch-all last.
+_DECODE_FAILURES: tuple[tuple[type[jwt.InvalidTokenError], Reason, str], ...] = (
+    (jwt.ExpiredSignatureError, Reason.EXPIRED, "token has expired"),
+    (jwt.InvalidAudienceError, Reason.AUDIENCE, "token audience does not match"),
+    (jwt.InvalidIssuerError, Reason.ISSUER, "token issuer does not match"),
+    (jwt.MissingRequiredClaimError, Reason.MISSING_CLAIM, "token lacks the {claim!r} claim"),
+    (jwt.InvalidSignatureError, Reason.BAD_SIGNATURE, "token signature is invalid"),
+    (jwt.ImmatureSignatureError, Reason.NOT_YET_VALID, "token is not valid yet"),
+    (jwt.InvalidTokenError, Reason.INVALID, "token is invalid"),
+)
+
+
 def _fail(reason: Reason, message: str) -> Unauthorized:
     return Unauthorized(message, {"reason": reason})
 
@@ -113,20 +125,9 @@ class TokenVerifier:
                 token, key, algorithms=algorithms, audience=self.audience, issuer=self.issuer, leeway=self.leeway,
                 options={"require": list(REQUIRED_CLAIMS), "verify_signature": True},
             )
-        except jwt.ExpiredSignatureError as exc:
-            raise _fail(Reason.EXPIRED, "token has expired") from exc
-        except jwt.InvalidAudienceError as exc:
-            raise _fail(Reason.AUDIENCE, "token audience does not match") from exc
-        except jwt.InvalidIssuerError as exc:
-            raise _fail(Reason.ISSUER, "token issuer does not match") from exc
-        except jwt.MissingRequiredClaimError as exc:
-            raise _fail(Reason.MISSING_CLAIM, f"token lacks the {exc.claim!r} claim") from exc
-        except jwt.InvalidSignatureError as exc:
-            raise _fail(Reason.BAD_SIGNATURE, "token signature is invalid") from exc
-        except jwt.ImmatureSignatureError as exc:
-            raise _fail(Reason.NOT_YET_VALID, "token is not valid yet") from exc
         except jwt.InvalidTokenError as exc:
-            raise _fail(Reason.INVALID, "token is invalid") from exc
+            reason, message = next((r, m) for kind, r, m in _DECODE_FAILURES if isinstance(exc, kind))
+            raise _fail(reason, message.format(claim=getattr(exc, "claim", None))) from exc
         self._check_types(claims)
         return claims
 
