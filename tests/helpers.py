@@ -1,18 +1,12 @@
-"""Helpers every test module shares: a free port, rows read straight from a database file (audit rows decoded,
-row counts), and the common calls (create a thread, post) made over HTTP with the conftest `ApiClient` or through
-the services of in-process parts. Processes, tokens, tmux and metrics come from `bridge.testing`."""
+"""Helpers every test module shares: a free port, row counts of in-process parts, and the common calls (create a
+thread, post) made over HTTP with the conftest `ApiClient` or through the services of in-process parts. Processes,
+tokens, tmux, metrics and reading a database file (`bridge.testing.database`) come from the harness."""
 
 from __future__ import annotations
 
-import contextlib
-import json
 import socket
-from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-import apsw
 
 from bridge.domain.models import CreateThreadInput, PostMessageInput
 from bridge.services import messages as message_service
@@ -31,41 +25,6 @@ def unused_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
-
-
-# ------------------------------------------------------------------------------------------------- database file
-@contextlib.contextmanager
-def _reading(db: Path | str | Parts) -> Iterator[apsw.Connection]:
-    """A plain connection to the file (of in-process parts, or a path; no pragma changes its mode), waiting up to
-    5 s for a lock; closed after."""
-    conn = apsw.Connection(str(db.bridge.settings.db_path if hasattr(db, "bridge") else db))
-    conn.set_busy_timeout(5000)
-    try:
-        yield conn
-    finally:
-        conn.close()
-
-
-def db_rows(db: Path | str | Parts, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    """Rows of a query on the database file, as tuples."""
-    with _reading(db) as conn:
-        return [tuple(row) for row in conn.execute(sql, params)]
-
-
-def dict_rows(db: Path | str | Parts, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
-    """Rows of a query on the database file, each a dict of its column names."""
-    with _reading(db) as conn:
-        cursor = conn.execute(sql, params)
-        return [dict(zip([d[0] for d in cursor.getdescription()], row, strict=True)) for row in cursor]
-
-
-def audit_rows(db: Path | str | Parts, where: str = "1", params: tuple[Any, ...] = (),
-               **equal: Any) -> list[dict[str, Any]]:
-    """Audit events of the database (file or parts) in insertion order, matching the SQL `where` and every
-    `column=value` of `equal`; `details` decoded ({} when empty)."""
-    clauses = " AND ".join([f"({where})", *(f"{column} = ?" for column in equal)])
-    found = dict_rows(db, f"SELECT * FROM audit_events WHERE {clauses} ORDER BY audit_id", (*params, *equal.values()))
-    return [{**row, "details": json.loads(row["details"]) if row["details"] else {}} for row in found]
 
 
 def row_counts(parts: Parts, tables: tuple[str, ...]) -> dict[str, int]:

@@ -19,7 +19,6 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from envelope import assert_envelope
-from helpers import audit_rows
 
 from bridge.auth.tokens import REQUIRED_CLAIMS, issue_token
 from bridge.cli.main import cli
@@ -27,6 +26,7 @@ from bridge.domain.authz import Principal
 from bridge.services import tokens as token_service
 from bridge.services.core import Call
 from bridge.testing.client import metric
+from bridge.testing.database import audit_rows
 
 OTHER_ED25519 = Ed25519PrivateKey.generate()
 RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from helpers import audit_rows
 
 from bridge.domain.vocabulary import TOKEN_ROLES
 from bridge.services.commands import COMMANDS
+from bridge.testing.database import audit_rows
 
 COORD, MEMBER, OUTSIDER, AUDITOR = "coord", "alice", "bob", "aud"
 

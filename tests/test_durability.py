@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 import requests
 from conftest import ApiClient
-from helpers import db_rows
 
 from bridge.store import db as db_module
+from bridge.testing.database import query
 from bridge.testing.processes import settings_env
 
 pytestmark = pytest.mark.slow
@@ -97,7 +97,7 @@ def test_two_processes_allocate_gapless_unique_seqs(db, harness, make_token):
         total = per_client * len(lanes)
         assert len(acked) == total
 
-        stored = db_rows(db, "SELECT seq, message_id, body FROM messages WHERE thread_id = ? ORDER BY seq",
+        stored = query(db, "SELECT seq, message_id, body FROM messages WHERE thread_id = ? ORDER BY seq",
                          (tid,))
         assert [seq for seq, _, _ in stored] == list(range(1, total + 1))  # gapless, unique
         by_id = {message_id: (seq, body) for seq, message_id, body in stored}
@@ -108,7 +108,7 @@ def test_two_processes_allocate_gapless_unique_seqs(db, harness, make_token):
         for i in range(len(lanes)):
             mine = [seq for _, seq, body in acked if body.startswith(f"lane{i}-")]
             assert mine == sorted(mine)
-        assert db_rows(db, "SELECT latest_seq FROM threads WHERE thread_id = ?", (tid,)) == [(total,)]
+        assert query(db, "SELECT latest_seq FROM threads WHERE thread_id = ?", (tid,)) == [(total,)]
         # both processes serve the same history
         assert [m["seq"] for m in read_all(api2, coord, tid)] == list(range(1, total + 1))
         assert read_all(api1, coord, tid) == read_all(api2, coord, tid)
@@ -122,7 +122,7 @@ def test_two_processes_allocate_gapless_unique_seqs(db, harness, make_token):
         assert all(r.status == 200 for r in replies), [r.body for r in replies]
         assert len({r.body["message_id"] for r in replies}) == 1
         assert sum(1 for r in replies if r.body["replayed"] is False) == 1
-        assert db_rows(db, "SELECT COUNT(*), MIN(seq) FROM messages WHERE thread_id = ? AND idempotency_key = ?",
+        assert query(db, "SELECT COUNT(*), MIN(seq) FROM messages WHERE thread_id = ? AND idempotency_key = ?",
                        (tid, "cross-process")) == [(1, total + 1)]
     one.stop()
     two.stop()
@@ -201,7 +201,7 @@ def test_kill_9_loses_no_acknowledged_message(db, harness, make_token):
         assert len(bodies) == len(set(bodies))
         assert [m["seq"] for m in after] == list(range(1, len(after) + 1))
     restarted.stop()
-    assert db_rows(db, "PRAGMA integrity_check") == [("ok",)]
+    assert query(db, "PRAGMA integrity_check") == [("ok",)]
 
 
 def test_long_poll_wakes_on_commit_by_another_process(live_server, harness, make_token):

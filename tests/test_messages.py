@@ -16,12 +16,13 @@ from typing import Any
 
 import requests
 from conftest import ApiClient, call_as
-from helpers import db_rows, new_thread, post
+from helpers import new_thread, post
 
 from bridge.domain.models import CreateThreadInput, GetThreadInput, PostMessageInput, UpdateThreadStatusInput
 from bridge.http.server import make_server, shutdown
 from bridge.services import messages as message_service
 from bridge.services import threads as thread_service
+from bridge.testing.database import query
 from bridge.testing.processes import run_bridge
 from bridge.wiring import Parts
 
@@ -434,7 +435,7 @@ def test_loop_guard_blocks_after_20_messages_without_progress(live_server, make_
     system = api.ok("read_messages", coord, thread_id=tid, kinds=["system"])["messages"]
     assert len(system) == 1 and system[0]["seq"] == 21
     assert system[0]["metadata"].get("event_type") == "thread_escalated"
-    audits = db_rows(settings.db_path, "SELECT reason, details FROM audit_events WHERE thread_id = ?"
+    audits = query(settings.db_path, "SELECT reason, details FROM audit_events WHERE thread_id = ?"
                      " AND outcome = 'ok'", (tid,))
     assert any(reason and reason.startswith("loop_guard:no_progress") for reason, _ in audits), audits
 
@@ -589,7 +590,7 @@ def test_freeze_and_unfreeze(live_server, make_token, settings):
     assert api.ok("create_thread", coord, **create)["status"] == "active"
     assert post(api, rev, tid, "thawed")["seq"] == 2
 
-    audits = db_rows(db, "SELECT operation, actor_role, reason FROM audit_events"
+    audits = query(db, "SELECT operation, actor_role, reason FROM audit_events"
                          " WHERE operation IN ('freeze', 'unfreeze') ORDER BY audit_id")
     assert [(op, role) for op, role, _ in audits] == [("freeze", "operator"), ("freeze", "operator"),
                                                       ("unfreeze", "operator")]

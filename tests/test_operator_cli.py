@@ -25,7 +25,7 @@ from typing import Any
 import apsw
 import pytest
 from click.testing import CliRunner, Result
-from helpers import audit_rows, create_thread, dict_rows, post_as, unused_port
+from helpers import create_thread, post_as, unused_port
 
 from bridge.cli.main import cli
 from bridge.domain.authz import Principal
@@ -44,6 +44,7 @@ from bridge.services import triggers as trigger_service
 from bridge.services.core import Call
 from bridge.settings import Settings
 from bridge.store.migrate import latest_version
+from bridge.testing.database import audit_rows, rows
 from bridge.testing.processes import run_bridge
 from bridge.wiring import Parts, build
 
@@ -124,7 +125,7 @@ def refused(exit_code: int, *args: str) -> dict[str, Any]:
 
 
 def thread_row(db: Path, thread_id: str) -> dict[str, Any]:
-    return dict_rows(db, "SELECT * FROM threads WHERE thread_id = ?", (thread_id,))[0]
+    return rows(db, "SELECT * FROM threads WHERE thread_id = ?", (thread_id,))[0]
 
 
 # ------------------------------------------------------------------------------------------------- inspect
@@ -189,10 +190,10 @@ def test_escalate_thread_blocks_opens_an_escalation_and_is_audited_as_the_os_use
     out = ok("escalate-thread", "--db", str(db), "--thread-id", thread_id, "--reason", "needs a human")
     assert out["thread_id"] == thread_id and out["status"] == "blocked" and out["changed"] is True
     assert thread_row(db, thread_id)["status"] == "blocked"
-    escalation = dict_rows(db, "SELECT * FROM escalations WHERE thread_id = ?", (thread_id,))
+    escalation = rows(db, "SELECT * FROM escalations WHERE thread_id = ?", (thread_id,))
     assert len(escalation) == 1 and escalation[0]["closed_at"] is None
     assert escalation[0]["reason"] == "needs a human" and escalation[0]["owner_agent_id"] is None
-    system = dict_rows(db, "SELECT * FROM messages WHERE thread_id = ? AND kind = 'system'", (thread_id,))
+    system = rows(db, "SELECT * FROM messages WHERE thread_id = ? AND kind = 'system'", (thread_id,))
     assert [m["event_type"] for m in system] == ["thread_escalated"]
 
     [event] = audit_rows(db, operation="escalate_thread")
@@ -207,7 +208,7 @@ def test_escalate_thread_blocks_opens_an_escalation_and_is_audited_as_the_os_use
     again = ok("escalate-thread", "--db", str(db), "--thread-id", thread_id, "--reason", "still stuck")
     assert again["status"] == "blocked" and again["changed"] is False  # same status: a no-op, still audited
     assert len(audit_rows(db, operation="escalate_thread")) == 2
-    assert len(dict_rows(db, "SELECT * FROM escalations WHERE thread_id = ?", (thread_id,))) == 1
+    assert len(rows(db, "SELECT * FROM escalations WHERE thread_id = ?", (thread_id,))) == 1
 
 
 def test_owner_rule_refuses_a_non_owner_unblock_and_audits_the_refusal(db):
@@ -230,7 +231,7 @@ def test_owner_rule_refuses_a_non_owner_unblock_and_audits_the_refusal(db):
                    "human_override: verified by hand", "--actor", "human:bob")
     assert unblocked["status"] == "active" and unblocked["changed"] is True
     assert thread_row(db, thread_id)["status"] == "active"
-    [escalation] = dict_rows(db, "SELECT * FROM escalations WHERE thread_id = ?", (thread_id,))
+    [escalation] = rows(db, "SELECT * FROM escalations WHERE thread_id = ?", (thread_id,))
     assert escalation["closed_at"] is not None  # leaving blocked closes the record, kept for history
     assert ok("get-escalation-owner", "--db", str(db), "--thread-id", thread_id)["owner_agent_id"] is None
     outcomes = [(e["outcome"], e["actor"]) for e in audit_rows(db, operation="unblock_thread")]
@@ -265,7 +266,7 @@ def test_override_close_needs_the_human_override_prefix(db):
     event = audit_rows(db, operation="override_close_thread")[-1]
     assert (event["outcome"], event["reason"]) == ("ok", "human_override: abandoned")
     assert (event["details"]["before"], event["details"]["after"]) == ("blocked", "closed")
-    assert dict_rows(db, "SELECT closed_at FROM escalations WHERE thread_id = ?", (thread_id,))[0]["closed_at"]
+    assert rows(db, "SELECT closed_at FROM escalations WHERE thread_id = ?", (thread_id,))[0]["closed_at"]
 
 
 def test_close_of_a_blocked_thread_without_owner_still_needs_the_prefix(db):
@@ -287,7 +288,7 @@ def test_assign_reassign_and_get_escalation_owner(db):
     error = refused(1, "reassign-escalation-owner", "--db", str(db), "--thread-id", thread_id, "--owner-agent-id",
                     "bob", "--reason", "no one owns it yet")
     assert error["code"] == "CONFLICT"
-    assert dict_rows(db, "SELECT owner_agent_id FROM escalations WHERE thread_id = ?", (thread_id,))[0][
+    assert rows(db, "SELECT owner_agent_id FROM escalations WHERE thread_id = ?", (thread_id,))[0][
         "owner_agent_id"] is None
 
     assigned = ok("assign-escalation-owner", "--db", str(db), "--thread-id", thread_id, "--owner-agent-id", "alice",
@@ -326,12 +327,12 @@ def test_unblock_refuses_a_thread_that_is_not_blocked(db, status):
         with services(db) as parts:
             thread_service.update_thread_status(parts.bridge, COORD, UpdateThreadStatusInput(
                 thread_id=thread_id, status="resolved", reason="all fixed"))
-    messages_before = dict_rows(db, "SELECT * FROM messages WHERE thread_id = ?", (thread_id,))
+    messages_before = rows(db, "SELECT * FROM messages WHERE thread_id = ?", (thread_id,))
     error = refused(1, "unblock-thread", "--db", str(db), "--thread-id", thread_id, "--reason",
                     "human_override: go", "--actor", "human:ops")
     assert error["code"] == "INVALID_THREAD_TRANSITION"
     assert thread_row(db, thread_id)["status"] == status
-    assert dict_rows(db, "SELECT * FROM messages WHERE thread_id = ?", (thread_id,)) == messages_before
+    assert rows(db, "SELECT * FROM messages WHERE thread_id = ?", (thread_id,)) == messages_before
     [event] = audit_rows(db, operation="unblock_thread")
     assert (event["outcome"], event["reason"], event["actor"], event["thread_id"]) == (
         "refused", "INVALID_THREAD_TRANSITION", "human:ops", thread_id)
@@ -344,7 +345,7 @@ def test_escalating_a_closed_thread_is_an_invalid_transition(db):
                     "--actor", "human:ops")
     assert error["code"] == "INVALID_THREAD_TRANSITION"
     assert thread_row(db, thread_id)["status"] == "closed"
-    assert dict_rows(db, "SELECT * FROM escalations WHERE thread_id = ?", (thread_id,)) == []
+    assert rows(db, "SELECT * FROM escalations WHERE thread_id = ?", (thread_id,)) == []
     [event] = audit_rows(db, operation="escalate_thread")
     assert (event["outcome"], event["actor"], event["thread_id"]) == ("refused", "human:ops", thread_id)
     assert event["reason"] == "INVALID_THREAD_TRANSITION"
@@ -364,8 +365,8 @@ def test_unknown_thread_exits_3_for_every_thread_command(db):
         (operation, "refused", "NOT_FOUND", "operator") for operation in (
             "escalate_thread", "assign_escalation_owner", "reassign_escalation_owner", "unblock_thread",
             "override_close_thread")]
-    assert [r["status"] for r in dict_rows(db, "SELECT status FROM threads")] == ["active"]
-    assert dict_rows(db, "SELECT COUNT(*) AS n FROM escalations")[0]["n"] == 0
+    assert [r["status"] for r in rows(db, "SELECT status FROM threads")] == ["active"]
+    assert rows(db, "SELECT COUNT(*) AS n FROM escalations")[0]["n"] == 0
 
 
 def test_a_thread_of_another_workspace_is_not_found(db):
@@ -553,7 +554,7 @@ def test_db_migrate_creates_a_current_schema(tmp_path):
     db = tmp_path / "fresh.db"
     out = ok("db", "migrate", "--db", str(db))
     assert out["schema_version"] == latest_version() == out["latest"]
-    assert dict_rows(db, "PRAGMA user_version")[0]["user_version"] == latest_version()
+    assert rows(db, "PRAGMA user_version")[0]["user_version"] == latest_version()
     assert ok("db", "migrate", "--db", str(db))["schema_version"] == latest_version()  # idempotent
 
 
@@ -564,7 +565,7 @@ def test_a_database_newer_than_the_code_is_refused(db):
     conn.close()
     error = refused(4, "threads", "--db", str(db))
     assert error["code"] == "UNAVAILABLE" and "newer" in error["message"]
-    assert dict_rows(db, "PRAGMA user_version")[0]["user_version"] == latest_version() + 1  # left as it was
+    assert rows(db, "PRAGMA user_version")[0]["user_version"] == latest_version() + 1  # left as it was
 
 
 def test_db_check_passes_on_a_healthy_database_and_fails_on_a_seq_gap(db):
@@ -613,7 +614,7 @@ def test_db_check_fails_cleanly_on_files_that_are_not_bridge_databases(tmp_path)
         verdict = json.loads(result.stdout)
         assert verdict["ok"] is False
         assert [p["check"] for p in verdict["problems"]] == [failing], verdict
-    assert dict_rows(foreign, "SELECT name FROM sqlite_master") == [{"name": "notes"}]  # not migrated by a check
+    assert rows(foreign, "SELECT name FROM sqlite_master") == [{"name": "notes"}]  # not migrated by a check
     assert garbage.read_bytes() == b"this is not an SQLite database, just text " * 200
 
 
@@ -654,7 +655,7 @@ def test_db_backup_during_writes_is_consistent_and_holds_every_acknowledged_mess
 
     checked = ok("db", "check", "--db", str(out))
     assert checked["ok"] is True
-    saved = {r["message_id"] for r in dict_rows(out, "SELECT message_id FROM messages")}
+    saved = {r["message_id"] for r in rows(out, "SELECT message_id FROM messages")}
     assert set(before_backup) <= saved
     [event] = audit_rows(db, operation="db_backup")
     assert event["actor"] == "human:ops" and event["actor_role"] == "operator"
@@ -684,11 +685,11 @@ def test_db_restore_needs_yes_and_restores_the_backup_content(tmp_path, db):
 
     refusal = refused(2, "db", "restore", "--db", str(db), "--from", str(backup))
     assert refusal["code"] == "INVALID_ARGUMENT" and "--yes" in refusal["message"]
-    assert {r["thread_id"] for r in dict_rows(db, "SELECT thread_id FROM threads")} == {kept, later}
+    assert {r["thread_id"] for r in rows(db, "SELECT thread_id FROM threads")} == {kept, later}
 
     out = ok("db", "restore", "--db", str(db), "--from", str(backup), "--yes", "--actor", "human:ops")
     assert (out["database"], out["restored_from"], out["check"]) == (str(db), str(backup), True)
-    assert {r["thread_id"] for r in dict_rows(db, "SELECT thread_id FROM threads")} == {kept}
+    assert {r["thread_id"] for r in rows(db, "SELECT thread_id FROM threads")} == {kept}
     assert [t["thread_id"] for t in ok("threads", "--db", str(db))["threads"]] == [kept]
     assert ok("db", "check", "--db", str(db))["ok"] is True
     [event] = audit_rows(db, operation="db_restore")
@@ -709,11 +710,11 @@ def test_db_restore_refuses_a_broken_backup_and_keeps_the_database(tmp_path, db)
     conn.execute("DELETE FROM messages WHERE seq = 2")
     conn.close()
     [other] = seed_threads(db, "only here")
-    before = {table: dict_rows(db, f"SELECT * FROM {table} ORDER BY rowid") for table in ("threads", "messages")}
+    before = {table: rows(db, f"SELECT * FROM {table} ORDER BY rowid") for table in ("threads", "messages")}
     error = refused(2, "db", "restore", "--db", str(db), "--from", str(backup), "--yes")
     assert error["code"] == "INVALID_ARGUMENT" and "gapless_seqs" in error["message"]
-    assert {table: dict_rows(db, f"SELECT * FROM {table} ORDER BY rowid") for table in before} == before
-    assert {r["thread_id"] for r in dict_rows(db, "SELECT thread_id FROM threads")} == {thread_id, other}
+    assert {table: rows(db, f"SELECT * FROM {table} ORDER BY rowid") for table in before} == before
+    assert {r["thread_id"] for r in rows(db, "SELECT thread_id FROM threads")} == {thread_id, other}
 
 
 def test_db_vacuum_keeps_the_content(db):
@@ -725,7 +726,7 @@ def test_db_vacuum_keeps_the_content(db):
     assert (out["database"], out["bytes_after"]) == (str(db), db.stat().st_size)
     assert ok("db", "check", "--db", str(db))["ok"] is True
     assert thread_row(db, thread_id)["latest_seq"] == 21
-    assert len(dict_rows(db, "SELECT 1 FROM messages WHERE thread_id = ?", (thread_id,))) == 21
+    assert len(rows(db, "SELECT 1 FROM messages WHERE thread_id = ?", (thread_id,))) == 21
 
 
 # ------------------------------------------------------------------------------------------------- doctor

@@ -11,7 +11,7 @@ import apsw
 import pytest
 from click.testing import CliRunner
 from conftest import call_as
-from helpers import audit_rows, create_thread
+from helpers import create_thread
 
 from bridge.cli.main import cli
 from bridge.domain.identifiers import new_id
@@ -22,6 +22,7 @@ from bridge.services import threads as thread_service
 from bridge.store import messages as message_store
 from bridge.store import threads as thread_store
 from bridge.testing.client import metric
+from bridge.testing.database import audit_rows
 from bridge.wiring import Parts
 
 COORD = call_as("coord", "coordinator")

@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import audit_rows
 from wakekit import WakeStack, recorder
 
 from bridge.domain import wake
 from bridge.store import messages as message_store
 from bridge.store import triggers as trigger_store
+from bridge.testing.database import audit_rows
 from bridge.testing.processes import kill_pids, pid_alive, settings_env, wait_until
 from bridge.testing.stack import standin_templates
 from bridge.worker.supervisor import StaleClaim, Supervisor

@@ -16,13 +16,14 @@ from typing import Any
 import pytest
 import requests
 from click.testing import CliRunner, Result
-from helpers import audit_rows, new_thread
+from helpers import new_thread
 from wakekit import WakeStack, recorder
 
 from bridge.cli.main import cli
 from bridge.domain import wake
 from bridge.store import triggers as trigger_store
 from bridge.testing.client import metric
+from bridge.testing.database import audit_rows
 from bridge.testing.processes import settings_env, wait_until
 from bridge.testing.tokens import Minter
 from bridge.worker.supervisor import Supervisor

@@ -30,8 +30,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-import apsw
-
+from bridge.testing import database
 from bridge.testing.client import Client
 from bridge.testing.human import Human
 from bridge.testing.processes import HOST, READY_WORKER, Proc, bridge_argv, clean_env, wait_until
@@ -164,24 +163,12 @@ class Stack:
         return path
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        """A read of the database file from this process (a fresh connection each time: WAL readers never block
-        the servers, and a restored file is seen)."""
-        from bridge.store.db import connect
-
-        with contextlib.closing(connect(self.db, create=False)) as conn:
-            return [tuple(row) for row in conn.execute(sql, tuple(params)).fetchall()]
+        """A read of the database file from this process (`bridge.testing.database.query`)."""
+        return database.query(self.db, sql, params)
 
     def rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         """`query` with each row as a dict of its column names."""
-        from bridge.store.db import connect
-
-        with contextlib.closing(connect(self.db, create=False)) as conn:
-            cursor = conn.execute(sql, tuple(params))
-            try:
-                names = [d[0] for d in cursor.getdescription()]
-            except apsw.ExecutionCompleteError:  # no row: apsw has no description left to give
-                return []
-            return [dict(zip(names, row, strict=True)) for row in cursor]
+        return database.rows(self.db, sql, params)
 
     # ------------------------------------------------------------------------------------------- tmux, agents
     @property

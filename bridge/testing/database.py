@@ -1,0 +1,57 @@
+"""Reading a bridge's database file from outside the bridge: for checking what a run left behind.
+
+Each read opens its own plain connection (no pragma changes the file's mode; waits up to 5 s for a lock) and
+closes it, so a WAL reader never blocks the servers and a restored or replaced file is seen. `db` is a path, or
+in-process `Parts` (their database file).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import apsw
+
+if TYPE_CHECKING:
+    from bridge.wiring import Parts
+
+
+def path_of(db: Path | str | Parts) -> Path:
+    """The database file of a path or of in-process parts."""
+    return Path(db.bridge.settings.db_path if hasattr(db, "bridge") else db)
+
+
+@contextlib.contextmanager
+def reading(db: Path | str | Parts) -> Iterator[apsw.Connection]:
+    """A plain connection to an existing file (never creates one), closed after."""
+    conn = apsw.Connection(str(path_of(db)), flags=apsw.SQLITE_OPEN_READWRITE)
+    conn.set_busy_timeout(5000)
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+def query(db: Path | str | Parts, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    """Rows of a query, as tuples."""
+    with reading(db) as conn:
+        return [tuple(row) for row in conn.execute(sql, tuple(params))]
+
+
+def rows(db: Path | str | Parts, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+    """Rows of a query, each a dict of its column names."""
+    with reading(db) as conn:
+        cursor = conn.execute(sql, tuple(params))
+        return [dict(zip([d[0] for d in cursor.getdescription()], row, strict=True)) for row in cursor]
+
+
+def audit_rows(db: Path | str | Parts, where: str = "1", params: Sequence[Any] = (),
+               **equal: Any) -> list[dict[str, Any]]:
+    """Audit events in insertion order matching the SQL `where` and every `column=value` of `equal`; `details`
+    decoded ({} when empty)."""
+    clauses = " AND ".join([f"({where})", *(f"{column} = ?" for column in equal)])
+    found = rows(db, f"SELECT * FROM audit_events WHERE {clauses} ORDER BY audit_id", (*params, *equal.values()))
+    return [{**row, "details": json.loads(row["details"]) if row["details"] else {}} for row in found]
