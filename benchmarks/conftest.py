@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from bridge_ops.load import BODY, READ_SEED, waitress_thread
+from bridge_ops.load import BODY, READ_SEED
 
 from bridge.domain.authz import Principal
 from bridge.domain.models import CreateThreadInput, PostMessageInput
@@ -18,6 +18,7 @@ from bridge.services import messages, threads
 from bridge.services.core import Call
 from bridge.settings import Settings
 from bridge.testing.client import Client
+from bridge.testing.inprocess import waitress_thread
 from bridge.testing.processes import wait_until
 from bridge.testing.tokens import Minter
 from bridge.wiring import Parts, build

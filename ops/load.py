@@ -42,13 +42,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bridge.testing.client import Client, new_thread, post
-from bridge.testing.processes import HOST
+from bridge.testing.inprocess import waitress_thread
 from bridge.testing.stack import Stack
 from bridge.testing.stats import percentile
 from bridge.testing.tokens import Minter
 
 if TYPE_CHECKING:
-    from bridge.wiring import Parts
+    pass
 
 SCENARIOS = ("health", "post", "read")
 READ_SEED = 100  # messages in the read thread
@@ -81,21 +81,6 @@ def subprocess_server(workdir: Path, threads: int | None = None,
     with Stack(workdir, env=_server_settings(threads), timings={}, tmux_prefix="bridge-load") as stack:
         proc = stack.serve("server", *serve_args, worker=True)
         yield Server(port=proc.port, db=stack.db, pid=proc.pid)
-
-
-@contextlib.contextmanager
-def waitress_thread(parts: Parts) -> Iterator[int]:
-    """`parts` served by waitress in a thread of this process on 127.0.0.1 (port 0); its port; stopped on exit."""
-    from bridge.http.server import make_server, shutdown
-
-    server = make_server(parts, host=HOST, port=0)
-    runner = threading.Thread(target=server.run, name="waitress", daemon=True)
-    runner.start()
-    try:
-        yield int(server.effective_port)
-    finally:
-        shutdown(server)
-        runner.join(timeout=10)
 
 
 @contextlib.contextmanager

@@ -23,10 +23,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bridge_ops.load import waitress_thread
-
 from bridge.settings import Settings
 from bridge.testing.client import Client, new_thread, post
+from bridge.testing.inprocess import waitress_thread
 from bridge.testing.processes import HOST
 from bridge.testing.stats import summary
 from bridge.testing.tmux import private_tmux, socket_name, stop_tmux

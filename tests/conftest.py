@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import threading
-import time
+import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -13,10 +12,10 @@ import requests
 from wakekit import WakeStack, make_wake_stack
 
 from bridge.domain.authz import Principal
-from bridge.http.server import make_server, shutdown
 from bridge.services.core import Call
 from bridge.settings import Settings
 from bridge.testing import tmux as harness_tmux
+from bridge.testing.inprocess import waitress_thread
 from bridge.testing.stack import Stack
 from bridge.testing.tokens import Minter
 from bridge.wiring import Parts, build
@@ -124,29 +123,14 @@ class LiveServer:
 @pytest.fixture
 def serve_parts() -> Iterator[Callable[[Parts], LiveServer]]:
     """Serve any parts with the real app under waitress on 127.0.0.1 (free port); all stopped at teardown."""
-    running: list[tuple[Any, threading.Thread, ApiClient]] = []
+    with contextlib.ExitStack() as running:
+        def start(parts: Parts) -> LiveServer:
+            url = f"http://127.0.0.1:{running.enter_context(waitress_thread(parts))}"
+            client = ApiClient(url)
+            running.callback(client.session.close)
+            return LiveServer(url=url, parts=parts, client=client)
 
-    def start(parts: Parts) -> LiveServer:
-        server = make_server(parts, host="127.0.0.1", port=0)
-        thread = threading.Thread(target=server.run, name="waitress", daemon=True)
-        thread.start()
-        url = f"http://127.0.0.1:{server.effective_port}"
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                requests.get(f"{url}/health", timeout=1)
-                break
-            except requests.ConnectionError:
-                time.sleep(0.02)
-        client = ApiClient(url)
-        running.append((server, thread, client))
-        return LiveServer(url=url, parts=parts, client=client)
-
-    yield start
-    for server, thread, client in running:
-        client.session.close()
-        shutdown(server)
-        thread.join(timeout=10)
+        yield start
 
 
 @pytest.fixture

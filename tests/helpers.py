@@ -4,7 +4,6 @@ tokens, tmux, metrics and reading a database file (`bridge.testing.database`) co
 
 from __future__ import annotations
 
-import socket
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -18,13 +17,6 @@ if TYPE_CHECKING:
     from conftest import ApiClient
 
     from bridge.wiring import Parts
-
-
-def unused_port() -> int:
-    """A port on 127.0.0.1 that nothing listens on (bound, then released)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def row_counts(parts: Parts, tables: tuple[str, ...]) -> dict[str, int]:

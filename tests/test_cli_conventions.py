@@ -20,14 +20,13 @@ from pathlib import Path
 import click
 import pytest
 from click.testing import CliRunner
-from helpers import unused_port
 from wakekit import WakeStack
 
 from bridge.cli.main import cli
 from bridge.cli.options import DEFAULT_LIMIT, LIMIT_MAX, LIMIT_MIN
 from bridge.domain import wake
 from bridge.domain.models import MAX_LIMIT
-from bridge.testing.processes import run_bridge, settings_env
+from bridge.testing.processes import run_bridge, settings_env, unused_port
 from bridge.worker.supervisor import Supervisor
 
 # An operator changes or ends something that exists: --reason is required and kept in the audit trail.

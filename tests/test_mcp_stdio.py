@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import shlex
-import socket
 import subprocess
 import sys
 import tomllib
@@ -20,7 +19,7 @@ import pytest
 
 from bridge.mcp_stdio import header_value, routing_headers
 from bridge.testing.client import Client
-from bridge.testing.processes import bridge_argv, clean_env, kill_pids, run_bridge
+from bridge.testing.processes import bridge_argv, clean_env, kill_pids, run_bridge, unused_port
 from bridge.testing.service import ServiceStack as Stack
 from bridge.testing.service import service_stack
 
@@ -172,15 +171,8 @@ def tool_call(rpc_id: int, name: str, arguments: dict[str, Any]) -> dict[str, An
     return {"jsonrpc": "2.0", "id": rpc_id, "method": "tools/call", "params": {"name": name, "arguments": arguments}}
 
 
-def closed_port() -> int:
-    """A port on 127.0.0.1 nothing listens on (bound, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_bridge_down_gives_tool_errors_and_eof_exits_cleanly(stack: Stack, tmp_path: Path) -> None:
-    url = f"http://127.0.0.1:{closed_port()}"
+    url = f"http://127.0.0.1:{unused_port()}"
     server = StdioServer(bridge_argv("mcp", "--url", url, "--token-file", str(token_file(stack, tmp_path, "rev"))),
                          tmp_path / "stderr.log")
     try:

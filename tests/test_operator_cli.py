@@ -25,7 +25,7 @@ from typing import Any
 import apsw
 import pytest
 from click.testing import CliRunner, Result
-from helpers import create_thread, post_as, unused_port
+from helpers import create_thread, post_as
 
 from bridge.cli.main import cli
 from bridge.domain.authz import Principal
@@ -45,7 +45,7 @@ from bridge.services.core import Call
 from bridge.settings import Settings
 from bridge.store.migrate import latest_version
 from bridge.testing.database import audit_rows, rows
-from bridge.testing.processes import run_bridge
+from bridge.testing.processes import run_bridge, unused_port
 from bridge.wiring import Parts, build
 
 OPERATOR_COMMANDS_ON_A_THREAD = (

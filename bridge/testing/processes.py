@@ -12,6 +12,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -46,6 +47,13 @@ def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
 def settings_env(**settings: Any) -> dict[str, str]:
     """`name=value` settings as `BRIDGE_<NAME>` environment variables."""
     return {f"BRIDGE_{name.upper()}": str(value) for name, value in settings.items()}
+
+
+def unused_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on (bound, then released)."""
+    with socket.socket() as probe:
+        probe.bind((HOST, 0))
+        return int(probe.getsockname()[1])
 
 
 def pid_alive(pid: int) -> bool:

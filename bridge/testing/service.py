@@ -2,19 +2,17 @@
 
 `service_stack()` starts, in a `Stack`: `bridge serve` with its supervisor worker, the default timings of
 bridge/settings.py, `synchronous=FULL`, log level WARNING, and the stand-in runtimes file (BRIDGE_RUNTIMES_FILE) so a
-resume or spawn fallback also completes; the private tmux socket is `bridge-ops-<hex>`. `ServiceStack` adds what its
-users read: the server's `url`, the bridge's `settings`, and `describe()`, the evidence of what is running.
+resume or spawn fallback also completes; the private tmux socket is `bridge-ops-<hex>`. `ServiceStack` adds
+`describe()`, the evidence of what is running.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from bridge.settings import Settings
 from bridge.testing.stack import Stack
 from bridge.worker.tmux import TmuxError
 
@@ -26,17 +24,6 @@ class ServiceStack(Stack):
         super().__init__(workdir, timings={}, tmux_prefix="bridge-ops")
         self.server_env = {"BRIDGE_RUNTIMES_FILE": str(self.standin_runtimes()), "BRIDGE_LOG_LEVEL": "WARNING",
                            **(env or {}), "BRIDGE_SYNCHRONOUS": "FULL"}
-
-    @property
-    def url(self) -> str:
-        if self.server is None or self.server.url is None:
-            raise RuntimeError("no server is running")
-        return self.server.url
-
-    @cached_property
-    def settings(self) -> Settings:
-        """The bridge's settings for this database (defaults otherwise: names, the tmux session, timings)."""
-        return Settings.load({"db": str(self.db)}, env={})
 
     def _tmux_number(self, fmt: str, *target: str) -> int | None:
         """A number tmux displays (`#{pid}` of the server, `#{pane_pid}` with `-t <pane>`); None when it is gone."""

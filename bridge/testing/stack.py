@@ -27,9 +27,11 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
+from functools import cached_property
 from pathlib import Path
 from typing import IO, Any
 
+from bridge.settings import Settings
 from bridge.testing import database
 from bridge.testing.client import Client
 from bridge.testing.human import Human
@@ -96,6 +98,18 @@ class Stack:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    @property
+    def url(self) -> str:
+        """The current server's base URL."""
+        if self.server is None or self.server.url is None:
+            raise RuntimeError("no server is running")
+        return self.server.url
+
+    @cached_property
+    def settings(self) -> Settings:
+        """The bridge's settings for this database (defaults otherwise: names, the tmux session, timings)."""
+        return Settings.load({"db": str(self.db)}, env={})
+
     # ------------------------------------------------------------------------------------------- processes
     def started(self, proc: Proc) -> None:
         """Called for every child once started (subclasses record evidence here)."""
@@ -140,10 +154,7 @@ class Stack:
 
     def client(self, token: str | None = None, *, server: Proc | None = None, timeout: float = 30.0) -> Client:
         """A keep-alive client of a server (the current one by default); the caller closes it."""
-        target = server or self.server
-        if target is None or target.url is None:
-            raise RuntimeError("no server is running")
-        return Client(target.url, token, timeout)
+        return Client(server.url if server is not None and server.url else self.url, token, timeout)
 
     # ------------------------------------------------------------------------------------------- tokens, data
     @property
@@ -188,19 +199,15 @@ class Stack:
 
     def standin_argv(self, agent_id: str, *extra: str, server: Proc | None = None) -> list[str]:
         """An interactive stand-in agent talking to a server (the current one by default)."""
-        target = server or self.server
-        if target is None or target.url is None:
-            raise RuntimeError("no server is running")
-        return [sys.executable, "-m", "bridge.standin", "--url", target.url, "--token-file",
+        url = server.url if server is not None and server.url else self.url
+        return [sys.executable, "-m", "bridge.standin", "--url", url, "--token-file",
                 str(self.workdir / "tokens" / f"{agent_id}.token"), "agent", *extra]
 
     def launch_standin(self, agent_id: str, *extra: str, timeout: float = 20.0) -> str:
         """A stand-in agent in a new window of the workspace's tmux session, heartbeating as managed and idle;
         its pane id."""
-        from bridge.settings import Settings
-
         self.token_file(agent_id)
-        session = Settings.load({"db": str(self.db)}, env={}).workspace_tmux_session
+        session = self.settings.workspace_tmux_session
         pane = self.tmux.new_window(session, agent_id, self.standin_argv(agent_id, *extra), cwd=str(self.workdir))
         self.tmux.run("set-option", "-t", session, "history-limit", "50000")
         self.panes[agent_id] = pane
