@@ -41,3 +41,38 @@ def test_a_token_issued_right_after_an_agent_revocation_is_valid(tmp_path, monke
             assert refused.value.details["reason"] == "revoked"
         finally:
             parts.close()
+
+
+@pytest.mark.parametrize(("env", "issue_life", "agent_life"), [
+    ({}, 8 * 3600, 24 * 3600),
+    ({"BRIDGE_TOKEN_TTL": "45m", "BRIDGE_TOKEN_MAX_TTL": "2h"}, 45 * 60, 2 * 3600),
+])
+def test_token_lifetimes_default_to_the_settings(tmp_path, monkeypatch, env, issue_life, agent_life):
+    """`token issue` lasts BRIDGE_TOKEN_TTL; an agent's token (`mcp config`) lasts the max, BRIDGE_TOKEN_MAX_TTL, and
+    the renew command it prints asks for that same lifetime."""
+    import json
+
+    import jwt
+
+    for name in [k for k in os.environ if k.startswith("BRIDGE_")]:
+        monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    db = str(tmp_path / "bridge.db")
+    runner = CliRunner()
+
+    def bridge(*args: str) -> str:
+        result = runner.invoke(cli, [*args, "--db", db], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        return result.stdout.strip()
+
+    def lifetime(token: str) -> int:
+        claims = jwt.decode(token, options={"verify_signature": False})
+        return claims["exp"] - claims["iat"]
+
+    bridge("db", "migrate")
+    assert lifetime(bridge("token", "issue", "--agent-id", "a", "--role", "participant")) == issue_life
+    config = json.loads(bridge("mcp", "config", "--client", "claude", "--agent-id", "a", "--json"))
+    assert lifetime(config["token"]) == agent_life
+    renew = config["renew"].split("$(", 1)[1].split(")", 1)[0].split()
+    assert renew[renew.index("--ttl") + 1] == f"{agent_life // 3600}h"

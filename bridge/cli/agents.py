@@ -38,7 +38,8 @@ def agent() -> None:
 @click.option("--cwd", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
               help="The agent's working directory (resume runs there too).  [default: .]")
 @URL
-@click.option("--ttl", default="24h", show_default=True, help="The agent token's lifetime (at most the max TTL).")
+@click.option("--ttl", help="The agent token's lifetime (default: the max TTL, BRIDGE_TOKEN_MAX_TTL: an agent's "
+                             "session outlives a work day).")
 @click.option("--model-url", default=None, help="A model API base URL instead of the vendor's (e.g. a local fake).")
 @click.option("--api-key-env", default=None, help="Read the key for --model-url from this environment variable.")
 @click.option("--home", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -47,7 +48,7 @@ def agent() -> None:
 @click.option("--tmux-socket", default=None, help="tmux server socket name (-L) [env BRIDGE_TMUX_SOCKET].")
 @ACTOR
 @db_options
-def up(kind: str, agent_id: str, role: str, cwd: Path, url: str | None, ttl: str, model_url: str | None,
+def up(kind: str, agent_id: str, role: str, cwd: Path, url: str | None, ttl: str | None, model_url: str | None,
        api_key_env: str | None, home: Path | None, tmux_session: str | None, tmux_socket: str | None,
        actor: str | None, db: str | None, workspace: str | None, as_json: bool) -> None:
     """Mint the agent's token, write its MCP configuration (bridge tools pre-approved), start its TUI in tmux with a
@@ -55,7 +56,7 @@ def up(kind: str, agent_id: str, role: str, cwd: Path, url: str | None, ttl: str
     settings = load_settings(db=db, workspace=workspace, tmux_socket=tmux_socket)
     check_identifier("agent-id", agent_id, as_json)
     where = bridge_url(url, as_json, settings.url)
-    lifetime = token_lifetime(ttl, settings, as_json)
+    lifetime = token_lifetime(ttl, settings, as_json) if ttl else settings.token_max_ttl
     if not cwd.is_dir():
         fail(InvalidArgument(f"--cwd {cwd} is not a directory"), as_json)
     api_key = None

@@ -119,8 +119,11 @@ def check_identifier(flag: str, value: str | None, as_json: bool) -> None:
         fail(InvalidArgument(f"--{flag} must match [A-Za-z0-9][A-Za-z0-9._:@-]{{0,127}}"), as_json)
 
 
-def token_lifetime(ttl: str | float, settings: Settings, as_json: bool) -> float:
-    """`--ttl` in seconds; exit 2 unless it is a positive duration within the token lifetime cap."""
+def token_lifetime(ttl: str | float | None, settings: Settings, as_json: bool) -> float:
+    """`--ttl` in seconds (None: BRIDGE_TOKEN_TTL); exit 2 unless it is a positive duration within the token lifetime
+    cap."""
+    if ttl is None:
+        return settings.token_ttl
     try:
         lifetime = parse_duration(ttl)
     except ValueError as exc:

@@ -187,6 +187,14 @@ def mint(settings: Settings, agent_id: str, role: str, lifetime: float, as_json:
                                    ttl=lifetime)
 
 
+def duration_text(seconds: float) -> str:
+    """A `--ttl` value for `seconds`, in the largest whole unit (86400 -> "24h")."""
+    for unit, size in (("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
+
+
 def export_line(plan: Plan, token: str | None) -> str | None:
     """`export BRIDGE_TOKEN=...` for a minted token or one in a file an HTTP client cannot read; else None."""
     if token is not None:
@@ -216,12 +224,12 @@ def renew_note(plan: Plan, issue: str, expires_at: str | None, agent: str) -> st
               help="The bridge's base URL the agent calls [env BRIDGE_URL; default: from BRIDGE_HOST/PORT].")
 @click.option("--transport", type=click.Choice(["http", "stdio"]), default="http", show_default=True,
               help="http: the client calls <url>/mcp; stdio: the client starts `bridge mcp`, which forwards.")
-@click.option("--ttl", default="24h", show_default=True, help="The minted token's lifetime (at most the max TTL).")
+@click.option("--ttl", help="The minted token's lifetime (default: the max TTL, BRIDGE_TOKEN_MAX_TTL).")
 @click.option("--token-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Refer to the token in this file instead of minting one.")
 @click.option("--token-env", default=None, help="Refer to the token in this environment variable instead of minting.")
 @db_options
-def config(client: str, agent_id: str, role: str, url: str | None, transport: str, ttl: str,
+def config(client: str, agent_id: str, role: str, url: str | None, transport: str, ttl: str | None,
            token_file: Path | None, token_env: str | None, db: str | None, workspace: str | None,
            as_json: bool) -> None:
     """Print what to run or paste to connect Claude Code, Codex or any MCP client to the bridge.
@@ -237,14 +245,15 @@ def config(client: str, agent_id: str, role: str, url: str | None, transport: st
     if token_env is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", token_env):
         fail(InvalidArgument(f"--token-env {token_env!r} is not an environment variable name"), as_json)
     settings = load_settings(db=db, workspace=workspace)
-    lifetime = token_lifetime(ttl, settings, as_json)
+    lifetime = token_lifetime(ttl, settings, as_json) if ttl else settings.token_max_ttl
     plan = Plan(url=bridge_url(url, as_json, settings.url), transport=transport, token_env=token_env or TOKEN_ENV,
                 token_file=token_file.expanduser().absolute() if token_file is not None else None)
     token, expires_at = None, None
     if token_file is None and token_env is None:
         token, claims = mint(settings, agent_id, role, lifetime, as_json)
         expires_at = datetime.fromtimestamp(claims["exp"], UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    issue = shlex.join(["bridge", "token", "issue", "--agent-id", agent_id, "--role", role, "--ttl", ttl,
+    issue = shlex.join(["bridge", "token", "issue", "--agent-id", agent_id, "--role", role,
+                        "--ttl", ttl or duration_text(lifetime),
                         *(["--db", str(settings.db_path)] if db else []),
                         *(["--workspace", workspace] if workspace else [])])
     agent = {"claude": "Claude Code", "codex": "Codex"}.get(client, "the client")

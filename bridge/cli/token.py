@@ -46,7 +46,7 @@ def issue(agent_id: str, role: str, session_id: str | None, ttl: str | None, url
     settings = load_settings(db=db, workspace=workspace)
     check_identifier("agent-id", agent_id, as_json)
     check_identifier("session-id", session_id, as_json)
-    lifetime = token_lifetime(settings.token_ttl if ttl is None else ttl, settings, as_json)
+    lifetime = token_lifetime(ttl, settings, as_json)
     url = url or os.environ.get("BRIDGE_URL") or None
     with opened(settings, as_json) as parts:
         if url is not None:
