@@ -20,13 +20,14 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from envelope import assert_envelope
 
-from bridge.auth.tokens import REQUIRED_CLAIMS, issue_token
+from bridge.auth.tokens import REQUIRED_CLAIMS
 from bridge.cli.main import cli
 from bridge.domain.authz import Principal
 from bridge.services import tokens as token_service
 from bridge.services.core import Call
 from bridge.testing.client import metric
 from bridge.testing.database import audit_rows
+from bridge.testing.tokens import Minter
 
 OTHER_ED25519 = Ed25519PrivateKey.generate()
 RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -84,11 +85,7 @@ class Forge:
         self.kid = parts.key.kid
 
     def claims(self, who: str = "mallory", as_role: str = "participant", **changes: Any) -> dict[str, Any]:
-        _, base = issue_token(self.parts.key, issuer=self.settings.issuer, audience=self.settings.audience,
-                              agent_id=who, role=as_role, workspace_id=self.settings.workspace,
-                              session_id=f"{who}-s1", ttl=3600)
-        merged = {**base, **changes}
-        return {k: v for k, v in merged.items() if v is not None}
+        return Minter(self.parts.key, self.settings).issue(who, as_role, claims=changes)[1]
 
     def sign(self, claims: dict[str, Any] | None = None, *, key: Any = None, algorithm: str = "EdDSA",
              headers: dict[str, Any] | None = None) -> str:
