@@ -21,8 +21,7 @@ JTI_OF = ('import base64, json, sys; p = sys.argv[1].split(".")[1]; '
                 "workspace; refusals audited; the fixed restart serves the same tokens; 403 FORBIDDEN "
                 "role_not_allowed audited; a re-issued coordinator token works and the wrong one is revoked")
 def run(ctx: DrillContext) -> None:
-    ctx.step("Set-up: a bridge serving workspace 'default' with a thread")
-    good, coord, rev, thread_id = ctx.set_up("authz")
+    good, coord, rev, thread_id = ctx.set_up("a bridge serving workspace 'default' with a thread", "authz")
     ctx.post(rev, thread_id, "hello")
     ctx.stop(good)
 

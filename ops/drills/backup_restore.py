@@ -75,8 +75,7 @@ def damage(ctx: DrillContext) -> dict[str, Any]:
                 "messages; db check detects the damage (exit 1); db restore + db check; the restarted bridge "
                 "serves exactly the backup, new seqs continue gaplessly; the restore is audited")
 def run(ctx: DrillContext) -> None:
-    ctx.step("Set-up: a bridge taking a steady stream of posts")
-    server, coord, rev, thread_id = ctx.set_up("backup", env=SETTINGS)
+    server, coord, rev, thread_id = ctx.set_up("a bridge taking a steady stream of posts", "backup", env=SETTINGS)
 
     with WriteLoad(ctx, rev, thread_id) as load:
         ctx.wait_for(lambda: len(load.acked) >= 50, "the load has 50 acknowledged posts", 30)

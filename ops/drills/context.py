@@ -228,16 +228,20 @@ class DrillContext(Stack):
         with self.recorded_client(token) as client:
             return post(client, thread_id, body, **extra)
 
-    def set_up(self, title: str, name: str = "server", env: Mapping[str, str] | None = None) -> Scene:
-        """The standard set-up: `bridge serve`, the coordinator's and the reviewer's tokens, and a thread."""
+    def set_up(self, scene: str, title: str, name: str = "server", env: Mapping[str, str] | None = None) -> Scene:
+        """The standard set-up, recorded as the step "Set-up: <scene>": `bridge serve`, the coordinator's and the
+        reviewer's tokens, and a thread called `title`."""
+        self.step(f"Set-up: {scene}")
         server = self.serve(name, env=env)
         coordinator, reviewer = self.token("coordinator", "coordinator"), self.token("reviewer")
         return Scene(server, coordinator, reviewer, self.new_thread(coordinator, title))
 
-    def set_up_with_standin(self, title: str, env: Mapping[str, str] | None = None, *, resume_fails: bool = False,
-                            spawn: bool = True) -> Scene:
-        """`bridge serve` whose generic runtime is the stand-in agent, the coordinator's and the executioner's
-        tokens, a stand-in reviewer launched in a managed pane (`panes["reviewer"]`), then a thread."""
+    def set_up_with_standin(self, scene: str, title: str, env: Mapping[str, str] | None = None, *,
+                            resume_fails: bool = False, spawn: bool = True) -> Scene:
+        """The set-up with an agent, recorded as the step "Set-up: <scene>": `bridge serve` whose generic runtime is
+        the stand-in agent, the coordinator's and the executioner's tokens, a stand-in reviewer launched in a
+        managed pane (`panes["reviewer"]`), then a thread called `title`."""
+        self.step(f"Set-up: {scene}")
         runtimes = {"BRIDGE_RUNTIMES_FILE": str(self.standin_runtimes(resume_fails=resume_fails, spawn=spawn))}
         server = self.serve(env={**runtimes, **(env or {})})
         coordinator, executioner = self.token("coordinator", "coordinator"), self.token("executioner")

@@ -41,8 +41,7 @@ def set_fsize(ctx: DrillContext, server: Proc, limit: int | None) -> None:
                 "after the limit is lifted the retry is a first write; every acknowledged message intact; /ready; "
                 "db check")
 def run(ctx: DrillContext) -> None:
-    ctx.step("Set-up: a bridge with acknowledged messages")
-    server, coord, rev, thread_id = ctx.set_up("disk full")
+    server, coord, rev, thread_id = ctx.set_up("a bridge with acknowledged messages", "disk full")
     acked = [ctx.post(rev, thread_id, f"small {i}", idempotency_key=f"small-{i}") for i in range(3)]
 
     sizes = {p.name: p.stat().st_size for p in ctx.workdir.glob("bridge.db*")}

@@ -18,8 +18,9 @@ MAX_DEFER = {"BRIDGE_MAX_DEFER": "8s"}
                 "force-trigger delivers through the quiet window; the deferred one falls back with DEFER_TIMEOUT to "
                 "resume; nothing typed under the human's hands; the reviewer read the message")
 def run(ctx: DrillContext) -> None:
-    ctx.step("Set-up: a stand-in reviewer in a managed pane (quiet window 1 s, re-check 200 ms, max defer 8 s)")
-    _, _, exe, thread_id = ctx.set_up_with_standin("human at the keyboard", MAX_DEFER)
+    _, _, exe, thread_id = ctx.set_up_with_standin("a stand-in reviewer in a managed pane (quiet window 1 s, re-check "
+                                                   "200 ms, max defer 8 s)",
+                                                   "human at the keyboard", MAX_DEFER)
     pane = ctx.panes["reviewer"]
     human_pane = ctx.tmux.run("new-window", "-d", "-P", "-F", "#{pane_id}", "-t", f"={SESSION}:", "-n", "human", "--",
                           "cat").strip()

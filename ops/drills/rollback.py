@@ -13,8 +13,8 @@ BAD_RELEASE = {"BRIDGE_ISSUER": "bridge-next"}  # the "release" expects an issue
        verifies="freeze refuses create_thread while reads/health/inspect work; the revert restores service; the "
                 "freeze survives the restart; smoke post/read; db check; unfreeze; both audited")
 def run(ctx: DrillContext) -> None:
-    ctx.step("Set-up: the known-good release serving a thread")
-    good, coord, rev, thread_id = ctx.set_up("before the release", "server-good")
+    good, coord, rev, thread_id = ctx.set_up("the known-good release serving a thread",
+                                             "before the release", "server-good")
     ctx.post(rev, thread_id, "review started")
     ctx.stop(good)
 

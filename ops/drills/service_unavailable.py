@@ -13,8 +13,7 @@ MESSAGES = 5
        verifies="/health fails; doctor and offline CLI reads work; after a restart /ready is 200, the worker ticks, "
                 "every acknowledged message is present and gapless, retries replay; db check ok")
 def run(ctx: DrillContext) -> None:
-    ctx.step("Set-up: a bridge with acknowledged messages")
-    server, coord, rev, thread_id = ctx.set_up("survives a crash")
+    server, coord, rev, thread_id = ctx.set_up("a bridge with acknowledged messages", "survives a crash")
     acked = [ctx.post(rev, thread_id, f"finding {i}", idempotency_key=f"finding-{i}") for i in range(1, MESSAGES + 1)]
     port = server.port
 

@@ -41,8 +41,8 @@ def holders(ctx: DrillContext) -> tuple[str, list[int]]:
                 "work; metric and log line; fuser finds the holder; after kill the retry is a first write; gapless; "
                 "db check")
 def run(ctx: DrillContext) -> None:
-    ctx.step("Set-up: a bridge with a 300 ms busy timeout (default 5 s) and one message")
-    server, coord, rev, thread_id = ctx.set_up("contention", env=BUSY_TIMEOUT)
+    server, coord, rev, thread_id = ctx.set_up("a bridge with a 300 ms busy timeout (default 5 s) and one message",
+                                               "contention", env=BUSY_TIMEOUT)
     ctx.post(rev, thread_id, "before the lock")
 
     ctx.fault("another process opens bridge.db, runs BEGIN IMMEDIATE and never commits")

@@ -13,8 +13,9 @@ from bridge_ops.drills.framework import drill
                 "line); triggers --dead and runtime list explain it; after runtime launch + trigger-retry it is "
                 "delivered and acknowledged, the dead-letter list is empty")
 def run(ctx: DrillContext) -> None:
-    ctx.step("Set-up: a stand-in reviewer in a managed pane; its resume command is broken and no spawn is configured")
-    server, _, exe, thread_id = ctx.set_up_with_standin("wake failure", resume_fails=True, spawn=False)
+    server, _, exe, thread_id = ctx.set_up_with_standin("a stand-in reviewer in a managed pane; its resume command is "
+                                                        "broken and no spawn is configured",
+                                                        "wake failure", resume_fails=True, spawn=False)
     pane = ctx.panes["reviewer"]
 
     ctx.fault("the reviewer's tmux pane is killed (the agent crashed, or someone closed its window)", pane=pane)
