@@ -1,5 +1,5 @@
-"""`bridge ops ...`: drills, the SLI harness, the go-live readiness check, real-agent wake latency and the
-reliability suite.
+"""`bridge ops ...`: drills, the SLI harness, the go-live readiness check, real-agent wake latency, the database
+seeder and the reliability suite.
 
 The product finds this group through the `bridge.commands` entry point in pyproject.toml; each subcommand is
 imported only when it runs (or shows its own help)."""
@@ -20,6 +20,8 @@ COMMANDS = section(
      "Run the go-live checklist for real and print a go/no-go table; exit 0 only on GO."),
     ("agent-wakes", "bridge_ops.agent_wakes:agent_wakes",
      "Post-to-tool-call latency of the real Claude Code and Codex CLIs, by wake path (fake models)."),
+    ("seed", "bridge_ops.seed:seed",
+     "Bulk-fill a database with realistic history (threads, messages, events, cursors, sessions) for benchmarks."),
     ("reliability", "bridge_ops.reliability.cli:reliability",
      "Drive real `bridge serve` and `bridge worker` processes on 127.0.0.1 through faults (kill -9, SIGSTOP, "
      "concurrent writers on one database, a full disk, a file-size limit, hostile input) and print what the "

@@ -38,7 +38,7 @@ MUTATIONS = {
 # An operator creates something new: audited with what was created (its arguments), no reason asked.
 CREATES = {"agent up", "runtime launch", "token issue", "mcp config"}
 # Database housekeeping: the file's content as a whole (confirmed with --yes where destructive).
-MAINTENANCE = {"db backup", "db migrate", "db restore", "db vacuum"}
+MAINTENANCE = {"db backup", "db migrate", "db restore", "db vacuum", "ops seed"}
 READS = {
     "audit", "db check", "doctor", "get-escalation-owner", "inspect-thread", "runtime list", "threads",
     "token jwks", "triggers",
