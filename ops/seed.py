@@ -19,7 +19,7 @@ from bridge.store.db import unavailable_from
 @click.option("--participants", type=click.IntRange(1, 100), default=4, show_default=True,
               help="Agents in every thread (seed-agent-1 .. seed-agent-N; the first is the author).")
 @click.option("--seed", "seed_value", type=int, default=0, show_default=True,
-              help="Random seed: the same seed gives the same history.")
+              help="Random seed: the same seed gives the same mix of messages (ids and times follow the clock).")
 @click.option("--append", is_flag=True, help="Add the new threads to a database that already has threads.")
 @db_options
 def seed(threads: int, messages: int, participants: int, seed_value: int, append: bool, db: str | None,
@@ -28,8 +28,9 @@ def seed(threads: int, messages: int, participants: int, seed_value: int, append
 
     Creates and migrates the database like `bridge db migrate` when it is missing, and refuses one that already has
     threads unless --append. For speed the seed writes with synchronous=OFF in large transactions and ends with a
-    checkpoint under synchronous=FULL: the file is durable when the command returns, but a crash during the seed
-    can leave it with only part of the history (every committed part passes `bridge db check`)."""
+    checkpoint under synchronous=FULL: the file is durable when the command returns. If the seed process dies midway,
+    the batches committed so far stay (each passes `bridge db check`); a power loss or OS crash during the seed can
+    damage the file, so seed a scratch database, not one you cannot lose."""
     settings = load_settings(db=db, workspace=workspace)
     if settings.db_path.is_file() and not append and (existing := seeding.thread_count(settings.db_path)):
         fail(InvalidArgument(f"the database {settings.db_path} already has {existing} threads: pass --append to add "

@@ -5,8 +5,8 @@ counters go through the store's own functions (threads.py, control.py, messages.
 inserted with one prepared `executemany` per batch. Each batch is one `BEGIN IMMEDIATE` transaction that also
 moves its threads' `latest_seq`, so every commit leaves the invariants of `bridge db check` true (gapless seqs per
 thread, `latest_seq` equal to the last one). The seeding connection runs with `synchronous=OFF`; the final
-checkpoint runs with FULL, so the file is durable when `seed` returns (a crash mid-seed can lose whole batches,
-never leave a torn one behind the checkpoint).
+checkpoint runs with FULL, so the file is durable when `seed` returns. A process killed mid-seed keeps the batches
+committed so far; a power loss or OS crash mid-seed can damage the file (synchronous=OFF): seed scratch databases.
 
 History: `messages` spread round-robin over `threads` (one second apart, ending now), sent by the
 thread's participants: mostly chat (some addressed with `to_agents`), with structured events (findings reported,
@@ -137,7 +137,7 @@ class _History:
             finding_id = thread.open_findings[-1][1]
             metadata = {"event_type": kind, "finding_id": finding_id, "commit": f"{self.rng.getrandbits(40):010x}"}
         elif roll < 0.11:
-            kind = EventType.FINDING_VERIFIED
+            kind, sender = EventType.FINDING_VERIFIED, sender or 1  # a reviewer verifies the author's fix
             reply_to, finding_id = thread.open_findings.pop(0)
             metadata = {"event_type": kind, "finding_id": finding_id}
         else:
