@@ -1,4 +1,4 @@
-"""Trigger jobs, their attempts, automatic-wake marks and runtime failures."""
+"""Trigger jobs, their attempts, automatic-wake marks and candidates, and runtime failures."""
 
 from __future__ import annotations
 
@@ -135,25 +135,65 @@ def add_wake_mark(conn: apsw.Connection, thread_id: str, agent_id: str, seq: int
     return conn.changes() == 1
 
 
-def wake_candidates(conn: apsw.Connection, workspace_id: str, now: int) -> list[dict[str, Any]]:
-    """(thread, agent, newest addressed unread seq) for registered agents whose session is not active."""
+# How a message addresses a participant, as rows of `wake_addressed`: everyone (no `to_agents`, no `to_role`), each
+# agent in `to_agents`, and `to_role`. A participant is addressed by a row of its thread that it did not send and
+# whose kind is 'all', or 'agent' naming it, or 'role' naming its current thread role. Malformed `to_agents` JSON
+# (the API never stores it) addresses no agent rather than stopping every later fold. Messages are never deleted, so
+# their rowids only grow and the watermark (`wake_folded.last_rowid`) marks exactly what was folded.
+_FOLD = """
+    WITH batch AS (SELECT thread_id, seq, sender_agent_id, to_agents, to_role FROM messages
+                   WHERE rowid > :after AND rowid <= :upto)
+    INSERT INTO wake_addressed (thread_id, kind, addressee, sender_agent_id, seq)
+    SELECT thread_id, kind, addressee, sender_agent_id, MAX(seq) FROM (
+        SELECT thread_id, 'all' AS kind, '' AS addressee, sender_agent_id, seq FROM batch
+        WHERE to_agents IS NULL AND to_role IS NULL
+        UNION ALL
+        SELECT b.thread_id, 'agent', j.value, b.sender_agent_id, b.seq FROM batch b,
+               json_each(CASE WHEN json_valid(b.to_agents) THEN b.to_agents END) j WHERE j.value IS NOT NULL
+        UNION ALL
+        SELECT thread_id, 'role', to_role, sender_agent_id, seq FROM batch WHERE to_role IS NOT NULL
+    ) WHERE true GROUP BY thread_id, kind, addressee, sender_agent_id
+    ON CONFLICT (thread_id, kind, addressee, sender_agent_id) DO UPDATE SET seq = MAX(seq, excluded.seq)
+"""
+
+
+def has_unfolded(conn: apsw.Connection) -> bool:
+    """True when messages exist past the wake watermark (a read: most ticks have nothing to fold and need no write)."""
+    return bool(scalar(conn, "SELECT (SELECT MAX(rowid) FROM messages) > last_rowid FROM wake_folded"))
+
+
+def fold_addressed(conn: apsw.Connection, limit: int) -> None:
+    """Fold the next `limit` messages past the watermark into `wake_addressed` and move the watermark past them. One
+    write transaction and idempotent (MAX) upserts: workers sharing a database may each run it."""
+    after = scalar(conn, "SELECT last_rowid FROM wake_folded")
+    upto = scalar(conn, "SELECT MAX(rowid) FROM (SELECT rowid FROM messages WHERE rowid > ? ORDER BY rowid LIMIT ?)",
+                  (after, limit))
+    if upto is not None:
+        conn.execute(_FOLD, {"after": after, "upto": upto})
+        conn.execute("UPDATE wake_folded SET last_rowid = ?", (upto,))
+
+
+def wake_candidates(conn: apsw.Connection, workspace_id: str) -> list[dict[str, Any]]:
+    """(thread, agent, newest addressed unread seq) for registered agents whose session is not active, not yet marked.
+
+    Reads the folded `wake_addressed` (call `fold_addressed` first), never the messages: the newest addressed seq
+    beyond the cursor is the newest addressed seq whenever that is beyond the cursor."""
     return rows(conn, """
         SELECT u.thread_id, u.agent_id, u.seq FROM (
-            SELECT p.thread_id, p.agent_id, MAX(m.seq) AS seq
+            SELECT p.thread_id, p.agent_id, MAX(a.seq) AS seq
             FROM participants p
             JOIN threads t ON t.thread_id = p.thread_id AND t.workspace_id = :ws AND t.status != 'closed'
             JOIN sessions s ON s.workspace_id = :ws AND s.agent_id = p.agent_id AND s.status != 'active'
-            LEFT JOIN read_cursors c ON c.thread_id = p.thread_id AND c.agent_id = p.agent_id
-            JOIN messages m ON m.thread_id = p.thread_id AND m.seq > COALESCE(c.last_read_seq, 0)
-                 AND m.sender_agent_id != p.agent_id
-                 AND (m.to_agents IS NULL AND m.to_role IS NULL
-                      OR EXISTS (SELECT 1 FROM json_each(m.to_agents) j WHERE j.value = p.agent_id)
-                      OR m.to_role = p.thread_role)
-            WHERE t.latest_seq > COALESCE(c.last_read_seq, 0)
+            JOIN wake_addressed a ON a.thread_id = p.thread_id AND a.sender_agent_id != p.agent_id
+                 AND (a.kind = 'all' OR a.kind = 'agent' AND a.addressee = p.agent_id
+                      OR a.kind = 'role' AND a.addressee = p.thread_role)
             GROUP BY p.thread_id, p.agent_id
         ) u
-        WHERE NOT EXISTS (SELECT 1 FROM wake_marks w WHERE w.thread_id = u.thread_id AND w.agent_id = u.agent_id
+        LEFT JOIN read_cursors c ON c.thread_id = u.thread_id AND c.agent_id = u.agent_id
+        WHERE u.seq > COALESCE(c.last_read_seq, 0)
+          AND NOT EXISTS (SELECT 1 FROM wake_marks w WHERE w.thread_id = u.thread_id AND w.agent_id = u.agent_id
                           AND w.seq = u.seq)
+        ORDER BY u.thread_id, u.agent_id
     """, {"ws": workspace_id})
 
 

@@ -41,6 +41,8 @@ from bridge.worker.tmux import Tmux, TmuxError, TmuxUnavailable
 
 log = logging.getLogger("bridge.worker")
 WORKER = Call(Principal(agent_id="bridge:worker", workspace_id="-", role=Role.WORKER, session_id="worker"))
+FOLD_BATCH = 1000
+"""Messages folded into the automatic-wake table per write transaction (bounds how long a tick holds the lock)."""
 # what happened in this process that may give the worker something to do at once: a post or a new trigger (a job
 # due), an ack or a heartbeat (an awaited acknowledgement), a runtime paused or resumed (its deferred jobs)
 NUDGING_EVENTS = frozenset({"message_posted", "trigger_enqueued", "cursor_advanced", "heartbeat",
@@ -189,8 +191,11 @@ class Supervisor:
 
     # ------------------------------------------------------------------------------------------- automatic wake
     def _auto_wake(self, now: int) -> list[str]:
-        """One trigger per (thread, agent, newest addressed unread seq), deduplicated in the database."""
-        candidates = self.bridge.store.read(lambda c: trigger_store.wake_candidates(c, self.bridge.workspace, now))
+        """One trigger per (thread, agent, newest addressed unread seq), deduplicated in the database. New messages
+        are folded in first, a bounded batch per write, so a tick costs what changed since the last one."""
+        while self.bridge.store.read(trigger_store.has_unfolded):
+            self.bridge.store.write(lambda c: trigger_store.fold_addressed(c, FOLD_BATCH))
+        candidates = self.bridge.store.read(lambda c: trigger_store.wake_candidates(c, self.bridge.workspace))
         created = []
         for cand in candidates:
             made = auto_wake(self.bridge, WORKER, thread_id=cand["thread_id"], agent_id=cand["agent_id"],
