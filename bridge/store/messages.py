@@ -104,10 +104,19 @@ _ADDRESSED = ("(m.to_agents IS NULL AND m.to_role IS NULL"
               " OR m.to_role = p.thread_role)")
 
 
+# Messages after the agent's cursor that it did not send itself: every seq after the cursor (seqs are gapless, so
+# latest_seq - cursor of them) minus its own, counted on the messages_by_sender index: the cost is the agent's own
+# recent messages, not the unread history.
+_UNREAD_COUNT = ("MAX(0, t.latest_seq - COALESCE(c.last_read_seq, 0) - (SELECT COUNT(*) FROM messages m"
+                 " WHERE m.thread_id = t.thread_id AND m.sender_agent_id = :agent"
+                 " AND m.seq > COALESCE(c.last_read_seq, 0)))")
+
+
 def unread_count(conn: apsw.Connection, thread_id: str, agent_id: str) -> int:
     """Messages after the agent's cursor that it did not send itself."""
-    return scalar(conn, "SELECT COUNT(*) FROM messages WHERE thread_id = ? AND sender_agent_id != ? AND seq > ?",
-                  (thread_id, agent_id, get_cursor(conn, thread_id, agent_id)))
+    return scalar(conn, f"SELECT {_UNREAD_COUNT} FROM threads t LEFT JOIN read_cursors c ON c.thread_id ="
+                        " t.thread_id AND c.agent_id = :agent WHERE t.thread_id = :thread",
+                  {"agent": agent_id, "thread": thread_id}) or 0
 
 
 def inbox(conn: apsw.Connection, workspace_id: str, agent_id: str, limit: int) -> list[dict[str, Any]]:
@@ -115,7 +124,7 @@ def inbox(conn: apsw.Connection, workspace_id: str, agent_id: str, limit: int) -
     found = rows(conn, f"""
         SELECT t.thread_id, t.title, t.status, t.latest_seq, t.updated_at,
                COALESCE(c.last_read_seq, 0) AS last_read_seq,
-               (SELECT COUNT(*) FROM messages m WHERE {_UNREAD}) AS unread_count,
+               {_UNREAD_COUNT} AS unread_count,
                (SELECT COUNT(*) FROM messages m WHERE {_UNREAD} AND {_ADDRESSED}) AS addressed_to_me
         FROM participants p
         JOIN threads t ON t.thread_id = p.thread_id
