@@ -21,30 +21,11 @@ import pytest
 from bridge.store import Store, open_store
 from bridge.store import triggers as trigger_store
 from bridge.store.rows import rows, scalar
+from bridge.testing.references import FULL_WAKE_SCAN
 from bridge.worker.supervisor import FOLD_BATCH
 
 WS = "default"
 THREAD = "thr-scan"
-
-FULL_SCAN = """
-    SELECT u.thread_id, u.agent_id, u.seq FROM (
-        SELECT p.thread_id, p.agent_id, MAX(m.seq) AS seq
-        FROM participants p
-        JOIN threads t ON t.thread_id = p.thread_id AND t.workspace_id = :ws AND t.status != 'closed'
-        JOIN sessions s ON s.workspace_id = :ws AND s.agent_id = p.agent_id AND s.status != 'active'
-        LEFT JOIN read_cursors c ON c.thread_id = p.thread_id AND c.agent_id = p.agent_id
-        JOIN messages m ON m.thread_id = p.thread_id AND m.seq > COALESCE(c.last_read_seq, 0)
-             AND m.sender_agent_id != p.agent_id
-             AND (m.to_agents IS NULL AND m.to_role IS NULL
-                  OR EXISTS (SELECT 1 FROM json_each(m.to_agents) j WHERE j.value = p.agent_id)
-                  OR m.to_role = p.thread_role)
-        WHERE t.latest_seq > COALESCE(c.last_read_seq, 0)
-        GROUP BY p.thread_id, p.agent_id
-    ) u
-    WHERE NOT EXISTS (SELECT 1 FROM wake_marks w WHERE w.thread_id = u.thread_id AND w.agent_id = u.agent_id
-                      AND w.seq = u.seq)
-"""
-
 
 def seed(conn: apsw.Connection, count: int) -> None:
     """One open thread: alice posts `count` messages, to everyone, to bob, or to the reviewer role; bob (offline,
@@ -83,7 +64,7 @@ def fold_all(store: Store) -> None:
 
 
 def full_scan(store: Store) -> list[dict[str, Any]]:
-    return store.read(lambda c: rows(c, FULL_SCAN, {"ws": WS}))
+    return store.read(lambda c: rows(c, FULL_WAKE_SCAN, {"ws": WS}))
 
 
 def incremental(store: Store) -> list[dict[str, Any]]:

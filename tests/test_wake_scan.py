@@ -14,34 +14,15 @@ from bridge.store import Store, connect, open_store
 from bridge.store import triggers as trigger_store
 from bridge.store.migrate import migrations
 from bridge.store.rows import rows, scalar
+from bridge.testing.references import FULL_WAKE_SCAN
 
 WS = "default"
 AGENTS = ("alice", "bob", "carol", "dave", "erin")
 ROLES = ("reviewer", "author", "watcher")
 
-# The scan the fold replaces, kept verbatim as the reference: every unread message of every participant, each tick.
-ORACLE = """
-    SELECT u.thread_id, u.agent_id, u.seq FROM (
-        SELECT p.thread_id, p.agent_id, MAX(m.seq) AS seq
-        FROM participants p
-        JOIN threads t ON t.thread_id = p.thread_id AND t.workspace_id = :ws AND t.status != 'closed'
-        JOIN sessions s ON s.workspace_id = :ws AND s.agent_id = p.agent_id AND s.status != 'active'
-        LEFT JOIN read_cursors c ON c.thread_id = p.thread_id AND c.agent_id = p.agent_id
-        JOIN messages m ON m.thread_id = p.thread_id AND m.seq > COALESCE(c.last_read_seq, 0)
-             AND m.sender_agent_id != p.agent_id
-             AND (m.to_agents IS NULL AND m.to_role IS NULL
-                  OR EXISTS (SELECT 1 FROM json_each(m.to_agents) j WHERE j.value = p.agent_id)
-                  OR m.to_role = p.thread_role)
-        WHERE t.latest_seq > COALESCE(c.last_read_seq, 0)
-        GROUP BY p.thread_id, p.agent_id
-    ) u
-    WHERE NOT EXISTS (SELECT 1 FROM wake_marks w WHERE w.thread_id = u.thread_id AND w.agent_id = u.agent_id
-                      AND w.seq = u.seq)
-"""
-
 
 def oracle(conn: apsw.Connection) -> list[tuple[str, str, int]]:
-    return sorted((r["thread_id"], r["agent_id"], r["seq"]) for r in rows(conn, ORACLE, {"ws": WS}))
+    return sorted((r["thread_id"], r["agent_id"], r["seq"]) for r in rows(conn, FULL_WAKE_SCAN, {"ws": WS}))
 
 
 def folded(store: Store, limit: int = 7) -> list[tuple[str, str, int]]:
