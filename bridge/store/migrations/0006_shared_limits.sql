@@ -1,0 +1,18 @@
+-- State that several `bridge serve` processes on one database must share instead of keeping in memory.
+--
+-- write_quota: each agent's write-quota token bucket (tokens left at updated_at, unix ms), read and updated inside the
+-- posting transaction, so the quota holds whichever process serves the agent.
+-- leases: named leases with a fencing number (bumped on every change of holder), e.g. which process runs the worker.
+
+CREATE TABLE write_quota (
+    agent_id    TEXT PRIMARY KEY,
+    tokens      REAL NOT NULL,
+    updated_at  INTEGER NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE leases (
+    name        TEXT PRIMARY KEY,
+    holder      TEXT NOT NULL,
+    expires_at  INTEGER NOT NULL,
+    fencing     INTEGER NOT NULL
+) WITHOUT ROWID;
