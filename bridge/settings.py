@@ -62,6 +62,7 @@ def _sync(value: Any) -> str:
     return text
 
 
+MAX_AUTO_PROCESSES = 4
 _ORIGIN = re.compile(r"^([a-z][a-z0-9+.-]*)://([a-z0-9.-]+|\[[0-9a-f:.]+\])(:\d{1,5})?$")
 
 
@@ -82,7 +83,8 @@ def parse_origins(value: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
 # Timings that spin (too small) or stall (too large) the loops that use them: (field, least, most) in seconds.
 _BOUNDED_DURATIONS = (
     ("commit_poll", 0.001, 1.0), ("storage_probe_interval", 0.01, 60.0), ("worker_tick_gap", 0.0, 1.0),
-    ("ack_recheck", 0.01, 60.0), ("busy_recheck", 0.01, 60.0), ("launch_settle", 0.0, 60.0),
+    ("leader_lease", 0.3, 300.0), ("ack_recheck", 0.01, 60.0), ("busy_recheck", 0.01, 60.0),
+    ("launch_settle", 0.0, 60.0),
 )
 
 
@@ -101,6 +103,7 @@ class Settings:
     synchronous: str = _setting("FULL", "BRIDGE_SYNCHRONOUS", _sync)
     busy_timeout: float = _setting(5.0, "BRIDGE_BUSY_TIMEOUT", parse_duration)
     threads: int = _setting(32, "BRIDGE_THREADS", _int)
+    processes: int = _setting(0, "BRIDGE_PROCESSES", _int)  # 0: one per core, at most MAX_AUTO_PROCESSES
     long_poll_per_agent: int = _setting(4, "BRIDGE_LONG_POLL_PER_AGENT", _int)
     long_poll_total: int | None = _setting(None, "BRIDGE_LONG_POLL_TOTAL", _int)  # None: half the threads
     request_read_timeout: float = _setting(10.0, "BRIDGE_REQUEST_READ_TIMEOUT", parse_duration)
@@ -126,6 +129,7 @@ class Settings:
     loop_guard_repeats: int = _setting(3, "BRIDGE_LOOP_GUARD_REPEATS", _int)
     worker_poll: float = _setting(5.0, "BRIDGE_WORKER_POLL", parse_duration)
     worker_lease: float = _setting(30.0, "BRIDGE_WORKER_LEASE", parse_duration)
+    leader_lease: float = _setting(3.0, "BRIDGE_LEADER_LEASE", parse_duration)
     worker_tick_gap: float = _setting(0.01, "BRIDGE_WORKER_TICK_GAP", parse_duration)
     worker_claim_batch: int = _setting(16, "BRIDGE_WORKER_CLAIM_BATCH", _int)
     worker_jobs_per_tick: int = _setting(256, "BRIDGE_WORKER_JOBS_PER_TICK", _int)
@@ -198,6 +202,8 @@ class Settings:
             out.append("max header must be at least 1KiB")
         if self.threads < 2:
             out.append("threads must be at least 2")
+        if not 0 <= self.processes <= 64:
+            out.append("processes must be between 1 and 64 (0: one per core)")
         if self.long_poll_per_agent < 1:
             out.append("long poll per agent must be at least 1")
         if not 1 <= self.long_poll_limit < max(2, self.threads):
@@ -241,6 +247,12 @@ class Settings:
     def long_poll_limit(self) -> int:
         """Concurrent long-polls allowed in this process: BRIDGE_LONG_POLL_TOTAL, else half the HTTP threads."""
         return self.long_poll_total if self.long_poll_total is not None else max(1, self.threads // 2)
+
+    @property
+    def serve_processes(self) -> int:
+        """How many processes `bridge serve` runs: BRIDGE_PROCESSES, else one per core up to MAX_AUTO_PROCESSES (one
+        SQLite file takes one writer at a time: past a few processes, more only add memory)."""
+        return self.processes or max(1, min(os.cpu_count() or 1, MAX_AUTO_PROCESSES))
 
     @property
     def db_path(self) -> Path:

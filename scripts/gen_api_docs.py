@@ -67,9 +67,10 @@ SETTING_MEANINGS: dict[str, str] = {
     "BRIDGE_WORKSPACE": "The workspace this bridge serves.",
     "BRIDGE_SYNCHRONOUS": "SQLite durability: `FULL` (every commit on disk) or `NORMAL`.",
     "BRIDGE_BUSY_TIMEOUT": "How long a write waits for another process's lock before `UNAVAILABLE` (`database_busy`).",
-    "BRIDGE_THREADS": "HTTP worker threads (long-polls hold one each).",
-    "BRIDGE_LONG_POLL_PER_AGENT": "Concurrent long-polls one agent may hold.",
-    "BRIDGE_LONG_POLL_TOTAL": "Concurrent long-polls in the process (unset: half the HTTP threads).",
+    "BRIDGE_THREADS": "HTTP worker threads of each serving process (long-polls hold one each).",
+    "BRIDGE_PROCESSES": "Processes `bridge serve` runs on its one port and database (0: one per core, at most 4).",
+    "BRIDGE_LONG_POLL_PER_AGENT": "Concurrent long-polls one agent may hold in one serving process.",
+    "BRIDGE_LONG_POLL_TOTAL": "Concurrent long-polls in one serving process (unset: half the HTTP threads).",
     "BRIDGE_REQUEST_READ_TIMEOUT": "A request must arrive within this, else the connection is closed.",
     "BRIDGE_ISSUER": "The `iss` of tokens the bridge issues and accepts.",
     "BRIDGE_AUDIENCE": "The `aud` of tokens the bridge issues and accepts.",
@@ -81,10 +82,11 @@ SETTING_MEANINGS: dict[str, str] = {
     "BRIDGE_TOKEN_TTL": "Lifetime of a token `bridge token issue` signs when `--ttl` is not given.",
     "BRIDGE_MAX_BODY": "Largest request body (`PAYLOAD_TOO_LARGE` past it).",
     "BRIDGE_MAX_HEADER": "Largest request header block.",
-    "BRIDGE_WRITE_QUOTA_PER_MIN": "Writes per agent per minute (0: off); kept per process.",
+    "BRIDGE_WRITE_QUOTA_PER_MIN": ("Writes per agent per minute (0: off), kept in the database: it holds "
+                                   "across serving processes."),
     "BRIDGE_WRITE_BURST": "Writes an agent may make at once before the quota applies.",
     "BRIDGE_REFUSAL_AUDITS_PER_MIN": "Audit rows of refused requests per actor a minute (0: every refusal); the rest "
-                                     "are counted.",
+                                     "are counted. With N serving processes each takes 1/N.",
     "BRIDGE_REFUSAL_AUDIT_BURST": "Refusals an actor may have audited at once before that rate applies.",
     "BRIDGE_WRITE_BATCH": "Most writes committed in one SQLite transaction.",
     "BRIDGE_COMMIT_POLL": "How often a long-poll checks for commits by other processes (1ms to 1s).",
@@ -94,6 +96,8 @@ SETTING_MEANINGS: dict[str, str] = {
     "BRIDGE_LOOP_GUARD_REPEATS": "Times one finding may be reported before the thread is blocked (0: off).",
     "BRIDGE_WORKER_POLL": "How often the wake worker looks for work.",
     "BRIDGE_WORKER_LEASE": "How long a worker's claim on a trigger job lasts before another may take it.",
+    "BRIDGE_LEADER_LEASE": "Which serving process runs the worker is a lease in the database: renewed every third of "
+                           "this, taken over by another process once it lapses.",
     "BRIDGE_WORKER_TICK_GAP": "The least pause between two worker passes (a burst of posts costs one pass).",
     "BRIDGE_WORKER_CLAIM_BATCH": "Most trigger jobs a worker claims at once (fewer when one lease could not cover "
                                  "them).",

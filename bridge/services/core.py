@@ -11,7 +11,7 @@ import apsw
 
 from bridge.domain.authz import Op, Principal, check_workspace, require
 from bridge.domain.identifiers import now_ms
-from bridge.domain.ratelimit import RefusalAuditLimiter, TokenBuckets, refusal_key
+from bridge.domain.ratelimit import RefusalAuditLimiter, refusal_key
 from bridge.domain.vocabulary import Reason
 from bridge.errors import BridgeError, IdempotencyConflict, NotFound, RateLimited, Unavailable
 from bridge.services.waits import WaitSlots
@@ -56,22 +56,20 @@ class EventHub:
 
 @dataclass
 class Bridge:
-    """Everything a use case needs: settings, the store, the event hub, in-process quotas and long-poll slots, a
-    clock."""
+    """Everything a use case needs: settings, the store, the event hub, this process's long-poll slots and share of
+    the refusal-audit budget, a clock."""
 
     settings: Settings
     store: Store
     events: EventHub = field(default_factory=EventHub)
     clock: Callable[[], int] = now_ms
-    quotas: TokenBuckets = field(init=False)
     waits: WaitSlots = field(init=False)
     refusal_audits: RefusalAuditLimiter = field(init=False)
 
     def __post_init__(self) -> None:
-        self.quotas = TokenBuckets(self.settings.write_quota_per_min, self.settings.write_burst)
         self.waits = WaitSlots(self.settings.long_poll_per_agent, self.settings.long_poll_limit)
-        self.refusal_audits = RefusalAuditLimiter(self.settings.refusal_audits_per_min,
-                                                  self.settings.refusal_audit_burst)
+        self.refusal_audits = RefusalAuditLimiter.share(self.settings.refusal_audits_per_min,
+                                                        self.settings.refusal_audit_burst, self.settings.processes)
 
     @property
     def workspace(self) -> str:

@@ -12,11 +12,13 @@ import apsw
 from bridge.domain import loopguard
 from bridge.domain.authz import Op, require
 from bridge.domain.identifiers import iso, new_id
+from bridge.domain.ratelimit import retry_after_header, take_token
 from bridge.domain.vocabulary import Reason, Role
 from bridge.errors import Conflict, Forbidden, InvalidArgument, RateLimited, ThreadClosed
 from bridge.services.core import Bridge, Call, Pending, audited_write, check_frozen, replay_of, visible_thread
 from bridge.services.threads import change_status
 from bridge.store import messages as message_store
+from bridge.store import shared as shared_store
 from bridge.store import threads as thread_store
 from bridge.store.rows import loads
 
@@ -57,12 +59,8 @@ def post_message(bridge: Bridge, call: Call, req: PostMessageInput) -> dict[str,
         if thread["status"] == "closed":
             raise ThreadClosed("the thread is closed", {"thread_id": req.thread_id})
         _check_addressing(conn, req)
-        wait = bridge.quotas.take(principal.agent_id)
-        if wait > 0:
-            raise RateLimited("write quota exceeded for this agent",
-                              {"reason": Reason.WRITE_QUOTA, "quota_per_min": bridge.settings.write_quota_per_min},
-                              retry_after=bridge.quotas.retry_after_header(wait))
         now = bridge.clock()
+        _take_write_quota(conn, bridge, principal.agent_id, now)
         seq = message_store.next_seq(conn, req.thread_id, now)
         message_id = new_id("msg")
         message_store.insert_message(conn, {
@@ -79,6 +77,21 @@ def post_message(bridge: Bridge, call: Call, req: PostMessageInput) -> dict[str,
                 "replayed": False}
 
     return audited_write(bridge, call, "post_message", req.thread_id, work)
+
+
+def _take_write_quota(conn: apsw.Connection, bridge: Bridge, agent_id: str, now: int) -> None:
+    """Take one token of the agent's write quota, kept in the database (in this transaction) so the quota holds
+    whichever process serves the agent; RATE_LIMITED when the bucket is empty (nothing stored then)."""
+    per_minute = bridge.settings.write_quota_per_min
+    if per_minute <= 0:
+        return
+    bucket, wait_ms = take_token(shared_store.quota_bucket(conn, agent_id), now, per_minute / 60_000,
+                                 bridge.settings.write_burst)
+    if wait_ms > 0:
+        raise RateLimited("write quota exceeded for this agent",
+                          {"reason": Reason.WRITE_QUOTA, "quota_per_min": per_minute},
+                          retry_after=retry_after_header(wait_ms / 1000))
+    shared_store.save_quota_bucket(conn, agent_id, bucket)
 
 
 def _check_addressing(conn: apsw.Connection, req: PostMessageInput) -> None:
