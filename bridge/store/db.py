@@ -141,7 +141,7 @@ class Store:
         self._closed = False
         self._waits_ended = False  # shutting down: long-polls answer with what they have
         self._writing = False  # a batch is committing (on the writer thread or inline on a caller's thread)
-        self.commit_listeners: list[Callable[[], None]] = []  # called after every COMMIT; failures are logged
+        self.commit_listeners: list[Callable[[], None]] = []  # called after every COMMIT here; failures are logged
         self._failure: StorageFailure | None = None
         self._probe_lock = threading.Lock()
         self._last_probe = 0.0
@@ -331,14 +331,18 @@ class Store:
 
     # ------------------------------------------------------------------------------------------- waiting
     def _notify_commit(self) -> None:
-        with self._commit_cv:
-            self._commits += 1
-            self._commit_cv.notify_all()
+        self.committed_elsewhere()
         for listener in self.commit_listeners:
             try:
                 listener()
             except Exception:  # a listener never turns a committed write into an error
                 log.exception("commit listener failed", extra={"event": "commit_listener_failed"})
+
+    def committed_elsewhere(self) -> None:
+        """Something committed (this process, or another one that says so): every waiting long-poll looks again."""
+        with self._commit_cv:
+            self._commits += 1
+            self._commit_cv.notify_all()
 
     def wait_until(self, check: Callable[[], T | None], deadline: float) -> T | None:
         """Re-run `check()` after every commit (this process or another) until it returns a value or time is up."""
@@ -374,9 +378,7 @@ class Store:
         conn = connect(self.path, synchronous=self.synchronous, busy_timeout=self.busy_timeout)
         try:
             last = conn.execute("PRAGMA data_version").fetchall()[0][0]
-            with self._commit_cv:  # a foreign commit after a waiter's check() but before `last` was read: re-check
-                self._commits += 1
-                self._commit_cv.notify_all()
+            self.committed_elsewhere()  # a foreign commit after a waiter's check() but before `last` was read
             idle_since = time.monotonic()
             while not self._closed:
                 time.sleep(self.commit_poll)
@@ -394,9 +396,7 @@ class Store:
                     continue
                 if version != last:
                     last = version
-                    with self._commit_cv:
-                        self._commits += 1
-                        self._commit_cv.notify_all()
+                    self.committed_elsewhere()
         finally:
             conn.close()
 
