@@ -1,5 +1,5 @@
 """`bridge ops ...`: drills, the SLI harness, the go-live readiness check, real-agent wake latency, the database
-seeder and the reliability suite.
+seeder, the scale targets and the reliability suite.
 
 The product finds this group through the `bridge.commands` entry point in pyproject.toml; each subcommand is
 imported only when it runs (or shows its own help)."""
@@ -22,6 +22,8 @@ COMMANDS = section(
      "Post-to-tool-call latency of the real Claude Code and Codex CLIs, by wake path (fake models)."),
     ("seed", "bridge_ops.seed:seed",
      "Bulk-fill a database with realistic history (threads, messages, events, cursors, sessions) for benchmarks."),
+    ("scale", "bridge_ops.scale:scale",
+     "Scale targets: p95 of every operation and worker tick on 1M-message histories against 1k, on a real server."),
     ("reliability", "bridge_ops.reliability.cli:reliability",
      "Drive real `bridge serve` and `bridge worker` processes on 127.0.0.1 through faults (kill -9, SIGSTOP, "
      "concurrent writers on one database, a full disk, a file-size limit, hostile input) and print what the "
