@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 from bridge.domain.vocabulary import Reason
@@ -52,8 +53,27 @@ def parse_json(raw: bytes | str) -> Any:
         raise InvalidArgument(f"JSON nesting deeper than {MAX_DEPTH}", {"reason": Reason.TOO_DEEP}) from exc
     except ValueError as exc:  # json.JSONDecodeError is a ValueError
         raise InvalidArgument(f"malformed JSON: {exc}", {"reason": Reason.MALFORMED_JSON}) from exc
-    _check(value, 1)
+    if _may_violate(text, decoded=isinstance(raw, bytes)):
+        _check(value, 1)
     return value
+
+
+# A lone surrogate can only come from a `\uD800`-`\uDFFF` escape, or a raw surrogate character in a str body.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _may_violate(text: str, *, decoded: bool) -> bool:
+    """False when the parsed value cannot break the nesting or surrogate rule, so it need not be walked: at most
+    MAX_DEPTH opening brackets, no surrogate escape, and no raw surrogate (none when `decoded` from UTF-8 bytes).
+    Brackets and escapes inside strings over-count, which only costs the walk."""
+    if text.count("[") + text.count("{") > MAX_DEPTH or _SURROGATE_ESCAPE.search(text):
+        return True
+    if not decoded:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+    return False
 
 
 def _check(value: Any, depth: int) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
@@ -26,6 +27,8 @@ def _no_nul(text: str) -> str:
 
 def _json_size(limit: int) -> AfterValidator:
     def check(value: dict[str, Any]) -> dict[str, Any]:
+        if not value:  # `{}`: nothing to measure (most posts carry no metadata)
+            return value
         size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "surrogatepass"))
         if size > limit:
             raise ValueError(f"must encode to at most {limit} bytes of JSON (got {size})")
@@ -88,8 +91,9 @@ class Input(BaseModel):
     agent_id: Annotated[Identifier | None, Claim("agent_id")] = _hint("agent_id")
 
     @classmethod
+    @functools.cache
     def claim_fields(cls) -> tuple[tuple[str, str], ...]:
-        """(field, claim) of every identity hint this input accepts, workspace first."""
+        """(field, claim) of every identity hint this input accepts, workspace first (computed once per class)."""
         found = [(name, meta.name) for name, info in cls.model_fields.items()
                  for meta in info.metadata if isinstance(meta, Claim)]
         return tuple(sorted(found, key=lambda pair: pair[1] != "workspace_id"))
