@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 import tempfile
 import time
 from collections.abc import Callable, Iterable
@@ -196,7 +197,8 @@ class Api:
         beat = self.bridge.store.read(lambda conn: control_store.get_flag(conn, "worker_heartbeat"))
         age = None if beat is None else max(0.0, round(time.time() - float(beat), 3))
         return to_json({"status": "ok", "version": bridge_pkg.__version__, "workspace": self.bridge.workspace,
-                        "worker": {"last_tick_age_seconds": age}, "frozen": freeze_state(self.bridge)})
+                        "worker": {"last_tick_age_seconds": age}, "frozen": freeze_state(self.bridge),
+                        "pid": os.getpid()})
 
     def ready(self) -> bytes:
         bottle.request.environ["bridge.command"] = "ready"
