@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from bridge import logs
@@ -18,7 +20,11 @@ from bridge.errors import Unavailable
 @click.option("--db", default=None, help="Database file [env BRIDGE_DB; default ./bridge.db].")
 @click.option("--workspace", default=None, help="Workspace served [env BRIDGE_WORKSPACE; default: default].")
 @click.option("--synchronous", default=None, help="FULL or NORMAL [env BRIDGE_SYNCHRONOUS; default FULL].")
-@click.option("--threads", type=int, default=None, help="HTTP worker threads [env BRIDGE_THREADS; default 32].")
+@click.option("--threads", type=int, default=None,
+              help="HTTP worker threads per process [env BRIDGE_THREADS; default 32].")
+@click.option("--processes", type=int, default=None,
+              help="Serving processes on the one port and database [env BRIDGE_PROCESSES; default one per core, "
+                   "at most 4].")
 @click.option("--jwks-file", default=None, help="Also accept tokens signed by keys in this JWKS file.")
 @click.option("--jwks-url", default=None, help="Also accept tokens signed by keys served at this https JWKS URL.")
 @click.option("--jwks-ca-file", default=None, help="CA bundle to trust for --jwks-url (private issuers).")
@@ -33,26 +39,33 @@ def serve(with_worker: bool, **flags: object) -> None:
     """Run the HTTP API on 127.0.0.1:8765 (and the worker) with zero configuration."""
     settings = load_settings(**flags)
     logs.configure(settings.log_level)
-    from bridge.http.server import serve_forever
-
     if settings.port and (problem := bind_problem(settings.host, settings.port)) is not None:
         details = {"reason": Reason.CANNOT_LISTEN, "host": settings.host, "port": settings.port}
         fail(Unavailable(problem, details), False)
-    with opened(settings, as_json=False, create=True) as parts:
-        def announce(server: object) -> None:
-            host, port = server.effective_host, server.effective_port  # type: ignore[attr-defined]
-            click.echo(f"bridge {settings.workspace!r} listening on http://{host}:{port} (db {settings.db_path})",
-                       err=True)
-            click.echo(f"mint a token: bridge token issue --db {settings.db_path} --url http://{host}:{port} "
-                       "--agent-id <agent> --role participant", err=True)
-            click.echo(f"READY http://{host}:{port}", err=True)
 
-        try:
-            serve_forever(parts, on_start=announce, with_worker=with_worker)
-        except OSError as exc:  # the port was taken between the probe and the bind
-            if exc.errno not in LISTEN_ERRORS:
-                raise
-            fail(Unavailable(bind_reason(settings.host, settings.port, exc), {"reason": Reason.CANNOT_LISTEN}), False)
+    def announce(host: str, port: int) -> None:
+        processes = settings.serve_processes
+        click.echo(f"bridge {settings.workspace!r} listening on http://{host}:{port} (db {settings.db_path}, "
+                   f"{processes} process{'es' if processes > 1 else ''})", err=True)
+        click.echo(f"mint a token: bridge token issue --db {settings.db_path} --url http://{host}:{port} "
+                   "--agent-id <agent> --role participant", err=True)
+        click.echo(f"READY http://{host}:{port}", err=True)
+
+    try:
+        if settings.serve_processes > 1:
+            from bridge.http.processes import serve_processes
+
+            sys.exit(serve_processes(settings, settings.serve_processes, with_worker=with_worker,
+                                     on_start=announce))
+        from bridge.http.server import serve_forever
+
+        with opened(settings, as_json=False, create=True) as parts:
+            serve_forever(parts, with_worker=with_worker,
+                          on_start=lambda server: announce(server.effective_host, server.effective_port))
+    except OSError as exc:  # the port was taken between the probe and the bind
+        if exc.errno not in LISTEN_ERRORS:
+            raise
+        fail(Unavailable(bind_reason(settings.host, settings.port, exc), {"reason": Reason.CANNOT_LISTEN}), False)
 
 
 @click.command()

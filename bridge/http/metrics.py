@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics, generate_latest
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from bridge.services.control import freeze_state
@@ -92,7 +94,8 @@ class Metrics:
         self.trigger_dispatch = Histogram("bridge_trigger_dispatch_seconds",
                                           "Message committed (or trigger created) to delivered/resumed/spawned.",
                                           buckets=LATENCY_BUCKETS, registry=r)
-        r.register(_StateCollector(bridge, self))
+        self._state = _StateCollector(bridge, self)
+        r.register(self._state)
         bridge.events.subscribe(self.on_event)
 
     def on_event(self, name: str, fields: dict[str, Any]) -> None:
@@ -115,8 +118,13 @@ class Metrics:
             self.trigger_dispatch.observe(max(0.0, time.time() - fields["started_at"] / 1000))
 
     def render(self) -> bytes:
-        """The Prometheus text exposition."""
-        return generate_latest(self.registry)
+        """The Prometheus text exposition (with several serving processes: every process's counters summed)."""
+        if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)
+        registry.register(self._state)
+        return generate_latest(registry)
 
 
 def reason_class(reason: str) -> str:

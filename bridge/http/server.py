@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -30,6 +31,7 @@ from bridge.errors import BridgeError, Internal, InvalidArgument, PayloadTooLarg
 from bridge.http.app import JSON, create_app
 from bridge.http.envelope import error_body, request_id_from
 from bridge.http.metrics import Metrics
+from bridge.http.peers import CommitPeers
 from bridge.settings import DEFAULTS
 from bridge.wiring import Parts
 
@@ -182,12 +184,14 @@ class _BridgeServer(TcpWSGIServer):
             self.metrics.connections_dropped.labels(reason=reason).inc()
 
 
-def make_server(parts: Parts, *, host: str | None = None, port: int | None = None, **overrides: Any) -> Any:
-    """A waitress server for the bridge (not yet serving); `port=0` picks a free port."""
+def make_server(parts: Parts, *, host: str | None = None, port: int | None = None,
+                sock: socket.socket | None = None, **overrides: Any) -> Any:
+    """A waitress server for the bridge (not yet serving); `port=0` picks a free port. With `sock`, it serves that
+    listening socket instead (bound by `bridge serve --processes`, shared by every serving process)."""
     settings = parts.bridge.settings
+    address = {"host": settings.host if host is None else host, "port": settings.port if port is None else port}
     options: dict[str, Any] = {
-        "host": settings.host if host is None else host,
-        "port": settings.port if port is None else port,
+        **(address if sock is None else {"sockets": [sock]}),
         "threads": settings.threads,
         "max_request_body_size": settings.max_body + 1,  # waitress refuses a body of this size or more
         "max_request_header_size": settings.max_header,
@@ -199,12 +203,18 @@ def make_server(parts: Parts, *, host: str | None = None, port: int | None = Non
     }
     options.update(overrides)
     metrics = Metrics(parts.bridge)
-    app = create_app(parts.bridge, parts.verifier, metrics, bind_host=options["host"])
+    app = create_app(parts.bridge, parts.verifier, metrics,
+                     bind_host=options["host"] if sock is None else sock.getsockname()[0])
     adj = Adjustments(**options)
     dispatcher = ThreadedTaskDispatcher()
     dispatcher.set_thread_count(adj.threads)
     servers: dict[Any, Any] = {}
-    listeners = [_BridgeServer(app, servers, dispatcher=dispatcher, adj=adj, sockinfo=info) for info in adj.listen]
+    if sock is None:
+        listeners = [_BridgeServer(app, servers, dispatcher=dispatcher, adj=adj, sockinfo=info) for info in adj.listen]
+    else:
+        info = (sock.family, sock.type, sock.proto, sock.getsockname())
+        listeners = [_BridgeServer(app, servers, True, sock, dispatcher=dispatcher, adj=adj, sockinfo=info,
+                                   bind_socket=False)]
     for listener in listeners:
         listener.read_timeout, listener.metrics = settings.request_read_timeout, metrics
         listener.eviction_log_interval = settings.eviction_log_interval
@@ -241,17 +251,25 @@ def shutdown(server: Any) -> None:
     server.close()
 
 
-def serve_forever(parts: Parts, *, on_start: Callable[[Any], None] | None = None, with_worker: bool = True) -> None:
-    """Serve (and, unless told otherwise, run the supervisor worker) until SIGINT/SIGTERM; then stop both."""
-    server = make_server(parts)
+def serve_forever(parts: Parts, *, on_start: Callable[[Any], None] | None = None, with_worker: bool = True,
+                  sock: socket.socket | None = None, peers: CommitPeers | None = None) -> None:
+    """Serve (and, unless told otherwise, run the supervisor worker, elected among the serving processes) until
+    SIGINT/SIGTERM; then stop both. `sock` and `peers`: one of the processes of `bridge serve --processes`."""
+    server = make_server(parts, sock=sock)
     stop = threading.Event()
     worker_thread = None
+    supervisor = None
     if with_worker:
         from bridge.worker.supervisor import Supervisor
 
         supervisor = Supervisor(parts.bridge)
         supervisor.url = f"http://{server.effective_host}:{server.effective_port}"
-        worker_thread = threading.Thread(target=supervisor.run, args=(stop,), name="bridge-worker", daemon=True)
+        worker_thread = threading.Thread(target=supervisor.run, args=(stop,), kwargs={"elect": True},
+                                         name="bridge-worker", daemon=True)
+    if peers is not None:
+        parts.bridge.store.commit_listeners.append(peers.announce)
+        nudge = supervisor.nudge.set if supervisor is not None else None
+        peers.listen(parts.bridge.store.committed_elsewhere, nudge)
 
     def stop_serving() -> None:  # in the server's loop: no new connections, idle ones close, long-polls answer
         getattr(server, "stop_accepting", server.close)()
@@ -274,7 +292,7 @@ def serve_forever(parts: Parts, *, on_start: Callable[[Any], None] | None = None
             raise
     finally:
         stop.set()
-        if worker_thread is not None:
+        if supervisor is not None and worker_thread is not None:
             supervisor.nudge.set()
             worker_thread.join(timeout=15)
         shutdown(server)

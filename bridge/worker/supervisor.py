@@ -1,8 +1,14 @@
 """The supervisor worker: one `tick(now)` reconciles panes, enqueues automatic wakes and advances trigger jobs.
 
 `run()` only loops: tick, then sleep until the next job is due, the poll interval passes, or a nudge arrives (a post,
-an ack or a heartbeat in this process). Jobs are claimed with a lease and a claim token; a worker that dies mid-job
-leaves a lease that expires, and its late result is refused because the token no longer matches.
+an ack or a heartbeat in this process, or a commit another serving process announced). Jobs are claimed with a lease
+and a claim token; a worker that dies mid-job leaves a lease that expires, and its late result is refused because the
+token no longer matches.
+
+The workers inside `bridge serve` processes elect one of them through the database (`run(stop, elect=True)`): only
+the holder of the lease `worker:<workspace>` ticks, renewing it every third of `BRIDGE_LEADER_LEASE`; the others
+stand by and the first to find it lapsed takes over. Standalone `bridge worker` processes do not take part: any
+number of them may tick beside it (jobs are leased one by one).
 
 Job states: queued (deliver to the tmux pane) → awaiting_ack → delivered; or, on the fallback chain,
 resume → resumed, spawn → spawned; failed is the dead letter.
@@ -10,7 +16,9 @@ resume → resumed, spawn → spawned; failed is the dead letter.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import secrets
 import threading
 import time
@@ -27,6 +35,7 @@ from bridge.domain import wake
 from bridge.domain.authz import Principal
 from bridge.domain.templates import load_templates, render
 from bridge.domain.vocabulary import Role
+from bridge.errors import Unavailable
 from bridge.services import runtimes as runtime_service
 from bridge.services.command_lines import command_env, isolated
 from bridge.services.core import Bridge, Call, audit
@@ -34,6 +43,7 @@ from bridge.services.threads import build_summary
 from bridge.services.triggers import auto_wake, loop_blocked
 from bridge.store import control as control_store
 from bridge.store import messages as message_store
+from bridge.store import shared as shared_store
 from bridge.store import threads as thread_store
 from bridge.store import triggers as trigger_store
 from bridge.worker.runtimes import CommandResult, run_command
@@ -71,13 +81,14 @@ class Supervisor:
         self.tmux = tmux or Tmux(self.settings.tmux_socket)
         self.templates = load_templates(self.settings.runtimes_file)
         self.wall = wall
-        self.worker_id = f"w-{secrets.token_hex(4)}"
+        self.worker_id = f"w-{os.getpid()}-{secrets.token_hex(3)}"  # which process, for operators and logs
         self.nudge = threading.Event()
         self._ack_recheck_ms = round(self.settings.ack_recheck * 1000)  # a typed or spawned job looks again
         self.url = self.settings.url  # the bridge's address given to spawned agents (serve sets the bound one)
         self._last_beat = 0
         self._stopping: threading.Event | None = None  # run()'s stop event: cuts a running fallback command short
         self._last_reconcile = 0
+        self._lead_renewed: int | None = None  # when this worker last took or renewed the lease (None: not leading)
         self._last_tick = 0.0
         self.overlap = False  # run() sets it: resume commands then run beside the loop, not inside a tick
         self._commands: dict[str, threading.Thread] = {}  # target agent id -> its command running in the background
@@ -89,12 +100,15 @@ class Supervisor:
             self.nudge.set()
 
     # ------------------------------------------------------------------------------------------- loop
-    def run(self, stop: threading.Event) -> None:
-        """Tick until `stop` is set (signal handlers only set it)."""
+    def run(self, stop: threading.Event, *, elect: bool = False) -> None:
+        """Tick until `stop` is set (signal handlers only set it); with `elect`, only while leading (see above)."""
         log.info("worker started", extra={"event": "worker_started"})
         self._stopping = stop
         self.overlap = True
         while not stop.is_set():
+            if elect and not self._leading():
+                stop.wait(self.settings.leader_lease / 3)
+                continue
             gap = self.settings.worker_tick_gap - (time.monotonic() - self._last_tick)
             time.sleep(max(0.0, gap))  # a burst of posts: one tick
             self._last_tick = time.monotonic()
@@ -104,11 +118,37 @@ class Supervisor:
                 log.exception("worker tick failed", extra={"event": "worker_tick_failed"})
             if stop.is_set():
                 break
-            self.nudge.wait(self._next_wait())
+            self.nudge.wait(min(self._next_wait(), self.settings.leader_lease / 3) if elect else self._next_wait())
             self.nudge.clear()
         for thread in self._background():  # their commands see `stop` and end within a poll interval
             thread.join(timeout=15)
+        if self._lead_renewed is not None:  # hand over at once rather than when the lease lapses
+            with contextlib.suppress(Unavailable):
+                self.bridge.store.write(lambda c: shared_store.release_lease(c, self.lease_name, self.worker_id))
         log.info("worker stopped", extra={"event": "worker_stopped"})
+
+    @property
+    def lease_name(self) -> str:
+        """The database lease the workers of `bridge serve` processes elect their one worker with."""
+        return f"worker:{self.bridge.workspace}"
+
+    def _leading(self) -> bool:
+        """Whether this worker holds the lease, taking or renewing it once a third of it has passed."""
+        now = self.bridge.clock()
+        lease_ms = round(self.settings.leader_lease * 1000)
+        if self._lead_renewed is not None and now - self._lead_renewed < lease_ms / 3:
+            return True
+        try:
+            fencing = self.bridge.store.write(
+                lambda c: shared_store.take_lease(c, self.lease_name, self.worker_id, now, lease_ms))
+        except Unavailable:
+            fencing = None
+        leading = fencing is not None
+        if leading != (self._lead_renewed is not None):
+            log.info("worker leading" if leading else "worker standing by",
+                     extra={"event": "worker_leading" if leading else "worker_standing_by", "fencing": fencing})
+        self._lead_renewed = now if leading else None
+        return leading
 
     def _next_wait(self) -> float:
         now = self.bridge.clock()

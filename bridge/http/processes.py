@@ -1,0 +1,185 @@
+"""`bridge serve --processes N`: one listening socket served by N forked processes on one database.
+
+The parent binds the socket and migrates the database, then forks N serving processes and only looks after them.
+Each opens its own store (group commit per process; SQLite's write lock orders the processes), serves the shared
+socket with waitress (the kernel hands each new connection to one of them) and runs a worker that ticks only while
+it holds the database lease (bridge/worker/supervisor.py). Commits are announced between them (bridge/http/peers.py),
+so a long-poll in one process wakes at once when another process commits.
+
+The parent forwards SIGTERM/SIGINT to every process and waits for them (SIGKILL after `STOP_TIMEOUT`); a process that
+dies is restarted in its slot unless processes keep dying (`RESTARTS` within `RESTART_WINDOW` seconds: then all stop
+and the parent exits 1). The serving processes die with the parent (PR_SET_PDEATHSIG on Linux), so `kill -9` of the
+parent's PID stops the whole server, as it would a single process. Prometheus counters are kept in files of a
+temporary directory (prometheus-client's multiprocess mode), so `/metrics` of any process reports them all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import os
+import select
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+
+from bridge.http.peers import CommitPeers
+from bridge.settings import Settings
+
+log = logging.getLogger("bridge.http")
+READY_TIMEOUT = 60.0  # seconds for every process to open the database and start serving
+STOP_TIMEOUT = 20.0
+RESTARTS, RESTART_WINDOW = 5, 60.0
+_PR_SET_PDEATHSIG = 1
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """The listening socket every serving process shares (port 0: a free one)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return socket.create_server((host, port), family=family, backlog=1024)
+
+
+def serve_processes(settings: Settings, count: int, *, with_worker: bool,
+                    on_start: Callable[[str, int], None]) -> int:
+    """Serve with `count` processes until SIGTERM/SIGINT; the exit code (0, or 1 when processes kept dying).
+
+    `on_start(host, port)` runs once every process serves. The caller must not have started threads or opened the
+    database in this process (they would not survive the fork)."""
+    from bridge.wiring import build
+
+    if "prometheus_client" in sys.modules:
+        raise RuntimeError("prometheus_client was imported before the fork: its counters would not be shared")
+    metrics_dir = tempfile.mkdtemp(prefix="bridge-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # every process's counters in files, summed at scrape
+    sock = listen(settings.host, settings.port)
+    host, port = sock.getsockname()[:2]
+    settings = settings.replace(port=port, processes=count)
+    build(settings).close()  # create/migrate the database and the signing key once, before any fork
+    peers = CommitPeers(count)
+    ready_read, ready_write = os.pipe()
+    parent = os.getpid()
+    children: dict[int, int] = {}  # pid -> slot
+
+    def start(slot: int, ready: int | None = None) -> None:
+        pid = os.fork()
+        if pid == 0:
+            if ready is not None:
+                os.close(ready_read)
+            _serve_slot(parent, slot, sock, settings, peers, with_worker, ready)
+        children[pid] = slot
+
+    for slot in range(count):
+        start(slot, ready_write)
+    os.close(ready_write)
+    stopping = False
+
+    def stop_all(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in list(children):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop_all)
+    signal.signal(signal.SIGINT, stop_all)
+    code = 0
+    if _await_ready(ready_read, count, children):
+        on_start(host, port)
+    elif not stopping:
+        code = 1
+        stop_all(signal.SIGTERM, None)
+    os.close(ready_read)
+    deaths: list[float] = []
+    stop_deadline = None
+    while children:
+        pid, _status = os.waitpid(-1, os.WNOHANG)
+        if pid == 0:
+            if stopping and stop_deadline is None:
+                stop_deadline = time.monotonic() + STOP_TIMEOUT
+            if stop_deadline is not None and time.monotonic() > stop_deadline:
+                for late in children:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(late, signal.SIGKILL)
+            time.sleep(0.05)
+            continue
+        slot = children.pop(pid, None)
+        if slot is None or stopping:
+            continue
+        now = time.monotonic()
+        deaths = [t for t in deaths if now - t < RESTART_WINDOW] + [now]
+        if len(deaths) > RESTARTS:
+            log.error("serving processes keep dying: stopping", extra={"event": "serve_crash_loop"})
+            code = 1
+            stop_all(signal.SIGTERM, None)
+            continue
+        log.warning("a serving process exited: starting another", extra={"event": "serve_process_restarted",
+                                                                          "pid": pid, "slot": slot})
+        start(slot)
+    sock.close()
+    peers.close()
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    return code
+
+
+def _await_ready(ready_read: int, count: int, children: dict[int, int]) -> bool:
+    """Whether every process reported it serves (one byte each) before the timeout, none dying first (a dead one
+    is reaped and taken out of `children`)."""
+    deadline = time.monotonic() + READY_TIMEOUT
+    ready = 0
+    while ready < count:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        readable, _, _ = select.select([ready_read], [], [], min(remaining, 0.5))
+        if readable:
+            got = os.read(ready_read, count)
+            if not got:  # every process closed its end: some died before serving
+                return False
+            ready += len(got)
+        else:
+            dead = [pid for pid in list(children) if os.waitpid(pid, os.WNOHANG)[0]]
+            for pid in dead:
+                children.pop(pid)
+            if dead:
+                return False
+    return True
+
+
+def _serve_slot(parent: int, slot: int, sock: socket.socket, settings: Settings, peers: CommitPeers,
+                with_worker: bool, ready: int | None) -> None:
+    """In a forked process: serve until told to stop, then exit without returning into the parent's code. `ready`:
+    the pipe to report on once serving (None for a restarted process)."""
+    code = 1
+    try:
+        _die_with(parent)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, signal.SIG_DFL)
+        from bridge.http.server import serve_forever
+        from bridge.wiring import build
+
+        peers.join(slot)
+        parts = build(settings)
+        try:
+            serve_forever(parts, sock=sock, peers=peers, with_worker=with_worker,
+                          on_start=None if ready is None else lambda server: os.write(ready, b"r"))
+        finally:
+            parts.close()
+        code = 0
+    except BaseException:
+        log.exception("serving process failed", extra={"event": "serve_process_failed", "slot": slot})
+    finally:
+        logging.shutdown()
+        os._exit(code)
+
+
+def _die_with(parent: int) -> None:
+    """Have the kernel kill this process when the parent dies (Linux); exit at once if it already has."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:
+        os._exit(1)
