@@ -5,7 +5,8 @@ notification plus a `PRAGMA data_version` watcher that sees commits made by othe
 
 Writes go through `Store.write(fn)`: `fn(conn)` runs on the single writer connection inside a `BEGIN IMMEDIATE`
 transaction, in its own SAVEPOINT. Concurrent callers are batched into one commit (group commit) by the writer
-thread, so eight writers cost one fsync instead of eight; a failing `fn` rolls back only its own savepoint. When
+thread, so eight writers cost one fsync instead of eight; a failing `fn` rolls back only its own savepoint (a batch
+of one needs no savepoint: its failure rolls the transaction back, and nothing is committed). When
 nothing is committing or queued, the caller commits on its own thread instead (one at a time), which saves two
 thread hand-offs per uncontended write. `write()` returns only after COMMIT, so an acknowledged write is durable.
 
@@ -246,7 +247,8 @@ class Store:
 
     def _commit_batch(self, conn: apsw.Connection,
                       batch: list[tuple[Callable[[apsw.Connection], Any], Future[Any]]]) -> None:
-        """One transaction for the batch, one SAVEPOINT per operation; answer every caller after COMMIT."""
+        """One transaction for the batch, one SAVEPOINT per operation (a lone operation needs none: the transaction
+        is its own); answer every caller after COMMIT."""
         try:
             conn.execute("BEGIN IMMEDIATE")
         except apsw.Error as exc:
@@ -254,7 +256,14 @@ class Store:
             for _, future in batch:
                 future.set_exception(error)
             return
-        outcomes = [self._run_operation(conn, fn, future) for fn, future in batch]
+        if len(batch) == 1:
+            future, ok, value = self._run_alone(conn, *batch[0])
+            if not ok:  # rolled back: nothing to commit
+                future.set_exception(value)
+                return
+            outcomes = [(future, ok, value)]
+        else:
+            outcomes = [self._run_operation(conn, fn, future) for fn, future in batch]
         try:
             conn.execute("COMMIT")
         except apsw.Error as exc:
@@ -284,6 +293,22 @@ class Store:
                 conn.execute("RELEASE op")
             except apsw.Error:
                 raise exc from None  # this operation cannot be undone alone: the whole batch is rolled back
+            error = self._write_failed(exc, conn) if isinstance(exc, _STORAGE_ERRORS) else exc
+            return future, False, error
+
+    def _run_alone(self, conn: apsw.Connection, fn: Callable[[apsw.Connection], Any],
+                   future: Future[Any]) -> tuple[Future[Any], bool, Any]:
+        """Run the batch's only operation directly in the transaction; a failure rolls the transaction back (then
+        the outcome is not ok and nothing is left to commit)."""
+        try:
+            return future, True, fn(conn)
+        except BaseException as exc:
+            if not conn.in_transaction:
+                raise  # SQLITE_FULL / I/O errors rolled the transaction back already
+            try:
+                conn.execute("ROLLBACK")
+            except apsw.Error:
+                raise exc from None
             error = self._write_failed(exc, conn) if isinstance(exc, _STORAGE_ERRORS) else exc
             return future, False, error
 
