@@ -191,17 +191,15 @@ def test_the_summary_of_a_long_thread_sees_every_event(live_server, api, make_to
     assert by_id not in summary["summary"]
 
 
-def test_open_items_are_the_same_whatever_the_page_size(parts, monkeypatch):
-    """The paged computation does not depend on where the pages end."""
+def test_open_items_closed_by_reply_and_by_finding_id(parts):
+    """Findings sharing ids: a reply closes one, a finding id closes every earlier finding with it."""
     thread_id = create_thread(parts, COORD, ("rev",))
     ids = insert_events(parts, thread_id, [event("finding_reported", f"finding {i}", finding_id=f"F{i % 3}")
                                            for i in range(7)])
     insert_events(parts, thread_id, [{**event("finding_verified", "ok"), "in_reply_to": ids[5]},
                                      event("finding_resolved", "ok", finding_id="F1")])
     expected = [ids[i] for i in range(7) if i != 5 and i % 3 != 1]
-    for page in (1, 2, 3, 1000):
-        monkeypatch.setattr(thread_service, "SUMMARY_PAGE", page)
-        items = parts.bridge.store.read(lambda c: thread_service.build_summary(
-            c, thread_store.get_thread(c, thread_id) or {})["open_items"])
-        assert [i["message_id"] for i in items] == expected, page
+    items = parts.bridge.store.read(lambda c: thread_service.build_summary(
+        c, thread_store.get_thread(c, thread_id) or {})["open_items"])
+    assert [i["message_id"] for i in items] == expected
 

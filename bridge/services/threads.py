@@ -11,7 +11,7 @@ import apsw
 from bridge.domain import lifecycle
 from bridge.domain.authz import Op, require, sees_all_threads
 from bridge.domain.identifiers import iso, new_id, parse_iso
-from bridge.domain.summary import OPEN_ITEM_EVENTS, OpenItems, summarize
+from bridge.domain.summary import open_items, summarize
 from bridge.domain.vocabulary import EventType, Reason, Role
 from bridge.errors import Conflict, Forbidden, InvalidArgument, ThreadClosed
 from bridge.services.core import (
@@ -39,9 +39,6 @@ if TYPE_CHECKING:  # annotations only: the CLI's light commands must not import 
         UpdateThreadStatusInput,
     )
 
-SUMMARY_PAGE = 1000  # events read at a time when computing the open items
-
-
 # ------------------------------------------------------------------------------------------------- views
 def thread_view(conn: apsw.Connection, thread: dict[str, Any]) -> dict[str, Any]:
     """The wire shape of a thread, with participants and its open escalation."""
@@ -61,26 +58,15 @@ def thread_view(conn: apsw.Connection, thread: dict[str, Any]) -> dict[str, Any]
 
 
 def build_summary(conn: apsw.Connection, thread: dict[str, Any], max_messages: int = 200) -> dict[str, Any]:
-    """The summary of a thread, read through `conn` (usable inside a write transaction)."""
+    """The summary of a thread, read through `conn` (usable inside a write transaction): its tail, its tallies and
+    open findings (kept as messages are inserted) and indexed lookups, whatever the length of its history."""
     thread_id = thread["thread_id"]
     latest_fix = message_store.latest_event(conn, thread_id, EventType.FIX_PUSHED)
     recent = [_decode(m) for m in message_store.latest_messages(conn, thread_id, max_messages)]
+    items = open_items(_decode(m) for m in message_store.open_findings(conn, thread_id))
     return summarize(thread, thread_store.participants(conn, thread_id), message_store.counts(conn, thread_id),
-                     _open_items(conn, thread_id), None if latest_fix is None else _decode(latest_fix), recent,
+                     items, None if latest_fix is None else _decode(latest_fix), recent,
                      thread_store.open_escalation(conn, thread_id))
-
-
-def _open_items(conn: apsw.Connection, thread_id: str) -> list[dict[str, Any]]:
-    """The open findings of the whole thread, read page by page (memory: one page plus the open findings)."""
-    items = OpenItems()
-    after = 0
-    while True:
-        page = message_store.events_page(conn, thread_id, OPEN_ITEM_EVENTS, after_seq=after, limit=SUMMARY_PAGE)
-        for event in page:
-            items.add(_decode(event))
-        if len(page) < SUMMARY_PAGE:
-            return items.items()
-        after = page[-1]["seq"]
 
 
 def _decode(message: dict[str, Any]) -> dict[str, Any]:

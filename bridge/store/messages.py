@@ -50,14 +50,6 @@ def read_range(conn: apsw.Connection, thread_id: str, *, since_seq: int, limit: 
                 (*where.params, limit))
 
 
-def events_page(conn: apsw.Connection, thread_id: str, event_types: tuple[str, ...], *, after_seq: int,
-                limit: int) -> list[dict[str, Any]]:
-    """The next `limit` events (kind `event`) of the given types with seq > after_seq, in ascending seq order."""
-    marks = ",".join("?" * len(event_types))
-    return rows(conn, f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE thread_id = ? AND seq > ? AND kind = 'event'"
-                      f" AND event_type IN ({marks}) ORDER BY seq LIMIT ?", (thread_id, after_seq, *event_types, limit))
-
-
 def latest_event(conn: apsw.Connection, thread_id: str, event_type: str) -> dict[str, Any] | None:
     """The newest event (kind `event`) of a type on a thread, or None."""
     return one(conn, f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE thread_id = ? AND kind = 'event'"
@@ -73,16 +65,26 @@ def latest_messages(conn: apsw.Connection, thread_id: str, limit: int) -> list[d
 
 
 def counts(conn: apsw.Connection, thread_id: str) -> dict[str, Any]:
-    """Message counts of a thread by kind and by event type, and per sender (count, last activity)."""
+    """Message counts of a thread by kind and by event type, and per sender (count, last activity), read from the
+    tallies the insert triggers keep (migration 7): the cost is the number of senders, kinds and event types."""
     by_kind = {r["kind"]: r["n"] for r in rows(
-        conn, "SELECT kind, COUNT(*) AS n FROM messages WHERE thread_id = ? GROUP BY kind", (thread_id,))}
+        conn, "SELECT kind, SUM(messages) AS n FROM message_tallies WHERE thread_id = ? GROUP BY kind ORDER BY kind",
+        (thread_id,))}
     by_event = {r["event_type"]: r["n"] for r in rows(
-        conn, "SELECT event_type, COUNT(*) AS n FROM messages WHERE thread_id = ? AND event_type IS NOT NULL"
-              " GROUP BY event_type ORDER BY event_type", (thread_id,))}
+        conn, "SELECT event_type, messages AS n FROM event_tallies WHERE thread_id = ? ORDER BY event_type",
+        (thread_id,))}
     by_sender = {r["sender_agent_id"]: r for r in rows(
-        conn, "SELECT sender_agent_id, COUNT(*) AS n, MAX(created_at) AS last_at FROM messages WHERE thread_id = ?"
-              " GROUP BY sender_agent_id", (thread_id,))}
+        conn, "SELECT sender_agent_id, SUM(messages) AS n, MAX(last_at) AS last_at FROM message_tallies"
+              " WHERE thread_id = ? GROUP BY sender_agent_id", (thread_id,))}
     return {"by_kind": by_kind, "by_event_type": by_event, "by_sender": by_sender}
+
+
+def open_findings(conn: apsw.Connection, thread_id: str) -> list[dict[str, Any]]:
+    """The `finding_reported` events of a thread that no closing event has closed yet, in ascending seq order
+    (kept by the insert triggers of migration 7)."""
+    columns = ", ".join(f"m.{c.strip()}" for c in _MESSAGE_COLUMNS.split(","))
+    return rows(conn, f"SELECT {columns} FROM open_findings o JOIN messages m ON m.message_id = o.message_id"
+                      " WHERE o.thread_id = ? ORDER BY o.seq", (thread_id,))
 
 
 def get_cursor(conn: apsw.Connection, thread_id: str, agent_id: str) -> int:
@@ -98,10 +100,28 @@ def set_cursor(conn: apsw.Connection, thread_id: str, agent_id: str, seq: int, n
                  " updated_at = excluded.updated_at", (thread_id, agent_id, seq, now))
 
 
-_UNREAD = "m.thread_id = t.thread_id AND m.seq > COALESCE(c.last_read_seq, 0) AND m.sender_agent_id != :agent"
 _ADDRESSED = ("(m.to_agents IS NULL AND m.to_role IS NULL"
               " OR EXISTS (SELECT 1 FROM json_each(m.to_agents) j WHERE j.value = :agent)"
               " OR m.to_role = p.thread_role)")
+
+
+def _marked_after_cursor(to_agent: str, to_role: str) -> str:
+    """SQL: the thread's messages after the cursor so addressed (see addressed_marks): the newest ordinal minus the
+    ordinal at the cursor."""
+    mark = (f"SELECT a.ordinal FROM addressed_marks a WHERE a.thread_id = t.thread_id AND a.to_agent = {to_agent}"
+            f" AND a.to_role = {to_role}")
+    return (f"(COALESCE(({mark} ORDER BY a.seq DESC LIMIT 1), 0)"
+            f" - COALESCE(({mark} AND a.seq <= COALESCE(c.last_read_seq, 0) ORDER BY a.seq DESC LIMIT 1), 0))")
+
+
+# Unread messages addressed to the agent: after the cursor, to everyone, or to the agent, or to its role (counting
+# those to both once), less its own such messages (on the messages_by_sender index): index lookups and the agent's
+# own recent messages, not the unread history.
+_ADDRESSED_UNREAD_COUNT = (
+    _marked_after_cursor("''", "''") + " + " + _marked_after_cursor(":agent", "''")
+    + " + " + _marked_after_cursor("''", "p.thread_role") + " - " + _marked_after_cursor(":agent", "p.thread_role")
+    + " - (SELECT COUNT(*) FROM messages m WHERE m.thread_id = t.thread_id AND m.sender_agent_id = :agent"
+    f" AND m.seq > COALESCE(c.last_read_seq, 0) AND {_ADDRESSED})")
 
 
 # Messages after the agent's cursor that it did not send itself: every seq after the cursor (seqs are gapless, so
@@ -125,7 +145,7 @@ def inbox(conn: apsw.Connection, workspace_id: str, agent_id: str, limit: int) -
         SELECT t.thread_id, t.title, t.status, t.latest_seq, t.updated_at,
                COALESCE(c.last_read_seq, 0) AS last_read_seq,
                {_UNREAD_COUNT} AS unread_count,
-               (SELECT COUNT(*) FROM messages m WHERE {_UNREAD} AND {_ADDRESSED}) AS addressed_to_me
+               {_ADDRESSED_UNREAD_COUNT} AS addressed_to_me
         FROM participants p
         JOIN threads t ON t.thread_id = p.thread_id
         LEFT JOIN read_cursors c ON c.thread_id = p.thread_id AND c.agent_id = p.agent_id
