@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 from bridge.testing.client import Client, new_thread, post
 from bridge.testing.inprocess import waitress_thread
+from bridge.testing.processes import cpu_seconds
 from bridge.testing.stack import Stack
 from bridge.testing.stats import percentile
 from bridge.testing.tokens import Minter
@@ -185,14 +186,9 @@ def run_client(spec: ClientSpec, barrier: Any, results: Any) -> None:
 
 
 def process_cpu(pid: int | None) -> float | None:
-    """CPU seconds (user + system) used so far by a process: another one via /proc (Linux), else this one."""
-    if pid is None:
-        return time.process_time()
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU seconds (user + system) used so far by a server (with every serving process it forked) via /proc
+    (Linux); this process's own when `pid` is None."""
+    return time.process_time() if pid is None else cpu_seconds(pid)
 
 
 def _run_level(specs: list[ClientSpec], mode: str, server_pid: int | None) -> tuple[list[ClientResult], float | None]:

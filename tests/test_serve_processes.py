@@ -10,24 +10,15 @@ import signal
 import socket
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from bridge.testing.client import Client, metric, new_thread, post, read_thread
-from bridge.testing.processes import HOST, pid_alive, wait_until
+from bridge.testing.processes import HOST, children, pid_alive, wait_until
 from bridge.testing.stack import NO_LIMITS, Stack
 
 TEAM = ["rev", "exec"]
-
-
-def children(pid: int) -> list[int]:
-    """The direct children of a process."""
-    found: list[int] = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        found += [int(child) for child in (task / "children").read_text().split()]
-    return found
 
 
 def one_per_process(stack: Stack, token: str, count: int = 2, tries: int = 60) -> dict[int, Client]:

@@ -56,6 +56,7 @@ def serve_processes(settings: Settings, count: int, *, with_worker: bool,
         raise RuntimeError("prometheus_client was imported before the fork: its counters would not be shared")
     metrics_dir = tempfile.mkdtemp(prefix="bridge-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # every process's counters in files, summed at scrape
+    import bridge.http.server  # noqa: F401  (imported once here: the forked processes share it, and start sooner)
     sock = listen(settings.host, settings.port)
     host, port = sock.getsockname()[:2]
     settings = settings.replace(port=port, processes=count)

@@ -65,6 +65,56 @@ def pid_alive(pid: int) -> bool:
     return state != "Z"
 
 
+def children(pid: int) -> list[int]:
+    """The direct children of a process (Linux /proc; empty when it is gone)."""
+    found: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError):
+                found += [int(child) for child in (task / "children").read_text().split()]
+    return found
+
+
+def forked(pid: int) -> list[int]:
+    """A process and the children it forked running its own program (the serving processes of `bridge serve
+    --processes N`), not the commands it runs."""
+    try:
+        program = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    same = []
+    for child in children(pid):
+        with contextlib.suppress(OSError):
+            if Path(f"/proc/{child}/cmdline").read_bytes() == program:
+                same.append(child)
+    return [pid, *same]
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """CPU seconds (user + system) used so far by a process and its forked serving processes (None when gone)."""
+    total = None
+    for member in forked(pid):
+        try:
+            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total = (total or 0.0) + (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def rss_bytes(pid: int) -> int | None:
+    """Resident memory of a process and its forked serving processes (None when gone)."""
+    total = None
+    for member in forked(pid):
+        try:
+            status = Path(f"/proc/{member}/status").read_text()
+        except OSError:
+            continue
+        kib = next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0)
+        total = (total or 0) + kib * 1024
+    return total
+
+
 def wait_until(predicate: Callable[[], T], timeout: float, interval: float = 0.05) -> T | None:
     """Poll `predicate()` until it is truthy (its value) or `timeout` seconds pass (None)."""
     deadline = time.monotonic() + timeout
@@ -173,14 +223,20 @@ class Proc:
         return self._reap(30)
 
     def pause(self) -> None:
-        """SIGSTOP: the process stops where it is (mid-job, holding whatever it claimed)."""
-        os.kill(self.pid, signal.SIGSTOP)
+        """SIGSTOP: the process (and the serving processes it forked) stops where it is (mid-job, holding whatever
+        it claimed)."""
+        self._signal_forked(signal.SIGSTOP)
         self.paused = True
 
     def cont(self) -> None:
-        """SIGCONT: a paused process carries on from where it was."""
-        os.kill(self.pid, signal.SIGCONT)
+        """SIGCONT: a paused process (and its forked serving processes) carries on from where it was."""
+        self._signal_forked(signal.SIGCONT)
         self.paused = False
+
+    def _signal_forked(self, signum: int) -> None:
+        for pid in forked(self.pid) or [self.pid]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
 
     def stop(self, timeout: float = 15.0) -> int | None:
         """SIGTERM (after SIGCONT if paused), bounded wait, then SIGKILL of its process group; reaped; the exit
