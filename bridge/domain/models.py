@@ -25,11 +25,17 @@ def _no_nul(text: str) -> str:
     return text
 
 
+# Encoders made once (json.dumps with options builds one per call): compact UTF-8 JSON to measure metadata, and the
+# canonical form of a post's payload for its idempotency fingerprint.
+_COMPACT_UTF8 = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
 def _json_size(limit: int) -> AfterValidator:
     def check(value: dict[str, Any]) -> dict[str, Any]:
         if not value:  # `{}`: nothing to measure (most posts carry no metadata)
             return value
-        size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "surrogatepass"))
+        size = len(_COMPACT_UTF8.encode(value).encode("utf-8", "surrogatepass"))
         if size > limit:
             raise ValueError(f"must encode to at most {limit} bytes of JSON (got {size})")
         return value
@@ -208,9 +214,8 @@ class PostMessageInput(ThreadRef):
 
     def payload_fingerprint(self) -> str:
         """The fields that must match for an idempotent replay."""
-        return json.dumps(
-            [self.schema_version, self.kind, self.body, self.metadata, self.in_reply_to, self.to, self.to_role],
-            sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+        return _CANONICAL.encode(
+            [self.schema_version, self.kind, self.body, self.metadata, self.in_reply_to, self.to, self.to_role])
 
 
 WAIT_MS = "Wait up to this many ms for something new instead of returning empty (long-poll; 0 = answer now)."

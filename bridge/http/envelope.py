@@ -17,9 +17,12 @@ def request_id_from(client_value: str | None) -> str:
     return client_value if is_request_id(client_value) else f"req_{secrets.token_hex(8)}"
 
 
+_COMPACT = json.JSONEncoder(separators=(",", ":"))  # one encoder: json.dumps with options builds one per call
+
+
 def to_json(value: Any) -> bytes:
     """Compact JSON bytes for a response body."""
-    return json.dumps(value, separators=(",", ":")).encode("utf-8")
+    return _COMPACT.encode(value).encode("utf-8")
 
 
 def error_document(error: BridgeError, request_id: str) -> dict[str, Any]:

@@ -171,12 +171,11 @@ def check_frozen(conn: apsw.Connection, operation: str) -> None:
 
 def visible_thread(conn: apsw.Connection, call: Call, thread_id: str, op: Op) -> dict[str, Any]:
     """Load a thread the caller may `op` on; NOT_FOUND for unknown or other-workspace ids, FORBIDDEN by role."""
-    thread = thread_store.get_thread(conn, thread_id)
+    thread = thread_store.get_thread_seen_by(conn, thread_id, call.principal.agent_id)
     if thread is None:
         raise NotFound("thread not found", {"thread_id": thread_id})
     if thread["workspace_id"] != call.principal.workspace_id:
         raise NotFound("thread not found", {"thread_id": thread_id})
     check_workspace(call.principal, thread["workspace_id"])
-    member = thread_store.is_participant(conn, thread_id, call.principal.agent_id)
-    require(call.principal, op, is_member=member)
+    require(call.principal, op, is_member=bool(thread.pop("is_member")))
     return thread

@@ -24,6 +24,12 @@ def get_thread(conn: apsw.Connection, thread_id: str) -> dict[str, Any] | None:
     return one(conn, "SELECT * FROM threads WHERE thread_id = ?", (thread_id,))
 
 
+def get_thread_seen_by(conn: apsw.Connection, thread_id: str, agent_id: str) -> dict[str, Any] | None:
+    """The thread row plus `is_member` (1 when the agent is a participant), in one statement; or None."""
+    return one(conn, "SELECT t.*, EXISTS (SELECT 1 FROM participants p WHERE p.thread_id = t.thread_id"
+                     " AND p.agent_id = ?) AS is_member FROM threads t WHERE t.thread_id = ?", (agent_id, thread_id))
+
+
 def find_by_idempotency_key(conn: apsw.Connection, workspace_id: str, created_by: str,
                             key: str) -> dict[str, Any] | None:
     """The thread a creator made with this idempotency key, or None."""
