@@ -472,16 +472,24 @@ def open_store(path: Path | str, **kwargs: Any) -> Iterator[Store]:
         store.close()
 
 
-@contextlib.contextmanager
-def savepoint(conn: apsw.Connection, name: str = "work") -> Iterator[None]:
-    """A nested SAVEPOINT: rolled back (and released) when the block raises; the block's exception propagates."""
-    conn.execute(f"SAVEPOINT {name}")
-    try:
-        yield
-    except BaseException:
-        _undo_savepoint(conn, name)
-        raise
-    conn.execute(f"RELEASE {name}")
+class savepoint:  # lower case: used like a function, `with savepoint(conn):`
+    """A nested SAVEPOINT: rolled back (and released) when the block raises; the block's exception propagates.
+
+    A class rather than a generator context manager: it is on every audited write, and costs a third as much."""
+
+    __slots__ = ("conn", "name")
+
+    def __init__(self, conn: apsw.Connection, name: str = "work"):
+        self.conn, self.name = conn, name
+
+    def __enter__(self) -> None:
+        self.conn.execute(f"SAVEPOINT {self.name}")
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        if exc_type is None:
+            self.conn.execute(f"RELEASE {self.name}")
+        else:
+            _undo_savepoint(self.conn, self.name)
 
 
 def _undo_savepoint(conn: apsw.Connection, name: str) -> None:
