@@ -5,7 +5,8 @@ BRIDGE_BENCH_SCALE=1m: seeding it takes ~15 s), in-process through the services 
     BRIDGE_BENCH_SCALE=1m python -m pytest benchmarks/test_bench_scale.py --benchmark-only
 
 The history is written by `bridge.store.seed` (what `bridge ops seed` runs): chat and events from four agents, some
-addressed. The reader's cursor is put half-way, so `inbox` counts half the thread as unread.
+addressed. The reader's cursor is put half-way, so half the thread is unread for `inbox`. `extra_info.p95_ms`
+(in `--benchmark-json`) holds each benchmark's p95.
 """
 
 from __future__ import annotations
@@ -65,8 +66,11 @@ def seeded(request, tmp_path_factory) -> Iterator[Seeded]:
 
 
 def _record(benchmark: Any, seeded: Seeded) -> None:
+    """Note the seeded size, and the p95 (issue 12's targets are in p95; the table shows min/median/mean/max)."""
+    times = sorted(benchmark.stats.stats.data)
     benchmark.extra_info.update({"seeded_messages": seeded.size, "seeded_threads": 1, "synchronous": "FULL",
-                                 "seed_seconds": seeded.report["seconds"]})
+                                 "seed_seconds": seeded.report["seconds"],
+                                 "p95_ms": round(1000 * times[int(0.95 * (len(times) - 1))], 3)})
 
 
 @pytest.mark.benchmark(group="scale: post_message")
@@ -104,7 +108,7 @@ def test_read_tail_page_at_scale(benchmark, seeded):
 
 @pytest.mark.benchmark(group="scale: inbox")
 def test_inbox_at_scale(benchmark, seeded):
-    """The reader's inbox: half the thread unread (counted, and counted again for what is addressed to it)."""
+    """The reader's inbox: half the thread unread, and how much of it is addressed to the reader."""
     result = benchmark(messages.inbox, seeded.parts.bridge, seeded.call(READER), InboxInput())
     assert result["threads"][0]["unread_count"] > 0
     _record(benchmark, seeded)
@@ -112,7 +116,8 @@ def test_inbox_at_scale(benchmark, seeded):
 
 @pytest.mark.benchmark(group="scale: summarize_thread")
 def test_summarize_thread_at_scale(benchmark, seeded):
-    """The summary: counts by kind, event type and sender, every open finding, the last 200 messages."""
+    """The summary: counts by kind, event type and sender, every open finding, the last 200 messages (the seed leaves
+    about one finding open per 50 messages, so the answer itself grows with the history)."""
     req = SummarizeThreadInput(thread_id=seeded.thread_id)
     result = benchmark(threads.summarize_thread, seeded.parts.bridge, seeded.call(READER), req)
     assert result["open_items"]

@@ -10,7 +10,8 @@ from typing import Any
 
 import apsw
 
-from bridge.domain.summary import OPEN_ITEM_EVENTS, open_items
+from bridge.domain.summary import OPEN_ITEM_EVENTS, open_items, summarize
+from bridge.services import threads as thread_service
 from bridge.store import messages as message_store
 from bridge.store import threads as thread_store
 from bridge.store.db import connect
@@ -29,6 +30,7 @@ DIRECT_BY_EVENT = ("SELECT event_type, COUNT(*) AS n FROM messages WHERE thread_
                    " GROUP BY event_type ORDER BY event_type")
 DIRECT_BY_SENDER = ("SELECT sender_agent_id, COUNT(*) AS n, MAX(created_at) AS last_at FROM messages"
                     " WHERE thread_id = ? GROUP BY sender_agent_id")
+DIRECT_UNREAD = "SELECT COUNT(*) FROM messages WHERE thread_id = ? AND sender_agent_id != ? AND seq > ?"
 DIRECT_ADDRESSED = """
     SELECT COUNT(*) FROM messages m JOIN participants p ON p.thread_id = m.thread_id AND p.agent_id = :agent
     WHERE m.thread_id = :thread AND m.seq > :cursor AND m.sender_agent_id != :agent
@@ -50,19 +52,34 @@ def direct_open_items(conn: apsw.Connection, thread_id: str) -> list[dict[str, A
 
 
 def kept_open_items(conn: apsw.Connection, thread_id: str) -> list[dict[str, Any]]:
-    return open_items({**m, "metadata": loads(m["metadata"])} for m in message_store.open_findings(conn, thread_id))
+    return summary_of(conn, thread_id)["open_items"]
+
+
+def summary_of(conn: apsw.Connection, thread_id: str) -> dict[str, Any]:
+    return thread_service.build_summary(conn, thread_store.get_thread(conn, thread_id) or {})
+
+
+def direct_summary(conn: apsw.Connection, thread_id: str) -> dict[str, Any]:
+    """The summary built from the direct counts and open items (the rest read as build_summary reads it)."""
+    latest_fix = message_store.latest_event(conn, thread_id, "fix_pushed")
+    recent = message_store.latest_messages(conn, thread_id, 200)
+    return summarize(thread_store.get_thread(conn, thread_id) or {}, thread_store.participants(conn, thread_id),
+                     direct_counts(conn, thread_id), direct_open_items(conn, thread_id),
+                     None if latest_fix is None else {**latest_fix, "metadata": loads(latest_fix["metadata"])},
+                     recent, thread_store.open_escalation(conn, thread_id))
 
 
 def check_against_direct(conn: apsw.Connection, thread_ids: list[str]) -> None:
-    """Counts, open items and every agent's inbox equal the direct computation."""
+    """Counts, open items, the whole summary and every agent's inbox equal the direct computation."""
     for thread_id in thread_ids:
         assert message_store.counts(conn, thread_id) == direct_counts(conn, thread_id), thread_id
-        assert kept_open_items(conn, thread_id) == direct_open_items(conn, thread_id), thread_id
+        assert summary_of(conn, thread_id) == direct_summary(conn, thread_id), thread_id
     for agent in AGENTS:
         for entry in message_store.inbox(conn, WORKSPACE, agent, 1000):
             direct = scalar(conn, DIRECT_ADDRESSED, {"agent": agent, "thread": entry["thread_id"],
                                                      "cursor": entry["last_read_seq"]})
-            assert entry["addressed_to_me"] == direct, (agent, entry)
+            unread = scalar(conn, DIRECT_UNREAD, (entry["thread_id"], agent, entry["last_read_seq"]))
+            assert (entry["addressed_to_me"], entry["unread_count"]) == (direct, unread), (agent, entry)
 
 
 # ---------------------------------------------------------------------------------------- histories

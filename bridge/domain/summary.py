@@ -41,7 +41,7 @@ class OpenItems:
     def add(self, event: dict[str, Any]) -> None:
         """Take the next event (decoded metadata; seq greater than every event fed before)."""
         if event["event_type"] == EventType.FINDING_REPORTED:
-            item = _item(event)
+            item = finding_item(event)
             self._open[item["message_id"]] = item
             if item["finding_id"] is not None:
                 self._by_finding_id.setdefault(item["finding_id"], []).append(item["message_id"])
@@ -57,7 +57,8 @@ class OpenItems:
         return list(self._open.values())
 
 
-def _item(m: dict[str, Any]) -> dict[str, Any]:
+def finding_item(m: dict[str, Any]) -> dict[str, Any]:
+    """The open item of a `finding_reported` message (decoded metadata)."""
     meta = m["metadata"]
     line = meta.get("line")
     return {

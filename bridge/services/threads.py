@@ -11,7 +11,7 @@ import apsw
 from bridge.domain import lifecycle
 from bridge.domain.authz import Op, require, sees_all_threads
 from bridge.domain.identifiers import iso, new_id, parse_iso
-from bridge.domain.summary import open_items, summarize
+from bridge.domain.summary import finding_item, summarize
 from bridge.domain.vocabulary import EventType, Reason, Role
 from bridge.errors import Conflict, Forbidden, InvalidArgument, ThreadClosed
 from bridge.services.core import (
@@ -63,7 +63,8 @@ def build_summary(conn: apsw.Connection, thread: dict[str, Any], max_messages: i
     thread_id = thread["thread_id"]
     latest_fix = message_store.latest_event(conn, thread_id, EventType.FIX_PUSHED)
     recent = [_decode(m) for m in message_store.latest_messages(conn, thread_id, max_messages)]
-    items = open_items(_decode(m) for m in message_store.open_findings(conn, thread_id))
+    items = [finding_item({**m, "metadata": loads(m["metadata"])})
+             for m in message_store.open_findings(conn, thread_id)]
     return summarize(thread, thread_store.participants(conn, thread_id), message_store.counts(conn, thread_id),
                      items, None if latest_fix is None else _decode(latest_fix), recent,
                      thread_store.open_escalation(conn, thread_id))

@@ -81,10 +81,10 @@ def counts(conn: apsw.Connection, thread_id: str) -> dict[str, Any]:
 
 def open_findings(conn: apsw.Connection, thread_id: str) -> list[dict[str, Any]]:
     """The `finding_reported` events of a thread that no closing event has closed yet, in ascending seq order
-    (kept by the insert triggers of migration 7)."""
-    columns = ", ".join(f"m.{c.strip()}" for c in _MESSAGE_COLUMNS.split(","))
-    return rows(conn, f"SELECT {columns} FROM open_findings o JOIN messages m ON m.message_id = o.message_id"
-                      " WHERE o.thread_id = ? ORDER BY o.seq", (thread_id,))
+    (kept by the insert triggers of migration 7): message_id, seq, sender_agent_id, body and metadata."""
+    return rows(conn, "SELECT m.message_id, m.seq, m.sender_agent_id, m.body, m.metadata FROM open_findings o"
+                      " JOIN messages m ON m.message_id = o.message_id WHERE o.thread_id = ? ORDER BY o.seq",
+                (thread_id,))
 
 
 def get_cursor(conn: apsw.Connection, thread_id: str, agent_id: str) -> int:
@@ -100,36 +100,32 @@ def set_cursor(conn: apsw.Connection, thread_id: str, agent_id: str, seq: int, n
                  " updated_at = excluded.updated_at", (thread_id, agent_id, seq, now))
 
 
-_ADDRESSED = ("(m.to_agents IS NULL AND m.to_role IS NULL"
-              " OR EXISTS (SELECT 1 FROM json_each(m.to_agents) j WHERE j.value = :agent)"
-              " OR m.to_role = p.thread_role)")
-
-
-def _marked_after_cursor(to_agent: str, to_role: str) -> str:
-    """SQL: the thread's messages after the cursor so addressed (see addressed_marks): the newest ordinal minus the
-    ordinal at the cursor."""
-    mark = (f"SELECT a.ordinal FROM addressed_marks a WHERE a.thread_id = t.thread_id AND a.to_agent = {to_agent}"
-            f" AND a.to_role = {to_role}")
-    return (f"(COALESCE(({mark} ORDER BY a.seq DESC LIMIT 1), 0)"
-            f" - COALESCE(({mark} AND a.seq <= COALESCE(c.last_read_seq, 0) ORDER BY a.seq DESC LIMIT 1), 0))")
-
-
-# Unread messages addressed to the agent: after the cursor, to everyone, or to the agent, or to its role (counting
-# those to both once), less its own such messages (on the messages_by_sender index): index lookups and the agent's
-# own recent messages, not the unread history.
-_ADDRESSED_UNREAD_COUNT = (
-    _marked_after_cursor("''", "''") + " + " + _marked_after_cursor(":agent", "''")
-    + " + " + _marked_after_cursor("''", "p.thread_role") + " - " + _marked_after_cursor(":agent", "p.thread_role")
-    + " - (SELECT COUNT(*) FROM messages m WHERE m.thread_id = t.thread_id AND m.sender_agent_id = :agent"
-    f" AND m.seq > COALESCE(c.last_read_seq, 0) AND {_ADDRESSED})")
+def _after_cursor(table: str, ordinal: str, match: str) -> str:
+    """SQL: how many of the thread's rows of a marks table matching `match` (numbered in seq order by `ordinal`)
+    have a seq after the agent's cursor: the newest ordinal minus the ordinal at the cursor, two index lookups."""
+    lookup = f"SELECT x.{ordinal} FROM {table} x WHERE x.thread_id = t.thread_id AND {match}"
+    return (f"(COALESCE(({lookup} ORDER BY x.seq DESC LIMIT 1), 0)"
+            f" - COALESCE(({lookup} AND x.seq <= COALESCE(c.last_read_seq, 0) ORDER BY x.seq DESC LIMIT 1), 0))")
 
 
 # Messages after the agent's cursor that it did not send itself: every seq after the cursor (seqs are gapless, so
-# latest_seq - cursor of them) minus its own, counted on the messages_by_sender index: the cost is the agent's own
-# recent messages, not the unread history.
-_UNREAD_COUNT = ("MAX(0, t.latest_seq - COALESCE(c.last_read_seq, 0) - (SELECT COUNT(*) FROM messages m"
-                 " WHERE m.thread_id = t.thread_id AND m.sender_agent_id = :agent"
-                 " AND m.seq > COALESCE(c.last_read_seq, 0)))")
+# latest_seq - cursor of them) minus its own (sender_marks, migration 7).
+_UNREAD_COUNT = ("MAX(0, t.latest_seq - COALESCE(c.last_read_seq, 0) - "
+                 + _after_cursor("sender_marks", "ordinal", "x.sender_agent_id = :agent") + ")")
+
+
+def _addressed_by_others(to_agent: str, to_role: str) -> str:
+    """SQL: messages after the cursor with this addressing (addressed_marks), less the agent's own."""
+    match = f"x.to_agent = {to_agent} AND x.to_role = {to_role}"
+    return (f"({_after_cursor('addressed_marks', 'ordinal', match)}"
+            f" - {_after_cursor('addressed_marks', 'sender_ordinal', match + ' AND x.sender_agent_id = :agent')})")
+
+
+# Unread messages addressed to the agent: to everyone, or to the agent, or to its role, counting those to both the
+# agent and its role once.
+_ADDRESSED_UNREAD_COUNT = " + ".join((
+    _addressed_by_others("''", "''"), _addressed_by_others(":agent", "''"), _addressed_by_others("''", "p.thread_role"),
+)) + " - " + _addressed_by_others(":agent", "p.thread_role")
 
 
 def unread_count(conn: apsw.Connection, thread_id: str, agent_id: str) -> int:

@@ -4,9 +4,10 @@
 -- event_tallies: per thread and event type, the message count (counts by event type).
 -- open_findings: `finding_reported` events not (yet) closed by a later closing event (kind `event`, type
 --   finding_verified / finding_resolved / resolved) that replies to them or carries the same finding id.
--- addressed_marks: for each addressing of a message (everyone; one agent; one role; one agent and one role), its seq
---   and its ordinal among the thread's messages so addressed: the messages so addressed after a cursor are the
---   newest ordinal minus the ordinal at the cursor, two index lookups whatever the history.
+-- sender_marks: each message's seq and its ordinal among its sender's messages in the thread: a sender's messages
+--   after a cursor are its newest ordinal minus its ordinal at the cursor, two index lookups whatever the history.
+-- addressed_marks: the same for each addressing of a message (everyone; one agent; one role; one agent and one role):
+--   its ordinal among the thread's messages so addressed, and among those of its sender.
 -- Each table is backfilled from the existing messages below.
 
 -- The events that open or close findings, with the finding id as the summary compares it (Python's str() of the
@@ -51,14 +52,26 @@ CREATE TABLE open_findings (
 CREATE INDEX open_findings_by_message ON open_findings (thread_id, message_id);
 CREATE INDEX open_findings_by_key ON open_findings (thread_id, finding_key) WHERE finding_key IS NOT NULL;
 
+CREATE TABLE sender_marks (
+    thread_id        TEXT NOT NULL,
+    sender_agent_id  TEXT NOT NULL,
+    seq              INTEGER NOT NULL,
+    ordinal          INTEGER NOT NULL,
+    PRIMARY KEY (thread_id, sender_agent_id, seq)
+) WITHOUT ROWID;
+
 CREATE TABLE addressed_marks (
-    thread_id  TEXT NOT NULL,
-    to_agent   TEXT NOT NULL,  -- '' = any agent
-    to_role    TEXT NOT NULL,  -- '' = any role; both '' = a message to everyone (no to, no to_role)
-    seq        INTEGER NOT NULL,
-    ordinal    INTEGER NOT NULL,
+    thread_id        TEXT NOT NULL,
+    to_agent         TEXT NOT NULL,  -- '' = any agent
+    to_role          TEXT NOT NULL,  -- '' = any role; both '' = a message to everyone (no to, no to_role)
+    seq              INTEGER NOT NULL,
+    ordinal          INTEGER NOT NULL,
+    sender_agent_id  TEXT NOT NULL,
+    sender_ordinal   INTEGER NOT NULL,
     PRIMARY KEY (thread_id, to_agent, to_role, seq)
 ) WITHOUT ROWID;
+CREATE INDEX addressed_marks_by_sender
+    ON addressed_marks (thread_id, to_agent, to_role, sender_agent_id, seq, sender_ordinal);
 
 CREATE TRIGGER messages_tally AFTER INSERT ON messages BEGIN
     INSERT INTO message_tallies (thread_id, sender_agent_id, kind, messages, last_at)
@@ -83,11 +96,22 @@ WHEN NEW.kind = 'event' AND NEW.event_type IN ('finding_verified', 'finding_reso
         AND finding_key = (SELECT finding_key FROM finding_events WHERE message_id = NEW.message_id);
 END;
 
+CREATE TRIGGER messages_sender_marks AFTER INSERT ON messages BEGIN
+    INSERT INTO sender_marks (thread_id, sender_agent_id, seq, ordinal)
+    SELECT NEW.thread_id, NEW.sender_agent_id, NEW.seq,
+           1 + COALESCE((SELECT m.ordinal FROM sender_marks m WHERE m.thread_id = NEW.thread_id
+                         AND m.sender_agent_id = NEW.sender_agent_id ORDER BY m.seq DESC LIMIT 1), 0);
+END;
+
 CREATE TRIGGER messages_addressed_marks AFTER INSERT ON messages BEGIN
-    INSERT INTO addressed_marks (thread_id, to_agent, to_role, seq, ordinal)
+    INSERT INTO addressed_marks (thread_id, to_agent, to_role, seq, ordinal, sender_agent_id, sender_ordinal)
     SELECT NEW.thread_id, a.to_agent, a.to_role, NEW.seq,
            1 + COALESCE((SELECT m.ordinal FROM addressed_marks m WHERE m.thread_id = NEW.thread_id
-                         AND m.to_agent = a.to_agent AND m.to_role = a.to_role ORDER BY m.seq DESC LIMIT 1), 0)
+                         AND m.to_agent = a.to_agent AND m.to_role = a.to_role ORDER BY m.seq DESC LIMIT 1), 0),
+           NEW.sender_agent_id,
+           1 + COALESCE((SELECT m.sender_ordinal FROM addressed_marks m WHERE m.thread_id = NEW.thread_id
+                         AND m.to_agent = a.to_agent AND m.to_role = a.to_role
+                         AND m.sender_agent_id = NEW.sender_agent_id ORDER BY m.seq DESC LIMIT 1), 0)
     FROM (SELECT '' AS to_agent, '' AS to_role WHERE NEW.to_agents IS NULL AND NEW.to_role IS NULL
           UNION SELECT j.value, '' FROM json_each(NEW.to_agents) j WHERE j.type = 'text'
           UNION SELECT '', NEW.to_role WHERE NEW.to_role IS NOT NULL
@@ -123,11 +147,18 @@ DELETE FROM open_findings WHERE seq < (SELECT c.seq FROM temp.last_closing c
                                        AND c.finding_key = open_findings.finding_key);
 DROP TABLE temp.last_closing;
 
-INSERT INTO addressed_marks (thread_id, to_agent, to_role, seq, ordinal)
-SELECT thread_id, to_agent, to_role, seq,
-       ROW_NUMBER() OVER (PARTITION BY thread_id, to_agent, to_role ORDER BY seq)
-FROM (SELECT thread_id, seq, '' AS to_agent, '' AS to_role FROM messages WHERE to_agents IS NULL AND to_role IS NULL
-      UNION SELECT m.thread_id, m.seq, j.value, '' FROM messages m, json_each(m.to_agents) j WHERE j.type = 'text'
-      UNION SELECT thread_id, seq, '', to_role FROM messages WHERE to_role IS NOT NULL
-      UNION SELECT m.thread_id, m.seq, j.value, m.to_role FROM messages m, json_each(m.to_agents) j
+INSERT INTO sender_marks (thread_id, sender_agent_id, seq, ordinal)
+SELECT thread_id, sender_agent_id, seq, ROW_NUMBER() OVER (PARTITION BY thread_id, sender_agent_id ORDER BY seq)
+FROM messages;
+
+INSERT INTO addressed_marks (thread_id, to_agent, to_role, seq, ordinal, sender_agent_id, sender_ordinal)
+SELECT thread_id, to_agent, to_role, seq, ROW_NUMBER() OVER (PARTITION BY thread_id, to_agent, to_role ORDER BY seq),
+       sender_agent_id,
+       ROW_NUMBER() OVER (PARTITION BY thread_id, to_agent, to_role, sender_agent_id ORDER BY seq)
+FROM (SELECT thread_id, seq, sender_agent_id, '' AS to_agent, '' AS to_role FROM messages
+      WHERE to_agents IS NULL AND to_role IS NULL
+      UNION SELECT m.thread_id, m.seq, m.sender_agent_id, j.value, '' FROM messages m, json_each(m.to_agents) j
+            WHERE j.type = 'text'
+      UNION SELECT thread_id, seq, sender_agent_id, '', to_role FROM messages WHERE to_role IS NOT NULL
+      UNION SELECT m.thread_id, m.seq, m.sender_agent_id, j.value, m.to_role FROM messages m, json_each(m.to_agents) j
             WHERE j.type = 'text' AND m.to_role IS NOT NULL);
