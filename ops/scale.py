@@ -225,21 +225,25 @@ def measure_wake(stack: Stack, samples: int) -> dict[str, Any]:
             "errors": rec.errors}
 
 
-def tree_rss_kb(pid: int) -> int:
-    """VmRSS (kB) of a process and all its descendants, from /proc."""
-    total, pending, seen = 0, [pid], set()
+def tree_memory(pid: int) -> dict[str, Any]:
+    """VmRSS of a process and all its descendants (from /proc), in MB, with its anonymous (heap) and file-backed
+    or shared parts, and how many processes were counted."""
+    fields = {"VmRSS": "rss_mb", "RssAnon": "anon_mb", "RssFile": "file_mb", "RssShmem": "shmem_mb"}
+    kb, pending, seen = dict.fromkeys(fields.values(), 0), [pid], set()
     while pending:
         current = pending.pop()
         if current in seen:
             continue
-        seen.add(current)
         with contextlib.suppress(OSError):
-            status = Path(f"/proc/{current}/status").read_text()
-            total += next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0)
+            for line in Path(f"/proc/{current}/status").read_text().splitlines():
+                name, _, value = line.partition(":")
+                if name in fields:
+                    kb[fields[name]] += int(value.split()[0])
+            seen.add(current)
             for task in Path(f"/proc/{current}/task").iterdir():
                 with contextlib.suppress(OSError):
                     pending += [int(child) for child in (task / "children").read_text().split()]
-    return total
+    return {**{name: round(value / 1024, 1) for name, value in kb.items()}, "processes": len(seen)}
 
 
 # --------------------------------------------------------------------------------------------------- one size
@@ -262,11 +266,12 @@ def run_size(size: Size, root: Path, *, samples: int, wake_samples: int, budget:
         http = measure_http(stack, thread_id, latest, samples, budget)
         log(f"{size.name}: message-to-wake ({wake_samples} samples)")
         wake = measure_wake(stack, wake_samples)
-        rss_kb = tree_rss_kb(server.pid)
+        memory = tree_memory(server.pid)
     if not keep:
         shutil.rmtree(workdir, ignore_errors=True)
     return {"size": size.name, "seeded": {**seeded, "measured_thread_messages": seeded_latest},
-            "first_tick_ms": ticks["first_tick_ms"], "server_rss_mb": round(rss_kb / 1024, 1),
+            "first_tick_ms": ticks["first_tick_ms"], "server_rss_mb": memory["rss_mb"],
+            "server_memory": memory,
             "ops": {**http, "message_to_wake": wake["message_to_wake"], "message_to_ack": wake["message_to_ack"],
                     "tick_idle": ticks["tick_idle"], "tick_one_new": ticks["tick_one_new"]},
             "errors": wake["errors"]}
@@ -344,9 +349,12 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(f"{row['name']:<18}{cells}  {row['target']:<28}{'PASS' if row['ok'] else 'MISS'}")
     lines.append("")
     for r in results:
-        lines.append(f"{r['size']}: {r['seeded']['messages']} messages in {r['seeded']['threads']} threads (seeded "
-                     f"in {r['seeded']['seed_seconds']} s; measured thread {r['seeded']['measured_thread_messages']}"
-                     f" messages); first tick (history fold) {r['first_tick_ms']} ms; samples "
+        memory = r["server_memory"]
+        lines.append(f"{r['size']}: {r['seeded']['messages']} messages, {r['seeded']['threads']} thread(s), seeded "
+                     f"in {r['seeded']['seed_seconds']} s; measured thread: {r['seeded']['measured_thread_messages']}"
+                     f" messages; first tick (history fold) {r['first_tick_ms']} ms; server memory "
+                     f"{memory['rss_mb']} MB in {memory['processes']} process(es) (anon {memory['anon_mb']}, file "
+                     f"{memory['file_mb']}, shmem {memory['shmem_mb']}); samples "
                      + ", ".join(f"{op} {r['ops'][op]['count']}" for op in ROWS))
     lines.append(f"\n{'ALL PASS' if report['ok'] else 'MISS'} in {report['duration_s']} s")
     return "\n".join(lines)

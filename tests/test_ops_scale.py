@@ -36,6 +36,7 @@ def test_scale_report_on_tiny_sizes(tmp_path):
     assert seeded["2k-spread"]["measured_thread_messages"] == 100
     for result_of_size in report["results"]:
         assert result_of_size["server_rss_mb"] > 0 and result_of_size["first_tick_ms"] > 0
+        assert result_of_size["server_memory"]["processes"] >= 1
         for op in ROWS:
             stats = result_of_size["ops"][op]
             assert stats["count"] >= 1 and stats["failed"] == 0, (result_of_size["size"], op, stats)
