@@ -3,12 +3,19 @@ needs keep every rule (refusals audited, failures roll back, the loop guard's co
 
 from __future__ import annotations
 
+import json
 import threading
 import time
+from typing import Any
 
 import apsw
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from bridge.domain import jsonparse
+from bridge.domain.jsonparse import parse_json
+from bridge.errors import InvalidArgument
 from bridge.store import Store, open_store
 
 
@@ -92,3 +99,44 @@ def test_in_a_batch_a_failing_write_rolls_back_only_its_own_rows(tmp_path):
         keys = store.read(lambda c: [r[0] for r in c.execute("SELECT key FROM control ORDER BY key")])
         assert keys == ["ok1", "ok2", "slow"]
         assert len(errors) == 1
+
+
+# ------------------------------------------------------------------------------------------------- strict JSON
+# ASCII (brackets, backslashes) and the code points around the surrogates (U+D800-U+DFFF)
+_CHARACTERS = st.characters(max_codepoint=0x7F) | st.characters(min_codepoint=0xD7F0, max_codepoint=0xE010)
+_LEAVES = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(
+    alphabet=_CHARACTERS, max_size=6)
+_VALUES = st.recursive(_LEAVES, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
+    st.text(max_size=3), inner, max_size=3), max_leaves=40)
+
+
+def _outcome(parse: Any, raw: bytes | str) -> Any:
+    try:
+        return "ok", parse(raw)
+    except InvalidArgument as error:
+        return "refused", error.details["reason"]
+
+
+def _walked(raw: bytes | str) -> Any:
+    """parse_json before its shortcut: the same decoder, then always the full depth/surrogate walk."""
+    text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+    value = json.loads(text, object_pairs_hook=jsonparse._no_duplicates, parse_constant=jsonparse._reject_constant,
+                       parse_float=jsonparse._finite_float)
+    jsonparse._check(value, 1)
+    return value
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=_VALUES, ascii_only=st.booleans(), as_text=st.booleans(), depth=st.integers(0, 40))
+def test_strict_json_skips_its_walk_only_when_the_walk_cannot_refuse(value: Any, ascii_only: bool, as_text: bool,
+                                                                      depth: int) -> None:
+    """Lone surrogates (escaped, or raw in a str body) and nesting around the limit give the same outcome as the
+    full walk."""
+    text = "[" * depth + json.dumps(value, ensure_ascii=ascii_only) + "]" * depth
+    if not as_text and not ascii_only:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            as_text = True  # raw lone surrogates only reach parse_json as a str
+    raw: bytes | str = text if as_text else text.encode("utf-8")
+    assert _outcome(parse_json, raw) == _outcome(_walked, raw)

@@ -37,6 +37,11 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
+# One strict decoder, made once (json.loads with hooks builds one per call); decoders are safe to share.
+_DECODER = json.JSONDecoder(object_pairs_hook=_no_duplicates, parse_constant=_reject_constant,
+                            parse_float=_finite_float)
+
+
 def parse_json(raw: bytes | str) -> Any:
     """Parse a request body strictly; raise INVALID_ARGUMENT with a reason on any violation."""
     if isinstance(raw, bytes):
@@ -47,8 +52,9 @@ def parse_json(raw: bytes | str) -> Any:
     else:
         text = raw
     try:
-        value = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant,
-                           parse_float=_finite_float)
+        if text.startswith("\ufeff"):  # as json.loads says it
+            raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+        value = _DECODER.decode(text)
     except RecursionError as exc:
         raise InvalidArgument(f"JSON nesting deeper than {MAX_DEPTH}", {"reason": Reason.TOO_DEEP}) from exc
     except ValueError as exc:  # json.JSONDecodeError is a ValueError
