@@ -83,25 +83,27 @@ class TokenVerifier:
         self._jwks_client = None if jwks_url is None else jwt.PyJWKClient(
             jwks_url, lifespan=300, cooldown_duration=30, timeout=5,
             ssl_context=ssl.create_default_context(cafile=jwks_ca_file) if jwks_ca_file else None)
-        self._cache: dict[str, dict[str, Any]] = {}
+        self._cache: dict[str, tuple[dict[str, Any], Principal]] = {}  # verified token -> its claims and principal
         self._lock = threading.Lock()
 
     def verify(self, token: str) -> Principal:
         """Return the principal of a valid, unexpired, unrevoked token; raise UNAUTHORIZED otherwise."""
-        claims = self._cache.get(token)
-        if claims is None:
+        cached = self._cache.get(token)
+        if cached is None:
             claims = self._decode(token)
+            cached = claims, Principal(agent_id=claims["agent_id"], workspace_id=claims["workspace_id"],
+                                       role=claims["role"], session_id=claims["session_id"], jti=claims["jti"])
             with self._lock:
                 if len(self._cache) >= _CACHE_SIZE:
                     self._cache.clear()
-                self._cache[token] = claims
-        elif claims["exp"] + self.leeway < self.clock():
+                self._cache[token] = cached
+        elif cached[0]["exp"] + self.leeway < self.clock():
             raise _fail(Reason.EXPIRED, "token has expired")
+        claims, principal = cached
         reason = self.revoked(claims)
         if reason is not None:
             raise _fail(Reason.REVOKED, f"token revoked (by {reason})")
-        return Principal(agent_id=claims["agent_id"], workspace_id=claims["workspace_id"], role=claims["role"],
-                         session_id=claims["session_id"], jti=claims["jti"])
+        return principal
 
     def _decode(self, token: str) -> dict[str, Any]:
         try:
