@@ -43,14 +43,13 @@ CREATE TABLE event_tallies (
 ) WITHOUT ROWID;
 
 CREATE TABLE open_findings (
+    message_id   TEXT PRIMARY KEY,
     thread_id    TEXT NOT NULL,
     seq          INTEGER NOT NULL,
-    message_id   TEXT NOT NULL,
-    finding_key  TEXT,
-    PRIMARY KEY (thread_id, seq)
+    finding_key  TEXT
 ) WITHOUT ROWID;
-CREATE INDEX open_findings_by_message ON open_findings (thread_id, message_id);
-CREATE INDEX open_findings_by_key ON open_findings (thread_id, finding_key) WHERE finding_key IS NOT NULL;
+CREATE INDEX open_findings_by_seq ON open_findings (thread_id, seq);
+CREATE INDEX open_findings_by_key ON open_findings (thread_id, finding_key);
 
 CREATE TABLE sender_marks (
     thread_id        TEXT NOT NULL,
@@ -73,7 +72,8 @@ CREATE TABLE addressed_marks (
 CREATE INDEX addressed_marks_by_sender
     ON addressed_marks (thread_id, to_agent, to_role, sender_agent_id, seq, sender_ordinal);
 
-CREATE TRIGGER messages_tally AFTER INSERT ON messages BEGIN
+-- One trigger (each trigger costs a frame per insert, even when its WHEN is false); each statement guards itself.
+CREATE TRIGGER messages_digests AFTER INSERT ON messages BEGIN
     INSERT INTO message_tallies (thread_id, sender_agent_id, kind, messages, last_at)
     VALUES (NEW.thread_id, NEW.sender_agent_id, NEW.kind, 1, NEW.created_at)
     ON CONFLICT (thread_id, sender_agent_id, kind)
@@ -81,30 +81,35 @@ CREATE TRIGGER messages_tally AFTER INSERT ON messages BEGIN
     INSERT INTO event_tallies (thread_id, event_type, messages)
     SELECT NEW.thread_id, NEW.event_type, 1 WHERE NEW.event_type IS NOT NULL
     ON CONFLICT (thread_id, event_type) DO UPDATE SET messages = messages + 1;
-END;
 
-CREATE TRIGGER messages_open_finding AFTER INSERT ON messages
-WHEN NEW.kind = 'event' AND NEW.event_type = 'finding_reported' BEGIN
     INSERT INTO open_findings (thread_id, seq, message_id, finding_key)
-    SELECT thread_id, seq, message_id, finding_key FROM finding_events WHERE message_id = NEW.message_id;
-END;
+    SELECT thread_id, seq, message_id, finding_key FROM finding_events
+    WHERE message_id = NEW.message_id AND event_type = 'finding_reported';
+    DELETE FROM open_findings
+    WHERE NEW.kind = 'event' AND NEW.event_type IN ('finding_verified', 'finding_resolved', 'resolved')
+      AND message_id = NEW.in_reply_to AND thread_id = NEW.thread_id;
+    DELETE FROM open_findings
+    WHERE NEW.kind = 'event' AND NEW.event_type IN ('finding_verified', 'finding_resolved', 'resolved')
+      AND thread_id = NEW.thread_id
+      AND finding_key = (SELECT finding_key FROM finding_events WHERE message_id = NEW.message_id);
 
-CREATE TRIGGER messages_close_findings AFTER INSERT ON messages
-WHEN NEW.kind = 'event' AND NEW.event_type IN ('finding_verified', 'finding_resolved', 'resolved') BEGIN
-    DELETE FROM open_findings WHERE thread_id = NEW.thread_id AND message_id = NEW.in_reply_to;
-    DELETE FROM open_findings WHERE thread_id = NEW.thread_id
-        AND finding_key = (SELECT finding_key FROM finding_events WHERE message_id = NEW.message_id);
-END;
-
-CREATE TRIGGER messages_sender_marks AFTER INSERT ON messages BEGIN
     INSERT INTO sender_marks (thread_id, sender_agent_id, seq, ordinal)
-    SELECT NEW.thread_id, NEW.sender_agent_id, NEW.seq,
-           1 + COALESCE((SELECT m.ordinal FROM sender_marks m WHERE m.thread_id = NEW.thread_id
-                         AND m.sender_agent_id = NEW.sender_agent_id ORDER BY m.seq DESC LIMIT 1), 0);
-END;
+    VALUES (NEW.thread_id, NEW.sender_agent_id, NEW.seq,
+            1 + COALESCE((SELECT m.ordinal FROM sender_marks m WHERE m.thread_id = NEW.thread_id
+                          AND m.sender_agent_id = NEW.sender_agent_id ORDER BY m.seq DESC LIMIT 1), 0));
 
-CREATE TRIGGER messages_addressed_marks AFTER INSERT ON messages BEGIN
     INSERT INTO addressed_marks (thread_id, to_agent, to_role, seq, ordinal, sender_agent_id, sender_ordinal)
+    SELECT NEW.thread_id, '', '', NEW.seq,
+           1 + COALESCE((SELECT m.ordinal FROM addressed_marks m WHERE m.thread_id = NEW.thread_id
+                         AND m.to_agent = '' AND m.to_role = '' ORDER BY m.seq DESC LIMIT 1), 0),
+           NEW.sender_agent_id,
+           1 + COALESCE((SELECT m.sender_ordinal FROM addressed_marks m WHERE m.thread_id = NEW.thread_id
+                         AND m.to_agent = '' AND m.to_role = '' AND m.sender_agent_id = NEW.sender_agent_id
+                         ORDER BY m.seq DESC LIMIT 1), 0)
+    WHERE NEW.to_agents IS NULL AND NEW.to_role IS NULL;
+    -- OR IGNORE: an agent named twice in `to` is marked once
+    INSERT OR IGNORE INTO addressed_marks (thread_id, to_agent, to_role, seq, ordinal, sender_agent_id,
+                                           sender_ordinal)
     SELECT NEW.thread_id, a.to_agent, a.to_role, NEW.seq,
            1 + COALESCE((SELECT m.ordinal FROM addressed_marks m WHERE m.thread_id = NEW.thread_id
                          AND m.to_agent = a.to_agent AND m.to_role = a.to_role ORDER BY m.seq DESC LIMIT 1), 0),
@@ -112,11 +117,11 @@ CREATE TRIGGER messages_addressed_marks AFTER INSERT ON messages BEGIN
            1 + COALESCE((SELECT m.sender_ordinal FROM addressed_marks m WHERE m.thread_id = NEW.thread_id
                          AND m.to_agent = a.to_agent AND m.to_role = a.to_role
                          AND m.sender_agent_id = NEW.sender_agent_id ORDER BY m.seq DESC LIMIT 1), 0)
-    FROM (SELECT '' AS to_agent, '' AS to_role WHERE NEW.to_agents IS NULL AND NEW.to_role IS NULL
-          UNION SELECT j.value, '' FROM json_each(NEW.to_agents) j WHERE j.type = 'text'
-          UNION SELECT '', NEW.to_role WHERE NEW.to_role IS NOT NULL
-          UNION SELECT j.value, NEW.to_role FROM json_each(NEW.to_agents) j
-                WHERE j.type = 'text' AND NEW.to_role IS NOT NULL) a;
+    FROM (SELECT j.value AS to_agent, '' AS to_role FROM json_each(NEW.to_agents) j WHERE j.type = 'text'
+          UNION ALL SELECT '', NEW.to_role WHERE NEW.to_role IS NOT NULL
+          UNION ALL SELECT j.value, NEW.to_role FROM json_each(NEW.to_agents) j
+                    WHERE j.type = 'text' AND NEW.to_role IS NOT NULL) a
+    WHERE NEW.to_agents IS NOT NULL OR NEW.to_role IS NOT NULL;
 END;
 
 -- Backfill.
