@@ -32,7 +32,8 @@ class OpenItems:
     A finding is closed by a later closing event that replies to it (`in_reply_to`) or carries its `finding_id`.
     Both point backwards in time (a reply names an existing message; an id closes only earlier findings), so a
     closing event settles the findings seen so far and nothing but the still-open findings is kept: a thread of
-    any length can be fed page by page."""
+    any length can be fed page by page. The store keeps the same rule as messages arrive (the insert trigger of
+    migration 7, table open_findings); this is the reference it is tested against."""
 
     def __init__(self) -> None:
         self._open: dict[str, dict[str, Any]] = {}  # message id -> item, in seq order
