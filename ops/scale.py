@@ -226,19 +226,23 @@ def measure_wake(stack: Stack, samples: int) -> dict[str, Any]:
 
 
 def tree_memory(pid: int) -> dict[str, Any]:
-    """VmRSS of a process and all its descendants (from /proc), in MB, with its anonymous (heap) and file-backed
-    or shared parts, and how many processes were counted."""
-    fields = {"VmRSS": "rss_mb", "RssAnon": "anon_mb", "RssFile": "file_mb", "RssShmem": "shmem_mb"}
-    kb, pending, seen = dict.fromkeys(fields.values(), 0), [pid], set()
+    """Memory of a process and all its descendants (from /proc), in MB: VmRSS summed (pages shared between forked
+    processes count once per process) with its anonymous and file-backed parts, and PSS summed (shared pages split
+    between their sharers: what the processes cost together); and how many processes were counted."""
+    sources = {"status": {"VmRSS": "rss_mb", "RssAnon": "anon_mb", "RssFile": "file_mb"},
+               "smaps_rollup": {"Pss": "pss_mb"}}
+    kb = {name: 0 for fields in sources.values() for name in fields.values()}
+    pending, seen = [pid], set()
     while pending:
         current = pending.pop()
         if current in seen:
             continue
         with contextlib.suppress(OSError):
-            for line in Path(f"/proc/{current}/status").read_text().splitlines():
-                name, _, value = line.partition(":")
-                if name in fields:
-                    kb[fields[name]] += int(value.split()[0])
+            for source, fields in sources.items():
+                for line in Path(f"/proc/{current}/{source}").read_text().splitlines():
+                    name, _, value = line.partition(":")
+                    if name in fields:
+                        kb[fields[name]] += int(value.split()[0])
             seen.add(current)
             for task in Path(f"/proc/{current}/task").iterdir():
                 with contextlib.suppress(OSError):
@@ -353,8 +357,8 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(f"{r['size']}: {r['seeded']['messages']} messages, {r['seeded']['threads']} thread(s), seeded "
                      f"in {r['seeded']['seed_seconds']} s; measured thread: {r['seeded']['measured_thread_messages']}"
                      f" messages; first tick (history fold) {r['first_tick_ms']} ms; server memory "
-                     f"{memory['rss_mb']} MB in {memory['processes']} process(es) (anon {memory['anon_mb']}, file "
-                     f"{memory['file_mb']}, shmem {memory['shmem_mb']}); samples "
+                     f"{memory['rss_mb']} MB RSS in {memory['processes']} process(es) (anon {memory['anon_mb']}, file "
+                     f"{memory['file_mb']}; PSS {memory['pss_mb']}); samples "
                      + ", ".join(f"{op} {r['ops'][op]['count']}" for op in ROWS))
     lines.append(f"\n{'ALL PASS' if report['ok'] else 'MISS'} in {report['duration_s']} s")
     return "\n".join(lines)
