@@ -84,7 +84,7 @@ CREATE TRIGGER messages_digests AFTER INSERT ON messages BEGIN
 
     INSERT INTO open_findings (thread_id, seq, message_id, finding_key)
     SELECT thread_id, seq, message_id, finding_key FROM finding_events
-    WHERE message_id = NEW.message_id AND event_type = 'finding_reported';
+    WHERE NEW.kind = 'event' AND NEW.event_type = 'finding_reported' AND message_id = NEW.message_id;
     DELETE FROM open_findings
     WHERE NEW.kind = 'event' AND NEW.event_type IN ('finding_verified', 'finding_resolved', 'resolved')
       AND message_id = NEW.in_reply_to AND thread_id = NEW.thread_id;
