@@ -12,10 +12,12 @@ _MESSAGE_COLUMNS = ("message_id, thread_id, seq, schema_version, kind, event_typ
                     " sender_session_id, sender_role, in_reply_to, to_agents, to_role, created_at")
 
 
-def next_seq(conn: apsw.Connection, thread_id: str, now: int) -> int:
-    """Allocate the thread's next seq (previous max + 1) inside the write transaction."""
-    return conn.execute("UPDATE threads SET latest_seq = latest_seq + 1, updated_at = ? WHERE thread_id = ?"
-                        " RETURNING latest_seq", (now, thread_id)).fetchall()[0][0]
+def next_seq(conn: apsw.Connection, thread_id: str, now: int, *, no_progress: int | None = None) -> int:
+    """Allocate the thread's next seq (previous max + 1) inside the write transaction; with `no_progress`, store the
+    loop guard's consecutive no-progress counter in the same statement."""
+    return conn.execute("UPDATE threads SET latest_seq = latest_seq + 1, updated_at = ?,"
+                        " no_progress = COALESCE(?, no_progress) WHERE thread_id = ? RETURNING latest_seq",
+                        (now, no_progress, thread_id)).fetchall()[0][0]
 
 
 def insert_message(conn: apsw.Connection, m: dict[str, Any]) -> None:
@@ -115,10 +117,12 @@ _UNREAD_COUNT = ("MAX(0, t.latest_seq - COALESCE(c.last_read_seq, 0) - "
 
 
 def _addressed_by_others(to_agent: str, to_role: str) -> str:
-    """SQL: messages after the cursor with this addressing (addressed_marks), less the agent's own."""
-    match = f"x.to_agent = {to_agent} AND x.to_role = {to_role}"
-    return (f"({_after_cursor('addressed_marks', 'ordinal', match)}"
-            f" - {_after_cursor('addressed_marks', 'sender_ordinal', match + ' AND x.sender_agent_id = :agent')})")
+    """SQL: messages after the cursor with this addressing (addressed_marks) from each sender of the thread (its
+    tallies) but the agent."""
+    match = f"x.to_agent = {to_agent} AND x.to_role = {to_role} AND x.sender_agent_id = s.sender_agent_id"
+    return (f"(SELECT COALESCE(SUM({_after_cursor('addressed_marks', 'ordinal', match)}), 0) FROM"
+            " (SELECT DISTINCT sender_agent_id FROM message_tallies WHERE thread_id = t.thread_id"
+            " AND sender_agent_id != :agent) s)")
 
 
 # Unread messages addressed to the agent: to everyone, or to the agent, or to its role, counting those to both the
@@ -157,11 +161,6 @@ def bump_finding(conn: apsw.Connection, thread_id: str, finding_key: str) -> int
     return conn.execute("INSERT INTO finding_reports (thread_id, finding_key, reports) VALUES (?, ?, 1)"
                         " ON CONFLICT (thread_id, finding_key) DO UPDATE SET reports = reports + 1"
                         " RETURNING reports", (thread_id, finding_key)).fetchall()[0][0]
-
-
-def set_no_progress(conn: apsw.Connection, thread_id: str, value: int) -> None:
-    """Store the loop guard's consecutive no-progress counter."""
-    conn.execute("UPDATE threads SET no_progress = ? WHERE thread_id = ?", (value, thread_id))
 
 
 def created_at(conn: apsw.Connection, thread_id: str, seq: int) -> int | None:

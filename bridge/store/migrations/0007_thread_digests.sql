@@ -6,8 +6,8 @@
 --   finding_verified / finding_resolved / resolved) that replies to them or carries the same finding id.
 -- sender_marks: each message's seq and its ordinal among its sender's messages in the thread: a sender's messages
 --   after a cursor are its newest ordinal minus its ordinal at the cursor, two index lookups whatever the history.
--- addressed_marks: the same for each addressing of a message (everyone; one agent; one role; one agent and one role):
---   its ordinal among the thread's messages so addressed, and among those of its sender.
+-- addressed_marks: the same per addressing of a message (everyone; one agent; one role; one agent and one role) and
+--   sender: the messages so addressed after a cursor are, summed over the thread's few senders, two lookups each.
 -- Each table is backfilled from the existing messages below.
 
 -- The events that open or close findings, with the finding id as the summary compares it (Python's str() of the
@@ -24,7 +24,7 @@ SELECT message_id, thread_id, seq, event_type, in_reply_to,
 FROM messages
 WHERE kind = 'event' AND event_type IN ('finding_reported', 'finding_verified', 'finding_resolved', 'resolved');
 
-CREATE INDEX messages_by_event ON messages (thread_id, event_type, seq);
+CREATE INDEX messages_by_event ON messages (thread_id, event_type, seq) WHERE event_type IS NOT NULL;
 
 CREATE TABLE message_tallies (
     thread_id        TEXT NOT NULL,
@@ -63,14 +63,11 @@ CREATE TABLE addressed_marks (
     thread_id        TEXT NOT NULL,
     to_agent         TEXT NOT NULL,  -- '' = any agent
     to_role          TEXT NOT NULL,  -- '' = any role; both '' = a message to everyone (no to, no to_role)
+    sender_agent_id  TEXT NOT NULL,
     seq              INTEGER NOT NULL,
     ordinal          INTEGER NOT NULL,
-    sender_agent_id  TEXT NOT NULL,
-    sender_ordinal   INTEGER NOT NULL,
-    PRIMARY KEY (thread_id, to_agent, to_role, seq)
+    PRIMARY KEY (thread_id, to_agent, to_role, sender_agent_id, seq)
 ) WITHOUT ROWID;
-CREATE INDEX addressed_marks_by_sender
-    ON addressed_marks (thread_id, to_agent, to_role, sender_agent_id, seq, sender_ordinal);
 
 -- One trigger (each trigger costs a frame per insert, even when its WHEN is false); each statement guards itself.
 CREATE TRIGGER messages_digests AFTER INSERT ON messages BEGIN
@@ -98,23 +95,16 @@ CREATE TRIGGER messages_digests AFTER INSERT ON messages BEGIN
             1 + COALESCE((SELECT m.ordinal FROM sender_marks m WHERE m.thread_id = NEW.thread_id
                           AND m.sender_agent_id = NEW.sender_agent_id ORDER BY m.seq DESC LIMIT 1), 0));
 
-    INSERT INTO addressed_marks (thread_id, to_agent, to_role, seq, ordinal, sender_agent_id, sender_ordinal)
-    SELECT NEW.thread_id, '', '', NEW.seq,
+    INSERT INTO addressed_marks (thread_id, to_agent, to_role, sender_agent_id, seq, ordinal)
+    SELECT NEW.thread_id, '', '', NEW.sender_agent_id, NEW.seq,
            1 + COALESCE((SELECT m.ordinal FROM addressed_marks m WHERE m.thread_id = NEW.thread_id
-                         AND m.to_agent = '' AND m.to_role = '' ORDER BY m.seq DESC LIMIT 1), 0),
-           NEW.sender_agent_id,
-           1 + COALESCE((SELECT m.sender_ordinal FROM addressed_marks m WHERE m.thread_id = NEW.thread_id
                          AND m.to_agent = '' AND m.to_role = '' AND m.sender_agent_id = NEW.sender_agent_id
                          ORDER BY m.seq DESC LIMIT 1), 0)
     WHERE NEW.to_agents IS NULL AND NEW.to_role IS NULL;
     -- OR IGNORE: an agent named twice in `to` is marked once
-    INSERT OR IGNORE INTO addressed_marks (thread_id, to_agent, to_role, seq, ordinal, sender_agent_id,
-                                           sender_ordinal)
-    SELECT NEW.thread_id, a.to_agent, a.to_role, NEW.seq,
+    INSERT OR IGNORE INTO addressed_marks (thread_id, to_agent, to_role, sender_agent_id, seq, ordinal)
+    SELECT NEW.thread_id, a.to_agent, a.to_role, NEW.sender_agent_id, NEW.seq,
            1 + COALESCE((SELECT m.ordinal FROM addressed_marks m WHERE m.thread_id = NEW.thread_id
-                         AND m.to_agent = a.to_agent AND m.to_role = a.to_role ORDER BY m.seq DESC LIMIT 1), 0),
-           NEW.sender_agent_id,
-           1 + COALESCE((SELECT m.sender_ordinal FROM addressed_marks m WHERE m.thread_id = NEW.thread_id
                          AND m.to_agent = a.to_agent AND m.to_role = a.to_role
                          AND m.sender_agent_id = NEW.sender_agent_id ORDER BY m.seq DESC LIMIT 1), 0)
     FROM (SELECT j.value AS to_agent, '' AS to_role FROM json_each(NEW.to_agents) j WHERE j.type = 'text'
@@ -156,9 +146,8 @@ INSERT INTO sender_marks (thread_id, sender_agent_id, seq, ordinal)
 SELECT thread_id, sender_agent_id, seq, ROW_NUMBER() OVER (PARTITION BY thread_id, sender_agent_id ORDER BY seq)
 FROM messages;
 
-INSERT INTO addressed_marks (thread_id, to_agent, to_role, seq, ordinal, sender_agent_id, sender_ordinal)
-SELECT thread_id, to_agent, to_role, seq, ROW_NUMBER() OVER (PARTITION BY thread_id, to_agent, to_role ORDER BY seq),
-       sender_agent_id,
+INSERT INTO addressed_marks (thread_id, to_agent, to_role, sender_agent_id, seq, ordinal)
+SELECT thread_id, to_agent, to_role, sender_agent_id, seq,
        ROW_NUMBER() OVER (PARTITION BY thread_id, to_agent, to_role, sender_agent_id ORDER BY seq)
 FROM (SELECT thread_id, seq, sender_agent_id, '' AS to_agent, '' AS to_role FROM messages
       WHERE to_agents IS NULL AND to_role IS NULL
