@@ -61,7 +61,9 @@ def post_message(bridge: Bridge, call: Call, req: PostMessageInput) -> dict[str,
         _check_addressing(conn, req)
         now = bridge.clock()
         _take_write_quota(conn, bridge, principal.agent_id, now)
-        seq = message_store.next_seq(conn, req.thread_id, now)
+        verdict = _loop_verdict(conn, bridge, call, thread, req, event_type)
+        seq = message_store.next_seq(conn, req.thread_id, now,
+                                     no_progress=None if verdict is None else verdict.no_progress)
         message_id = new_id("msg")
         message_store.insert_message(conn, {
             "message_id": message_id, "thread_id": req.thread_id, "seq": seq, "schema_version": req.schema_version,
@@ -72,7 +74,7 @@ def post_message(bridge: Bridge, call: Call, req: PostMessageInput) -> dict[str,
             "payload_hash": fingerprint,
         })
         pending.emit("message_posted", thread_id=req.thread_id, seq=seq, created_at=now)
-        status = _loop_guard(conn, bridge, call, pending, thread, req, event_type)
+        status = _loop_guard(conn, bridge, call, pending, thread, req, verdict)
         return {"message_id": message_id, "seq": seq, "thread_status": status, "created_at": iso(now),
                 "replayed": False}
 
@@ -109,20 +111,25 @@ def _check_addressing(conn: apsw.Connection, req: PostMessageInput) -> None:
             raise InvalidArgument("to_role matches no participant's thread role", {"field": "to_role"})
 
 
-def _loop_guard(conn: apsw.Connection, bridge: Bridge, call: Call, pending: Pending, thread: dict[str, Any],
-                req: PostMessageInput, event_type: str | None) -> str:
-    """Update the thread's loop-guard counters; auto-escalate when tripped. Returns the thread status after."""
+def _loop_verdict(conn: apsw.Connection, bridge: Bridge, call: Call, thread: dict[str, Any], req: PostMessageInput,
+                  event_type: str | None) -> loopguard.LoopVerdict | None:
+    """Count the post's finding and judge it; its no-progress count is stored with the seq (`next_seq`). None for
+    system messages, which the loop guard ignores."""
     if req.kind == "system":
-        return thread["status"]
+        return None
     finding = loopguard.finding_key(event_type=event_type, metadata=req.metadata, body=req.body)
     reports = message_store.bump_finding(conn, req.thread_id, finding) if finding else None
-    verdict = loopguard.judge(
+    return loopguard.judge(
         previous_no_progress=thread["no_progress"],
         progress=loopguard.is_progress(kind=req.kind, event_type=event_type, sender_role=call.principal.role),
         finding_reports=reports, finding=finding, max_turns=bridge.settings.loop_guard_turns,
         max_repeats=bridge.settings.loop_guard_repeats)
-    message_store.set_no_progress(conn, req.thread_id, verdict.no_progress)
-    if verdict.trip_reason is None or thread["status"] != "active":
+
+
+def _loop_guard(conn: apsw.Connection, bridge: Bridge, call: Call, pending: Pending, thread: dict[str, Any],
+                req: PostMessageInput, verdict: loopguard.LoopVerdict | None) -> str:
+    """Auto-escalate when the post tripped the loop guard. Returns the thread status after."""
+    if verdict is None or verdict.trip_reason is None or thread["status"] != "active":
         return thread["status"]
     guard = Call(principal=call.principal.__class__(
         agent_id=LOOP_GUARD_ACTOR, workspace_id=call.principal.workspace_id, role=Role.OPERATOR,
