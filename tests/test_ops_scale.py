@@ -4,14 +4,11 @@ timing is judged here: the real sizes are a manual run, see benchmarks/README.md
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 from bridge_ops.cli import ops
 from bridge_ops.scale import ROWS, parse_size
 from click.testing import CliRunner
-
-pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="the wake measurement needs tmux")
 
 
 def test_sizes_parse():
