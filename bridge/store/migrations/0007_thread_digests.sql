@@ -1,5 +1,5 @@
--- What `summarize_thread` and `inbox` need, kept up to date as messages are inserted (triggers, so every insert
--- path keeps them: posts, system messages, the seed), so that neither reads the history:
+-- What `summarize_thread`, `inbox` and unread counts need, kept up to date as messages are inserted (by one insert
+-- trigger, so every insert path keeps them: posts, system messages, the seed), so that none reads the history:
 -- message_tallies: per thread, sender and kind, the message count and newest created_at (counts by kind and sender).
 -- event_tallies: per thread and event type, the message count (counts by event type).
 -- open_findings: `finding_reported` events not (yet) closed by a later closing event (kind `event`, type
@@ -11,7 +11,8 @@
 -- Each table is backfilled from the existing messages below.
 
 -- The events that open or close findings, with the finding id as the summary compares it (Python's str() of the
--- JSON value: text as is, numbers as written, true/false as True/False; objects, arrays and null: none).
+-- JSON value: text as is, numbers as written, true/false as True/False; objects, arrays and null: none). Numbers
+-- are finite: request bodies with NaN or Infinity are refused (bridge/domain/jsonparse.py).
 CREATE VIEW finding_events AS
 SELECT message_id, thread_id, seq, event_type, in_reply_to,
        CASE json_type(metadata, '$.finding_id')
