@@ -1,5 +1,5 @@
 """The commands whose cost may grow with history, on one thread of 1k and 100k seeded messages (1M with
-BRIDGE_BENCH_SCALE=1m: seeding it takes ~15 s), in-process through the services (synchronous=FULL).
+BRIDGE_BENCH_SCALE=1m: seeding it takes ~70 s), in-process through the services (synchronous=FULL).
 
     python -m pytest benchmarks/test_bench_scale.py --benchmark-only --benchmark-group-by=group
     BRIDGE_BENCH_SCALE=1m python -m pytest benchmarks/test_bench_scale.py --benchmark-only
