@@ -19,6 +19,7 @@ from bridge.testing.references import FULL_WAKE_SCAN
 WS = "default"
 AGENTS = ("alice", "bob", "carol", "dave", "erin")
 ROLES = ("reviewer", "author", "watcher")
+UNFINISHED = "('queued', 'resume', 'spawn', 'awaiting_ack')"
 
 
 def oracle(conn: apsw.Connection) -> list[tuple[str, str, int]]:
@@ -207,3 +208,38 @@ def test_interleaved_folds_of_two_workers_neither_lose_nor_duplicate(tmp_path):
         first.write(lambda c: trigger_store.fold_addressed(c, total))
         assert first.read(addressed) == incremental
         assert folded(second) == second.read(oracle)
+
+
+def test_a_worker_looking_only_at_what_changed_wakes_whom_the_full_scan_would(make_parts):
+    """Between whole-workspace sweeps (none here after the first tick: a one-hour poll) the worker looks only at the
+    threads of new messages, at candidates it could not wake last time and at agents whose session changed; after
+    every tick nobody the full scan names is left unwoken, except those with a wake under way (woken once it ends)."""
+    from bridge.worker.supervisor import Supervisor
+
+    rng = random.Random(5)
+    parts = make_parts(worker_poll="1h")
+    store = parts.bridge.store
+    supervisor = Supervisor(parts.bridge)
+    store.write(lambda c: seed_mix(c, rng))
+    for tick in range(40):
+        supervisor._auto_wake(parts.bridge.clock())
+        jobs = store.read(lambda c: rows(c, "SELECT thread_id, target_agent_id AS agent_id FROM trigger_jobs"
+                                            f" WHERE status IN {UNFINISHED}"))
+        under_way = {(j["thread_id"], j["agent_id"]) for j in jobs}
+        left = store.read(oracle)
+        assert {(t, a) for t, a, _ in left} <= under_way, (tick, left, under_way)
+        # what changes between ticks: new messages (and cursors in their thread: seed_messages sets them anywhere),
+        # sessions, thread status; some wakes finish
+        thread_id = f"thr{rng.randrange(12)}"
+        store.write(lambda c, t=thread_id: seed_messages(c, rng, t, rng.randint(1, 6)))
+        if rng.random() < 0.3:
+            store.write(lambda c: add_session(c, rng.choice(AGENTS), rng.choice(("active", "idle", "offline"))))
+        if rng.random() < 0.2:  # closed is final (bridge/domain/lifecycle.py)
+            store.write(lambda c, t=thread_id: c.execute(
+                "UPDATE threads SET status = ? WHERE thread_id = ? AND status != 'closed'",
+                (rng.choice(("active", "blocked", "resolved", "closed")), t)))
+        finished = [j for j in jobs if rng.random() < 0.6]
+        store.write(lambda c, done=finished: [c.execute(
+            "UPDATE trigger_jobs SET status = 'delivered' WHERE thread_id = ? AND target_agent_id = ?"
+            f" AND status IN {UNFINISHED}", (j["thread_id"], j["agent_id"])) for j in done])
+    assert store.read(lambda c: scalar(c, "SELECT COUNT(*) FROM trigger_jobs")) > 20  # not between empty sets

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Collection
 from typing import Any
 
 import apsw
@@ -162,22 +164,38 @@ def has_unfolded(conn: apsw.Connection) -> bool:
     return bool(scalar(conn, "SELECT (SELECT MAX(rowid) FROM messages) > last_rowid FROM wake_folded"))
 
 
-def fold_addressed(conn: apsw.Connection, limit: int) -> None:
-    """Fold the next `limit` messages past the watermark into `wake_addressed` and move the watermark past them. One
-    write transaction and idempotent (MAX) upserts: workers sharing a database may each run it."""
+def fold_addressed(conn: apsw.Connection, limit: int) -> set[str]:
+    """Fold the next `limit` messages past the watermark into `wake_addressed` and move the watermark past them; the
+    threads they belong to. One write transaction and idempotent (MAX) upserts: workers sharing a database may each
+    run it."""
     after = scalar(conn, "SELECT last_rowid FROM wake_folded")
     upto = scalar(conn, "SELECT MAX(rowid) FROM (SELECT rowid FROM messages WHERE rowid > ? ORDER BY rowid LIMIT ?)",
                   (after, limit))
-    if upto is not None:
-        conn.execute(_FOLD, {"after": after, "upto": upto})
-        conn.execute("UPDATE wake_folded SET last_rowid = ?", (upto,))
+    if upto is None:
+        return set()
+    conn.execute(_FOLD, {"after": after, "upto": upto})
+    conn.execute("UPDATE wake_folded SET last_rowid = ?", (upto,))
+    return {row[0] for row in conn.execute("SELECT DISTINCT thread_id FROM messages WHERE rowid > ? AND rowid <= ?",
+                                           (after, upto))}
 
 
-def wake_candidates(conn: apsw.Connection, workspace_id: str) -> list[dict[str, Any]]:
-    """(thread, agent, newest addressed unread seq) for registered agents whose session is not active, not yet marked.
+def session_states(conn: apsw.Connection, workspace_id: str) -> dict[str, str]:
+    """Each registered agent's session status (what makes an agent wakeable or not)."""
+    return {row[0]: row[1] for row in conn.execute("SELECT agent_id, status FROM sessions WHERE workspace_id = ?",
+                                                  (workspace_id,))}
+
+
+def wake_candidates(conn: apsw.Connection, workspace_id: str, *, threads: Collection[str] | None = None,
+                    agents: Collection[str] | None = None) -> list[dict[str, Any]]:
+    """(thread, agent, newest addressed unread seq) for registered agents whose session is not active, not yet marked;
+    only in `threads` and only for `agents` when given (what changed since the last look).
 
     Reads the folded `wake_addressed` (call `fold_addressed` first), never the messages: the newest addressed seq
     beyond the cursor is the newest addressed seq whenever that is beyond the cursor."""
+    only = ("" if threads is None else " AND p.thread_id IN (SELECT value FROM json_each(:threads))") + (
+        "" if agents is None else " AND p.agent_id IN (SELECT value FROM json_each(:agents))")
+    params = {"ws": workspace_id, "threads": json.dumps(sorted(threads or ())),
+              "agents": json.dumps(sorted(agents or ()))}
     return rows(conn, """
         SELECT u.thread_id, u.agent_id, u.seq FROM (
             SELECT p.thread_id, p.agent_id, MAX(a.seq) AS seq
@@ -187,6 +205,7 @@ def wake_candidates(conn: apsw.Connection, workspace_id: str) -> list[dict[str, 
             JOIN wake_addressed a ON a.thread_id = p.thread_id AND a.sender_agent_id != p.agent_id
                  AND (a.kind = 'all' OR a.kind = 'agent' AND a.addressee = p.agent_id
                       OR a.kind = 'role' AND a.addressee = p.thread_role)
+            WHERE true""" + only + """
             GROUP BY p.thread_id, p.agent_id
         ) u
         LEFT JOIN read_cursors c ON c.thread_id = u.thread_id AND c.agent_id = u.agent_id
@@ -194,7 +213,7 @@ def wake_candidates(conn: apsw.Connection, workspace_id: str) -> list[dict[str, 
           AND NOT EXISTS (SELECT 1 FROM wake_marks w WHERE w.thread_id = u.thread_id AND w.agent_id = u.agent_id
                           AND w.seq = u.seq)
         ORDER BY u.thread_id, u.agent_id
-    """, {"ws": workspace_id})
+    """, params)
 
 
 def record_runtime_failure(conn: apsw.Connection, workspace_id: str, agent_id: str, kind: str, now: int) -> None:

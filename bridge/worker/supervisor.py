@@ -88,6 +88,9 @@ class Supervisor:
         self._last_beat = 0
         self._stopping: threading.Event | None = None  # run()'s stop event: cuts a running fallback command short
         self._last_reconcile = 0
+        self._last_sweep: int | None = None  # when automatic wake last looked at the whole workspace
+        self._sessions: dict[str, str] = {}  # each agent's session status at the last look
+        self._unwoken: set[str] = set()  # threads with a candidate that could not be woken at the last look
         self._lead_renewed: int | None = None  # when this worker last took or renewed the lease (None: not leading)
         self._last_tick = 0.0
         self.overlap = False  # run() sets it: resume commands then run beside the loop, not inside a tick
@@ -232,16 +235,37 @@ class Supervisor:
     # ------------------------------------------------------------------------------------------- automatic wake
     def _auto_wake(self, now: int) -> list[str]:
         """One trigger per (thread, agent, newest addressed unread seq), deduplicated in the database. New messages
-        are folded in first, a bounded batch per write, so a tick costs what changed since the last one."""
-        while self.bridge.store.read(trigger_store.has_unfolded):
-            self.bridge.store.write(lambda c: trigger_store.fold_addressed(c, FOLD_BATCH))
-        candidates = self.bridge.store.read(lambda c: trigger_store.wake_candidates(c, self.bridge.workspace))
+        are folded in first, a bounded batch per write, and only what changed is looked at: the threads of the new
+        messages, the threads whose candidates could not be woken last time (a wake under way, a loop-guard block),
+        and the threads of agents whose session status changed. Every `BRIDGE_WORKER_POLL` (and on the first tick)
+        the whole workspace is looked at, for the rare changes not covered (members added, roles changed)."""
+        store, workspace = self.bridge.store, self.bridge.workspace
+        touched: set[str] = set()
+        while store.read(trigger_store.has_unfolded):
+            touched |= store.write(lambda c: trigger_store.fold_addressed(c, FOLD_BATCH))
+        sessions = store.read(lambda c: trigger_store.session_states(c, workspace))
+        changed = {agent for agent, status in sessions.items() if self._sessions.get(agent) != status}
+        self._sessions = sessions
+        if self._last_sweep is None or now - self._last_sweep >= self.settings.worker_poll * 1000:
+            self._last_sweep = now
+            candidates = store.read(lambda c: trigger_store.wake_candidates(c, workspace))
+        else:
+            threads = touched | self._unwoken
+            candidates = store.read(lambda c: trigger_store.wake_candidates(c, workspace, threads=threads)
+                                    if threads else [])
+            if changed:
+                seen = {(c["thread_id"], c["agent_id"]) for c in candidates}
+                candidates += [c for c in store.read(lambda c: trigger_store.wake_candidates(
+                    c, workspace, agents=changed)) if (c["thread_id"], c["agent_id"]) not in seen]
         created = []
+        self._unwoken = set()
         for cand in candidates:
             made = auto_wake(self.bridge, WORKER, thread_id=cand["thread_id"], agent_id=cand["agent_id"],
                              seq=cand["seq"], now=now)
             if made:
                 created.append(made)
+            else:
+                self._unwoken.add(cand["thread_id"])
         return created
 
     # ------------------------------------------------------------------------------------------- jobs
