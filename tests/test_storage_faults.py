@@ -175,7 +175,8 @@ def test_a_file_size_limit_is_file_too_large_writes_nothing_and_ready_recovers(p
     db = parts.bridge.settings.db_path
     coord, rev = make_token("coord", "coordinator"), make_token("rev")
     server = harness.serve("serve", env=settings_env(**NO_LIMITS))
-    assert ignored_signals(server.pid) & (1 << (signal.SIGXFSZ - 1)), "bridge serve must ignore SIGXFSZ"
+    assert all(ignored_signals(pid) & (1 << (signal.SIGXFSZ - 1)) for pid in server.pids), \
+        "bridge serve (every serving process) must ignore SIGXFSZ"
     api = ApiClient(server.url)
     try:
         thread_id = api.ok("create_thread", coord, title="fsize", type="workflow",
@@ -185,7 +186,8 @@ def test_a_file_size_limit_is_file_too_large_writes_nothing_and_ready_recovers(p
         limit = max([p.stat().st_size for p in db.parent.glob(db.name + "*")]
                     + [server.log_path.stat().st_size])
         _, hard = resource.prlimit(server.pid, resource.RLIMIT_FSIZE)
-        resource.prlimit(server.pid, resource.RLIMIT_FSIZE, (limit, hard))  # no file may grow any more
+        for pid in server.pids:  # `bridge serve` and each serving process it forked
+            resource.prlimit(pid, resource.RLIMIT_FSIZE, (limit, hard))  # no file may grow any more
         try:
             refused = attempt_post(api, rev, thread_id, BIG, "big")
             assert refused.status == 503, refused.body
@@ -194,7 +196,8 @@ def test_a_file_size_limit_is_file_too_large_writes_nothing_and_ready_recovers(p
             storage_refusal(refused, "file_too_large")
             assert api.raw("GET", "/health").status == 200  # alive: the signal did not kill it
         finally:
-            resource.prlimit(server.pid, resource.RLIMIT_FSIZE, (hard, hard))
+            for pid in server.pids:
+                resource.prlimit(pid, resource.RLIMIT_FSIZE, (hard, hard))
         lifted = wait_until(lambda: api.raw("GET", "/ready").status == 200, 20, 0.1)
         assert lifted, "gave up waiting: /ready 200 after the limit is lifted"
         retry = attempt_post(api, rev, thread_id, BIG, "big")

@@ -44,24 +44,24 @@ def serve(with_worker: bool, **flags: object) -> None:
         fail(Unavailable(problem, details), False)
 
     def announce(host: str, port: int) -> None:
-        processes = settings.serve_processes
         click.echo(f"bridge {settings.workspace!r} listening on http://{host}:{port} (db {settings.db_path}, "
                    f"{processes} process{'es' if processes > 1 else ''})", err=True)
         click.echo(f"mint a token: bridge token issue --db {settings.db_path} --url http://{host}:{port} "
                    "--agent-id <agent> --role participant", err=True)
         click.echo(f"READY http://{host}:{port}", err=True)
 
+    processes = settings.serve_processes
     try:
-        if settings.serve_processes > 1:
-            from bridge.http.processes import serve_processes
+        with opened(settings, as_json=False, create=True) as parts:  # creates or migrates the database (or says why)
+            if processes == 1:
+                from bridge.http.server import serve_forever
 
-            sys.exit(serve_processes(settings, settings.serve_processes, with_worker=with_worker,
-                                     on_start=announce))
-        from bridge.http.server import serve_forever
+                serve_forever(parts, with_worker=with_worker,
+                              on_start=lambda server: announce(server.effective_host, server.effective_port))
+                return
+        from bridge.http.processes import serve_processes  # closed above: nothing open crosses the fork
 
-        with opened(settings, as_json=False, create=True) as parts:
-            serve_forever(parts, with_worker=with_worker,
-                          on_start=lambda server: announce(server.effective_host, server.effective_port))
+        sys.exit(serve_processes(settings, processes, with_worker=with_worker, on_start=announce))
     except OSError as exc:  # the port was taken between the probe and the bind
         if exc.errno not in LISTEN_ERRORS:
             raise

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
@@ -54,6 +54,22 @@ class _StateCollector(Collector):
         yield waiting
 
 
+class _Summed(Collector):
+    """Every serving process's counters and histograms summed (prometheus-client's multiprocess files); the families
+    no process has a sample of yet are declared without samples, so every name is exposed from the first scrape, as
+    with one process."""
+
+    def __init__(self, declared: list[Counter | Histogram]):
+        self.declared = declared
+
+    def collect(self) -> Iterator[Metric]:
+        families = list(MultiProcessCollector(None).collect())
+        yield from families
+        names = {family.name for family in families}
+        for metric in self.declared:
+            yield from (family for family in metric.describe() if family.name not in names)
+
+
 class Metrics:
     """The metric families of one app instance."""
 
@@ -94,6 +110,10 @@ class Metrics:
         self.trigger_dispatch = Histogram("bridge_trigger_dispatch_seconds",
                                           "Message committed (or trigger created) to delivered/resumed/spawned.",
                                           buckets=LATENCY_BUCKETS, registry=r)
+        self._declared = [self.requests, self.duration, self.mcp_requests, self.long_poll_refused,
+                          self.connections_dropped, self.posted, self.post_to_visible, self.escalations,
+                          self.loop_guard, self.auth_failures, self.refusal_audits_suppressed, self.trigger_attempts,
+                          self.trigger_dispatch]
         self._state = _StateCollector(bridge, self)
         r.register(self._state)
         bridge.events.subscribe(self.on_event)
@@ -122,7 +142,7 @@ class Metrics:
         if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
             return generate_latest(self.registry)
         registry = CollectorRegistry()
-        MultiProcessCollector(registry)
+        registry.register(_Summed(self._declared))
         registry.register(self._state)
         return generate_latest(registry)
 

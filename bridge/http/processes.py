@@ -48,10 +48,8 @@ def serve_processes(settings: Settings, count: int, *, with_worker: bool,
                     on_start: Callable[[str, int], None]) -> int:
     """Serve with `count` processes until SIGTERM/SIGINT; the exit code (0, or 1 when processes kept dying).
 
-    `on_start(host, port)` runs once every process serves. The caller must not have started threads or opened the
-    database in this process (they would not survive the fork)."""
-    from bridge.wiring import build
-
+    `on_start(host, port)` runs once every process serves. The database must exist at the current schema, and the
+    caller must have no thread running or database open in this process (they would not survive the fork)."""
     if "prometheus_client" in sys.modules:
         raise RuntimeError("prometheus_client was imported before the fork: its counters would not be shared")
     metrics_dir = tempfile.mkdtemp(prefix="bridge-metrics-")
@@ -60,7 +58,6 @@ def serve_processes(settings: Settings, count: int, *, with_worker: bool,
     sock = listen(settings.host, settings.port)
     host, port = sock.getsockname()[:2]
     settings = settings.replace(port=port, processes=count)
-    build(settings).close()  # create/migrate the database and the signing key once, before any fork
     peers = CommitPeers(count)
     ready_read, ready_write = os.pipe()
     parent = os.getpid()

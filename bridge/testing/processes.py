@@ -233,8 +233,13 @@ class Proc:
         self._signal_forked(signal.SIGCONT)
         self.paused = False
 
+    @property
+    def pids(self) -> list[int]:
+        """Its PID and those of the serving processes it forked (`bridge serve --processes N`)."""
+        return forked(self.pid) or [self.pid]
+
     def _signal_forked(self, signum: int) -> None:
-        for pid in forked(self.pid) or [self.pid]:
+        for pid in self.pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signum)
 

@@ -21,17 +21,19 @@ MAX_POSTS = 200
 
 
 def set_fsize(ctx: DrillContext, server: Proc, limit: int | None) -> None:
-    """`prlimit --pid <pid> --fsize=<limit>:` (the soft limit; back to the hard one, unlimited, when None)."""
+    """`prlimit --pid <pid> --fsize=<limit>:` for `bridge serve` and each serving process it forked (the soft
+    limit; back to the hard one, unlimited, when None)."""
     _, hard = resource.prlimit(server.pid, resource.RLIMIT_FSIZE)
     value = hard if limit is None else limit
     shown = "unlimited" if value == resource.RLIM_INFINITY else str(value)
-    if shutil.which("prlimit"):
-        ctx.run(["prlimit", f"--pid={server.pid}", f"--fsize={shown}:"])
-    else:
-        resource.prlimit(server.pid, resource.RLIMIT_FSIZE, (value, hard))
-        ctx.observe(f"prlimit(1) not installed: setrlimit(RLIMIT_FSIZE, {shown}) applied to pid {server.pid}")
-    soft, _ = resource.prlimit(server.pid, resource.RLIMIT_FSIZE)
-    ctx.check(soft == value, f"the bridge process's file-size limit is now {shown}", soft=soft)
+    for pid in server.pids:
+        if shutil.which("prlimit"):
+            ctx.run(["prlimit", f"--pid={pid}", f"--fsize={shown}:"])
+        else:
+            resource.prlimit(pid, resource.RLIMIT_FSIZE, (value, hard))
+            ctx.observe(f"prlimit(1) not installed: setrlimit(RLIMIT_FSIZE, {shown}) applied to pid {pid}")
+    softs = [resource.prlimit(pid, resource.RLIMIT_FSIZE)[0] for pid in server.pids]
+    ctx.check(set(softs) == {value}, f"the bridge processes' file-size limit is now {shown}", soft=softs)
 
 
 @drill("disk-full", "Disk full: the database cannot grow",

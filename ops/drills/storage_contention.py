@@ -66,9 +66,10 @@ def run(ctx: DrillContext) -> None:
 
     ctx.step("2. Diagnose: who else holds the database file?")
     tool, pids = holders(ctx)
-    strangers = [p for p in pids if p != server.pid]
+    bridge = server.pids  # `bridge serve` and the serving processes it forked
+    strangers = [p for p in pids if p not in bridge]
     ctx.check(holder.pid in pids and strangers == [holder.pid], f"{tool} lists the bridge and one stranger: the "
-              "stray writer", pids=pids, server=server.pid, stray=holder.pid)
+              "stray writer", pids=pids, server=bridge, stray=holder.pid)
     shown = ctx.run(["ps", "-o", "pid=,args=", "-p", ",".join(map(str, strangers))])
     ctx.check("BEGIN IMMEDIATE" in shown.stdout, "ps shows what the stranger is", ps=shown.stdout.strip()[:300])
 

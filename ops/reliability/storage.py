@@ -198,8 +198,9 @@ def _file_size(workdir: Path, probes: int, while_full: int) -> list[Figure]:
         server = stack.serve("server", preexec_fn=_limit_fsize)
 
         def free() -> None:
-            _, hard = resource.prlimit(server.pid, resource.RLIMIT_FSIZE)
-            resource.prlimit(server.pid, resource.RLIMIT_FSIZE, (hard, hard))
+            for pid in server.pids:  # `bridge serve` and each serving process it forked
+                _, hard = resource.prlimit(pid, resource.RLIMIT_FSIZE)
+                resource.prlimit(pid, resource.RLIMIT_FSIZE, (hard, hard))
 
         out = _exercise(stack, server, lambda: None, free, probes, while_full)  # limited from its start
     return _figures("storage: file-size limit", "file_too_large", out)
