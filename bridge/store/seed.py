@@ -37,6 +37,7 @@ BATCH = 50_000  # messages per transaction
 STEP_MS = 1000  # between two messages of the history (which ends now)
 THREAD_TYPES = ("conversation", "workflow", "incident")
 SEVERITIES = ("low", "medium", "high")
+OPEN_FINDINGS = 20  # most findings a thread has open at once: reviews converge (fixed and verified)
 TOPICS = ("design", "tests", "naming", "performance", "docs")
 _WORDS = ("the", "review", "thread", "patch", "test", "fails", "passes", "because", "cursor", "message", "seq",
           "writer", "reader", "commit", "we", "should", "check", "again", "after", "rebase", "looks", "good", "to",
@@ -123,7 +124,7 @@ class _History:
     def _event(self, thread: _Thread, message_id: str, sender: int, roll: float, at: int) -> tuple[Any, ...]:
         """A structured event: a finding reported to the author, a fix pushed, a finding verified or a re-review."""
         reply_to, to = None, None
-        if roll < 0.05 or not thread.open_findings:
+        if (roll < 0.05 and len(thread.open_findings) < OPEN_FINDINGS) or not thread.open_findings:
             thread.findings += 1
             finding_id = f"F{thread.findings}"
             kind = EventType.FINDING_REPORTED
