@@ -252,7 +252,8 @@ def tree_memory(pid: int) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------------------------------- one size
 def run_size(size: Size, root: Path, *, samples: int, wake_samples: int, budget: float,
-             serve_args: tuple[str, ...], keep: bool, log: Callable[[str], None]) -> dict[str, Any]:
+             serve_args: tuple[str, ...], serve_env: dict[str, str], keep: bool,
+             log: Callable[[str], None]) -> dict[str, Any]:
     """Seed, tick, serve and measure one size in `root/<size>` (see the module docstring), removed after unless
     `keep`; its part of the report."""
     workdir = root / size.name
@@ -265,7 +266,7 @@ def run_size(size: Size, root: Path, *, samples: int, wake_samples: int, budget:
     ticks = measure_ticks(db, thread_id, samples)
     latest = measured_thread(db)[1]  # the ticks posted to it
     log(f"{size.name}: serving (bridge serve {' '.join(serve_args)})")
-    with Stack(workdir, env=SERVER_ENV, tmux_prefix="bridge-scale", keep=True) as stack:
+    with Stack(workdir, env={**SERVER_ENV, **serve_env}, tmux_prefix="bridge-scale", keep=True) as stack:
         server = stack.serve("server", *serve_args, worker=True, timeout=300)
         http = measure_http(stack, thread_id, latest, samples, budget)
         log(f"{size.name}: message-to-wake ({wake_samples} samples)")
@@ -307,16 +308,19 @@ def _ratio(value: float | None, baseline: float | None) -> float | None:
 
 
 def run_scale(sizes: list[Size], *, samples: int = 200, wake_samples: int = 20, budget: float = 60.0,
-              serve_args: tuple[str, ...] = (), workdir: Path | None = None, keep: bool = False,
+              serve_args: tuple[str, ...] = (), serve_env: dict[str, str] | None = None,
+              workdir: Path | None = None, keep: bool = False,
               log: Callable[[str], None] = lambda text: None) -> dict[str, Any]:
     """Measure every size in turn (the first is the baseline); the report."""
     started = time.monotonic()
     with _root(workdir, keep) as root:
         results = [run_size(size, root, samples=samples, wake_samples=wake_samples, budget=budget,
-                            serve_args=serve_args, keep=keep, log=log) for size in sizes]
+                            serve_args=serve_args, serve_env=serve_env or {}, keep=keep, log=log)
+                   for size in sizes]
     rows = verdicts(results)
     return {"sizes": [s.name for s in sizes], "baseline": sizes[0].name, "samples": samples,
             "wake_samples": wake_samples, "budget_s": budget, "serve_args": list(serve_args),
+            "serve_env": serve_env or {},
             "workdir": str(root) if keep else None, "results": results, "verdicts": rows,
             "ok": all(r["ok"] for r in rows), "duration_s": round(time.monotonic() - started, 1)}
 
@@ -385,6 +389,9 @@ def _num(value: float | None) -> str:
               help="Seconds one operation may sample before it stops (after at least 5 samples).")
 @click.option("--serve-arg", "serve_args", multiple=True, metavar="ARG",
               help="Pass ARG to `bridge serve` (repeatable), e.g. --serve-arg=--processes=2.")
+@click.option("--serve-env", "serve_env", multiple=True, metavar="NAME=VALUE",
+              help="A BRIDGE_* setting for the server (repeatable), e.g. --serve-env BRIDGE_ENTER_DELAY=0s (the "
+                   "stand-in takes a typed line at once; real TUIs keep the default 0.5s between text and Enter).")
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Seed the databases here instead of a temporary directory.")
 @click.option("--keep", is_flag=True, help="Keep the seeded databases and logs.")
@@ -392,7 +399,7 @@ def _num(value: float | None) -> str:
               help="Write the JSON report to this file.")
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON report instead of the table.")
 def scale(sizes: str, samples: int, wake_samples: int, budget: float, serve_args: tuple[str, ...],
-          workdir: Path | None, keep: bool, out: str | None, as_json: bool) -> None:
+          serve_env: tuple[str, ...], workdir: Path | None, keep: bool, out: str | None, as_json: bool) -> None:
     """Scale targets: p95 of every operation and worker tick on 1M-message histories against 1k, on a real server.
 
     Also server RSS, post-to-visible and message-to-wake. Exit 0 when every target holds, 1 on a miss, 2 on a
@@ -403,8 +410,11 @@ def scale(sizes: str, samples: int, wake_samples: int, budget: float, serve_args
         raise click.BadParameter(str(exc), param_hint="--sizes") from exc
     if not parsed or len({s.name for s in parsed}) != len(parsed):
         raise click.BadParameter("give one or more distinct sizes", param_hint="--sizes")
+    if any("=" not in item or not item.startswith("BRIDGE_") for item in serve_env):
+        raise click.BadParameter("give BRIDGE_NAME=VALUE", param_hint="--serve-env")
     report = run_scale(parsed, samples=samples, wake_samples=wake_samples, budget=budget, serve_args=serve_args,
-                       workdir=workdir, keep=keep, log=lambda text: click.echo(text, err=True))
+                       serve_env=dict(item.split("=", 1) for item in serve_env), workdir=workdir, keep=keep,
+                       log=lambda text: click.echo(text, err=True))
     text = json.dumps(report, indent=2)
     click.echo(text if as_json else format_report(report))
     if out:
