@@ -14,7 +14,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import bottle
 from pydantic import ValidationError
@@ -38,7 +38,6 @@ from bridge.errors import (
     UnsupportedMediaType,
     WorkspaceMismatch,
 )
-from bridge.http import mcp_endpoint
 from bridge.http.envelope import error_body, error_headers, request_id_from, to_json, validation_error
 from bridge.http.metrics import Metrics
 from bridge.http.openapi import build_openapi
@@ -47,6 +46,9 @@ from bridge.services.control import freeze_state
 from bridge.services.core import Bridge, Call, audit_refusal
 from bridge.store import control as control_store
 from bridge.store.migrate import latest_version
+
+if TYPE_CHECKING:  # the MCP endpoint is imported on the first /mcp request
+    from bridge.http.mcp_endpoint import Reply
 
 log = logging.getLogger("bridge.http")
 JSON = "application/json"
@@ -109,6 +111,8 @@ class Api:
         request_id = environ["bridge.request_id"]
         environ["bridge.command"] = "mcp"
         headers = _request_headers(environ)
+        from bridge.http import mcp_endpoint  # on the first /mcp: the MCP SDK's types cost ~30 MB of memory
+
         refusal = mcp_endpoint.transport_refusal(headers, self.bridge.settings.mcp_allowed_origins, self.bind_host)
         if refusal is not None:
             return self._mcp_reply(refusal)
@@ -128,7 +132,7 @@ class Api:
                                          code=reply.code).inc()
         return self._mcp_reply(reply)
 
-    def _mcp_reply(self, reply: mcp_endpoint.Reply) -> bytes:
+    def _mcp_reply(self, reply: Reply) -> bytes:
         """Send an MCP reply; a tool call counts in the request metrics as its command, with its result code."""
         environ = bottle.request.environ
         environ["bridge.command"] = reply.tool or "mcp"
