@@ -103,7 +103,7 @@ class Settings:
     synchronous: str = _setting("FULL", "BRIDGE_SYNCHRONOUS", _sync)
     busy_timeout: float = _setting(5.0, "BRIDGE_BUSY_TIMEOUT", parse_duration)
     threads: int = _setting(32, "BRIDGE_THREADS", _int)
-    processes: int = _setting(0, "BRIDGE_PROCESSES", _int)  # 0: one per core, at most MAX_AUTO_PROCESSES
+    processes: int = _setting(0, "BRIDGE_PROCESSES", _int)  # 0: see serve_processes
     long_poll_per_agent: int = _setting(4, "BRIDGE_LONG_POLL_PER_AGENT", _int)
     long_poll_total: int | None = _setting(None, "BRIDGE_LONG_POLL_TOTAL", _int)  # None: half the threads
     request_read_timeout: float = _setting(10.0, "BRIDGE_REQUEST_READ_TIMEOUT", parse_duration)
@@ -203,7 +203,7 @@ class Settings:
         if self.threads < 2:
             out.append("threads must be at least 2")
         if not 0 <= self.processes <= 64:
-            out.append("processes must be between 1 and 64 (0: one per core)")
+            out.append("processes must be between 1 and 64 (0: one per two cores)")
         if self.long_poll_per_agent < 1:
             out.append("long poll per agent must be at least 1")
         if not 1 <= self.long_poll_limit < max(2, self.threads):
@@ -250,9 +250,10 @@ class Settings:
 
     @property
     def serve_processes(self) -> int:
-        """How many processes `bridge serve` runs: BRIDGE_PROCESSES, else one per core up to MAX_AUTO_PROCESSES (one
-        SQLite file takes one writer at a time: past a few processes, more only add memory)."""
-        return self.processes or max(1, min(os.cpu_count() or 1, MAX_AUTO_PROCESSES))
+        """How many processes `bridge serve` runs: BRIDGE_PROCESSES, else one per two cores (the agents the bridge
+        serves run on the same machine and need the other half), at most MAX_AUTO_PROCESSES (one SQLite file takes
+        one writer at a time: past a few processes, more only add memory)."""
+        return self.processes or max(1, min((os.cpu_count() or 1) // 2, MAX_AUTO_PROCESSES))
 
     @property
     def db_path(self) -> Path:

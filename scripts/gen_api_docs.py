@@ -68,7 +68,7 @@ SETTING_MEANINGS: dict[str, str] = {
     "BRIDGE_SYNCHRONOUS": "SQLite durability: `FULL` (every commit on disk) or `NORMAL`.",
     "BRIDGE_BUSY_TIMEOUT": "How long a write waits for another process's lock before `UNAVAILABLE` (`database_busy`).",
     "BRIDGE_THREADS": "HTTP worker threads of each serving process (long-polls hold one each).",
-    "BRIDGE_PROCESSES": "Processes `bridge serve` runs on its one port and database (0: one per core, at most 4).",
+    "BRIDGE_PROCESSES": "Processes `bridge serve` runs on its one port and database (0: one per two cores, at most 4).",
     "BRIDGE_LONG_POLL_PER_AGENT": "Concurrent long-polls one agent may hold in one serving process.",
     "BRIDGE_LONG_POLL_TOTAL": "Concurrent long-polls in one serving process (unset: half the HTTP threads).",
     "BRIDGE_REQUEST_READ_TIMEOUT": "A request must arrive within this, else the connection is closed.",

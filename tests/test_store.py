@@ -164,6 +164,22 @@ def test_busy_database_is_unavailable_and_writes_nothing(tmp_path):
         assert store.read(lambda c: c.execute("SELECT COUNT(*) FROM audit_events").fetchall()[0][0]) == 1
 
 
+def test_a_write_waits_for_another_connections_lock_and_then_commits(tmp_path):
+    """BusyWait retries while another connection (another process) holds the write lock, within the timeout."""
+    path = tmp_path / "b.db"
+    with open_store(path, busy_timeout=5) as store:
+        blocker = connect(path)
+        blocker.execute("BEGIN IMMEDIATE")
+        released = threading.Timer(0.3, lambda: blocker.execute("COMMIT"))
+        released.start()
+        try:
+            store.write(_audit_row)  # held for 0.3 s by the blocker, then committed here
+        finally:
+            released.join()
+            blocker.close()
+        assert store.read(lambda c: c.execute("SELECT COUNT(*) FROM audit_events").fetchall()[0][0]) == 1
+
+
 def test_closed_store_refuses_writes(tmp_path):
     store = Store(tmp_path / "b.db")
     store.close()

@@ -23,8 +23,8 @@ from bridge.errors import Unavailable
 @click.option("--threads", type=int, default=None,
               help="HTTP worker threads per process [env BRIDGE_THREADS; default 32].")
 @click.option("--processes", type=int, default=None,
-              help="Serving processes on the one port and database [env BRIDGE_PROCESSES; default one per core, "
-                   "at most 4].")
+              help="Serving processes on the one port and database [env BRIDGE_PROCESSES; default one per two "
+                   "cores, at most 4].")
 @click.option("--jwks-file", default=None, help="Also accept tokens signed by keys in this JWKS file.")
 @click.option("--jwks-url", default=None, help="Also accept tokens signed by keys served at this https JWKS URL.")
 @click.option("--jwks-ca-file", default=None, help="CA bundle to trust for --jwks-url (private issuers).")

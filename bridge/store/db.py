@@ -42,6 +42,26 @@ T = TypeVar("T")
 log = logging.getLogger("bridge.store")
 
 
+class BusyWait:
+    """The busy handler of the bridge's connections: while another connection (another process) holds the lock,
+    retry every 0.1 to 1 ms until `timeout` seconds have passed, then give up (SQLITE_BUSY). SQLite's own busy
+    timeout sleeps in steps growing to 100 ms, so a writer waiting for another serving process's commit woke up to
+    tens of milliseconds after the lock was free."""
+
+    def __init__(self, timeout: float):
+        self.timeout = timeout
+        self._since = 0.0
+
+    def __call__(self, prior: int) -> bool:
+        now = time.monotonic()
+        if prior == 0:
+            self._since = now
+        elif now - self._since >= self.timeout:
+            return False
+        time.sleep(min(0.001, 0.0001 * (prior + 1)))
+        return True
+
+
 def connect(path: Path | str, *, synchronous: str = "FULL", busy_timeout: float = 5.0,
             create: bool = True) -> apsw.Connection:
     """Open a connection with the bridge's pragmas: WAL, chosen synchronous, foreign keys, busy timeout.
@@ -49,7 +69,7 @@ def connect(path: Path | str, *, synchronous: str = "FULL", busy_timeout: float 
     `create=False` opens an existing file only: a missing one raises `apsw.CantOpenError` and nothing is created."""
     flags = apsw.SQLITE_OPEN_READWRITE | (apsw.SQLITE_OPEN_CREATE if create else 0)
     conn = apsw.Connection(str(path), flags=flags)
-    conn.set_busy_timeout(int(busy_timeout * 1000))
+    conn.set_busy_handler(BusyWait(busy_timeout))
     conn.execute("PRAGMA journal_mode=WAL").fetchall()
     conn.execute(f"PRAGMA synchronous={synchronous}")
     conn.execute("PRAGMA foreign_keys=ON")
@@ -433,8 +453,9 @@ class Store:
     def pragmas(self) -> dict[str, Any]:
         """The effective pragmas of a connection from the factory (for tests and `doctor`)."""
         conn = self.reader()
-        return {name: conn.execute(f"PRAGMA {name}").fetchall()[0][0]
-                for name in ("journal_mode", "synchronous", "foreign_keys", "busy_timeout")}
+        found = {name: conn.execute(f"PRAGMA {name}").fetchall()[0][0]
+                 for name in ("journal_mode", "synchronous", "foreign_keys")}
+        return {**found, "busy_timeout": round(self.busy_timeout * 1000)}  # ms, waited by BusyWait
 
     def end_waits(self) -> None:
         """Make every `wait_until` in progress (and any later one) return at once: a stopping server answers its
