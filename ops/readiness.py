@@ -45,6 +45,7 @@ from typing import Any
 import click
 from bridge_ops import acceptance
 from bridge_ops.acceptance import Evidence, project_root
+from bridge_ops.report import publish
 from bridge_ops.sli import parse_thresholds, run_sli
 
 from bridge.cli.output import fail
@@ -495,9 +496,5 @@ def readiness(with_tests: bool, sli_iterations: int, threshold_args: tuple[str, 
 
             shutil.rmtree(workdir, ignore_errors=True)
     report["workdir"] = str(workdir) if keep else None
-    text = json.dumps(report, indent=2, default=str)
-    click.echo(text if as_json else format_table(report))
-    if out:
-        Path(out).write_text(text + "\n", encoding="utf-8")
-        click.echo(f"report written to {out}", err=True)
+    publish(report, format_table(report), as_json=as_json, out=out)
     sys.exit(0 if report["decision"] == "GO" else 1)

@@ -42,6 +42,7 @@ from typing import Any
 
 import apsw
 import click
+from bridge_ops.report import publish
 from bridge_ops.sli import STANDINS, _LongPoller, _measure_visible, _measure_wake, _Recorder, summarize
 
 from bridge.domain.authz import Principal
@@ -415,11 +416,7 @@ def scale(sizes: str, samples: int, wake_samples: int, budget: float, serve_args
     report = run_scale(parsed, samples=samples, wake_samples=wake_samples, budget=budget, serve_args=serve_args,
                        serve_env=dict(item.split("=", 1) for item in serve_env), workdir=workdir, keep=keep,
                        log=lambda text: click.echo(text, err=True))
-    text = json.dumps(report, indent=2)
-    click.echo(text if as_json else format_report(report))
-    if out:
-        Path(out).write_text(text + "\n", encoding="utf-8")
-        click.echo(f"report written to {out}", err=True)
+    publish(report, format_report(report), as_json=as_json, out=out)
     sys.exit(0 if report["ok"] else 1)
 
 

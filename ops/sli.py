@@ -29,7 +29,6 @@ Thresholds (docs/api.md, the pilot targets): post success ≥ 99.0 %, read succe
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import platform
@@ -44,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from bridge_ops.report import publish
 
 from bridge.cli.progress import Progress
 from bridge.testing.client import Client, Reply, new_thread
@@ -399,9 +399,5 @@ def sli(iterations: int, out: str | None, threshold_args: tuple[str, ...], as_js
         except RuntimeError as exc:  # the stack could not start (tmux missing, server refused to start)
             click.echo(f"error: the stack is unavailable: {exc}", err=True)
             sys.exit(4)
-    text = json.dumps(report, indent=2)
-    click.echo(text if as_json else format_report(report))
-    if out:
-        Path(out).write_text(text + "\n", encoding="utf-8")
-        click.echo(f"report written to {out}", err=True)
+    publish(report, format_report(report), as_json=as_json, out=out)
     sys.exit(0 if report["ok"] else 1)
