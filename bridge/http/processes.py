@@ -57,71 +57,98 @@ def serve_processes(settings: Settings, count: int, *, with_worker: bool,
     import bridge.http.server  # noqa: F401  (imported once here: the forked processes share it, and start sooner)
     sock = listen(settings.host, settings.port)
     host, port = sock.getsockname()[:2]
-    settings = settings.replace(port=port, processes=count)
-    peers = CommitPeers(count)
-    ready_read, ready_write = os.pipe()
-    parent = os.getpid()
-    children: dict[int, int] = {}  # pid -> slot
+    group = _Group(settings.replace(port=port, processes=count), sock, CommitPeers(count), with_worker)
+    try:
+        signal.signal(signal.SIGTERM, group.stop)
+        signal.signal(signal.SIGINT, group.stop)
+        if group.start_all(count):
+            on_start(host, port)
+        return group.supervise()
+    finally:
+        sock.close()
+        group.peers.close()
+        shutil.rmtree(metrics_dir, ignore_errors=True)
 
-    def start(slot: int, ready: int | None = None) -> None:
+
+class _Group:
+    """The serving processes, by slot: started, restarted when one dies, stopped together."""
+
+    def __init__(self, settings: Settings, sock: socket.socket, peers: CommitPeers, with_worker: bool):
+        self.settings, self.sock, self.peers, self.with_worker = settings, sock, peers, with_worker
+        self.parent = os.getpid()
+        self.children: dict[int, int] = {}  # pid -> slot
+        self.stopping = False
+        self.failed = False
+
+    def start(self, slot: int, ready: tuple[int, int] | None = None) -> None:
+        """Fork the process of `slot`; `ready`: the pipe it reports on once serving (first start only). SIGTERM and
+        SIGINT are held during the fork, so the new process never runs the parent's handlers."""
+        stops = {signal.SIGTERM, signal.SIGINT}
+        signal.pthread_sigmask(signal.SIG_BLOCK, stops)
         pid = os.fork()
         if pid == 0:
+            for signum in stops:
+                signal.signal(signum, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)
             if ready is not None:
-                os.close(ready_read)
-            _serve_slot(parent, slot, sock, settings, peers, with_worker, ready)
-        children[pid] = slot
+                os.close(ready[0])
+            _serve_slot(self.parent, slot, self.sock, self.settings, self.peers, self.with_worker,
+                        None if ready is None else ready[1])
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)
+        self.children[pid] = slot
 
-    for slot in range(count):
-        start(slot, ready_write)
-    os.close(ready_write)
-    stopping = False
+    def start_all(self, count: int) -> bool:
+        """Start every slot; whether all of them serve (else they are being stopped and the exit code is 1)."""
+        ready = os.pipe()
+        for slot in range(count):
+            self.start(slot, ready)
+        os.close(ready[1])
+        try:
+            if _await_ready(ready[0], count, self.children):
+                return True
+        finally:
+            os.close(ready[0])
+        if not self.stopping:
+            self.failed = True
+            self.stop()
+        return False
 
-    def stop_all(signum: int, frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-        for pid in list(children):
+    def stop(self, signum: int = signal.SIGTERM, frame: object = None) -> None:
+        """SIGTERM to every process (the signal handler, and after a failure)."""
+        self.stopping = True
+        for pid in list(self.children):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
 
-    signal.signal(signal.SIGTERM, stop_all)
-    signal.signal(signal.SIGINT, stop_all)
-    code = 0
-    if _await_ready(ready_read, count, children):
-        on_start(host, port)
-    elif not stopping:
-        code = 1
-        stop_all(signal.SIGTERM, None)
-    os.close(ready_read)
-    deaths: list[float] = []
-    stop_deadline = None
-    while children:
-        pid, _status = os.waitpid(-1, os.WNOHANG)
-        if pid == 0:
-            if stopping and stop_deadline is None:
-                stop_deadline = time.monotonic() + STOP_TIMEOUT
-            if stop_deadline is not None and time.monotonic() > stop_deadline:
-                for late in children:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(late, signal.SIGKILL)
-            time.sleep(0.05)
-            continue
-        slot = children.pop(pid, None)
-        if slot is None or stopping:
-            continue
-        now = time.monotonic()
-        deaths = [t for t in deaths if now - t < RESTART_WINDOW] + [now]
-        if len(deaths) > RESTARTS:
-            log.error("serving processes keep dying: stopping", extra={"event": "serve_crash_loop"})
-            code = 1
-            stop_all(signal.SIGTERM, None)
-            continue
-        log.warning("a serving process exited: starting another", extra={"event": "serve_process_restarted",
-                                                                          "pid": pid, "slot": slot})
-        start(slot)
-    sock.close()
-    peers.close()
-    shutil.rmtree(metrics_dir, ignore_errors=True)
-    return code
+    def supervise(self) -> int:
+        """Reap processes until none is left, restarting those that die unless stopping; the exit code."""
+        deaths: list[float] = []
+        stop_deadline = None
+        while self.children:
+            pid, _status = os.waitpid(-1, os.WNOHANG)
+            if pid == 0:
+                if self.stopping and stop_deadline is None:
+                    stop_deadline = time.monotonic() + STOP_TIMEOUT
+                if stop_deadline is not None and time.monotonic() > stop_deadline:
+                    for late in self.children:
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(late, signal.SIGKILL)
+                time.sleep(0.05)
+                continue
+            slot = self.children.pop(pid, None)
+            if slot is None or self.stopping:
+                continue
+            now = time.monotonic()
+            deaths = [t for t in deaths if now - t < RESTART_WINDOW] + [now]
+            if len(deaths) > RESTARTS:
+                log.error("serving processes keep dying: stopping", extra={"event": "serve_crash_loop"})
+                self.failed = True
+                self.stop()
+                continue
+            log.warning("a serving process exited: starting another",
+                        extra={"event": "serve_process_restarted", "pid": pid, "slot": slot})
+            self.start(slot)
+        return 1 if self.failed else 0
 
 
 def _await_ready(ready_read: int, count: int, children: dict[int, int]) -> bool:
@@ -155,8 +182,6 @@ def _serve_slot(parent: int, slot: int, sock: socket.socket, settings: Settings,
     code = 1
     try:
         _die_with(parent)
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, signal.SIG_DFL)
         from bridge.http.server import serve_forever
         from bridge.wiring import build
 
