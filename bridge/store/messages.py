@@ -102,58 +102,82 @@ def set_cursor(conn: apsw.Connection, thread_id: str, agent_id: str, seq: int, n
                  " updated_at = excluded.updated_at", (thread_id, agent_id, seq, now))
 
 
-def _after_cursor(table: str, ordinal: str, match: str) -> str:
+def _after_cursor(table: str, ordinal: str, match: str, cursor: str) -> str:
     """SQL: how many of the thread's rows of a marks table matching `match` (numbered in seq order by `ordinal`)
-    have a seq after the agent's cursor: the newest ordinal minus the ordinal at the cursor, two index lookups."""
+    have a seq after the agent's cursor (the SQL `cursor`): the newest ordinal minus the ordinal at the cursor, two
+    index lookups."""
     lookup = f"SELECT x.{ordinal} FROM {table} x WHERE x.thread_id = t.thread_id AND {match}"
     return (f"(COALESCE(({lookup} ORDER BY x.seq DESC LIMIT 1), 0)"
-            f" - COALESCE(({lookup} AND x.seq <= COALESCE(c.last_read_seq, 0) ORDER BY x.seq DESC LIMIT 1), 0))")
+            f" - COALESCE(({lookup} AND x.seq <= {cursor} ORDER BY x.seq DESC LIMIT 1), 0))")
 
 
-# Messages after the agent's cursor that it did not send itself: every seq after the cursor (seqs are gapless, so
-# latest_seq - cursor of them) minus its own (sender_marks, migration 7).
-_UNREAD_COUNT = ("MAX(0, t.latest_seq - COALESCE(c.last_read_seq, 0) - "
-                 + _after_cursor("sender_marks", "ordinal", "x.sender_agent_id = :agent") + ")")
+def _unread_count(cursor: str) -> str:
+    """SQL: messages after the agent's cursor that it did not send itself: every seq after the cursor (seqs are
+    gapless, so latest_seq - cursor of them) minus its own (sender_marks, migration 7)."""
+    own = _after_cursor("sender_marks", "ordinal", "x.sender_agent_id = :agent", cursor)
+    return f"MAX(0, t.latest_seq - {cursor} - {own})"
 
 
-def _addressed_by_others(to_agent: str, to_role: str) -> str:
+def _addressed_by_others(to_agent: str, to_role: str, cursor: str) -> str:
     """SQL: messages after the cursor with this addressing (addressed_marks) from each sender of the thread (its
     tallies) but the agent."""
     match = f"x.to_agent = {to_agent} AND x.to_role = {to_role} AND x.sender_agent_id = s.sender_agent_id"
-    return (f"(SELECT COALESCE(SUM({_after_cursor('addressed_marks', 'ordinal', match)}), 0) FROM"
+    return (f"(SELECT COALESCE(SUM({_after_cursor('addressed_marks', 'ordinal', match, cursor)}), 0) FROM"
             " (SELECT DISTINCT sender_agent_id FROM message_tallies WHERE thread_id = t.thread_id"
             " AND sender_agent_id != :agent) s)")
 
 
-# Unread messages addressed to the agent: to everyone, or to the agent, or to its role, counting those to both the
-# agent and its role once.
-_ADDRESSED_UNREAD_COUNT = " + ".join((
-    _addressed_by_others("''", "''"), _addressed_by_others(":agent", "''"), _addressed_by_others("''", "p.thread_role"),
-)) + " - " + _addressed_by_others(":agent", "p.thread_role")
+def _addressed_unread_count(cursor: str, role: str) -> str:
+    """SQL: unread messages addressed to the agent: to everyone, or to the agent, or to its thread role (`role`),
+    counting those to both the agent and its role once."""
+    return " + ".join((_addressed_by_others("''", "''", cursor), _addressed_by_others(":agent", "''", cursor),
+                       _addressed_by_others("''", role, cursor))) + " - " + _addressed_by_others(":agent", role, cursor)
 
 
 def unread_count(conn: apsw.Connection, thread_id: str, agent_id: str) -> int:
     """Messages after the agent's cursor that it did not send itself."""
-    return scalar(conn, f"SELECT {_UNREAD_COUNT} FROM threads t LEFT JOIN read_cursors c ON c.thread_id ="
+    count = _unread_count("COALESCE(c.last_read_seq, 0)")
+    return scalar(conn, f"SELECT {count} FROM threads t LEFT JOIN read_cursors c ON c.thread_id ="
                         " t.thread_id AND c.agent_id = :agent WHERE t.thread_id = :thread",
                   {"agent": agent_id, "thread": thread_id}) or 0
 
 
 def inbox(conn: apsw.Connection, workspace_id: str, agent_id: str, limit: int) -> list[dict[str, Any]]:
-    """Threads of the agent with unread messages, with unread and addressed-unread counts."""
-    found = rows(conn, f"""
-        SELECT t.thread_id, t.title, t.status, t.latest_seq, t.updated_at,
-               COALESCE(c.last_read_seq, 0) AS last_read_seq,
-               {_UNREAD_COUNT} AS unread_count,
-               {_ADDRESSED_UNREAD_COUNT} AS addressed_to_me
-        FROM participants p
-        JOIN threads t ON t.thread_id = p.thread_id
-        LEFT JOIN read_cursors c ON c.thread_id = p.thread_id AND c.agent_id = p.agent_id
-        WHERE p.agent_id = :agent AND t.workspace_id = :ws AND t.latest_seq > COALESCE(c.last_read_seq, 0)
-        ORDER BY t.updated_at DESC, t.thread_id
+    """Threads of the agent with unread messages, newest activity first, with unread and addressed-unread counts.
+
+    The threads with anything past the cursor are listed first (cheap columns only, sorted); the counts are computed
+    row by row only until `limit` threads have unread messages, so an agent in 10,000 threads pays for one page of
+    counts, not 10,000."""
+    if not limit:
+        return []
+    cursor = conn.execute(f"""
+        WITH candidates AS MATERIALIZED (
+            SELECT t.thread_id, t.title, t.status, t.latest_seq, t.updated_at, p.thread_role,
+                   COALESCE(c.last_read_seq, 0) AS last_read_seq
+            FROM participants p
+            JOIN threads t ON t.thread_id = p.thread_id
+            LEFT JOIN read_cursors c ON c.thread_id = p.thread_id AND c.agent_id = p.agent_id
+            WHERE p.agent_id = :agent AND t.workspace_id = :ws AND t.latest_seq > COALESCE(c.last_read_seq, 0)
+            ORDER BY t.updated_at DESC, t.thread_id
+        )
+        SELECT t.thread_id, t.title, t.status, t.latest_seq, t.updated_at, t.last_read_seq,
+               {_unread_count("t.last_read_seq")} AS unread_count,
+               {_addressed_unread_count("t.last_read_seq", "t.thread_role")} AS addressed_to_me
+        FROM candidates t
     """, {"agent": agent_id, "ws": workspace_id})
-    # the limit counts threads with unread messages: drop those where only the agent's own messages are new first
-    return [r for r in found if r["unread_count"] > 0][:limit] if limit else []
+    try:
+        names = [d[0] for d in cursor.getdescription()]
+    except apsw.ExecutionCompleteError:  # no thread has anything past the cursor
+        return []
+    found: list[dict[str, Any]] = []
+    for values in cursor:  # stepped lazily: counts of threads past the page are never computed
+        row = dict(zip(names, values, strict=True))
+        if row["unread_count"] > 0:  # the limit counts threads with unread messages, not only the agent's own
+            found.append(row)
+            if len(found) == limit:
+                break
+    cursor.close()
+    return found
 
 
 def bump_finding(conn: apsw.Connection, thread_id: str, finding_key: str) -> int:
