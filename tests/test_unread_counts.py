@@ -55,3 +55,40 @@ def test_unread_counts_equal_the_direct_count(tmp_path):
                                                    (t, a)))]
                 for thread_id in unlisted:  # a thread left out of the inbox has nothing unread for the agent
                     assert store.read(lambda c, t=thread_id, a=agent: message_store.unread_count(c, t, a)) == 0
+
+
+def test_the_inbox_page_holds_the_newest_threads_with_unread_messages_from_others(tmp_path):
+    """The limit counts threads with unread messages from others: a thread where only the agent's own messages are
+    new is skipped, not counted; order is newest activity first (the direct count as reference)."""
+    path = tmp_path / "bridge.db"
+    with open_store(path):
+        pass  # migrated
+    seed(path, SeedPlan(threads=40, messages=2000, participants=3, seed=3))
+    agent = agent_ids(3)[1]
+    with open_store(path) as store:
+        def own_news_only(conn):  # in every third thread the cursor sits just before the agent's own last message
+            for i, row in enumerate(rows(conn, "SELECT thread_id FROM threads ORDER BY thread_id")):
+                own = scalar(conn, "SELECT MAX(seq) FROM messages WHERE thread_id = ? AND sender_agent_id = ?",
+                             (row["thread_id"], agent))
+                latest = scalar(conn, "SELECT latest_seq FROM threads WHERE thread_id = ?", (row["thread_id"],))
+                cursor = own - 1 if i % 3 == 0 and own == latest else latest if i % 3 == 1 else latest // 2
+                conn.execute("INSERT OR REPLACE INTO read_cursors (thread_id, agent_id, last_read_seq, updated_at)"
+                             " VALUES (?, ?, ?, 0)", (row["thread_id"], agent, cursor))
+
+        store.write(own_news_only)
+
+        def expected(conn, limit):
+            listed = []
+            for row in rows(conn, "SELECT t.thread_id, t.updated_at, c.last_read_seq FROM threads t JOIN read_cursors c"
+                                  " ON c.thread_id = t.thread_id AND c.agent_id = ? ORDER BY t.updated_at DESC,"
+                                  " t.thread_id", (agent,)):
+                unread = scalar(conn, DIRECT, (row["thread_id"], agent, row["last_read_seq"]))
+                if unread:
+                    listed.append((row["thread_id"], unread))
+            return listed[:limit]
+
+        for limit in (1, 5, 12, 200):
+            got = store.read(lambda c, n=limit: [(e["thread_id"], e["unread_count"])
+                                                 for e in message_store.inbox(c, "default", agent, n)])
+            assert got == store.read(lambda c, n=limit: expected(c, n)), limit
+        assert len(store.read(lambda c: message_store.inbox(c, "default", agent, 200))) > 12  # pages were partial
