@@ -11,12 +11,14 @@ import pytest
 
 from bridge.errors import SchemaTooNew, Unavailable
 from bridge.store import Store, connect, open_store
+from bridge.store.db import READER_CACHE_KIB
 from bridge.store.migrate import latest_version
 
 
 def test_connection_factory_sets_pragmas(tmp_path):
     with open_store(tmp_path / "b.db") as store:
         assert store.pragmas() == {"journal_mode": "wal", "synchronous": 2, "foreign_keys": 1, "busy_timeout": 5000}
+        assert store.reader().execute("PRAGMA cache_size").fetchall()[0][0] == -READER_CACHE_KIB  # KiB
     with open_store(tmp_path / "n.db", synchronous="NORMAL", busy_timeout=7) as store:
         assert store.pragmas()["synchronous"] == 1
         assert store.pragmas()["busy_timeout"] == 7000
