@@ -52,11 +52,11 @@ def serve_processes(settings: Settings, count: int, *, with_worker: bool,
     caller must have no thread running or database open in this process (they would not survive the fork)."""
     if "prometheus_client" in sys.modules:
         raise RuntimeError("prometheus_client was imported before the fork: its counters would not be shared")
+    sock = listen(settings.host, settings.port)
+    host, port = sock.getsockname()[:2]
     metrics_dir = tempfile.mkdtemp(prefix="bridge-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # every process's counters in files, summed at scrape
     import bridge.http.server  # noqa: F401  (imported once here: the forked processes share it, and start sooner)
-    sock = listen(settings.host, settings.port)
-    host, port = sock.getsockname()[:2]
     group = _Group(settings.replace(port=port, processes=count), sock, CommitPeers(count), with_worker)
     try:
         signal.signal(signal.SIGTERM, group.stop)
