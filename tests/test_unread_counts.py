@@ -81,7 +81,7 @@ def test_the_inbox_page_holds_the_newest_threads_with_unread_messages_from_other
             listed = []
             for row in rows(conn, "SELECT t.thread_id, t.updated_at, c.last_read_seq FROM threads t JOIN read_cursors c"
                                   " ON c.thread_id = t.thread_id AND c.agent_id = ? ORDER BY t.updated_at DESC,"
-                                  " t.thread_id", (agent,)):
+                                  " t.thread_id DESC", (agent,)):
                 unread = scalar(conn, DIRECT, (row["thread_id"], agent, row["last_read_seq"]))
                 if unread:
                     listed.append((row["thread_id"], unread))

@@ -145,25 +145,21 @@ def unread_count(conn: apsw.Connection, thread_id: str, agent_id: str) -> int:
 def inbox(conn: apsw.Connection, workspace_id: str, agent_id: str, limit: int) -> list[dict[str, Any]]:
     """Threads of the agent with unread messages, newest activity first, with unread and addressed-unread counts.
 
-    The threads with anything past the cursor are listed first (cheap columns only, sorted); the counts are computed
-    row by row only until `limit` threads have unread messages, so an agent in 10,000 threads pays for one page of
-    counts, not 10,000."""
+    The order is the index `threads_by_update`'s (read backwards, so nothing is sorted) and rows are stepped one at
+    a time: the counts are computed only until `limit` threads have unread messages, so an agent in 10,000 threads
+    pays for about one page, not 10,000."""
     if not limit:
         return []
     cursor = conn.execute(f"""
-        WITH candidates AS MATERIALIZED (
-            SELECT t.thread_id, t.title, t.status, t.latest_seq, t.updated_at, p.thread_role,
-                   COALESCE(c.last_read_seq, 0) AS last_read_seq
-            FROM participants p
-            JOIN threads t ON t.thread_id = p.thread_id
-            LEFT JOIN read_cursors c ON c.thread_id = p.thread_id AND c.agent_id = p.agent_id
-            WHERE p.agent_id = :agent AND t.workspace_id = :ws AND t.latest_seq > COALESCE(c.last_read_seq, 0)
-            ORDER BY t.updated_at DESC, t.thread_id
-        )
-        SELECT t.thread_id, t.title, t.status, t.latest_seq, t.updated_at, t.last_read_seq,
-               {_unread_count("t.last_read_seq")} AS unread_count,
-               {_addressed_unread_count("t.last_read_seq", "t.thread_role")} AS addressed_to_me
-        FROM candidates t
+        SELECT t.thread_id, t.title, t.status, t.latest_seq, t.updated_at,
+               COALESCE(c.last_read_seq, 0) AS last_read_seq,
+               {_unread_count("COALESCE(c.last_read_seq, 0)")} AS unread_count,
+               {_addressed_unread_count("COALESCE(c.last_read_seq, 0)", "p.thread_role")} AS addressed_to_me
+        FROM participants p
+        JOIN threads t ON t.thread_id = p.thread_id
+        LEFT JOIN read_cursors c ON c.thread_id = p.thread_id AND c.agent_id = p.agent_id
+        WHERE p.agent_id = :agent AND t.workspace_id = :ws AND t.latest_seq > COALESCE(c.last_read_seq, 0)
+        ORDER BY t.updated_at DESC, t.thread_id DESC
     """, {"agent": agent_id, "ws": workspace_id})
     try:
         names = [d[0] for d in cursor.getdescription()]

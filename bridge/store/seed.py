@@ -82,10 +82,11 @@ def thread_count(path: Path | str) -> int:
 
 @dataclass
 class _Thread:
-    """One seeded thread while its history is generated: the last seq and its findings still open."""
+    """One seeded thread while its history is generated: the last seq and when, and its findings still open."""
 
     thread_id: str
     latest_seq: int = 0
+    updated_at: int = 0
     findings: int = 0
     open_findings: list[tuple[str, str]] = field(default_factory=list)  # (message id, finding id)
 
@@ -110,6 +111,7 @@ class _History:
             thread = threads[n % len(threads)]
             thread.latest_seq += 1
             at = self.start_ms + n * STEP_MS
+            thread.updated_at = at
             sender = rng.randrange(agents)
             message_id = f"msg_{at:012x}{rng.getrandbits(48):012x}"
             roll = rng.random()
@@ -184,10 +186,10 @@ def insert_threads(conn: apsw.Connection, plan: SeedPlan, rng: random.Random, no
 
 
 def insert_messages(conn: apsw.Connection, rows: Iterator[tuple[Any, ...]], threads: list[_Thread], at: int) -> None:
-    """Insert a batch of message rows, then move every thread's `latest_seq` to its last seq."""
+    """Insert a batch of message rows, then move every thread's `latest_seq` and `updated_at` to its last message."""
     conn.executemany(_INSERT_MESSAGE, rows)
     conn.executemany("UPDATE threads SET latest_seq = ?, updated_at = ? WHERE thread_id = ?",
-                     [(t.latest_seq, at, t.thread_id) for t in threads])
+                     [(t.latest_seq, t.updated_at or at, t.thread_id) for t in threads])
 
 
 def insert_finding_counts(conn: apsw.Connection, threads: list[_Thread]) -> None:
