@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from bridge.store import messages as message_store
 from bridge.store import open_store
 from bridge.store.rows import rows, scalar
@@ -57,9 +59,12 @@ def test_unread_counts_equal_the_direct_count(tmp_path):
                     assert store.read(lambda c, t=thread_id, a=agent: message_store.unread_count(c, t, a)) == 0
 
 
-def test_the_inbox_page_holds_the_newest_threads_with_unread_messages_from_others(tmp_path):
+@pytest.mark.parametrize("few_threads", [1, 200], ids=["from-the-update-index", "from-memberships"])
+def test_the_inbox_page_holds_the_newest_threads_with_unread_messages_from_others(tmp_path, monkeypatch, few_threads):
     """The limit counts threads with unread messages from others: a thread where only the agent's own messages are
-    new is skipped, not counted; order is newest activity first (the direct count as reference)."""
+    new is skipped, not counted; order is newest activity first (the direct count as reference), both for an agent
+    in many threads (read in index order) and in few (its memberships, sorted)."""
+    monkeypatch.setattr(message_store, "FEW_THREADS", few_threads)
     path = tmp_path / "bridge.db"
     with open_store(path):
         pass  # migrated

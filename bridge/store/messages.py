@@ -142,21 +142,27 @@ def unread_count(conn: apsw.Connection, thread_id: str, agent_id: str) -> int:
                   {"agent": agent_id, "thread": thread_id}) or 0
 
 
+FEW_THREADS = 200  # an agent in fewer threads than this: its inbox starts from its memberships
+
+
 def inbox(conn: apsw.Connection, workspace_id: str, agent_id: str, limit: int) -> list[dict[str, Any]]:
     """Threads of the agent with unread messages, newest activity first, with unread and addressed-unread counts.
 
-    The order is the index `threads_by_update`'s (read backwards, so nothing is sorted) and rows are stepped one at
-    a time: the counts are computed only until `limit` threads have unread messages, so an agent in 10,000 threads
-    pays for about one page, not 10,000."""
+    Rows are stepped one at a time and counted only until `limit` threads have unread messages. An agent in many
+    threads reads them in the order of the index `threads_by_update` (backwards, so nothing is sorted): it pays for
+    about one page, not for every thread. An agent in few threads (under FEW_THREADS) starts from its own
+    memberships (`CROSS JOIN` keeps that order) and sorts those few, instead of walking the workspace's threads."""
     if not limit:
         return []
+    few = scalar(conn, "SELECT COUNT(*) FROM (SELECT 1 FROM participants WHERE agent_id = ? LIMIT ?)",
+                 (agent_id, FEW_THREADS)) < FEW_THREADS
     cursor = conn.execute(f"""
         SELECT t.thread_id, t.title, t.status, t.latest_seq, t.updated_at,
                COALESCE(c.last_read_seq, 0) AS last_read_seq,
                {_unread_count("COALESCE(c.last_read_seq, 0)")} AS unread_count,
                {_addressed_unread_count("COALESCE(c.last_read_seq, 0)", "p.thread_role")} AS addressed_to_me
         FROM participants p
-        JOIN threads t ON t.thread_id = p.thread_id
+        {"CROSS JOIN" if few else "JOIN"} threads t ON t.thread_id = p.thread_id
         LEFT JOIN read_cursors c ON c.thread_id = p.thread_id AND c.agent_id = p.agent_id
         WHERE p.agent_id = :agent AND t.workspace_id = :ws AND t.latest_seq > COALESCE(c.last_read_seq, 0)
         ORDER BY t.updated_at DESC, t.thread_id DESC
