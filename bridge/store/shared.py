@@ -35,9 +35,3 @@ def take_lease(conn: apsw.Connection, name: str, holder: str, now: int, ttl_ms: 
 def release_lease(conn: apsw.Connection, name: str, holder: str) -> None:
     """Give the lease up at once (a holder stopping cleanly), so another takes it without waiting for expiry."""
     conn.execute("UPDATE leases SET expires_at = 0 WHERE name = ? AND holder = ?", (name, holder))
-
-
-def lease_holder(conn: apsw.Connection, name: str, now: int) -> str | None:
-    """Who holds the lease `name` now, or None."""
-    row = one(conn, "SELECT holder FROM leases WHERE name = ? AND expires_at > ?", (name, now))
-    return None if row is None else str(row["holder"])
