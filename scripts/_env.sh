@@ -25,10 +25,23 @@ ensure_venv() {  # $1: pip extras, e.g. "[test]" or ""
     echo "$stamp" > "$name"
 }
 
-ensure_system_packages() {  # tmux drives the wake-pipeline tests, npm installs the agent CLIs
+# The check bridge/testing/postgres.py makes: initdb and postgres in pg_config's bindir or /usr/lib/postgresql/<N>/bin.
+has_postgres_server() {
+    local bindir
+    bindir="$(pg_config --bindir 2>/dev/null || true)"
+    [ -n "$bindir" ] && [ -x "$bindir/initdb" ] && [ -x "$bindir/postgres" ] && return 0
+    for bindir in /usr/lib/postgresql/*/bin; do
+        [ -x "$bindir/initdb" ] && [ -x "$bindir/postgres" ] && return 0
+    done
+    return 1
+}
+
+# tmux drives the wake-pipeline tests, npm installs the agent CLIs, postgresql is the server the tests start themselves.
+ensure_system_packages() {
     local missing=()
     command -v tmux >/dev/null 2>&1 || missing+=(tmux)
     command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
+    has_postgres_server || missing+=(postgresql)
     [ ${#missing[@]} -eq 0 ] && return 0
     local sudo=""
     [ "$(id -u)" -ne 0 ] && sudo="sudo"

@@ -16,6 +16,7 @@ from bridge.services.core import Call
 from bridge.settings import Settings
 from bridge.testing import tmux as harness_tmux
 from bridge.testing.inprocess import waitress_thread
+from bridge.testing.postgres import PostgresServer
 from bridge.testing.stack import Stack
 from bridge.testing.tokens import Minter
 from bridge.wiring import Parts, build
@@ -174,3 +175,18 @@ def wake_stack(tmp_path, make_parts, serve_parts, private_tmux) -> Iterator[Call
     yield build_stack
     for stack in stacks:
         stack.stop_worker()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One throwaway PostgreSQL server for the whole test session (its own temp dir), stopped by PID at the end."""
+    with PostgresServer() as server:
+        yield server
+
+
+@pytest.fixture
+def postgres_url(postgres: PostgresServer) -> Iterator[str]:
+    """The URL of a fresh empty database on the session's PostgreSQL server, dropped after the test."""
+    url = postgres.create_database()
+    yield url
+    postgres.drop_database(url.rsplit("/", 1)[1])

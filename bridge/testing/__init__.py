@@ -11,6 +11,7 @@ reliability runs, readiness.
 - `client`: a keep-alive HTTP/1.1 client of the `/v1` API (stdlib only, never raises for the network), the common
   calls, and a Prometheus sample reader.
 - `database`: reading a database file from outside the bridge (rows, audit rows).
+- `postgres`: a throwaway PostgreSQL server in a temp dir (never as root) with fresh databases, stopped by PID.
 - `references`: reference implementations optimised code is checked and measured against.
 - `tokens`: real signed tokens from a database's own key.
 - `human`: a person at the keyboard: a tmux client attached in a pseudo-terminal.
