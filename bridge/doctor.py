@@ -12,10 +12,11 @@ from typing import Any
 
 from bridge.auth.keys import KEY_FILE
 from bridge.settings import Settings
-from bridge.store.db import creation_problem
+from bridge.store.engines import CannotOpen, open_problem
 
+# = pyproject.toml's dependencies (tests/test_operator_cli.py keeps them equal)
 DEPENDENCIES = ("apsw", "bottle", "waitress", "pydantic", "click", "prometheus-client", "PyJWT", "cryptography",
-                "mcp")  # = pyproject.toml's dependencies (tests/test_operator_cli.py keeps them equal)
+                "mcp", "psycopg", "psycopg-pool")
 
 
 def _result(name: str, ok: bool, detail: str, *, required: bool = True) -> dict[str, Any]:
@@ -49,22 +50,27 @@ def run_checks(settings: Settings) -> list[dict[str, Any]]:
 
 
 def _database(settings: Settings) -> dict[str, Any]:
-    path = settings.db_path
-    if not path.exists():
-        problem = creation_problem(path)
+    """Can the database be used: reachable (or creatable, when a file is missing), a current schema, invariants
+    holding. Names the database as people see it (a PostgreSQL URL without its password)."""
+    where = settings.location
+    if open_problem(where, create=False) is not None:
+        problem = open_problem(where, create=True)
         if problem is not None:
-            return _result("database", False, f"{path} cannot be created: {problem}")
-        return _result("database", True, f"{path} does not exist: bridge serve (or bridge db migrate) creates it; "
+            return _result("database", False, f"{where} cannot be created: {problem}")
+        return _result("database", True, f"{where} does not exist: bridge serve (or bridge db migrate) creates it; "
                                          "every other command refuses a missing database", required=False)
     try:
         from bridge.store import maintenance
 
-        verdict = maintenance.check(path)
+        verdict = maintenance.check(settings.db)
+    except CannotOpen as exc:
+        return _result("database", False, f"{where} cannot be reached: {exc}")
     except Exception as exc:
-        return _result("database", False, f"{path}: {exc}")
+        return _result("database", False, f"{where}: {exc}")
     if verdict["ok"]:
-        return _result("database", True, f"{path}: schema {verdict['schema_version']}, integrity and invariants ok")
-    return _result("database", False, f"{path}: {[p['check'] for p in verdict['problems']]}")
+        return _result("database", True, f"{where}: schema {verdict['schema_version']}, "
+                                         f"{', '.join(verdict['checks'])} ok")
+    return _result("database", False, f"{where}: {[p['check'] for p in verdict['problems']]}")
 
 
 def bind_problem(host: str, port: int) -> str | None:

@@ -43,8 +43,8 @@ from bridge.services import threads as thread_service
 from bridge.services import triggers as trigger_service
 from bridge.services.core import Call
 from bridge.settings import Settings
-from bridge.store.migrate import latest_version
-from bridge.testing.database import audit_rows, rows
+from bridge.store.migrate import latest_version, record_version, recorded_version
+from bridge.testing.database import audit_rows, reading, rows
 from bridge.testing.processes import run_bridge, unused_port
 from bridge.wiring import Parts, build
 
@@ -505,6 +505,7 @@ def test_database_path_that_cannot_exist_exits_4(tmp_path):
     assert plain.exit_code == 4 and plain.stdout == "" and "UNAVAILABLE" in plain.stderr
 
 
+@pytest.mark.sqlite_only
 def test_a_held_write_lock_makes_mutations_exit_4_and_write_nothing(db):
     [thread_id] = seed_threads(db, "t")
     audit_before = audit_rows(db)
@@ -529,6 +530,7 @@ def test_a_held_write_lock_makes_mutations_exit_4_and_write_nothing(db):
     assert audit_rows(db) == audit_before
 
 
+@pytest.mark.sqlite_only
 def test_maintenance_under_a_held_write_lock(db):
     [thread_id] = seed_threads(db, "t")
     env = {"BRIDGE_BUSY_TIMEOUT": "200ms"}
@@ -560,12 +562,12 @@ def test_db_migrate_creates_a_current_schema(tmp_path):
 
 def test_a_database_newer_than_the_code_is_refused(db):
     seed_threads(db, "t")
-    conn = apsw.Connection(str(db))
-    conn.execute(f"PRAGMA user_version={latest_version() + 1}")
-    conn.close()
+    with reading(db) as conn:
+        record_version(conn, latest_version() + 1)
     error = refused(4, "threads", "--db", str(db))
     assert error["code"] == "UNAVAILABLE" and "newer" in error["message"]
-    assert rows(db, "PRAGMA user_version")[0]["user_version"] == latest_version() + 1  # left as it was
+    with reading(db) as conn:
+        assert recorded_version(conn) == latest_version() + 1  # left as it was
 
 
 def test_db_check_passes_on_a_healthy_database_and_fails_on_a_seq_gap(db):
@@ -576,9 +578,8 @@ def test_db_check_passes_on_a_healthy_database_and_fails_on_a_seq_gap(db):
     healthy = ok("db", "check", "--db", str(db))
     assert healthy["ok"] is True and healthy["problems"] == []
 
-    conn = apsw.Connection(str(db))
-    conn.execute("DELETE FROM messages WHERE thread_id = ? AND seq = 2", (thread_id,))
-    conn.close()
+    with reading(db) as conn:
+        conn.execute("DELETE FROM messages WHERE thread_id = ? AND seq = 2", (thread_id,))
     broken = bridge("db", "check", "--db", str(db), "--json")
     assert broken.exit_code == 1, broken.stdout
     verdict = json.loads(broken.stdout)
@@ -590,9 +591,8 @@ def test_db_check_passes_on_a_healthy_database_and_fails_on_a_seq_gap(db):
 
 def test_db_check_fails_on_a_blocked_thread_without_an_escalation(db):
     [thread_id] = seed_threads(db, "t")
-    conn = apsw.Connection(str(db))
-    conn.execute("UPDATE threads SET status = 'blocked' WHERE thread_id = ?", (thread_id,))
-    conn.close()
+    with reading(db) as conn:
+        conn.execute("UPDATE threads SET status = 'blocked' WHERE thread_id = ?", (thread_id,))
     result = bridge("db", "check", "--db", str(db), "--json")
     assert result.exit_code == 1
     verdict = json.loads(result.stdout)
@@ -618,6 +618,7 @@ def test_db_check_fails_cleanly_on_files_that_are_not_bridge_databases(tmp_path)
     assert garbage.read_bytes() == b"this is not an SQLite database, just text " * 200
 
 
+@pytest.mark.sqlite_only
 def test_db_backup_during_writes_is_consistent_and_holds_every_acknowledged_message(tmp_path, db):
     [thread_id] = seed_threads(db, "busy")
     acknowledged: list[str] = []
@@ -669,6 +670,7 @@ def test_db_backup_during_writes_is_consistent_and_holds_every_acknowledged_mess
     assert len(audit_rows(db, operation="db_backup")) == 1
 
 
+@pytest.mark.sqlite_only
 def test_db_backup_into_a_missing_directory_is_a_usage_error(tmp_path, db):
     seed_threads(db, "t")
     error = refused(2, "db", "backup", "--db", str(db), "--out", str(tmp_path / "no" / "such" / "dir.db"))
@@ -677,6 +679,7 @@ def test_db_backup_into_a_missing_directory_is_a_usage_error(tmp_path, db):
     assert audit_rows(db, operation="db_backup") == []
 
 
+@pytest.mark.sqlite_only
 def test_db_restore_needs_yes_and_restores_the_backup_content(tmp_path, db):
     [kept] = seed_threads(db, "before the backup")
     backup = tmp_path / "snap.db"
@@ -699,6 +702,7 @@ def test_db_restore_needs_yes_and_restores_the_backup_content(tmp_path, db):
         assert post_as(parts, as_agent("bob"), kept, "after restore")["seq"] == 2
 
 
+@pytest.mark.sqlite_only
 def test_db_restore_refuses_a_broken_backup_and_keeps_the_database(tmp_path, db):
     [thread_id] = seed_threads(db, "t")
     with services(db) as parts:
@@ -717,13 +721,14 @@ def test_db_restore_refuses_a_broken_backup_and_keeps_the_database(tmp_path, db)
     assert {r["thread_id"] for r in rows(db, "SELECT thread_id FROM threads")} == {thread_id, other}
 
 
+@pytest.mark.sqlite_only
 def test_db_vacuum_keeps_the_content(db):
     [thread_id] = seed_threads(db, "t")
     with services(db) as parts:
         for n in range(20):
             post_as(parts, as_agent("bob"), thread_id, "x" * 2000 + str(n))
     out = ok("db", "vacuum", "--db", str(db))
-    assert (out["database"], out["bytes_after"]) == (str(db), db.stat().st_size)
+    assert (out["database"], out["bytes_after"]) == (str(db), Path(db).stat().st_size)
     assert ok("db", "check", "--db", str(db))["ok"] is True
     assert thread_row(db, thread_id)["latest_seq"] == 21
     assert len(rows(db, "SELECT 1 FROM messages WHERE thread_id = ?", (thread_id,))) == 21
@@ -732,7 +737,7 @@ def test_db_vacuum_keeps_the_content(db):
 # ------------------------------------------------------------------------------------------------- doctor
 def test_doctor_passes_on_a_healthy_setup_and_fails_on_a_readable_key(tmp_path, db):
     seed_threads(db, "t")
-    key = tmp_path / "bridge.data" / "signing-key.pem"
+    key = Settings.load({"db": str(db)}, env={}).data_dir / "signing-key.pem"
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
     port = str(unused_port())
 
@@ -768,9 +773,8 @@ def test_doctor_fails_on_a_broken_database(db):
     [thread_id] = seed_threads(db, "t")
     with services(db) as parts:
         post_as(parts, as_agent("bob"), thread_id, "two")
-    conn = apsw.Connection(str(db))
-    conn.execute("DELETE FROM messages WHERE seq = 1")
-    conn.close()
+    with reading(db) as conn:
+        conn.execute("DELETE FROM messages WHERE seq = 1")
     result = bridge("doctor", "--db", str(db), "--port", str(unused_port()), "--json")
     assert result.exit_code == 1
     checks = {c["check"]: c for c in json.loads(result.stdout)["checks"]}
@@ -790,7 +794,7 @@ def test_doctor_fails_when_the_database_cannot_be_created(tmp_path):
 # ------------------------------------------------------------------------------------------------- with a server
 def test_operator_commands_share_the_database_with_a_running_server(live_server, make_token):
     bridge_core = live_server.parts.bridge
-    db = str(bridge_core.settings.db_path)
+    db = bridge_core.settings.db
     thread_id = thread_service.create_thread(bridge_core, COORD, CreateThreadInput(
         title="served", type="incident", participants=["alice"]))["thread_id"]
 

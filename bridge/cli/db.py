@@ -11,7 +11,7 @@ from typing import Any
 import apsw
 import click
 
-from bridge.cli.common import db_options, load_settings, opened, operator_call, require_database
+from bridge.cli.common import database_error, db_options, load_settings, opened, operator_call, require_database
 from bridge.cli.options import FullHelpGroup
 from bridge.cli.output import emit, fail, table
 from bridge.cli.progress import Progress
@@ -20,6 +20,7 @@ from bridge.services import maintenance as maintenance_service
 from bridge.settings import Settings
 from bridge.store import maintenance
 from bridge.store.db import unavailable_from
+from bridge.store.engines import CannotOpen
 from bridge.store.migrate import latest_version
 
 
@@ -35,17 +36,18 @@ def migrate(db: str | None, workspace: str | None, as_json: bool) -> None:
     settings = load_settings(db=db, workspace=workspace)
     with opened(settings, as_json, create=True) as parts:
         version = parts.bridge.store.schema_version()
-    emit({"database": str(settings.db_path), "schema_version": version, "latest": latest_version()}, as_json)
+    emit({"database": str(settings.location), "schema_version": version, "latest": latest_version()}, as_json)
 
 
 @db.command("check")
 @db_options
 def check(db: str | None, workspace: str | None, as_json: bool) -> None:
-    """Integrity, foreign keys, schema version and invariants (gapless seqs, escalations, cursors); exit 1 if bad."""
+    """Schema version and invariants (gapless seqs, escalations, cursors), and a SQLite file's integrity and foreign
+    keys; exit 1 if bad."""
     settings = load_settings(db=db, workspace=workspace)
     require_database(settings, as_json)
-    with Progress(1, as_json=as_json).step(f"check {settings.db_path}") as step:
-        verdict = maintenance.check(settings.db_path)
+    with _storage_errors(settings, as_json), Progress(1, as_json=as_json).step(f"check {settings.location}") as step:
+        verdict = maintenance.check(settings.db)
         step.verdict = "ok" if verdict["ok"] else "FAILED"
     emit(verdict, as_json, "ok: " + ", ".join(verdict["checks"]) if verdict["ok"] else
          "\n".join(f"FAILED {p['check']}: {p['found']}" for p in verdict["problems"]))
@@ -53,13 +55,25 @@ def check(db: str | None, workspace: str | None, as_json: bool) -> None:
 
 
 @contextlib.contextmanager
-def _storage_errors(as_json: bool) -> Iterator[None]:
-    """A locked, full or unopenable database file is exit 4 (database unavailable), not a traceback."""
+def _storage_errors(settings: Settings, as_json: bool) -> Iterator[None]:
+    """A locked, full or unopenable database file, or an unreachable database server, is exit 4 (database
+    unavailable), not a traceback."""
     try:
         yield
     except (apsw.BusyError, apsw.LockedError, apsw.FullError, apsw.IOError, apsw.ReadOnlyError,
             apsw.CantOpenError) as exc:
         fail(unavailable_from(exc), as_json)
+    except CannotOpen as exc:
+        fail(database_error(settings, exc), as_json)
+
+
+def _database_file(settings: Settings, as_json: bool, operation: str, file: str = "bridge.dump") -> Path:
+    """The SQLite file of a file operation; exit 2 on a PostgreSQL database, naming the tool to use instead."""
+    try:
+        return maintenance.database_file(settings.db, operation, file)
+    except InvalidArgument as error:
+        fail(error, as_json)
+        raise  # not reached: fail() exits
 
 
 def _audited(settings: Settings, as_json: bool, actor: str | None, operation: str, result: dict[str, Any]) -> None:
@@ -73,14 +87,15 @@ def _audited(settings: Settings, as_json: bool, actor: str | None, operation: st
 @click.option("--actor", default=None, help="Operator identity (default human:<os user>).")
 @db_options
 def backup(out: str, actor: str | None, db: str | None, workspace: str | None, as_json: bool) -> None:
-    """Online backup through SQLite's backup API (safe while the bridge is writing)."""
+    """Online backup of a SQLite file through its backup API (safe while the bridge is writing); PostgreSQL: pg_dump."""
     settings = load_settings(db=db, workspace=workspace)
+    path = _database_file(settings, as_json, "backup", out)
     require_database(settings, as_json)
     if not Path(out).expanduser().resolve().parent.is_dir():
         fail(InvalidArgument(f"no directory for --out {out}: create it first"), as_json)
     try:
-        with _storage_errors(as_json), Progress(1, as_json=as_json).step(f"backup {settings.db_path} to {out}"):
-            result = maintenance.backup(settings.db_path, out)
+        with _storage_errors(settings, as_json), Progress(1, as_json=as_json).step(f"backup {path} to {out}"):
+            result = maintenance.backup(path, out)
     except FileExistsError as exc:
         fail(Conflict(str(exc)), as_json)
     _audited(settings, as_json, actor, "db_backup", result)
@@ -93,13 +108,14 @@ def backup(out: str, actor: str | None, db: str | None, workspace: str | None, a
 @click.option("--actor", default=None, help="Operator identity (default human:<os user>).")
 @db_options
 def restore(source: str, yes: bool, actor: str | None, db: str | None, workspace: str | None, as_json: bool) -> None:
-    """Replace the database's content with a checked backup (stop the bridge first)."""
+    """Replace a SQLite file's content with a checked backup (stop the bridge first); PostgreSQL: pg_restore."""
     settings = load_settings(db=db, workspace=workspace)
+    path = _database_file(settings, as_json, "restore", source)
     if not yes:
         fail(InvalidArgument("restoring replaces every row: pass --yes to confirm"), as_json)
     try:
-        with _storage_errors(as_json):
-            result = maintenance.restore(source, settings.db_path)
+        with _storage_errors(settings, as_json):
+            result = maintenance.restore(source, path)
     except (ValueError, OSError) as exc:
         fail(InvalidArgument(str(exc)), as_json)
     _audited(settings, as_json, actor, "db_restore", result)
@@ -109,11 +125,12 @@ def restore(source: str, yes: bool, actor: str | None, db: str | None, workspace
 @db.command("vacuum")
 @db_options
 def vacuum(db: str | None, workspace: str | None, as_json: bool) -> None:
-    """Rebuild the database file to reclaim free pages."""
+    """Rebuild a SQLite file to reclaim free pages (PostgreSQL's autovacuum does this itself)."""
     settings = load_settings(db=db, workspace=workspace)
+    path = _database_file(settings, as_json, "vacuum")
     require_database(settings, as_json)
-    with _storage_errors(as_json):
-        result = maintenance.vacuum(settings.db_path, busy_timeout=settings.busy_timeout)
+    with _storage_errors(settings, as_json):
+        result = maintenance.vacuum(path, busy_timeout=settings.busy_timeout)
     emit(result, as_json)
 
 

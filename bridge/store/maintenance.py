@@ -1,21 +1,31 @@
-"""Database maintenance: integrity and invariant checks, online backup (apsw backup API), restore, vacuum."""
+"""Database maintenance: integrity and invariant checks (both engines); online backup (apsw backup API), restore and
+vacuum of a SQLite file. A PostgreSQL database refuses the file operations, naming the PostgreSQL tool that does
+the job."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shlex
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import apsw
 
+from bridge.domain.location import Location, parse
+from bridge.domain.vocabulary import Reason
+from bridge.errors import InvalidArgument
 from bridge.store.db import connect
-from bridge.store.migrate import latest_version
+from bridge.store.engines import CannotOpen
+from bridge.store.migrate import latest_version, recorded_version
 from bridge.store.rows import rows
 
-# Each invariant is a query returning offending rows (empty = holds).
+# Each invariant is a query returning offending rows (empty = holds), in SQL both engines run.
 INVARIANTS: dict[str, str] = {
     "gapless_seqs": """SELECT t.thread_id, t.latest_seq, COUNT(m.seq) AS messages, COALESCE(MAX(m.seq), 0) AS max_seq
-                       FROM threads t LEFT JOIN messages m ON m.thread_id = t.thread_id GROUP BY t.thread_id
+                       FROM threads t LEFT JOIN messages m ON m.thread_id = t.thread_id
+                       GROUP BY t.thread_id, t.latest_seq
                        HAVING COUNT(m.seq) != t.latest_seq OR COALESCE(MAX(m.seq), 0) != t.latest_seq""",
     "blocked_has_open_escalation": """SELECT t.thread_id, t.status FROM threads t
                        WHERE (t.status = 'blocked') != EXISTS (SELECT 1 FROM escalations e
@@ -25,11 +35,60 @@ INVARIANTS: dict[str, str] = {
     "finished_jobs_have_finish_time": """SELECT trigger_id, status FROM trigger_jobs
                        WHERE status IN ('delivered', 'resumed', 'spawned', 'failed') AND finished_at IS NULL""",
 }
+# The checks PostgreSQL needs no query for: it keeps its files intact and enforces foreign keys itself.
+SQLITE_CHECKS = ("integrity", "foreign_keys")
 
 
-def check(path: Path | str) -> dict[str, Any]:
-    """integrity_check, foreign_key_check, schema version and the invariants; `ok` only when all pass."""
-    checks = ["integrity", "foreign_keys", "schema_version", *INVARIANTS]
+def check(db: Path | str) -> dict[str, Any]:
+    """Schema version and the invariants, plus integrity_check and foreign_key_check on a SQLite file; `ok` only
+    when all pass. `db` is a SQLite path or a `--db` value; an unreachable PostgreSQL database raises CannotOpen."""
+    location = parse(str(db))
+    if location.path is not None:
+        return _check_sqlite(location.path)
+    with _postgres(location) as conn:
+        return _verdict(conn, ["schema_version", *INVARIANTS], [])
+
+
+def _verdict(conn: Any, checks: list[str], problems: list[dict[str, Any]]) -> dict[str, Any]:
+    """Add the schema version and the invariants (read in one snapshot) to the `problems` found so far."""
+    version = recorded_version(conn)
+    broken: dict[str, list[dict[str, Any]]] = {}
+    if version == latest_version():  # the invariants' tables exist only in a current schema
+        with _snapshot(conn):
+            broken = {name: rows(conn, sql) for name, sql in INVARIANTS.items()}
+    else:
+        problems.append({"check": "schema_version", "found": version, "expected": latest_version()})
+    problems += [{"check": name, "found": found[:20]} for name, found in broken.items() if found]
+    return {"ok": not problems, "schema_version": version, "problems": problems, "checks": checks}
+
+
+@contextlib.contextmanager
+def _snapshot(conn: Any) -> Iterator[None]:
+    """One read transaction, so the invariants see one state of a database that is being written."""
+    postgres = getattr(conn, "dialect", "sqlite") == "postgresql"
+    conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY" if postgres else "BEGIN")
+    try:
+        yield
+    finally:
+        conn.execute("ROLLBACK" if postgres else "COMMIT")
+
+
+@contextlib.contextmanager
+def _postgres(location: Location) -> Iterator[Any]:
+    """A plain connection to a PostgreSQL database (no pool, no migration); unreachable raises CannotOpen."""
+    import psycopg  # only bridges on PostgreSQL import it
+
+    from bridge.store.postgres import PgConnection, configure
+    try:
+        with psycopg.connect(location.url or "", autocommit=True, connect_timeout=10) as raw:
+            configure(raw)
+            yield PgConnection(raw)
+    except psycopg.OperationalError as exc:
+        raise CannotOpen(Reason.DATABASE_UNAVAILABLE, str(exc).strip()) from exc
+
+
+def _check_sqlite(path: Path) -> dict[str, Any]:
+    checks = [*SQLITE_CHECKS, "schema_version", *INVARIANTS]
     try:
         conn = connect(path)
         conn.execute("PRAGMA schema_version").fetchall()  # reads the header: a non-SQLite file fails here
@@ -39,28 +98,40 @@ def check(path: Path | str) -> dict[str, Any]:
     try:
         integrity = [r[0] for r in conn.execute("PRAGMA integrity_check")]
         foreign = [list(r) for r in conn.execute("PRAGMA foreign_key_check")]
-        version = conn.execute("PRAGMA user_version").fetchall()[0][0]
-        broken: dict[str, list[dict[str, Any]]] = {}
-        if version == latest_version():  # the invariants' tables exist only in a current schema
-            conn.execute("BEGIN")
-            try:
-                broken = {name: rows(conn, sql) for name, sql in INVARIANTS.items()}
-            finally:
-                conn.execute("COMMIT")
+        problems: list[dict[str, Any]] = []
+        if integrity != ["ok"]:
+            problems.append({"check": "integrity", "found": integrity[:20]})
+        if foreign:
+            problems.append({"check": "foreign_keys", "found": foreign[:20]})
+        return _verdict(conn, checks, problems)
     except (apsw.NotADBError, apsw.CorruptError) as exc:  # damage past the header surfaces while scanning
         return {"ok": False, "schema_version": None, "problems": [{"check": "integrity", "found": [str(exc)]}],
                 "checks": checks}
     finally:
         conn.close()
-    problems = []
-    if integrity != ["ok"]:
-        problems.append({"check": "integrity", "found": integrity[:20]})
-    if foreign:
-        problems.append({"check": "foreign_keys", "found": foreign[:20]})
-    if version != latest_version():
-        problems.append({"check": "schema_version", "found": version, "expected": latest_version()})
-    problems += [{"check": name, "found": found[:20]} for name, found in broken.items() if found]
-    return {"ok": not problems, "schema_version": version, "problems": problems, "checks": checks}
+
+
+def database_file(db: str, operation: str, file: str = "bridge.dump") -> Path:
+    """The SQLite file `db` names, for an operation on the file (`backup`, `restore`, `vacuum`); a PostgreSQL
+    database refuses it (InvalidArgument) with the PostgreSQL command that does the job. `file` is the archive
+    the command writes or reads."""
+    location = parse(db)
+    if location.path is not None:
+        return location.path
+    url, archive = shlex.quote(str(location)), shlex.quote(file)
+    command = {
+        "backup": f"pg_dump --format=custom --file={archive} {url}",
+        "restore": f"pg_restore --clean --if-exists --no-owner --dbname={url} {archive}",
+        "vacuum": f"vacuumdb --analyze --dbname={url}",
+    }[operation]
+    advice = {
+        "backup": f"back it up with {command} and verify a restored copy with bridge db check --db <restored database>",
+        "restore": f"stop the bridge, restore a pg_dump archive with {command}, then verify it with "
+                   f"bridge db check --db {url}",
+        "vacuum": f"its autovacuum reclaims space on its own (to run it now: {command})",
+    }[operation]
+    raise InvalidArgument(f"bridge db {operation} works on a SQLite file; {location} is a PostgreSQL database: "
+                          f"{advice}", {"database": str(location), "engine": location.engine, "command": command})
 
 
 def backup(source: Path | str, target: Path | str) -> dict[str, Any]:
