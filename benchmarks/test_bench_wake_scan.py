@@ -21,7 +21,7 @@ import pytest
 from bridge.store import Store, open_store
 from bridge.store import triggers as trigger_store
 from bridge.store.rows import rows, scalar
-from bridge.testing.references import FULL_WAKE_SCAN
+from bridge.testing.references import full_wake_scan
 from bridge.worker.supervisor import FOLD_BATCH
 
 WS = "default"
@@ -64,7 +64,7 @@ def fold_all(store: Store) -> None:
 
 
 def full_scan(store: Store) -> list[dict[str, Any]]:
-    return store.read(lambda c: rows(c, FULL_WAKE_SCAN, {"ws": WS}))
+    return store.read(lambda c: rows(c, full_wake_scan("sqlite"), {"ws": WS}))
 
 
 def incremental(store: Store) -> list[dict[str, Any]]:

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bridge.domain.location import Location
+from bridge.domain.location import parse as parse_location
 from bridge.errors import ConfigError
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$")
@@ -99,6 +101,7 @@ class Settings:
     host: str = _setting("127.0.0.1", "BRIDGE_HOST", _str)
     port: int = _setting(8765, "BRIDGE_PORT", _int)
     db: str = _setting("./bridge.db", "BRIDGE_DB", _str)
+    data: str = _setting("", "BRIDGE_DATA_DIR", _str)  # "": see data_dir
     workspace: str = _setting("default", "BRIDGE_WORKSPACE", _str)
     synchronous: str = _setting("FULL", "BRIDGE_SYNCHRONOUS", _sync)
     busy_timeout: float = _setting(5.0, "BRIDGE_BUSY_TIMEOUT", parse_duration)
@@ -256,15 +259,30 @@ class Settings:
         return self.processes or max(1, min((os.cpu_count() or 1) // 2, MAX_AUTO_PROCESSES))
 
     @property
+    def location(self) -> Location:
+        """Where the data lives: a SQLite file or a PostgreSQL database."""
+        return parse_location(self.db)
+
+    @property
     def db_path(self) -> Path:
-        """The database file, as an absolute path."""
-        return Path(self.db).expanduser().resolve()
+        """The SQLite database file, as an absolute path (a PostgreSQL location has none: ValueError)."""
+        path = self.location.path
+        if path is None:
+            raise ValueError(f"{self.location} is not a database file")
+        return path
 
     @property
     def data_dir(self) -> Path:
-        """The directory next to the database holding the signing key (`bridge.db` -> `bridge.data/`)."""
-        path = self.db_path
-        return path.with_name(path.stem + ".data")
+        """The directory holding the signing key and agent folders: BRIDGE_DATA_DIR, else next to a SQLite file
+        (`bridge.db` -> `bridge.data/`), else for PostgreSQL one per database in the user's data directory
+        (`$XDG_DATA_HOME` or `~/.local/share`, then `agent-bridge/<host>-<port>-<database>`)."""
+        if self.data:
+            return Path(self.data).expanduser().resolve()
+        location = self.location
+        if location.path is not None:
+            return location.path.with_name(location.path.stem + ".data")
+        base = Path(os.environ.get("XDG_DATA_HOME") or "~/.local/share").expanduser()
+        return base / "agent-bridge" / location.name
 
     @property
     def workspace_tmux_session(self) -> str:

@@ -10,8 +10,8 @@ from bridge.auth.keys import SigningKey, load_key, load_or_create
 from bridge.auth.tokens import TokenVerifier
 from bridge.services.core import Bridge
 from bridge.settings import Settings
-from bridge.store import Store
 from bridge.store import control as control_store
+from bridge.store.engines import open_database
 
 
 @dataclass
@@ -41,7 +41,7 @@ def build(settings: Settings, *, create: bool = True) -> Parts:
     `create=False` opens an existing database only (`apsw.CantOpenError` if it is missing, nothing created) and
     creates the signing key only when a command first needs one (`Parts.key`); the verifier trusts the key that
     exists."""
-    store = Store(settings.db_path, synchronous=settings.synchronous, busy_timeout=settings.busy_timeout,
+    store = open_database(settings.db, synchronous=settings.synchronous, busy_timeout=settings.busy_timeout,
                   write_batch=settings.write_batch, commit_poll=settings.commit_poll,
                   probe_interval=settings.storage_probe_interval, create=create)
     try:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -22,20 +25,54 @@ from bridge.testing.tokens import Minter
 from bridge.wiring import Parts, build
 from bridge.worker.tmux import Tmux
 
+# Test modules of mechanics only SQLite has (the file, its WAL and locks, the apsw writer, file backups): every other
+# test that builds a bridge through the fixtures below runs twice, on a SQLite file and on a fresh PostgreSQL database.
+SQLITE_ONLY = {
+    "test_storage_faults", "test_store", "test_store_writer", "test_durability", "test_seed", "test_ops_scale",
+    "test_serve_processes", "test_capacity", "test_thread_digests", "test_pg_schema", "test_postgres_harness",
+}
+STORES = ("sqlite", "postgresql")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Parametrize every test that uses the `db` fixture (directly or through `settings`, `make_parts`, ...) over
+    both stores, unless its module tests SQLite-only mechanics or it is marked `sqlite_only`."""
+    if ("db" in metafunc.fixturenames and metafunc.module.__name__.rsplit(".", 1)[-1] not in SQLITE_ONLY
+            and metafunc.definition.get_closest_marker("sqlite_only") is None):
+        metafunc.parametrize("db", STORES, indirect=True)
+
 
 @pytest.fixture
-def settings(tmp_path) -> Settings:
-    """Default settings on a fresh database file in tmp_path (environment ignored)."""
-    return Settings.load({"db": str(tmp_path / "bridge.db")}, env={})
+def db(request: pytest.FixtureRequest, tmp_path) -> str:
+    """The `--db` of the test's bridge: a SQLite file in tmp_path, or a fresh PostgreSQL database."""
+    if getattr(request, "param", "sqlite") == "postgresql":
+        return request.getfixturevalue("postgres_url")
+    return str(tmp_path / "bridge.db")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A bridge on PostgreSQL keeps its signing key under $XDG_DATA_HOME: one temporary directory for the session
+    (children inherit it), so tests never write to the user's home."""
+    os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="bridge-test-data-")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(os.environ.get("XDG_DATA_HOME", ""), ignore_errors=True)
 
 
 @pytest.fixture
-def make_parts(tmp_path) -> Iterator[Callable[..., Parts]]:
+def settings(db, tmp_path) -> Settings:
+    """Default settings on a fresh database (environment ignored)."""
+    return Settings.load({"db": db}, env={})
+
+
+@pytest.fixture
+def make_parts(db, tmp_path) -> Iterator[Callable[..., Parts]]:
     """Build bridge parts with setting overrides; every one built is closed at teardown."""
     built: list[Parts] = []
 
     def factory(**overrides: Any) -> Parts:
-        overrides.setdefault("db", str(tmp_path / "bridge.db"))
+        overrides.setdefault("db", db)
         parts = build(Settings.load(overrides, env={}))
         built.append(parts)
         return parts
@@ -155,10 +192,10 @@ def private_tmux() -> Iterator[Tmux]:
 
 
 @pytest.fixture
-def harness(tmp_path) -> Iterator[Stack]:
-    """The harness `Stack` in tmp_path (its `bridge.db` is the `parts` fixture's file) with no timing overrides:
+def harness(tmp_path, db) -> Iterator[Stack]:
+    """The harness `Stack` in tmp_path on the test's database (the `parts` fixture's) with no timing overrides:
     real `bridge serve` processes; everything it started is stopped by PID at teardown."""
-    with Stack(tmp_path, timings={}) as running:
+    with Stack(tmp_path, timings={}, db=db) as running:
         yield running
 
 

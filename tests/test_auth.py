@@ -253,7 +253,7 @@ def _revoke_with_service(parts: Any, kind: str, value: str) -> None:
 def _revoke_with_cli(parts: Any, kind: str, value: str) -> None:
     option = {"jti": "--jti", "session": "--session-id", "agent": "--agent-id"}[kind]
     result = CliRunner().invoke(cli, ["token", "revoke", option, value, "--reason", "test revocation",
-                                      "--actor", "human:tester", "--db", str(parts.bridge.settings.db_path)])
+                                      "--actor", "human:tester", "--db", parts.bridge.settings.db])
     assert result.exit_code == 0, result.output
 
 

@@ -21,6 +21,7 @@ import pytest
 
 from bridge.domain.vocabulary import TOKEN_ROLES
 from bridge.services.commands import COMMANDS
+from bridge.store.rows import table_names
 from bridge.testing.database import audit_rows
 
 COORD, MEMBER, OUTSIDER, AUDITOR = "coord", "alice", "bob", "aud"
@@ -103,8 +104,7 @@ def assert_forbidden(reply, reason: str) -> None:
 def database_state(live_server) -> dict[str, list[tuple[Any, ...]]]:
     """Every row of every table but the audit trail (a refusal adds its audit row and nothing else)."""
     def read(conn) -> dict[str, list[tuple[Any, ...]]]:
-        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'"
-                                             " AND name NOT LIKE 'sqlite_%' AND name != 'audit_events'")]
+        tables = [name for name in table_names(conn) if name != "audit_events"]
         return {t: sorted(conn.execute(f"SELECT * FROM {t}").fetchall(), key=repr) for t in tables}
 
     return live_server.parts.bridge.store.read(read)

@@ -14,8 +14,8 @@ from bridge.domain.models import PostMessageInput
 from bridge.services.commands import COMMANDS
 from bridge.services.control import set_freeze
 from bridge.services.core import Call
-from bridge.store import connect
-from bridge.store.migrate import latest_version
+from bridge.store.migrate import latest_version, record_version
+from bridge.testing.database import reading
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -49,15 +49,14 @@ def test_ready_names_the_failing_check(live_server):
 
 
 def test_ready_fails_when_migrations_are_not_current(live_server):
-    conn = connect(live_server.parts.bridge.store.path)
-    conn.execute("PRAGMA user_version=0")
-    try:
-        reply = live_server.client.raw("GET", "/ready")
-        assert reply.status == 503
-        assert "migrations" in reply.body["error"]["details"]["failing"]
-    finally:
-        conn.execute(f"PRAGMA user_version={latest_version()}")
-        conn.close()
+    with reading(live_server.parts) as conn:
+        record_version(conn, 0)
+        try:
+            reply = live_server.client.raw("GET", "/ready")
+            assert reply.status == 503
+            assert "migrations" in reply.body["error"]["details"]["failing"]
+        finally:
+            record_version(conn, latest_version())
     assert live_server.client.raw("GET", "/ready").status == 200
 
 

@@ -12,13 +12,14 @@ import threading
 from typing import Any
 
 import apsw
+import psycopg
 import pytest
 import requests
 from helpers import new_thread
 
 from bridge.domain import lifecycle
-from bridge.store import connect
 from bridge.store.rows import loads, rows
+from bridge.testing.database import reading
 
 # The contract, cell for cell ("no" = refused with INVALID_THREAD_TRANSITION; the owner rule is tested below).
 CONTRACT = """
@@ -442,16 +443,14 @@ def test_audit_trail_is_append_only(live_server, api, tokens):
     store = live_server.parts.bridge.store
     count = store.read(lambda conn: rows(conn, "SELECT COUNT(*) AS n FROM audit_events"))[0]["n"]
     assert count >= 2
-    conn = connect(store.path)
-    try:
-        with pytest.raises(apsw.ConstraintError, match="append-only"):
+    refused = (apsw.ConstraintError, psycopg.errors.IntegrityError)  # SQLite's RAISE(ABORT), PostgreSQL's trigger
+    with reading(live_server.parts) as conn:
+        with pytest.raises(refused, match="append-only"):
             conn.execute("UPDATE audit_events SET reason = 'rewritten'")
-        with pytest.raises(apsw.ConstraintError, match="append-only"):
+        with pytest.raises(refused, match="append-only"):
             conn.execute("DELETE FROM audit_events")
-        with pytest.raises(apsw.ConstraintError, match="append-only"):
+        with pytest.raises(refused, match="append-only"):
             conn.execute("DELETE FROM audit_events WHERE audit_id = (SELECT MAX(audit_id) FROM audit_events)")
-    finally:
-        conn.close()
     assert store.read(lambda conn: rows(conn, "SELECT COUNT(*) AS n FROM audit_events"))[0]["n"] == count
     reasons = store.read(lambda conn: rows(conn, "SELECT reason FROM audit_events"))
     assert all(r["reason"] != "rewritten" for r in reasons)

@@ -435,7 +435,7 @@ def test_loop_guard_blocks_after_20_messages_without_progress(live_server, make_
     system = api.ok("read_messages", coord, thread_id=tid, kinds=["system"])["messages"]
     assert len(system) == 1 and system[0]["seq"] == 21
     assert system[0]["metadata"].get("event_type") == "thread_escalated"
-    audits = query(settings.db_path, "SELECT reason, details FROM audit_events WHERE thread_id = ?"
+    audits = query(settings.db, "SELECT reason, details FROM audit_events WHERE thread_id = ?"
                      " AND outcome = 'ok'", (tid,))
     assert any(reason and reason.startswith("loop_guard:no_progress") for reason, _ in audits), audits
 
@@ -553,7 +553,7 @@ def test_write_quota_rate_limits_the_sixth_quick_post(make_parts, make_token):
 
 # ------------------------------------------------------------------------------------------------- 9. freeze
 def test_freeze_and_unfreeze(live_server, make_token, settings):
-    api, db = live_server.client, str(settings.db_path)
+    api, db = live_server.client, settings.db
     coord, rev = make_token("coord", "coordinator"), make_token("rev")
     tid = new_thread(api, coord, TEAM)
     create = {"title": "New", "type": "conversation", "participants": ["rev"]}

@@ -69,11 +69,6 @@ def _no_bridge_env(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
 
 
-@pytest.fixture
-def db(tmp_path) -> Path:
-    return tmp_path / "bridge.db"
-
-
 def as_agent(agent_id: str, role: str = "participant") -> Call:
     return Call(Principal(agent_id=agent_id, workspace_id="default", role=role, session_id=f"{agent_id}-s1"),
                 request_id="seed")

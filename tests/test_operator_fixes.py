@@ -121,7 +121,7 @@ def test_unblock_thread_refuses_a_thread_that_is_not_blocked(parts, status):
     store = parts.bridge.store
     before = store.read(lambda c: c.execute("SELECT status, latest_seq, updated_at FROM threads WHERE thread_id = ?",
                                             (thread_id,)).fetchall())
-    db = str(parts.bridge.settings.db_path)
+    db = parts.bridge.settings.db
     code, out, err = cli_json("unblock-thread", "--db", db, "--thread-id", thread_id, "--reason",
                               "human_override: go", "--actor", "human:ops")
     assert (code, out) == (1, None), (code, out, err)
@@ -139,7 +139,7 @@ def test_unblock_thread_still_unblocks_a_blocked_thread(parts):
     thread_id = create_thread(parts, COORD, ("rev",))
     thread_service.update_thread_status(parts.bridge, COORD, UpdateThreadStatusInput(
         thread_id=thread_id, status="blocked", reason="stuck"))
-    code, out, err = cli_json("unblock-thread", "--db", str(parts.bridge.settings.db_path), "--thread-id", thread_id,
+    code, out, err = cli_json("unblock-thread", "--db", parts.bridge.settings.db, "--thread-id", thread_id,
                               "--reason", "human_override: fixed")
     assert code == 0, err
     assert (out["status"], out["changed"]) == ("active", True)

@@ -72,6 +72,7 @@ def _no_progress(parts: Parts, thread_id: str) -> tuple[int, int]:
         "SELECT latest_seq, no_progress FROM threads WHERE thread_id = ?", (thread_id,)).fetchall()[0])
 
 
+@pytest.mark.sqlite_only  # counts the statements of SQLite's writer connection
 def test_the_loop_guard_counter_is_stored_with_the_seq(make_parts):
     """Chat counts one more turn without progress, a progress event resets it, a system message leaves it alone;
     a post writes the thread row once."""

@@ -38,7 +38,7 @@ def test_refusal_audit_budget_is_split_between_processes():
 
 def test_write_quota_holds_across_two_bridges_on_one_database(make_parts):
     first = make_parts(write_quota_per_min=1, write_burst=3)
-    second = make_parts(db=str(first.bridge.store.path), write_quota_per_min=1, write_burst=3)
+    second = make_parts(db=first.bridge.settings.db, write_quota_per_min=1, write_burst=3)
     coordinator, writer = call_as("coord", "coordinator"), call_as("rev")
     thread_id = create_thread(first, coordinator, ("rev", "exec"))
     outcomes = []

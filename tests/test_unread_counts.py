@@ -34,8 +34,10 @@ def test_unread_counts_equal_the_direct_count(tmp_path):
                         conn.execute("DELETE FROM read_cursors WHERE thread_id = ? AND agent_id = ?",
                                      (thread_id, agent))
                     else:
-                        conn.execute("INSERT OR REPLACE INTO read_cursors (thread_id, agent_id, last_read_seq, "
-                                     "updated_at) VALUES (?, ?, ?, 0)", (thread_id, agent, rng.randint(0, latest)))
+                        conn.execute("INSERT INTO read_cursors (thread_id, agent_id, last_read_seq, updated_at)"
+                                     " VALUES (?, ?, ?, 0) ON CONFLICT (thread_id, agent_id)"
+                                     " DO UPDATE SET last_read_seq = excluded.last_read_seq",
+                                     (thread_id, agent, rng.randint(0, latest)))
 
         for _ in range(3):
             store.write(shuffle_cursors)
@@ -77,8 +79,9 @@ def test_the_inbox_page_holds_the_newest_threads_with_unread_messages_from_other
                              (row["thread_id"], agent))
                 latest = scalar(conn, "SELECT latest_seq FROM threads WHERE thread_id = ?", (row["thread_id"],))
                 cursor = own - 1 if i % 3 == 0 and own == latest else latest if i % 3 == 1 else latest // 2
-                conn.execute("INSERT OR REPLACE INTO read_cursors (thread_id, agent_id, last_read_seq, updated_at)"
-                             " VALUES (?, ?, ?, 0)", (row["thread_id"], agent, cursor))
+                conn.execute("INSERT INTO read_cursors (thread_id, agent_id, last_read_seq, updated_at)"
+                             " VALUES (?, ?, ?, 0) ON CONFLICT (thread_id, agent_id)"
+                             " DO UPDATE SET last_read_seq = excluded.last_read_seq", (row["thread_id"], agent, cursor))
 
         store.write(own_news_only)
 

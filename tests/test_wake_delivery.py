@@ -408,7 +408,7 @@ def test_paused_runtime_defers_until_resumed(wake_stack):
     stack = wake_stack()
     pane = stack.launch_standin("reviewer")
     thread_id, _ = stack.thread("reviewer", "exec")
-    db = stack.bridge.settings.db_path
+    db = stack.bridge.settings.db
     paused = run_cli("runtime", "pause", "--db", str(db), "--agent-id", "reviewer", "--reason", "maintenance")
     assert paused == {"agent_id": "reviewer", "paused": True}
     seq = stack.say(thread_id, "please review")
@@ -453,10 +453,10 @@ def test_force_skips_the_quiet_window_and_is_audited(wake_stack, humans):
             for e in event] == [("human:tester", "operator", "prod is down", forced["trigger_id"], True)]
 
     # The CLI path: same rule, the reason is required and audited.
-    missing = CliRunner().invoke(cli, ["force-trigger", "--db", str(stack.bridge.settings.db_path), "--thread-id",
+    missing = CliRunner().invoke(cli, ["force-trigger", "--db", stack.bridge.settings.db, "--thread-id",
                                        thread_id, "--agent-id", "reviewer"])
     assert missing.exit_code == 2
-    out = run_cli("force-trigger", "--db", str(stack.bridge.settings.db_path), "--thread-id", thread_id,
+    out = run_cli("force-trigger", "--db", stack.bridge.settings.db, "--thread-id", thread_id,
                   "--agent-id", "reviewer", "--reason", "second look", "--actor", "human:ops")
     until_status(stack, out["trigger_id"], "delivered", 10)
     assert [(e["actor"], e["reason"]) for e in audits(stack, "force_trigger")][-1] == ("human:ops", "second look")
@@ -500,7 +500,7 @@ def test_automatic_wake_is_deduplicated_across_ticks_and_restarts(wake_stack, ma
 
     # A restart: another process's view of the same database file (new connection, new supervisor, no memory).
     restarted_parts = make_parts(tmux_socket=stack.tmux.socket_name, runtimes_file=str(tmp_path / "runtimes.json"))
-    assert restarted_parts.bridge.settings.db_path == stack.bridge.settings.db_path
+    assert restarted_parts.bridge.settings.db == stack.bridge.settings.db
     restarted = Supervisor(restarted_parts.bridge, stack.tmux)
     assert restarted.tick().woken == []
     assert [j["trigger_id"] for j in jobs_of(stack, thread_id)] == [trig]

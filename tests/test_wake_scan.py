@@ -13,8 +13,8 @@ import apsw
 from bridge.store import Store, connect, open_store
 from bridge.store import triggers as trigger_store
 from bridge.store.migrate import migrations
-from bridge.store.rows import rows, scalar
-from bridge.testing.references import FULL_WAKE_SCAN
+from bridge.store.rows import dialect, rows, scalar
+from bridge.testing.references import full_wake_scan
 
 WS = "default"
 AGENTS = ("alice", "bob", "carol", "dave", "erin")
@@ -23,7 +23,8 @@ UNFINISHED = "('queued', 'resume', 'spawn', 'awaiting_ack')"
 
 
 def oracle(conn: apsw.Connection) -> list[tuple[str, str, int]]:
-    return sorted((r["thread_id"], r["agent_id"], r["seq"]) for r in rows(conn, FULL_WAKE_SCAN, {"ws": WS}))
+    found = rows(conn, full_wake_scan(dialect(conn)), {"ws": WS})
+    return sorted((r["thread_id"], r["agent_id"], r["seq"]) for r in found)
 
 
 def folded(store: Store, limit: int = 7) -> list[tuple[str, str, int]]:
@@ -46,9 +47,10 @@ def add_participant(conn: apsw.Connection, thread_id: str, agent: str, role: str
 
 
 def add_session(conn: apsw.Connection, agent: str, status: str) -> None:
-    conn.execute("INSERT OR REPLACE INTO sessions (workspace_id, agent_id, session_id, runtime, runtime_kind, status,"
-                 " resumable, management_mode, last_heartbeat_at) VALUES (?, ?, ?, 'claude', 'claude', ?, 1,"
-                 " 'managed', 0)", (WS, agent, f"s-{agent}", status))
+    conn.execute("INSERT INTO sessions (workspace_id, agent_id, session_id, runtime, runtime_kind, status, resumable,"
+                 " management_mode, last_heartbeat_at) VALUES (?, ?, ?, 'claude', 'claude', ?, 1, 'managed', 0)"
+                 " ON CONFLICT (workspace_id, agent_id) DO UPDATE SET status = excluded.status",
+                 (WS, agent, f"s-{agent}", status))
 
 
 def post(conn: apsw.Connection, thread_id: str, sender: str, to_agents: list[Any] | None = None,
@@ -64,8 +66,9 @@ def post(conn: apsw.Connection, thread_id: str, sender: str, to_agents: list[Any
 
 
 def read_to(conn: apsw.Connection, thread_id: str, agent: str, seq: int) -> None:
-    conn.execute("INSERT OR REPLACE INTO read_cursors (thread_id, agent_id, last_read_seq, updated_at)"
-                 " VALUES (?, ?, ?, 0)", (thread_id, agent, seq))
+    conn.execute("INSERT INTO read_cursors (thread_id, agent_id, last_read_seq, updated_at) VALUES (?, ?, ?, 0)"
+                 " ON CONFLICT (thread_id, agent_id) DO UPDATE SET last_read_seq = excluded.last_read_seq",
+                 (thread_id, agent, seq))
 
 
 def mark(conn: apsw.Connection, thread_id: str, agent: str, seq: int) -> None:

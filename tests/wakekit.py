@@ -48,8 +48,9 @@ class WakeStack:
         return self.live.client
 
     @property
-    def db(self) -> Path:
-        return Path(self.bridge.settings.db_path)
+    def db(self) -> str:
+        """The `--db` of this bridge (a SQLite file or a PostgreSQL URL)."""
+        return self.bridge.settings.db
 
     def thread(self, *participants: str, title: str = "wake test") -> tuple[str, str]:
         """A workflow thread created over HTTP by the coordinator; (thread_id, coordinator token)."""

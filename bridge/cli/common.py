@@ -8,7 +8,6 @@ import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import apsw
 import click
 
 from bridge.cli.output import fail
@@ -18,7 +17,7 @@ from bridge.domain.vocabulary import Reason, Role
 from bridge.errors import BridgeError, InvalidArgument, Unavailable
 from bridge.services.core import Call
 from bridge.settings import Settings, parse_duration
-from bridge.store.db import creation_problem
+from bridge.store.engines import CannotOpen, open_problem
 from bridge.wiring import Parts, build
 
 
@@ -49,30 +48,25 @@ def db_source() -> str:
     return "the default ./bridge.db"
 
 
-def database_error(settings: Settings, exc: BaseException, *, create: bool) -> Unavailable:
-    """The one-line UNAVAILABLE error for a database file this command cannot use, naming the path and its source."""
-    path, source = settings.db_path, db_source()
-    details: dict[str, Any] = {"database": str(path), "database_source": source}
-    if isinstance(exc, apsw.BusyError | apsw.LockedError):
-        return Unavailable(f"the database {path} ({source}) is locked by another program (waited "
-                           f"{settings.busy_timeout:g}s); close it and retry",
-                           {**details, "reason": Reason.DATABASE_LOCKED})
-    if not create and not path.exists():
-        return Unavailable(f"no database at {path} ({source}); only bridge serve, bridge db migrate and bridge db "
-                           "restore create one: check --db, BRIDGE_DB or the current directory",
-                           {**details, "reason": Reason.DATABASE_MISSING})
-    problem = creation_problem(path) if create else None
-    if problem is not None:
-        return Unavailable(f"cannot create the database {path} ({source}): {problem}",
-                           {**details, "reason": Reason.DATABASE_NOT_CREATABLE})
-    return Unavailable(f"cannot open the database {path} ({source}): {exc}",
-                       {**details, "reason": Reason.DATABASE_UNAVAILABLE})
+def database_error(settings: Settings, exc: BaseException) -> Unavailable:
+    """The one-line UNAVAILABLE error for a database this command cannot use, naming it and its source."""
+    where, source = settings.location, db_source()
+    details: dict[str, Any] = {"database": str(where), "database_source": source}
+    reason = exc.reason if isinstance(exc, CannotOpen) else Reason.DATABASE_UNAVAILABLE
+    message = {
+        Reason.DATABASE_LOCKED: f"the database {where} ({source}) is locked by another program (waited "
+                                f"{settings.busy_timeout:g}s); close it and retry",
+        Reason.DATABASE_MISSING: f"no database at {where} ({source}); only bridge serve, bridge db migrate and "
+                                 "bridge db restore create one: check --db, BRIDGE_DB or the current directory",
+        Reason.DATABASE_NOT_CREATABLE: f"cannot create the database {where} ({source}): {exc}",
+    }.get(reason, f"cannot open the database {where} ({source}): {exc}")
+    return Unavailable(message, {**details, "reason": reason})
 
 
 def require_database(settings: Settings, as_json: bool) -> None:
-    """Exit 4 (nothing created) unless the database file exists: for commands that open it without `opened`."""
-    if not settings.db_path.is_file():
-        fail(database_error(settings, FileNotFoundError(str(settings.db_path)), create=False), as_json)
+    """Exit 4 (nothing created) unless the database exists: for commands that open it without `opened`."""
+    if (problem := open_problem(settings.location, create=False)) is not None:
+        fail(database_error(settings, problem), as_json)
 
 
 def require_tmux(as_json: bool) -> None:
@@ -94,11 +88,9 @@ def opened(settings: Settings, as_json: bool, *, create: bool = False) -> Iterat
     parts = None
     try:
         try:
-            if create and (problem := creation_problem(settings.db_path)) is not None:
-                raise OSError(problem)
             parts = build(settings, create=create)
-        except (OSError, apsw.Error) as exc:  # cannot create, open, lock or migrate the file: not a bug, exit 4
-            raise database_error(settings, exc, create=create) from exc
+        except (OSError, CannotOpen) as exc:  # cannot create, open, lock or reach the database: not a bug, exit 4
+            raise database_error(settings, exc) from exc
         yield parts
     except BridgeError as error:
         fail(error, as_json)

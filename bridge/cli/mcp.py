@@ -254,7 +254,7 @@ def config(client: str, agent_id: str, role: str, url: str | None, transport: st
         expires_at = datetime.fromtimestamp(claims["exp"], UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     issue = shlex.join(["bridge", "token", "issue", "--agent-id", agent_id, "--role", role,
                         "--ttl", ttl or duration_text(lifetime),
-                        *(["--db", str(settings.db_path)] if db else []),
+                        *(["--db", settings.db] if db else []),
                         *(["--workspace", workspace] if workspace else [])])
     agent = {"claude": "Claude Code", "codex": "Codex"}.get(client, "the client")
     renew = renew_note(plan, issue, expires_at, agent)

@@ -44,9 +44,9 @@ def serve(with_worker: bool, **flags: object) -> None:
         fail(Unavailable(problem, details), False)
 
     def announce(host: str, port: int) -> None:
-        click.echo(f"bridge {settings.workspace!r} listening on http://{host}:{port} (db {settings.db_path}, "
+        click.echo(f"bridge {settings.workspace!r} listening on http://{host}:{port} (db {settings.location}, "
                    f"{processes} process{'es' if processes > 1 else ''})", err=True)
-        click.echo(f"mint a token: bridge token issue --db {settings.db_path} --url http://{host}:{port} "
+        click.echo(f"mint a token: bridge token issue --db {settings.db} --url http://{host}:{port} "
                    "--agent-id <agent> --role participant", err=True)
         click.echo(f"READY http://{host}:{port}", err=True)
 
@@ -95,5 +95,5 @@ def worker(**flags: object) -> None:
 
         signal.signal(signal.SIGTERM, handle)
         signal.signal(signal.SIGINT, handle)
-        click.echo(f"READY worker {supervisor.worker_id} (db {settings.db_path})", err=True)
+        click.echo(f"READY worker {supervisor.worker_id} (db {settings.location})", err=True)
         supervisor.run(stop)

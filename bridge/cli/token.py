@@ -54,10 +54,10 @@ def issue(agent_id: str, role: str, session_id: str | None, ttl: str | None, url
         signed, claims = token_service.issue(parts.bridge, parts.key, agent_id=agent_id, role=role,
                                              session_id=session_id, ttl=lifetime)
     if as_json:
-        emit({"token": signed, "claims": claims, "database": str(settings.db_path), "kid": parts.key.kid}, True)
+        emit({"token": signed, "claims": claims, "database": str(settings.location), "kid": parts.key.kid}, True)
     else:
         click.echo(signed)
-        click.echo(f"signed with key {parts.key.kid} of the database {settings.db_path} ({db_source()})", err=True)
+        click.echo(f"signed with key {parts.key.kid} of the database {settings.location} ({db_source()})", err=True)
 
 
 def check_server_holds_key(url: str, settings: Settings, as_json: bool) -> None:
@@ -66,10 +66,10 @@ def check_server_holds_key(url: str, settings: Settings, as_json: bool) -> None:
     held = _server_key_ids(url, as_json)
     if local is None or local.kid not in held:
         mine = "no signing key" if local is None else f"the signing key {local.kid}"
-        fail(Conflict(f"the bridge at {url} does not hold {mine} of the database {settings.db_path} ({db_source()})"
+        fail(Conflict(f"the bridge at {url} does not hold {mine} of the database {settings.location} ({db_source()})"
                       f"; it verifies with {sorted(held) or 'no local key'}: a token minted here would be refused. "
                       "Give --db the database that server runs on (its start-up line names it)",
-                      {"reason": Reason.KEY_NOT_HELD, "database": str(settings.db_path), "url": url,
+                      {"reason": Reason.KEY_NOT_HELD, "database": str(settings.location), "url": url,
                        "kid": None if local is None else local.kid, "server_kids": sorted(held)}), as_json)
 
 

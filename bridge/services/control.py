@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import apsw
-
 from bridge.services.core import Bridge, Call, Pending, audit, audited_write
 from bridge.store import control as control_store
+from bridge.store.engines import Connection
 
 FREEZE_KEY = "freeze"
 
@@ -19,7 +18,7 @@ def freeze_state(bridge: Bridge) -> str | None:
 
 def set_freeze(bridge: Bridge, call: Call, mode: str | None, reason: str) -> dict[str, Any]:
     """Freeze thread creation (`create`), every write (`all`), or lift the freeze (None); audited."""
-    def work(conn: apsw.Connection, pending: Pending) -> dict[str, Any]:
+    def work(conn: Connection, pending: Pending) -> dict[str, Any]:
         before = control_store.get_flag(conn, FREEZE_KEY) or None
         control_store.set_flag(conn, FREEZE_KEY, mode or "", bridge.clock())
         audit(conn, bridge, call, "freeze" if mode else "unfreeze", reason=reason,

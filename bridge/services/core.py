@@ -7,8 +7,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-import apsw
-
 from bridge.domain.authz import Op, Principal, check_workspace, require
 from bridge.domain.identifiers import now_ms
 from bridge.domain.ratelimit import RefusalAuditLimiter, refusal_key
@@ -16,10 +14,11 @@ from bridge.domain.vocabulary import Reason
 from bridge.errors import BridgeError, IdempotencyConflict, NotFound, RateLimited, Unavailable
 from bridge.services.waits import WaitSlots
 from bridge.settings import Settings
-from bridge.store import Store, savepoint
 from bridge.store import audit as audit_store
 from bridge.store import control as control_store
+from bridge.store import savepoint
 from bridge.store import threads as thread_store
+from bridge.store.engines import Connection, Database
 
 T = TypeVar("T")
 log = logging.getLogger("bridge.services")
@@ -60,7 +59,7 @@ class Bridge:
     the refusal-audit budget, a clock."""
 
     settings: Settings
-    store: Store
+    store: Database
     events: EventHub = field(default_factory=EventHub)
     clock: Callable[[], int] = now_ms
     waits: WaitSlots = field(init=False)
@@ -87,7 +86,7 @@ class Pending:
         self.events.append((name, fields))
 
 
-def audit(conn: apsw.Connection, bridge: Bridge, call: Call, operation: str, *, thread_id: str | None = None,
+def audit(conn: Connection, bridge: Bridge, call: Call, operation: str, *, thread_id: str | None = None,
           outcome: str = "ok", reason: str | None = None, details: dict[str, Any] | None = None) -> None:
     """Append an audit event in the caller's transaction."""
     audit_store.insert(conn, {
@@ -98,7 +97,7 @@ def audit(conn: apsw.Connection, bridge: Bridge, call: Call, operation: str, *, 
 
 
 def audit_refusal(bridge: Bridge, call: Call, operation: str, error: BridgeError, *, key: str,
-                  thread_id: str | None = None, conn: apsw.Connection | None = None) -> None:
+                  thread_id: str | None = None, conn: Connection | None = None) -> None:
     """Audit a refusal, rate-limited per actor (`key`, see `refusal_key`): the one rule for refusals raised inside
     a service write and for the 401/403 the HTTP edge sees. A refusal beyond the actor's budget gets no row but is
     counted (event `refusal_audit_suppressed`, a metric); the actor's next audited refusal comes with a
@@ -110,7 +109,7 @@ def audit_refusal(bridge: Bridge, call: Call, operation: str, error: BridgeError
         bridge.events.emit("refusal_audit_suppressed", operation=operation, actor=key.split(":", 1)[0])
         return
 
-    def rows(conn: apsw.Connection) -> None:
+    def rows(conn: Connection) -> None:
         if admission.suppressed_before:
             audit(conn, bridge, call, "refusals_suppressed", outcome="suppressed",
                   details={"count": admission.suppressed_before, "actor_key": key})
@@ -127,10 +126,10 @@ def audit_refusal(bridge: Bridge, call: Call, operation: str, error: BridgeError
 
 
 def audited_write(bridge: Bridge, call: Call, operation: str, thread_id: str | None,
-                  work: Callable[[apsw.Connection, Pending], T]) -> T:
+                  work: Callable[[Connection, Pending], T]) -> T:
     """Run a mutation in one write transaction; a refusal rolls the work back and is itself audited (per-actor
     rate limit: `audit_refusal`)."""
-    def transaction(conn: apsw.Connection) -> tuple[T | None, Pending]:
+    def transaction(conn: Connection) -> tuple[T | None, Pending]:
         pending = Pending()
         try:
             with savepoint(conn):
@@ -162,14 +161,14 @@ def replay_of(existing: dict[str, Any] | None, *, stored_hash: str, fingerprint:
     return existing
 
 
-def check_frozen(conn: apsw.Connection, operation: str) -> None:
+def check_frozen(conn: Connection, operation: str) -> None:
     """Raise UNAVAILABLE (`frozen`) when a write freeze covers this operation."""
     mode = control_store.get_flag(conn, "freeze")
     if mode == "all" or (mode == "create" and operation == "create_thread"):
         raise Unavailable("writes are frozen by an operator", {"reason": Reason.FROZEN, "freeze": mode}, retry_after=30)
 
 
-def visible_thread(conn: apsw.Connection, call: Call, thread_id: str, op: Op) -> dict[str, Any]:
+def visible_thread(conn: Connection, call: Call, thread_id: str, op: Op) -> dict[str, Any]:
     """Load a thread the caller may `op` on; NOT_FOUND for unknown or other-workspace ids, FORBIDDEN by role."""
     thread = thread_store.get_thread_seen_by(conn, thread_id, call.principal.agent_id)
     if thread is None:

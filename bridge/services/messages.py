@@ -7,8 +7,6 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import apsw
-
 from bridge.domain import loopguard
 from bridge.domain.authz import Op, require
 from bridge.domain.identifiers import iso, new_id
@@ -20,6 +18,7 @@ from bridge.services.threads import change_status
 from bridge.store import messages as message_store
 from bridge.store import shared as shared_store
 from bridge.store import threads as thread_store
+from bridge.store.engines import Connection
 from bridge.store.rows import loads
 
 if TYPE_CHECKING:  # annotations only: the CLI's light commands must not import pydantic
@@ -48,7 +47,7 @@ def post_message(bridge: Bridge, call: Call, req: PostMessageInput) -> dict[str,
     fingerprint = hashlib.sha256(req.payload_fingerprint().encode()).hexdigest()
     event_type = req.metadata.get("event_type") if isinstance(req.metadata.get("event_type"), str) else None
 
-    def work(conn: apsw.Connection, pending: Pending) -> dict[str, Any]:
+    def work(conn: Connection, pending: Pending) -> dict[str, Any]:
         thread = visible_thread(conn, call, req.thread_id, Op.POST)
         if req.idempotency_key is not None and (existing := replay_of(
                 message_store.find_by_idempotency_key(conn, req.thread_id, principal.agent_id, req.idempotency_key),
@@ -81,7 +80,7 @@ def post_message(bridge: Bridge, call: Call, req: PostMessageInput) -> dict[str,
     return audited_write(bridge, call, "post_message", req.thread_id, work)
 
 
-def _take_write_quota(conn: apsw.Connection, bridge: Bridge, agent_id: str, now: int) -> None:
+def _take_write_quota(conn: Connection, bridge: Bridge, agent_id: str, now: int) -> None:
     """Take one token of the agent's write quota, kept in the database (in this transaction) so the quota holds
     whichever process serves the agent; RATE_LIMITED when the bucket is empty (nothing stored then)."""
     per_minute = bridge.settings.write_quota_per_min
@@ -96,7 +95,7 @@ def _take_write_quota(conn: apsw.Connection, bridge: Bridge, agent_id: str, now:
     shared_store.save_quota_bucket(conn, agent_id, bucket)
 
 
-def _check_addressing(conn: apsw.Connection, req: PostMessageInput) -> None:
+def _check_addressing(conn: Connection, req: PostMessageInput) -> None:
     if req.in_reply_to is not None:
         target = message_store.get_message(conn, req.in_reply_to)
         if target is None or target["thread_id"] != req.thread_id:
@@ -111,7 +110,7 @@ def _check_addressing(conn: apsw.Connection, req: PostMessageInput) -> None:
             raise InvalidArgument("to_role matches no participant's thread role", {"field": "to_role"})
 
 
-def _loop_verdict(conn: apsw.Connection, bridge: Bridge, call: Call, thread: dict[str, Any], req: PostMessageInput,
+def _loop_verdict(conn: Connection, bridge: Bridge, call: Call, thread: dict[str, Any], req: PostMessageInput,
                   event_type: str | None) -> loopguard.LoopVerdict | None:
     """Count the post's finding and judge it; its no-progress count is stored with the seq (`next_seq`). None for
     system messages, which the loop guard ignores."""
@@ -126,7 +125,7 @@ def _loop_verdict(conn: apsw.Connection, bridge: Bridge, call: Call, thread: dic
         max_repeats=bridge.settings.loop_guard_repeats)
 
 
-def _loop_guard(conn: apsw.Connection, bridge: Bridge, call: Call, pending: Pending, thread: dict[str, Any],
+def _loop_guard(conn: Connection, bridge: Bridge, call: Call, pending: Pending, thread: dict[str, Any],
                 req: PostMessageInput, verdict: loopguard.LoopVerdict | None) -> str:
     """Auto-escalate when the post tripped the loop guard. Returns the thread status after."""
     if verdict is None or verdict.trip_reason is None or thread["status"] != "active":
@@ -145,7 +144,7 @@ def read_messages(bridge: Bridge, call: Call, req: ReadMessagesInput) -> dict[st
     principal = call.principal
     started = time.time()
 
-    def page(conn: apsw.Connection) -> dict[str, Any]:
+    def page(conn: Connection) -> dict[str, Any]:
         thread = visible_thread(conn, call, req.thread_id, Op.READ)
         found = message_store.read_range(conn, req.thread_id, since_seq=req.since_seq, limit=req.limit + 1,
                                          kinds=req.kinds, from_agent_id=req.from_agent_id,
@@ -193,7 +192,7 @@ def ack_read(bridge: Bridge, call: Call, req: AckReadInput) -> dict[str, Any]:
     """Advance the caller's read cursor (monotonic, at most the latest seq)."""
     principal = call.principal
 
-    def work(conn: apsw.Connection, pending: Pending) -> dict[str, Any]:
+    def work(conn: Connection, pending: Pending) -> dict[str, Any]:
         thread = visible_thread(conn, call, req.thread_id, Op.ACK)
         check_frozen(conn, "ack_read")
         if req.last_read_seq > thread["latest_seq"]:
@@ -226,7 +225,7 @@ def inbox(bridge: Bridge, call: Call, req: InboxInput) -> dict[str, Any]:
     principal = call.principal
     require(principal, Op.ACK)
 
-    def read(conn: apsw.Connection) -> dict[str, Any]:
+    def read(conn: Connection) -> dict[str, Any]:
         entries = message_store.inbox(conn, bridge.workspace, principal.agent_id, req.limit)
         return {"threads": [{
             "thread_id": e["thread_id"], "title": e["title"], "status": e["status"],

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import apsw
-
 from bridge.domain.authz import Op
 from bridge.domain.identifiers import iso
 from bridge.domain.lifecycle import OVERRIDE_PREFIXES
@@ -23,12 +21,13 @@ from bridge.store import audit as audit_store
 from bridge.store import messages as message_store
 from bridge.store import threads as thread_store
 from bridge.store import triggers as trigger_store
+from bridge.store.engines import Connection
 from bridge.store.rows import loads
 
 
 def inspect_thread(bridge: Bridge, call: Call, thread_id: str, recent: int = 20) -> dict[str, Any]:
     """Everything an operator needs about one thread, read in one snapshot."""
-    def read(conn: apsw.Connection) -> dict[str, Any]:
+    def read(conn: Connection) -> dict[str, Any]:
         thread = visible_thread(conn, call, thread_id, Op.READ)
         view = thread_view(conn, thread)
         for p in view["participants"]:
@@ -65,7 +64,7 @@ def _status_change(bridge: Bridge, call: Call, operation: str, thread_id: str, t
                    owner_agent_id: str | None = None, *, only_from: str | None = None) -> dict[str, Any]:
     """Change a thread's status as the operator; with `only_from`, a thread in any other status is refused
     (INVALID_THREAD_TRANSITION, nothing changed, the refusal audited)."""
-    def work(conn: apsw.Connection, pending: Pending) -> dict[str, Any]:
+    def work(conn: Connection, pending: Pending) -> dict[str, Any]:
         thread = visible_thread(conn, call, thread_id, Op.MANAGE)
         if only_from is not None and thread["status"] != only_from:
             raise InvalidThreadTransition(
@@ -92,7 +91,7 @@ def unblock(bridge: Bridge, call: Call, thread_id: str, reason: str) -> dict[str
 def override_close(bridge: Bridge, call: Call, thread_id: str, reason: str) -> dict[str, Any]:
     """Close a thread whatever its owner, with a `human_override:` reason."""
     if not reason.startswith(OVERRIDE_PREFIXES[0]):
-        def refuse(conn: apsw.Connection, pending: Pending) -> None:
+        def refuse(conn: Connection, pending: Pending) -> None:
             visible_thread(conn, call, thread_id, Op.MANAGE)
             raise Forbidden("override-close needs a reason starting with human_override:",
                             {"reason": Reason.OVERRIDE_REQUIRED, "override_prefixes": [OVERRIDE_PREFIXES[0]]})
@@ -106,7 +105,7 @@ def set_owner(bridge: Bridge, call: Call, thread_id: str, owner_agent_id: str, r
     """Assign (blocked, no owner yet) or reassign (blocked, owner set) the escalation owner; else CONFLICT."""
     operation = "reassign_escalation_owner" if reassign else "assign_escalation_owner"
 
-    def work(conn: apsw.Connection, pending: Pending) -> dict[str, Any]:
+    def work(conn: Connection, pending: Pending) -> dict[str, Any]:
         thread = visible_thread(conn, call, thread_id, Op.MANAGE)
         escalation = thread_store.open_escalation(conn, thread_id)
         current = escalation["owner_agent_id"] if escalation else None
@@ -129,7 +128,7 @@ def set_owner(bridge: Bridge, call: Call, thread_id: str, owner_agent_id: str, r
 
 def get_owner(bridge: Bridge, call: Call, thread_id: str) -> dict[str, Any]:
     """The escalation owner of a thread (null when not blocked or unassigned)."""
-    def read(conn: apsw.Connection) -> dict[str, Any]:
+    def read(conn: Connection) -> dict[str, Any]:
         thread = visible_thread(conn, call, thread_id, Op.READ)
         escalation = thread_store.open_escalation(conn, thread_id)
         return {"thread_id": thread_id, "status": thread["status"],

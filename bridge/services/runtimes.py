@@ -9,8 +9,6 @@ import time
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-import apsw
-
 from bridge.agents.base import AgentPlan
 from bridge.domain import wake
 from bridge.domain.identifiers import iso
@@ -20,6 +18,7 @@ from bridge.services.command_lines import command_env, isolated
 from bridge.services.core import Bridge, Call, Pending, audit, audited_write
 from bridge.services.panes import Pane, Panes, TmuxError, TmuxUnavailable
 from bridge.store import control as control_store
+from bridge.store.engines import Connection
 
 
 def runtime_view(session: dict[str, Any], now: int, stale_after: float) -> dict[str, Any]:
@@ -44,7 +43,7 @@ def set_paused(bridge: Bridge, call: Call, agent_id: str, paused: bool, reason: 
     """Pause (triggers defer) or resume an agent's runtime; audited."""
     operation = "runtime_pause" if paused else "runtime_resume"
 
-    def work(conn: apsw.Connection, pending: Pending) -> dict[str, Any]:
+    def work(conn: Connection, pending: Pending) -> dict[str, Any]:
         before = control_store.get_session(conn, bridge.workspace, agent_id)
         if before is None:
             raise NotFound("no runtime registered for this agent", {"agent_id": agent_id})
@@ -81,7 +80,7 @@ def launch(bridge: Bridge, call: Call, tmux: Panes, *, agent_id: str, kind: str,
         _refuse_launch(bridge, call, agent_id, argv, "runtime_exited", f"the command exited at once (status {status})",
                        {"exit_status": status, "output": output})
 
-    def work(conn: apsw.Connection, pending: Pending) -> dict[str, Any]:
+    def work(conn: Connection, pending: Pending) -> dict[str, Any]:
         control_store.upsert_session(conn, {
             "workspace_id": bridge.workspace, "agent_id": agent_id, "session_id": session_id, "runtime": kind,
             "runtime_kind": kind, "status": "idle", "resumable": int(resumable), "management_mode": "managed",
@@ -129,7 +128,7 @@ def _refuse_launch(bridge: Bridge, call: Call, agent_id: str, argv: Sequence[str
 
 def mark_offline(bridge: Bridge, call: Call, agent_id: str, target: str | None, code: str) -> None:
     """Mark a managed runtime whose pane is missing or dead (`code`) offline; audited when it was not already."""
-    def work(conn: apsw.Connection) -> None:
+    def work(conn: Connection) -> None:
         if control_store.set_session_fields(conn, bridge.workspace, agent_id, status="offline"):
             audit(conn, bridge, call, "runtime_offline", reason=code,
                   details={"agent_id": agent_id, "tmux_target": target})
@@ -151,7 +150,7 @@ def register_spawned(bridge: Bridge, session: dict[str, Any] | None, *, agent_id
 def learn_session_id(bridge: Bridge, call: Call, *, agent_id: str, before: str, session_id: str, thread_id: str,
                      trigger_id: str) -> None:
     """Record the id a runtime that names its own sessions gave the agent's session (now resumable); audited."""
-    def work(conn: apsw.Connection) -> None:
+    def work(conn: Connection) -> None:
         control_store.set_session_fields(conn, bridge.workspace, agent_id, session_id=session_id, resumable=1)
         audit(conn, bridge, call, "runtime_session_learned", thread_id=thread_id,
               details={"agent_id": agent_id, "before": before, "session_id": session_id, "trigger_id": trigger_id})
@@ -169,7 +168,7 @@ def stop(bridge: Bridge, call: Call, tmux: Panes, agent_id: str, reason: str) ->
         tmux.kill_pane(session["tmux_target"])
         killed = True
 
-    def work(conn: apsw.Connection, pending: Pending) -> dict[str, Any]:
+    def work(conn: Connection, pending: Pending) -> dict[str, Any]:
         control_store.set_session_fields(conn, bridge.workspace, agent_id, status="offline")
         audit(conn, bridge, call, "runtime_stop", reason=reason,
               details={"agent_id": agent_id, "tmux_target": session["tmux_target"], "killed": killed})

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import apsw
-
 from bridge.domain.authz import Op, require
 from bridge.domain.identifiers import iso
 from bridge.services.core import Bridge, Call, check_frozen
 from bridge.store import control as control_store
+from bridge.store.engines import Connection
 
 if TYPE_CHECKING:  # annotations only: the CLI's light commands must not import pydantic
     from bridge.domain.models import HeartbeatSessionInput
@@ -30,7 +29,7 @@ def heartbeat_session(bridge: Bridge, call: Call, req: HeartbeatSessionInput) ->
     require(principal, Op.ACK)
     now = bridge.clock()
 
-    def work(conn: apsw.Connection) -> None:
+    def work(conn: Connection) -> None:
         check_frozen(conn, "heartbeat_session")
         control_store.upsert_session(conn, {
             "workspace_id": bridge.workspace, "agent_id": principal.agent_id, "session_id": req.session_id,

@@ -6,8 +6,6 @@ import base64
 import json
 from typing import TYPE_CHECKING, Any
 
-import apsw
-
 from bridge.domain import lifecycle
 from bridge.domain.authz import Op, require, sees_all_threads
 from bridge.domain.identifiers import iso, new_id, parse_iso
@@ -27,6 +25,7 @@ from bridge.services.core import (
 )
 from bridge.store import messages as message_store
 from bridge.store import threads as thread_store
+from bridge.store.engines import Connection
 from bridge.store.rows import dumps, loads
 
 if TYPE_CHECKING:  # annotations only: the CLI's light commands must not import pydantic
@@ -40,7 +39,7 @@ if TYPE_CHECKING:  # annotations only: the CLI's light commands must not import 
     )
 
 # ------------------------------------------------------------------------------------------------- views
-def thread_view(conn: apsw.Connection, thread: dict[str, Any]) -> dict[str, Any]:
+def thread_view(conn: Connection, thread: dict[str, Any]) -> dict[str, Any]:
     """The wire shape of a thread, with participants and its open escalation."""
     escalation = thread_store.open_escalation(conn, thread["thread_id"])
     return {
@@ -57,7 +56,7 @@ def thread_view(conn: apsw.Connection, thread: dict[str, Any]) -> dict[str, Any]
     }
 
 
-def build_summary(conn: apsw.Connection, thread: dict[str, Any], max_messages: int = 200) -> dict[str, Any]:
+def build_summary(conn: Connection, thread: dict[str, Any], max_messages: int = 200) -> dict[str, Any]:
     """The summary of a thread, read through `conn` (usable inside a write transaction): its tail, its tallies and
     open findings (kept as messages are inserted) and indexed lookups, whatever the length of its history."""
     thread_id = thread["thread_id"]
@@ -75,7 +74,7 @@ def _decode(message: dict[str, Any]) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------------- system messages
-def post_system_message(conn: apsw.Connection, bridge: Bridge, thread_id: str, body: str,
+def post_system_message(conn: Connection, bridge: Bridge, thread_id: str, body: str,
                         metadata: dict[str, Any]) -> int:
     """Append one of the bridge's own `system` messages to a thread (inside the caller's transaction)."""
     now = bridge.clock()
@@ -96,7 +95,7 @@ def create_thread(bridge: Bridge, call: Call, req: CreateThreadInput) -> dict[st
     principal = call.principal
     fingerprint = dumps([req.title, req.type, [p.model_dump() for p in req.participants], req.metadata])
 
-    def work(conn: apsw.Connection, pending: Pending) -> dict[str, Any]:
+    def work(conn: Connection, pending: Pending) -> dict[str, Any]:
         require(principal, Op.MANAGE)
         if req.idempotency_key is not None and (existing := replay_of(
                 thread_store.find_by_idempotency_key(conn, bridge.workspace, principal.agent_id, req.idempotency_key),
@@ -151,7 +150,7 @@ def list_threads(bridge: Bridge, call: Call, req: ListThreadsInput) -> dict[str,
     after = None if req.cursor is None else _decode_cursor(req.cursor)
     member = None if sees_all_threads(principal) else principal.agent_id
 
-    def read(conn: apsw.Connection) -> dict[str, Any]:
+    def read(conn: Connection) -> dict[str, Any]:
         found = thread_store.list_threads(conn, bridge.workspace, member=member, status=req.status, type_=req.type,
                                           participant=req.participant, updated_since=since, after=after,
                                           limit=req.limit + 1)
@@ -168,7 +167,7 @@ def update_participants(bridge: Bridge, call: Call, req: UpdateParticipantsInput
     if removing & {p.agent_id for p in req.add}:
         raise InvalidArgument("an agent cannot be both added and removed", {"field": "add"})
 
-    def work(conn: apsw.Connection, pending: Pending) -> dict[str, Any]:
+    def work(conn: Connection, pending: Pending) -> dict[str, Any]:
         thread = visible_thread(conn, call, req.thread_id, Op.MANAGE)
         check_frozen(conn, "update_participants")
         if thread["status"] == "closed":
@@ -204,7 +203,7 @@ def update_thread_status(bridge: Bridge, call: Call, req: UpdateThreadStatusInpu
     expected = req.expected_status or bridge.store.read(
         lambda conn: visible_thread(conn, call, req.thread_id, Op.MANAGE)["status"])
 
-    def work(conn: apsw.Connection, pending: Pending) -> dict[str, Any]:
+    def work(conn: Connection, pending: Pending) -> dict[str, Any]:
         thread = visible_thread(conn, call, req.thread_id, Op.MANAGE)
         check_frozen(conn, "update_thread_status")
         if thread["status"] != expected:
@@ -217,13 +216,13 @@ def update_thread_status(bridge: Bridge, call: Call, req: UpdateThreadStatusInpu
 
 
 def _refuse_audited(bridge: Bridge, call: Call, operation: str, thread_id: str | None, error: Exception) -> None:
-    def work(conn: apsw.Connection, pending: Pending) -> None:
+    def work(conn: Connection, pending: Pending) -> None:
         raise error
 
     audited_write(bridge, call, operation, thread_id, work)
 
 
-def change_status(conn: apsw.Connection, bridge: Bridge, call: Call, pending: Pending, thread: dict[str, Any],
+def change_status(conn: Connection, bridge: Bridge, call: Call, pending: Pending, thread: dict[str, Any],
                   target: str, reason: str, *, owner_agent_id: str | None = None,
                   metadata: dict[str, Any] | None = None, operation: str = "update_thread_status") -> dict[str, Any]:
     """Apply a status change inside a write transaction: state machine, escalation record, system message, audit."""

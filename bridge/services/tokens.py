@@ -6,13 +6,12 @@ import math
 import time
 from typing import Any
 
-import apsw
-
 from bridge.auth.keys import SigningKey
 from bridge.auth.tokens import issue_token
 from bridge.domain.identifiers import iso
 from bridge.services.core import Bridge, Call, Pending, audit, audited_write
 from bridge.store import control as control_store
+from bridge.store.engines import Connection
 
 
 def issue(bridge: Bridge, key: SigningKey, *, agent_id: str, role: str, session_id: str | None,
@@ -32,7 +31,7 @@ def issue(bridge: Bridge, key: SigningKey, *, agent_id: str, role: str, session_
 
 def revoke(bridge: Bridge, call: Call, kind: str, value: str, reason: str | None) -> dict[str, Any]:
     """Revoke by `jti`, `session` or `agent` (all of the agent's tokens issued before now); audited."""
-    def work(conn: apsw.Connection, pending: Pending) -> dict[str, Any]:
+    def work(conn: Connection, pending: Pending) -> dict[str, Any]:
         now = bridge.clock()
         control_store.revoke(conn, kind, value, now, call.principal.agent_id, reason)
         audit(conn, bridge, call, "token_revoke", reason=reason, details={"kind": kind, "value": value})

@@ -6,8 +6,6 @@ import hashlib
 import json
 from typing import TYPE_CHECKING, Any
 
-import apsw
-
 from bridge.domain import wake
 from bridge.domain.authz import Op
 from bridge.domain.identifiers import iso, new_id
@@ -17,13 +15,14 @@ from bridge.store import control as control_store
 from bridge.store import messages as message_store
 from bridge.store import threads as thread_store
 from bridge.store import triggers as trigger_store
+from bridge.store.engines import Connection
 from bridge.store.rows import loads
 
 if TYPE_CHECKING:  # annotations only: the CLI's light commands must not import pydantic
     from bridge.domain.models import TriggerParticipantInput
 
 
-def enqueue(conn: apsw.Connection, bridge: Bridge, pending: Pending, *, thread_id: str, target: str, reason: str,
+def enqueue(conn: Connection, bridge: Bridge, pending: Pending, *, thread_id: str, target: str, reason: str,
             prompt: str | None, origin: str, requested_by: str, request_id: str | None = None,
             request_hash: str | None = None, force: bool = False, trigger_seq: int | None = None,
             now: int | None = None) -> dict[str, Any]:
@@ -63,7 +62,7 @@ def auto_wake(bridge: Bridge, call: Call, *, thread_id: str, agent_id: str, seq:
     blocks the thread or a wake of the agent there is under way."""
     pending = Pending()
 
-    def work(conn: apsw.Connection) -> str | None:
+    def work(conn: Connection) -> str | None:
         if loop_blocked(conn, thread_id):
             return None
         if trigger_store.unfinished_job(conn, thread_id, agent_id):
@@ -84,7 +83,7 @@ def auto_wake(bridge: Bridge, call: Call, *, thread_id: str, agent_id: str, seq:
     return made
 
 
-def loop_blocked(conn: apsw.Connection, thread_id: str) -> bool:
+def loop_blocked(conn: Connection, thread_id: str) -> bool:
     """True while the thread is blocked by the loop guard (waking agents would feed the loop)."""
     escalation = thread_store.open_escalation(conn, thread_id)
     return escalation is not None and escalation["reason"].startswith("loop_guard:")
@@ -96,7 +95,7 @@ def trigger_participant(bridge: Bridge, call: Call, req: TriggerParticipantInput
     fingerprint = hashlib.sha256(json.dumps(
         [req.thread_id, req.target_agent_id, req.reason, req.trigger_prompt]).encode()).hexdigest()
 
-    def work(conn: apsw.Connection, pending: Pending) -> dict[str, Any]:
+    def work(conn: Connection, pending: Pending) -> dict[str, Any]:
         thread = visible_thread(conn, call, req.thread_id, Op.MANAGE)
         if request_id is not None and (existing := replay_of(
                 trigger_store.find_by_request(conn, bridge.workspace, call.principal.agent_id, request_id),
@@ -120,7 +119,7 @@ def trigger_participant(bridge: Bridge, call: Call, req: TriggerParticipantInput
 
 def force_trigger(bridge: Bridge, call: Call, thread_id: str, agent_id: str, reason: str) -> dict[str, Any]:
     """Operator trigger that skips the quiet window (audited with its reason)."""
-    def work(conn: apsw.Connection, pending: Pending) -> dict[str, Any]:
+    def work(conn: Connection, pending: Pending) -> dict[str, Any]:
         thread = visible_thread(conn, call, thread_id, Op.MANAGE)
         if thread["status"] == "closed":
             raise ThreadClosed("the thread is closed", {"thread_id": thread_id})
@@ -137,7 +136,7 @@ def force_trigger(bridge: Bridge, call: Call, thread_id: str, agent_id: str, rea
 
 def retry_dead(bridge: Bridge, call: Call, trigger_id: str, reason: str) -> dict[str, Any]:
     """Put a failed job (dead letter) back in line from the top of the decision table; audited."""
-    def work(conn: apsw.Connection, pending: Pending) -> dict[str, Any]:
+    def work(conn: Connection, pending: Pending) -> dict[str, Any]:
         job = trigger_store.get_job(conn, trigger_id)
         if job is None or job["workspace_id"] != bridge.workspace:
             raise NotFound("trigger not found", {"trigger_id": trigger_id})
@@ -180,7 +179,7 @@ def job_view(job: dict[str, Any], attempts: list[dict[str, Any]] | None = None) 
 def list_triggers(bridge: Bridge, *, dead: bool = False, thread_id: str | None = None,
                   limit: int = 100) -> list[dict[str, Any]]:
     """Jobs, newest first (dead letters only with `dead`)."""
-    def read(conn: apsw.Connection) -> list[dict[str, Any]]:
+    def read(conn: Connection) -> list[dict[str, Any]]:
         return [job_view(j, trigger_store.attempts(conn, j["trigger_id"]))
                 for j in trigger_store.list_jobs(conn, bridge.workspace, dead=dead, thread_id=thread_id, limit=limit)]
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import apsw
 
-from bridge.store.rows import Where, dumps, one, rows, scalar
+from bridge.store.rows import Where, dialect, dumps, greatest, one, rows, scalar
 
 _MESSAGE_COLUMNS = ("message_id, thread_id, seq, schema_version, kind, event_type, body, metadata, sender_agent_id,"
                     " sender_session_id, sender_role, in_reply_to, to_agents, to_role, created_at")
@@ -111,11 +111,11 @@ def _after_cursor(table: str, ordinal: str, match: str, cursor: str) -> str:
             f" - COALESCE(({lookup} AND x.seq <= {cursor} ORDER BY x.seq DESC LIMIT 1), 0))")
 
 
-def _unread_count(cursor: str) -> str:
+def _unread_count(cursor: str, max_of: str) -> str:
     """SQL: messages after the agent's cursor that it did not send itself: every seq after the cursor (seqs are
     gapless, so latest_seq - cursor of them) minus its own (sender_marks, migration 7)."""
     own = _after_cursor("sender_marks", "ordinal", "x.sender_agent_id = :agent", cursor)
-    return f"MAX(0, t.latest_seq - {cursor} - {own})"
+    return f"{max_of}(0, t.latest_seq - {cursor} - {own})"
 
 
 def _addressed_by_others(to_agent: str, to_role: str, cursor: str) -> str:
@@ -136,7 +136,7 @@ def _addressed_unread_count(cursor: str, role: str) -> str:
 
 def unread_count(conn: apsw.Connection, thread_id: str, agent_id: str) -> int:
     """Messages after the agent's cursor that it did not send itself."""
-    count = _unread_count("COALESCE(c.last_read_seq, 0)")
+    count = _unread_count("COALESCE(c.last_read_seq, 0)", greatest(conn))
     return scalar(conn, f"SELECT {count} FROM threads t LEFT JOIN read_cursors c ON c.thread_id ="
                         " t.thread_id AND c.agent_id = :agent WHERE t.thread_id = :thread",
                   {"agent": agent_id, "thread": thread_id}) or 0
@@ -154,15 +154,16 @@ def inbox(conn: apsw.Connection, workspace_id: str, agent_id: str, limit: int) -
     memberships (`CROSS JOIN` keeps that order) and sorts those few, instead of walking the workspace's threads."""
     if not limit:
         return []
-    few = scalar(conn, "SELECT COUNT(*) FROM (SELECT 1 FROM participants WHERE agent_id = ? LIMIT ?)",
+    few = scalar(conn, "SELECT COUNT(*) FROM (SELECT 1 FROM participants WHERE agent_id = ? LIMIT ?) m",
                  (agent_id, FEW_THREADS)) < FEW_THREADS
+    keep_order = few and dialect(conn) == "sqlite"  # PostgreSQL's planner needs no hint (and has no CROSS JOIN ON)
     cursor = conn.execute(f"""
         SELECT t.thread_id, t.title, t.status, t.latest_seq, t.updated_at,
                COALESCE(c.last_read_seq, 0) AS last_read_seq,
-               {_unread_count("COALESCE(c.last_read_seq, 0)")} AS unread_count,
+               {_unread_count("COALESCE(c.last_read_seq, 0)", greatest(conn))} AS unread_count,
                {_addressed_unread_count("COALESCE(c.last_read_seq, 0)", "p.thread_role")} AS addressed_to_me
         FROM participants p
-        {"CROSS JOIN" if few else "JOIN"} threads t ON t.thread_id = p.thread_id
+        {"CROSS JOIN" if keep_order else "JOIN"} threads t ON t.thread_id = p.thread_id
         LEFT JOIN read_cursors c ON c.thread_id = p.thread_id AND c.agent_id = p.agent_id
         WHERE p.agent_id = :agent AND t.workspace_id = :ws AND t.latest_seq > COALESCE(c.last_read_seq, 0)
         ORDER BY t.updated_at DESC, t.thread_id DESC
@@ -185,7 +186,7 @@ def inbox(conn: apsw.Connection, workspace_id: str, agent_id: str, limit: int) -
 def bump_finding(conn: apsw.Connection, thread_id: str, finding_key: str) -> int:
     """Count one more report of a finding on a thread; return the new count."""
     return conn.execute("INSERT INTO finding_reports (thread_id, finding_key, reports) VALUES (?, ?, 1)"
-                        " ON CONFLICT (thread_id, finding_key) DO UPDATE SET reports = reports + 1"
+                        " ON CONFLICT (thread_id, finding_key) DO UPDATE SET reports = finding_reports.reports + 1"
                         " RETURNING reports", (thread_id, finding_key)).fetchall()[0][0]
 
 

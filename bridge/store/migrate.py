@@ -1,20 +1,24 @@
-"""Numbered, transactional schema migrations (`migrations/NNNN_name.sql`, tracked by `PRAGMA user_version`)."""
+"""Numbered, transactional schema migrations: `migrations/NNNN_name.sql` for SQLite (tracked by `PRAGMA
+user_version`), `migrations/postgresql/NNNN_name.sql` with the same numbers and names for PostgreSQL (tracked by the
+table `bridge_schema`)."""
 
 from __future__ import annotations
 
 import re
 from importlib import resources
-
-import apsw
+from typing import Any
 
 from bridge.domain.vocabulary import Reason
 from bridge.errors import SchemaTooNew
 
+_FOLDERS = {"sqlite": "migrations", "postgresql": "migrations/postgresql"}
+_LOCK = 0x62726467  # the advisory lock PostgreSQL migrations run under ("brdg"): servers starting together queue
 
-def migrations() -> list[tuple[int, str, str]]:
-    """Every bundled migration as (number, name, sql), in order."""
+
+def migrations(dialect: str = "sqlite") -> list[tuple[int, str, str]]:
+    """Every bundled migration of an engine as (number, name, sql), in order."""
     found = []
-    for entry in resources.files("bridge.store").joinpath("migrations").iterdir():
+    for entry in resources.files("bridge.store").joinpath(_FOLDERS[dialect]).iterdir():
         match = re.fullmatch(r"(\d{4})_(\w+)\.sql", entry.name)
         if match:
             found.append((int(match.group(1)), match.group(2), entry.read_text(encoding="utf-8")))
@@ -29,23 +33,72 @@ def latest_version() -> int:
     return len(migrations())
 
 
-def migrate(conn: apsw.Connection) -> list[int]:
-    """Apply pending migrations, each in its own `BEGIN IMMEDIATE` transaction; refuse a newer database."""
-    if conn.execute("PRAGMA user_version").fetchall()[0][0] == latest_version():
+def _too_new(current: int) -> SchemaTooNew:
+    return SchemaTooNew(
+        f"database schema version {current} is newer than this bridge supports ({latest_version()}); "
+        "upgrade the bridge instead of downgrading the database",
+        {"reason": Reason.SCHEMA_TOO_NEW, "database_version": current, "code_version": latest_version()})
+
+
+def recorded_version(conn: Any) -> int:
+    """The schema version a database records (0 for an empty one)."""
+    if getattr(conn, "dialect", "sqlite") == "postgresql":
+        if not conn.execute("SELECT to_regclass('bridge_schema') IS NOT NULL").fetchall()[0][0]:
+            return 0
+        return conn.execute("SELECT version FROM bridge_schema").fetchall()[0][0]
+    return conn.execute("PRAGMA user_version").fetchall()[0][0]
+
+
+def record_version(conn: Any, number: int) -> None:
+    """Record the schema version (inside the migration's transaction)."""
+    if getattr(conn, "dialect", "sqlite") == "postgresql":
+        conn.execute(f"UPDATE bridge_schema SET version = {int(number)}")
+    else:
+        conn.execute(f"PRAGMA user_version={int(number)}")
+
+
+def migrate(conn: Any) -> list[int]:
+    """Apply pending migrations, each in its own transaction; refuse a newer database. Returns what was applied."""
+    if getattr(conn, "dialect", "sqlite") == "postgresql":
+        return _migrate_postgres(conn)
+    if recorded_version(conn) == latest_version():
         return []  # current: take no write lock, so opening works (and reads go on) while another writer is busy
     applied = []
     for number, _name, sql in migrations():
         conn.execute("BEGIN IMMEDIATE")
         try:
-            current = conn.execute("PRAGMA user_version").fetchall()[0][0]
+            current = recorded_version(conn)
             if current > latest_version():
-                raise SchemaTooNew(
-                    f"database schema version {current} is newer than this bridge supports ({latest_version()}); "
-                    "upgrade the bridge instead of downgrading the database",
-                    {"reason": Reason.SCHEMA_TOO_NEW, "database_version": current, "code_version": latest_version()})
+                raise _too_new(current)
             if current < number:
                 conn.execute(sql)
-                conn.execute(f"PRAGMA user_version={number}")
+                record_version(conn, number)
+                applied.append(number)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    return applied
+
+
+def _migrate_postgres(conn: Any) -> list[int]:
+    """PostgreSQL: the version lives in `bridge_schema`; each pending file runs in its own transaction under an
+    advisory lock, so servers starting at once apply each migration exactly once."""
+    if recorded_version(conn) == latest_version():
+        return []
+    applied = []
+    for number, _name, sql in migrations("postgresql"):
+        conn.execute("BEGIN")
+        try:
+            conn.execute(f"SELECT pg_advisory_xact_lock({_LOCK})")
+            conn.execute("CREATE TABLE IF NOT EXISTS bridge_schema (version BIGINT NOT NULL)")
+            conn.execute("INSERT INTO bridge_schema (version) SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM bridge_schema)")
+            current = recorded_version(conn)
+            if current > latest_version():
+                raise _too_new(current)
+            if current < number:
+                conn.execute(sql)
+                record_version(conn, number)
                 applied.append(number)
             conn.execute("COMMIT")
         except BaseException:

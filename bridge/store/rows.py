@@ -46,6 +46,25 @@ class Where:
         return " AND ".join(self.conditions)
 
 
+def dialect(conn: Any) -> str:
+    """The SQL dialect of a connection: "sqlite" (apsw) or "postgresql" (`PgConnection`)."""
+    return getattr(conn, "dialect", "sqlite")
+
+
+def greatest(conn: Any) -> str:
+    """The SQL function of the larger of two values: SQLite's two-argument MAX, PostgreSQL's GREATEST."""
+    return "GREATEST" if dialect(conn) == "postgresql" else "MAX"
+
+
+_TABLES = {"sqlite": "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name",
+           "postgresql": "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() ORDER BY tablename"}
+
+
+def table_names(conn: Any) -> list[str]:
+    """The database's own tables, by name."""
+    return [row[0] for row in conn.execute(_TABLES[dialect(conn)])]
+
+
 def rows(conn: apsw.Connection, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> list[dict[str, Any]]:
     """Run a query and return the rows as dicts keyed by column name."""
     cursor = conn.execute(sql, params)

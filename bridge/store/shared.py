@@ -26,7 +26,7 @@ def take_lease(conn: apsw.Connection, name: str, holder: str, now: int, ttl_ms: 
     holder's lease runs. The fencing number grows by one whenever the lease changes hands."""
     row = one(conn, "INSERT INTO leases (name, holder, expires_at, fencing) VALUES (:name, :holder, :until, 1)"
                     " ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at,"
-                    " fencing = leases.fencing + (leases.holder <> excluded.holder)"
+                    " fencing = leases.fencing + CASE WHEN leases.holder = excluded.holder THEN 0 ELSE 1 END"
                     " WHERE leases.holder = excluded.holder OR leases.expires_at <= :now RETURNING fencing",
               {"name": name, "holder": holder, "until": now + ttl_ms, "now": now})
     return None if row is None else int(row["fencing"])

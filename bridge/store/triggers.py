@@ -8,7 +8,7 @@ from typing import Any
 
 import apsw
 
-from bridge.store.rows import one, rows, scalar
+from bridge.store.rows import dialect, greatest, one, rows, scalar
 
 _JOB_FIELDS = ("trigger_id", "workspace_id", "thread_id", "target_agent_id", "reason", "prompt", "origin",
                "requested_by", "request_id", "request_hash", "force", "action", "fallback_action", "decision",
@@ -132,51 +132,74 @@ def count_by_status(conn: apsw.Connection, workspace_id: str) -> dict[str, int]:
 
 def add_wake_mark(conn: apsw.Connection, thread_id: str, agent_id: str, seq: int, trigger_id: str, now: int) -> bool:
     """Remember that (thread, agent, seq) was woken; False when it already was (dedup across restarts)."""
-    conn.execute("INSERT OR IGNORE INTO wake_marks (thread_id, agent_id, seq, trigger_id, created_at)"
-                 " VALUES (?, ?, ?, ?, ?)", (thread_id, agent_id, seq, trigger_id, now))
+    conn.execute("INSERT INTO wake_marks (thread_id, agent_id, seq, trigger_id, created_at) VALUES (?, ?, ?, ?, ?)"
+                 " ON CONFLICT DO NOTHING", (thread_id, agent_id, seq, trigger_id, now))
     return conn.changes() == 1
 
 
 # How a message addresses a participant, as rows of `wake_addressed`: everyone (no `to_agents`, no `to_role`), each
 # agent in `to_agents`, and `to_role`. A participant is addressed by a row of its thread that it did not send and
 # whose kind is 'all', or 'agent' naming it, or 'role' naming its current thread role. Malformed `to_agents` JSON
-# (the API never stores it) addresses no agent rather than stopping every later fold. Messages are never deleted, so
-# their rowids only grow and the watermark (`wake_folded.last_rowid`) marks exactly what was folded.
+# (the API never stores it) addresses no agent rather than stopping every later fold.
+#
+# Which messages are new: on SQLite, messages are never deleted and one writer commits at a time, so rowids grow in
+# commit order; `wake_folded.last_rowid` is the last folded rowid and a batch is the rowids (after, upto]. On
+# PostgreSQL, concurrent transactions commit out of id order, so each message carries its transaction id
+# (`commit_xid`) and the watermark is a transaction id: everything below it is folded. A batch ends below the
+# snapshot's xmin, where every transaction has finished, so no message can still appear behind the watermark.
+_BATCH = {"sqlite": "rowid > :after AND rowid <= :upto",
+          "postgresql": "commit_xid >= CAST(:after AS text)::xid8 AND commit_xid < CAST(:upto AS text)::xid8"}
+_AGENTS = {"sqlite": "json_each(CASE WHEN json_valid(b.to_agents) THEN b.to_agents END) j",
+           "postgresql": "json_array_elements_text(CASE WHEN json_typeof(b.to_agents::json) = 'array'"
+                         " THEN b.to_agents::json END) j(value)"}
 _FOLD = """
-    WITH batch AS (SELECT thread_id, seq, sender_agent_id, to_agents, to_role FROM messages
-                   WHERE rowid > :after AND rowid <= :upto)
+    WITH batch AS (SELECT thread_id, seq, sender_agent_id, to_agents, to_role FROM messages WHERE {batch})
     INSERT INTO wake_addressed (thread_id, kind, addressee, sender_agent_id, seq)
     SELECT thread_id, kind, addressee, sender_agent_id, MAX(seq) FROM (
         SELECT thread_id, 'all' AS kind, '' AS addressee, sender_agent_id, seq FROM batch
         WHERE to_agents IS NULL AND to_role IS NULL
         UNION ALL
-        SELECT b.thread_id, 'agent', j.value, b.sender_agent_id, b.seq FROM batch b,
-               json_each(CASE WHEN json_valid(b.to_agents) THEN b.to_agents END) j WHERE j.value IS NOT NULL
+        SELECT b.thread_id, 'agent', j.value, b.sender_agent_id, b.seq FROM batch b, {agents} WHERE j.value IS NOT NULL
         UNION ALL
         SELECT thread_id, 'role', to_role, sender_agent_id, seq FROM batch WHERE to_role IS NOT NULL
-    ) WHERE true GROUP BY thread_id, kind, addressee, sender_agent_id
-    ON CONFLICT (thread_id, kind, addressee, sender_agent_id) DO UPDATE SET seq = MAX(seq, excluded.seq)
+    ) a WHERE true GROUP BY thread_id, kind, addressee, sender_agent_id
+    ON CONFLICT (thread_id, kind, addressee, sender_agent_id) DO UPDATE
+    SET seq = {greatest}(wake_addressed.seq, excluded.seq)
 """
+_UNFOLDED = {
+    "sqlite": "SELECT (SELECT MAX(rowid) FROM messages) > last_rowid FROM wake_folded",
+    "postgresql": "SELECT EXISTS (SELECT 1 FROM messages, wake_folded WHERE commit_xid >= last_rowid::text::xid8"
+                  " AND commit_xid < pg_snapshot_xmin(pg_current_snapshot()))",
+}
+_UPTO = {  # the end of the next batch of at most `limit` messages past the watermark, or NULL when there is none
+    "sqlite": "SELECT MAX(rowid) FROM (SELECT rowid FROM messages WHERE rowid > :after ORDER BY rowid LIMIT :limit)",
+    "postgresql": """SELECT CASE WHEN count(*) = 0 THEN NULL WHEN count(*) < :limit
+                                 THEN pg_snapshot_xmin(pg_current_snapshot())::text::bigint
+                                 ELSE max(commit_xid::text::bigint) + 1 END
+                     FROM (SELECT commit_xid FROM messages WHERE commit_xid >= CAST(:after AS text)::xid8
+                           AND commit_xid < pg_snapshot_xmin(pg_current_snapshot())
+                           ORDER BY commit_xid LIMIT :limit) b""",
+}
 
 
 def has_unfolded(conn: apsw.Connection) -> bool:
     """True when messages exist past the wake watermark (a read: most ticks have nothing to fold and need no write)."""
-    return bool(scalar(conn, "SELECT (SELECT MAX(rowid) FROM messages) > last_rowid FROM wake_folded"))
+    return bool(scalar(conn, _UNFOLDED[dialect(conn)]))
 
 
 def fold_addressed(conn: apsw.Connection, limit: int) -> set[str]:
     """Fold the next `limit` messages past the watermark into `wake_addressed` and move the watermark past them; the
     threads they belong to. One write transaction and idempotent (MAX) upserts: workers sharing a database may each
     run it."""
+    sql = dialect(conn)
     after = scalar(conn, "SELECT last_rowid FROM wake_folded")
-    upto = scalar(conn, "SELECT MAX(rowid) FROM (SELECT rowid FROM messages WHERE rowid > ? ORDER BY rowid LIMIT ?)",
-                  (after, limit))
+    upto = scalar(conn, _UPTO[sql], {"after": after, "limit": limit})
     if upto is None:
         return set()
-    conn.execute(_FOLD, {"after": after, "upto": upto})
+    batch = {"after": after, "upto": upto}
+    conn.execute(_FOLD.format(batch=_BATCH[sql], agents=_AGENTS[sql], greatest=greatest(conn)), batch)
     conn.execute("UPDATE wake_folded SET last_rowid = ?", (upto,))
-    return {row[0] for row in conn.execute("SELECT DISTINCT thread_id FROM messages WHERE rowid > ? AND rowid <= ?",
-                                           (after, upto))}
+    return {row[0] for row in conn.execute(f"SELECT DISTINCT thread_id FROM messages WHERE {_BATCH[sql]}", batch)}
 
 
 def session_states(conn: apsw.Connection, workspace_id: str) -> dict[str, str]:
@@ -192,8 +215,10 @@ def wake_candidates(conn: apsw.Connection, workspace_id: str, *, threads: Collec
 
     Reads the folded `wake_addressed` (call `fold_addressed` first), never the messages: the newest addressed seq
     beyond the cursor is the newest addressed seq whenever that is beyond the cursor."""
-    only = ("" if threads is None else " AND p.thread_id IN (SELECT value FROM json_each(:threads))") + (
-        "" if agents is None else " AND p.agent_id IN (SELECT value FROM json_each(:agents))")
+    values = {"sqlite": "SELECT value FROM json_each(:{})",
+              "postgresql": "SELECT jsonb_array_elements_text(CAST(:{} AS jsonb))"}[dialect(conn)]
+    only = ("" if threads is None else f" AND p.thread_id IN ({values.format('threads')})") + (
+        "" if agents is None else f" AND p.agent_id IN ({values.format('agents')})")
     params = {"ws": workspace_id, "threads": json.dumps(sorted(threads or ())),
               "agents": json.dumps(sorted(agents or ()))}
     return rows(conn, """

@@ -1,8 +1,9 @@
-"""Reading a bridge's database file from outside the bridge: for checking what a run left behind.
+"""Reading a bridge's database from outside the bridge: for checking what a run left behind.
 
-Each read opens its own plain connection (no pragma changes the file's mode; waits up to 5 s for a lock) and
-closes it, so a WAL reader never blocks the servers and a restored or replaced file is seen. `db` is a path, or
-in-process `Parts` (their database file).
+Each read opens its own plain connection (no pragma changes a SQLite file's mode; waits up to 5 s for a lock) and
+closes it, so a WAL reader never blocks the servers and a restored or replaced file is seen. `db` is a SQLite path,
+a `--db` value (a path or a PostgreSQL URL), or in-process `Parts` (their database). SQL is written with `?`
+parameters for both engines.
 """
 
 from __future__ import annotations
@@ -15,19 +16,25 @@ from typing import TYPE_CHECKING, Any
 
 import apsw
 
+from bridge.domain.location import parse
+
 if TYPE_CHECKING:
     from bridge.wiring import Parts
 
 
-def path_of(db: Path | str | Parts) -> Path:
-    """The database file of a path or of in-process parts."""
-    return Path(db.bridge.settings.db_path if hasattr(db, "bridge") else db)
-
-
 @contextlib.contextmanager
-def reading(db: Path | str | Parts) -> Iterator[apsw.Connection]:
-    """A plain connection to an existing file (never creates one), closed after."""
-    conn = apsw.Connection(str(path_of(db)), flags=apsw.SQLITE_OPEN_READWRITE)
+def reading(db: Path | str | Parts) -> Iterator[Any]:
+    """A plain connection to an existing database (never creates one), closed after."""
+    location = parse(db.bridge.settings.db if hasattr(db, "bridge") else str(db))
+    if location.is_postgres:
+        import psycopg
+
+        from bridge.store.postgres import PgConnection, configure
+        with psycopg.connect(location.url or "", autocommit=True) as raw:
+            configure(raw)
+            yield PgConnection(raw)
+        return
+    conn = apsw.Connection(str(location.path), flags=apsw.SQLITE_OPEN_READWRITE)
     conn.set_busy_timeout(5000)
     try:
         yield conn
@@ -48,7 +55,7 @@ def rows(db: Path | str | Parts, sql: str, params: Sequence[Any] = ()) -> list[d
         return [dict(zip([d[0] for d in cursor.getdescription()], row, strict=True)) for row in cursor]
 
 
-def audit_rows(db: Path | str | Parts, where: str = "1", params: Sequence[Any] = (),
+def audit_rows(db: Path | str | Parts, where: str = "true", params: Sequence[Any] = (),
                **equal: Any) -> list[dict[str, Any]]:
     """Audit events in insertion order matching the SQL `where` and every `column=value` of `equal`; `details`
     decoded ({} when empty)."""

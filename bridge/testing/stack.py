@@ -81,7 +81,8 @@ class Stack:
             (self.workdir / sub).mkdir(exist_ok=True)
         self.keep = keep
         self.db_arg = str(db)
-        self.db = self.workdir / db if not Path(db).is_absolute() else Path(db)
+        # a SQLite file (relative to the workdir) or a PostgreSQL URL, as `bridge.testing.database` reads either
+        self.db: Path | str = db if "://" in str(db) else self.workdir / db
         self.tmux_socket = socket_name(tmux_prefix)
         self.settings_env = {**timings, "BRIDGE_TMUX_SOCKET": self.tmux_socket, **(env or {})}
         self.env = clean_env(self.settings_env)

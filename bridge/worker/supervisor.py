@@ -27,8 +27,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import apsw
-
 from bridge.agents import discover_session_id
 from bridge.agents.base import AgentPlan
 from bridge.domain import wake
@@ -46,6 +44,7 @@ from bridge.store import messages as message_store
 from bridge.store import shared as shared_store
 from bridge.store import threads as thread_store
 from bridge.store import triggers as trigger_store
+from bridge.store.engines import Connection
 from bridge.worker.runtimes import CommandResult, run_command
 from bridge.worker.tmux import Tmux, TmuxError, TmuxUnavailable
 
@@ -395,7 +394,7 @@ class Supervisor:
     def _acked(self, job: dict[str, Any], baseline: int, since: int) -> bool:
         """The agent's own effect: its read cursor on the thread moved past `baseline`, or it heartbeat after
         `since` (ms). Nothing else (an exit code, a typed line) counts."""
-        def check(conn: apsw.Connection) -> bool:
+        def check(conn: Connection) -> bool:
             cursor = message_store.get_cursor(conn, job["thread_id"], job["target_agent_id"])
             session = control_store.get_session(conn, self.bridge.workspace, job["target_agent_id"])
             return cursor > baseline or (session is not None and session["last_heartbeat_at"] > since)
@@ -586,7 +585,7 @@ class Supervisor:
         meanwhile (this worker's claim lapsed while it was busy elsewhere). Nothing is typed or run twice."""
         until = self.bridge.clock() + int((command_s + self.settings.worker_lease) * 1000)
 
-        def work(conn: apsw.Connection) -> None:
+        def work(conn: Connection) -> None:
             if not trigger_store.extend_lease(conn, job["trigger_id"], token, until):
                 raise StaleClaim(job["trigger_id"])
 
@@ -597,7 +596,7 @@ class Supervisor:
                 audit_reason: str | None = None) -> str:
         status = changes.get("status", job["status"])
 
-        def work(conn: apsw.Connection) -> None:
+        def work(conn: Connection) -> None:
             if not trigger_store.update_claimed(conn, job["trigger_id"], token, {**changes, "updated_at": now}):
                 raise StaleClaim(job["trigger_id"])
             if attempt is not None:
