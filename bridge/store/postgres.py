@@ -122,7 +122,7 @@ class PgConnection:
 
 def storage_reason(exc: BaseException) -> Reason:
     """The `details.reason` of a PostgreSQL failure."""
-    if isinstance(exc, _RETRY | errors.LockNotAvailable | PoolTimeout):
+    if isinstance(exc, (*_RETRY, errors.LockNotAvailable, PoolTimeout)):
         return Reason.DATABASE_BUSY
     if isinstance(exc, errors.DiskFull):
         return Reason.DISK_FULL
