@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -152,6 +153,7 @@ class Settings:
     enter_delay: float = _setting(0.5, "BRIDGE_ENTER_DELAY", parse_duration)
     spawn_ack_timeout: float = _setting(120.0, "BRIDGE_SPAWN_ACK_TIMEOUT", parse_duration)
     launch_settle: float = _setting(1.0, "BRIDGE_LAUNCH_SETTLE", parse_duration)
+    host_id: str = _setting("", "BRIDGE_HOST_ID", _str)  # "": see local_host_id
     tmux_socket: str | None = _setting(None, "BRIDGE_TMUX_SOCKET", _str)
     tmux_session: str | None = _setting(None, "BRIDGE_TMUX_SESSION", _str)
     runtimes_file: str | None = _setting(None, "BRIDGE_RUNTIMES_FILE", _str)
@@ -227,6 +229,8 @@ class Settings:
         for name, low, high in _BOUNDED_DURATIONS:
             if not low <= getattr(self, name) <= high:
                 out.append(f"{name} must be between {low:g}s and {high:g}s")
+        if not is_identifier(self.local_host_id):
+            out.append(f"host id {self.local_host_id!r} is not a valid identifier (set BRIDGE_HOST_ID)")
         if self.enter_delay > 5:
             out.append("enter delay must be at most 5s")
         if self.jwks_url is not None and not self.jwks_url.startswith("https://"):
@@ -283,6 +287,12 @@ class Settings:
             return location.path.with_name(location.path.stem + ".data")
         base = Path(os.environ.get("XDG_DATA_HOME") or "~/.local/share").expanduser()
         return base / "agent-bridge" / location.name
+
+    @property
+    def local_host_id(self) -> str:
+        """The host this process runs on: the runtimes it registers are recorded there, and its worker delivers
+        only to runtimes on it (or with no host recorded). BRIDGE_HOST_ID, else the machine's host name."""
+        return self.host_id or socket.gethostname()
 
     @property
     def workspace_tmux_session(self) -> str:

@@ -123,6 +123,8 @@ SETTING_MEANINGS: dict[str, str] = {
     "BRIDGE_ENTER_DELAY": "Pause between typed text and Enter (a runtime profile's own delay wins).",
     "BRIDGE_SPAWN_ACK_TIMEOUT": "How long a spawned session has for its first acknowledgement.",
     "BRIDGE_LAUNCH_SETTLE": "A launched command that ends within this did not start: reported, not registered.",
+    "BRIDGE_HOST_ID": "The host this process runs on (default: the machine's host name): runtimes it registers are"
+                      " recorded there, and its worker wakes only runtimes on this host or with no host recorded.",
     "BRIDGE_TMUX_SOCKET": "tmux server socket name (`tmux -L`); unset: the default server.",
     "BRIDGE_TMUX_SESSION": "tmux session for launched and spawned windows (unset: `bridge-<workspace>`).",
     "BRIDGE_RUNTIMES_FILE": "JSON file of runtime adapters (resume/spawn argv templates).",

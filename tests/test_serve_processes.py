@@ -134,7 +134,7 @@ def test_the_write_quota_holds_across_processes(stack):
 def test_one_worker_is_elected_and_another_takes_over_when_it_dies(stack):
     stack.standin_runtimes()
     server = stack.serve("server", "--processes", "2", worker=True, env={"BRIDGE_LEADER_LEASE": "1s"})
-    lease = "SELECT holder, fencing FROM leases WHERE name = 'worker:default' AND expires_at > ?"
+    lease = "SELECT holder, fencing FROM leases WHERE name LIKE 'worker:default@%' AND expires_at > ?"
 
     def holder() -> tuple[str, int] | None:
         rows = stack.query(lease, (int(time.time() * 1000),))

@@ -32,6 +32,9 @@ from bridge.errors import Unavailable
 @click.option("--audience", default=None, help="Expected aud claim [env BRIDGE_AUDIENCE; default bridge].")
 @click.option("--worker/--no-worker", "with_worker", default=True, show_default=True,
               help="Run the supervisor worker in this process.")
+@click.option("--host-id", default=None,
+              help="The host this runs on: its worker wakes only runtimes registered here [env BRIDGE_HOST_ID; "
+                   "default: the machine's host name].")
 @click.option("--tmux-socket", default=None, help="tmux server socket name (-L) [env BRIDGE_TMUX_SOCKET].")
 @click.option("--runtimes-file", default=None, help="JSON runtime adapters [env BRIDGE_RUNTIMES_FILE].")
 @click.option("--log-level", default=None, help="DEBUG, INFO, WARNING or ERROR [env BRIDGE_LOG_LEVEL].")
@@ -75,6 +78,9 @@ def serve(with_worker: bool, **flags: object) -> None:
 @click.option("--runtimes-file", default=None, help="JSON runtime adapters [env BRIDGE_RUNTIMES_FILE].")
 @click.option("--host", default=None, help="Where the API listens (given to spawned agents) [env BRIDGE_HOST].")
 @click.option("--port", type=int, default=None, help="The API's port (given to spawned agents) [env BRIDGE_PORT].")
+@click.option("--host-id", default=None,
+              help="The host this runs on: its worker wakes only runtimes registered here [env BRIDGE_HOST_ID; "
+                   "default: the machine's host name].")
 @click.option("--log-level", default=None, help="DEBUG, INFO, WARNING or ERROR [env BRIDGE_LOG_LEVEL].")
 def worker(**flags: object) -> None:
     """Run the supervisor worker alone (wakes agents; several processes may share the database)."""
@@ -95,5 +101,5 @@ def worker(**flags: object) -> None:
 
         signal.signal(signal.SIGTERM, handle)
         signal.signal(signal.SIGINT, handle)
-        click.echo(f"READY worker {supervisor.worker_id} (db {settings.location})", err=True)
+        click.echo(f"READY worker {supervisor.worker_id} on host {supervisor.host} (db {settings.location})", err=True)
         supervisor.run(stop)

@@ -257,6 +257,8 @@ class HeartbeatSessionInput(Input):
         default=None, description="Your tmux pane (session:window.pane or %id), for managed sessions.")
     cwd: Annotated[Text, StringConstraints(min_length=1, max_length=4096)] | None = Field(
         default=None, description="Your working directory (resume runs there).")
+    host_id: Identifier | None = Field(
+        default=None, description="The host you run on (only that host's worker wakes you); default: the server's.")
 
 
 class TriggerParticipantInput(ThreadRef):

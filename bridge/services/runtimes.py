@@ -84,7 +84,7 @@ def launch(bridge: Bridge, call: Call, tmux: Panes, *, agent_id: str, kind: str,
         control_store.upsert_session(conn, {
             "workspace_id": bridge.workspace, "agent_id": agent_id, "session_id": session_id, "runtime": kind,
             "runtime_kind": kind, "status": "idle", "resumable": int(resumable), "management_mode": "managed",
-            "tmux_target": pane_id, "cwd": cwd, "now": bridge.clock(),
+            "tmux_target": pane_id, "cwd": cwd, "now": bridge.clock(), "host_id": bridge.settings.local_host_id,
             "profile": profile.to_json() if profile else None})
         audit(conn, bridge, call, "runtime_launch", details={"agent_id": agent_id, "kind": kind, "argv": list(argv),
                                                              "tmux_target": pane_id, "session_id": session_id,
@@ -144,7 +144,7 @@ def register_spawned(bridge: Bridge, session: dict[str, Any] | None, *, agent_id
         "workspace_id": bridge.workspace, "agent_id": agent_id, "session_id": session_id or f"pending-{trigger_id}",
         "runtime": session["runtime"] if session else "generic", "runtime_kind": kind, "status": "idle",
         "resumable": int(kind in wake.UUID_RUNTIMES and bool(session_id)), "management_mode": "managed",
-        "tmux_target": pane_id, "cwd": cwd, "now": now}))
+        "tmux_target": pane_id, "cwd": cwd, "now": now, "host_id": bridge.settings.local_host_id}))
 
 
 def learn_session_id(bridge: Bridge, call: Call, *, agent_id: str, before: str, session_id: str, thread_id: str,

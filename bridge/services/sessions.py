@@ -35,7 +35,8 @@ def heartbeat_session(bridge: Bridge, call: Call, req: HeartbeatSessionInput) ->
             "workspace_id": bridge.workspace, "agent_id": principal.agent_id, "session_id": req.session_id,
             "runtime": req.runtime, "runtime_kind": runtime_kind(req.runtime), "status": req.status,
             "resumable": int(req.resumable), "management_mode": req.management_mode,
-            "tmux_target": req.tmux_target, "cwd": req.cwd, "now": now})
+            "tmux_target": req.tmux_target, "cwd": req.cwd, "now": now,
+            "host_id": req.host_id or bridge.settings.local_host_id})
 
     bridge.store.write(work)
     bridge.events.emit("heartbeat", agent_id=principal.agent_id, session_id=req.session_id, at=now)

@@ -22,17 +22,18 @@ def set_flag(conn: apsw.Connection, key: str, value: str, now: int) -> None:
 
 def upsert_session(conn: apsw.Connection, s: dict[str, Any]) -> None:
     """Record a heartbeat or a launch in the runtime registry (the paused flag is kept; the runtime profile is
-    replaced only when `s` carries a "profile" key, so a heartbeat never drops a launched agent's profile)."""
+    replaced only when `s` carries a "profile" key, so a heartbeat never drops a launched agent's profile).
+    `s["host_id"]` is the host the runtime runs on (None: any host)."""
     keep_profile = "profile" not in s
     conn.execute(
         "INSERT INTO sessions (workspace_id, agent_id, session_id, runtime, runtime_kind, status, resumable,"
-        " management_mode, tmux_target, cwd, last_heartbeat_at, profile) VALUES (:workspace_id, :agent_id,"
+        " management_mode, tmux_target, cwd, last_heartbeat_at, profile, host_id) VALUES (:workspace_id, :agent_id,"
         " :session_id, :runtime, :runtime_kind, :status, :resumable, :management_mode, :tmux_target, :cwd, :now,"
-        " :profile) ON CONFLICT (workspace_id, agent_id) DO UPDATE SET session_id = excluded.session_id,"
+        " :profile, :host_id) ON CONFLICT (workspace_id, agent_id) DO UPDATE SET session_id = excluded.session_id,"
         " runtime = excluded.runtime, runtime_kind = excluded.runtime_kind, status = excluded.status,"
         " resumable = excluded.resumable, management_mode = excluded.management_mode,"
-        " tmux_target = excluded.tmux_target, cwd = excluded.cwd, last_heartbeat_at = excluded.last_heartbeat_at"
-        + ("" if keep_profile else ", profile = excluded.profile"),
+        " tmux_target = excluded.tmux_target, cwd = excluded.cwd, last_heartbeat_at = excluded.last_heartbeat_at,"
+        " host_id = excluded.host_id" + ("" if keep_profile else ", profile = excluded.profile"),
         {"profile": None, **s},
     )
 
@@ -42,9 +43,12 @@ def get_session(conn: apsw.Connection, workspace_id: str, agent_id: str) -> dict
     return one(conn, "SELECT * FROM sessions WHERE workspace_id = ? AND agent_id = ?", (workspace_id, agent_id))
 
 
-def list_sessions(conn: apsw.Connection, workspace_id: str) -> list[dict[str, Any]]:
-    """Every runtime registry entry of the workspace."""
-    return rows(conn, "SELECT * FROM sessions WHERE workspace_id = ? ORDER BY agent_id", (workspace_id,))
+def list_sessions(conn: apsw.Connection, workspace_id: str, *, host: str | None = None) -> list[dict[str, Any]]:
+    """Every runtime registry entry of the workspace; with `host`, only those on it or with no host recorded."""
+    if host is None:
+        return rows(conn, "SELECT * FROM sessions WHERE workspace_id = ? ORDER BY agent_id", (workspace_id,))
+    return rows(conn, "SELECT * FROM sessions WHERE workspace_id = ? AND (host_id IS NULL OR host_id = ?)"
+                      " ORDER BY agent_id", (workspace_id, host))
 
 
 def revoke(conn: apsw.Connection, kind: str, value: str, now: int, revoked_by: str, reason: str | None) -> None:

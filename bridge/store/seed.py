@@ -181,7 +181,7 @@ def insert_threads(conn: apsw.Connection, plan: SeedPlan, rng: random.Random, no
             "workspace_id": plan.workspace_id, "agent_id": agent, "session_id": session_id(agent),
             "runtime": ("claude-code", "codex")[position % 2], "runtime_kind": ("claude", "codex")[position % 2],
             "status": "idle", "resumable": 1, "management_mode": "unmanaged", "tmux_target": None, "cwd": None,
-            "now": now})
+            "now": now, "host_id": None})
     return threads
 
 

@@ -35,33 +35,42 @@ def find_by_request(conn: apsw.Connection, workspace_id: str, requested_by: str,
 
 _DUE = ("workspace_id = ? AND (status IN ('queued', 'resume', 'spawn') AND next_attempt_at <= ?"
         " OR status = 'awaiting_ack') AND (lease_until IS NULL OR lease_until <= ?)")
+# A job is for the worker of `host` unless its target's runtime is registered on another host (no runtime, or one
+# with no host recorded: any host's worker).
+_FOR_HOST = (" AND NOT EXISTS (SELECT 1 FROM sessions s WHERE s.workspace_id = trigger_jobs.workspace_id"
+             " AND s.agent_id = trigger_jobs.target_agent_id AND s.host_id <> ?)")
+# PostgreSQL: concurrent workers skip the jobs another is claiming instead of waiting on their row locks (SQLite's
+# one writer already serialises claims).
+_LOCK = {"sqlite": "", "postgresql": " FOR UPDATE SKIP LOCKED"}
 
 
-def _skipping(skip: set[str] | None) -> tuple[str, tuple[str, ...]]:
+def _filters(skip: set[str] | None, host: str | None) -> tuple[str, tuple[str, ...]]:
+    """The extra conditions on due jobs: not in `skip`, and for `host` (None: any host)."""
     ids = tuple(sorted(skip or ()))
-    return (f" AND trigger_id NOT IN ({', '.join('?' * len(ids))})" if ids else ""), ids
+    sql = f" AND trigger_id NOT IN ({', '.join('?' * len(ids))})" if ids else ""
+    return (sql, ids) if host is None else (sql + _FOR_HOST, (*ids, host))
 
 
-def any_due(conn: apsw.Connection, workspace_id: str, now: int, skip: set[str] | None = None) -> bool:
+def any_due(conn: apsw.Connection, workspace_id: str, now: int, skip: set[str] | None = None,
+            *, host: str | None = None) -> bool:
     """True when claim_due would find a job (a read: most ticks have nothing to claim and need no write)."""
-    extra, ids = _skipping(skip)
+    extra, params = _filters(skip, host)
     return scalar(conn, f"SELECT 1 FROM trigger_jobs WHERE {_DUE}{extra} LIMIT 1",
-                  (workspace_id, now, now, *ids)) is not None
+                  (workspace_id, now, now, *params)) is not None
 
 
 def claim_due(conn: apsw.Connection, workspace_id: str, now: int, lease_ms: int, token: str,
-              limit: int, skip: set[str] | None = None) -> list[dict[str, Any]]:
-    """Lease due, unleased (or lease-expired) jobs, except those in `skip`, to `token`; return them. Jobs awaiting
-    an ack are always due: checking one is two indexed reads, and a tick nudged by an ack must see it at once."""
-    extra, ids = _skipping(skip)
-    due = rows(conn, f"SELECT trigger_id FROM trigger_jobs WHERE {_DUE}{extra} ORDER BY next_attempt_at LIMIT ?",
-               (workspace_id, now, now, *ids, limit))
-    claimed = []
-    for row in due:
-        conn.execute("UPDATE trigger_jobs SET claim_token = ?, lease_until = ? WHERE trigger_id = ?",
-                     (token, now + lease_ms, row["trigger_id"]))
-        claimed.append(get_job(conn, row["trigger_id"]))
-    return [job for job in claimed if job is not None]
+              limit: int, skip: set[str] | None = None, *, host: str | None = None) -> list[dict[str, Any]]:
+    """Lease due, unleased (or lease-expired) jobs, except those in `skip` and those for another host than `host`
+    (None: any host), to `token`; return them, the earliest due first. Jobs awaiting an ack are always due: checking
+    one is two indexed reads, and a tick nudged by an ack must see it at once. The token fences the claim: a worker
+    whose lease lapsed and was taken over gets its later `update_claimed`/`extend_lease` refused."""
+    extra, params = _filters(skip, host)
+    claimed = rows(conn, "UPDATE trigger_jobs SET claim_token = ?, lease_until = ? WHERE trigger_id IN"
+                         f" (SELECT trigger_id FROM trigger_jobs WHERE {_DUE}{extra} ORDER BY next_attempt_at"
+                         f" LIMIT ?{_LOCK[dialect(conn)]}) RETURNING *",
+                   (token, now + lease_ms, workspace_id, now, now, *params, limit))
+    return sorted(claimed, key=lambda job: (job["next_attempt_at"], job["trigger_id"]))
 
 
 def update_claimed(conn: apsw.Connection, trigger_id: str, token: str, changes: dict[str, Any]) -> bool:
@@ -253,10 +262,11 @@ def runtime_failures_since(conn: apsw.Connection, workspace_id: str, agent_id: s
                         " AND occurred_at >= ?", (workspace_id, agent_id, since)) or 0
 
 
-def next_due_at(conn: apsw.Connection, workspace_id: str) -> int | None:
-    """The earliest next_attempt_at of an unfinished job, or None."""
+def next_due_at(conn: apsw.Connection, workspace_id: str, *, host: str | None = None) -> int | None:
+    """The earliest next_attempt_at of an unfinished job (for `host`'s worker when given), or None."""
+    extra, params = _filters(None, host)
     return scalar(conn, "SELECT MIN(next_attempt_at) FROM trigger_jobs WHERE workspace_id = ? AND status IN"
-                        " ('queued', 'resume', 'spawn', 'awaiting_ack')", (workspace_id,))
+                        f" ('queued', 'resume', 'spawn', 'awaiting_ack'){extra}", (workspace_id, *params))
 
 
 def unfinished_job(conn: apsw.Connection, thread_id: str, agent_id: str) -> str | None:

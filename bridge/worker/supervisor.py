@@ -5,10 +5,14 @@ an ack or a heartbeat in this process, or a commit another serving process annou
 and a claim token; a worker that dies mid-job leaves a lease that expires, and its late result is refused because the
 token no longer matches.
 
-The workers inside `bridge serve` processes elect one of them through the database (`run(stop, elect=True)`): only
-the holder of the lease `worker:<workspace>` ticks, renewing it every third of `BRIDGE_LEADER_LEASE`; the others
-stand by and the first to find it lapsed takes over. Standalone `bridge worker` processes do not take part: any
-number of them may tick beside it (jobs are leased one by one).
+Workers on many hosts share one (PostgreSQL) database: each delivers (types, resumes, spawns) only for jobs whose
+target's runtime is registered on its own host (`BRIDGE_HOST_ID`) or on no host, and probes only those panes; the
+others' jobs are left, unclaimed, for their host's worker.
+
+The workers inside `bridge serve` processes on one host elect one of them through the database (`run(stop,
+elect=True)`): only the holder of the lease `worker:<workspace>@<host>` ticks, renewing it every third of
+`BRIDGE_LEADER_LEASE`; the others stand by and the first to find it lapsed takes over. Standalone `bridge worker`
+processes do not take part: any number of them may tick beside it (jobs are leased one by one).
 
 Job states: queued (deliver to the tmux pane) → awaiting_ack → delivered; or, on the fallback chain,
 resume → resumed, spawn → spawned; failed is the dead letter.
@@ -81,6 +85,7 @@ class Supervisor:
         self.templates = load_templates(self.settings.runtimes_file)
         self.wall = wall
         self.worker_id = f"w-{os.getpid()}-{secrets.token_hex(3)}"  # which process, for operators and logs
+        self.host = self.settings.local_host_id  # it delivers only to runtimes on this host (or on no host)
         self.nudge = threading.Event()
         self._ack_recheck_ms = round(self.settings.ack_recheck * 1000)  # a typed or spawned job looks again
         self.url = self.settings.url  # the bridge's address given to spawned agents (serve sets the bound one)
@@ -132,7 +137,7 @@ class Supervisor:
     @property
     def lease_name(self) -> str:
         """The database lease the workers of `bridge serve` processes elect their one worker with."""
-        return f"worker:{self.bridge.workspace}"
+        return f"worker:{self.bridge.workspace}@{self.host}"
 
     def _leading(self) -> bool:
         """Whether this worker holds the lease, taking or renewing it once a third of it has passed."""
@@ -154,7 +159,7 @@ class Supervisor:
 
     def _next_wait(self) -> float:
         now = self.bridge.clock()
-        due = self.bridge.store.query(lambda c: trigger_store.next_due_at(c, self.bridge.workspace))
+        due = self.bridge.store.query(lambda c: trigger_store.next_due_at(c, self.bridge.workspace, host=self.host))
         wait = self.settings.worker_poll if due is None else (due - now) / 1000
         return min(max(wait, 0.005), self.settings.worker_poll)
 
@@ -196,10 +201,11 @@ class Supervisor:
         """Lease the next due jobs (not those in `skip`) under a fresh claim token."""
         token = f"{self.worker_id}-{secrets.token_hex(6)}"
         workspace = self.bridge.workspace
-        if not self.bridge.store.read(lambda c: trigger_store.any_due(c, workspace, now, skip)):
+        if not self.bridge.store.read(lambda c: trigger_store.any_due(c, workspace, now, skip, host=self.host)):
             return token, []
         return token, self.bridge.store.write(lambda c: trigger_store.claim_due(
-            c, workspace, now, int(self.settings.worker_lease * 1000), token, self._claim_limit(), skip))
+            c, workspace, now, int(self.settings.worker_lease * 1000), token, self._claim_limit(), skip,
+            host=self.host))
 
     def _claim_limit(self) -> int:
         """How many jobs one lease covers if every step took its worst case: three tmux calls at their timeout
@@ -216,7 +222,8 @@ class Supervisor:
     # ------------------------------------------------------------------------------------------- reconcile
     def _reconcile(self, now: int) -> list[str]:
         """Mark managed runtimes whose pane is missing or dead as offline."""
-        sessions = self.bridge.store.read(lambda c: control_store.list_sessions(c, self.bridge.workspace))
+        sessions = self.bridge.store.read(lambda c: control_store.list_sessions(c, self.bridge.workspace,
+                                                                                host=self.host))
         gone = []
         for s in sessions:
             if s["management_mode"] != "managed" or not s["tmux_target"] or s["status"] == "offline":
