@@ -44,7 +44,7 @@ READS = {
     "token jwks", "triggers",
 }
 # Runs that report a result (drills, service levels, readiness, the demo).
-RUNS = {"demo", "ops agent-wakes", "ops drill", "ops readiness", "ops scale", "ops sli"}
+RUNS = {"db copy", "demo", "ops agent-wakes", "ops drill", "ops readiness", "ops scale", "ops sli", "ops stores"}
 # Processes that serve until stopped, or write their report to a file: no result document on stdout.
 PROCESSES = {"serve", "worker", "mcp", "ops reliability"}
 CLASSES = (MUTATIONS, CREATES, MAINTENANCE, READS, RUNS, PROCESSES)

@@ -1,4 +1,4 @@
-"""`bridge db migrate|check|backup|restore|vacuum` and `bridge doctor`."""
+"""`bridge db migrate|check|backup|restore|vacuum|copy` and `bridge doctor`."""
 
 from __future__ import annotations
 
@@ -15,9 +15,10 @@ from bridge.cli.common import database_error, db_options, load_settings, opened,
 from bridge.cli.options import FullHelpGroup
 from bridge.cli.output import emit, fail, table
 from bridge.cli.progress import Progress
-from bridge.errors import Conflict, InvalidArgument
+from bridge.errors import BridgeError, Conflict, InvalidArgument, Unavailable
 from bridge.services import maintenance as maintenance_service
 from bridge.settings import Settings
+from bridge.store import copy as copy_store
 from bridge.store import maintenance
 from bridge.store.db import unavailable_from
 from bridge.store.engines import CannotOpen
@@ -132,6 +133,36 @@ def vacuum(db: str | None, workspace: str | None, as_json: bool) -> None:
     with _storage_errors(settings, as_json):
         result = maintenance.vacuum(path, busy_timeout=settings.busy_timeout)
     emit(result, as_json)
+
+
+@db.command("copy")
+@click.option("--from", "source", required=True, help="The bridge's database: a SQLite file or a postgresql:// URL.")
+@click.option("--to", "destination", required=True,
+              help="An empty database to copy it into: a new file, or a PostgreSQL database without bridge rows.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def copy(source: str, destination: str, as_json: bool) -> None:
+    """Copy a whole bridge between SQLite and PostgreSQL (either way) into an empty database, in one transaction,
+    verified per table by row counts and checksums; exit 1 (nothing kept) if any table differs. Stop the bridge
+    first, or it keeps writing to the source only."""
+    settings = {end: load_settings(db=value) for end, value in (("from", source), ("to", destination))}
+    progress = Progress(1, as_json=as_json)
+    try:
+        key = copy_store.key_plan(settings["from"].data_dir, settings["to"].data_dir)
+        report = copy_store.copy_database(source, destination, progress.note)
+    except BridgeError as error:
+        fail(error, as_json)
+    except CannotOpen as exc:
+        fail(Unavailable(f"cannot use the database: {exc}", {"reason": exc.reason}), as_json)
+    if report["ok"] and key == "copied":
+        copy_store.copy_key(settings["from"].data_dir, settings["to"].data_dir)
+    report |= {"signing_key": key, "not_copied": [f"agent folders under {settings['from'].data_dir / 'agents'}"]}
+    verdict = "ok: copied and verified" if report["ok"] else \
+        f"FAILED: {', '.join(report['differing'])} differ; the destination was left empty"
+    emit(report, as_json, "\n".join([
+        table(report["tables"], ["table", "source_rows", "destination_rows", "checksum_equal", "how"]),
+        f"reset: {', '.join(report['reset'])} (the worker folds every message once more)",
+        f"signing key: {key}", f"not copied: {report['not_copied'][0]}", verdict]))
+    sys.exit(0 if report["ok"] else 1)
 
 
 @click.command()
