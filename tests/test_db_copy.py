@@ -249,3 +249,20 @@ def test_compare_names_each_table_that_differs(original, tmp_path):
         verdicts = copy_store.compare(source, target, ["sessions", "threads"])
     assert [(v["table"], v["checksum_equal"], v["source_rows"] == v["destination_rows"]) for v in verdicts] == [
         ("sessions", False, True), ("threads", True, True)]
+
+
+def test_the_reset_wake_watermark_refolds_to_the_same_addressed_rows(original, postgres_url, tmp_path):
+    db, _ = original
+    back = tmp_path / "back.db"
+    assert run_copy(db, postgres_url)[0] == 0
+    assert run_copy(postgres_url, back)[0] == 0
+    for copy in (postgres_url, back):
+        parts = open_parts(copy)
+        try:
+            while parts.bridge.store.write(lambda conn: trigger_store.fold_addressed(conn, 2)):
+                pass
+            assert not parts.bridge.store.read(trigger_store.has_unfolded)
+        finally:
+            parts.close()
+        assert contents(copy)["wake_addressed"] == contents(db)["wake_addressed"]
+        assert rows(copy, "SELECT last_rowid FROM wake_folded") != [{"last_rowid": 0}]
