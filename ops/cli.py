@@ -24,6 +24,8 @@ COMMANDS = section(
      "Bulk-fill a database with realistic history (threads, messages, events, cursors, sessions) for benchmarks."),
     ("scale", "bridge_ops.scale:scale",
      "Scale targets: p95 of every operation and worker tick on 1M-message histories against 1k, on a real server."),
+    ("stores", "bridge_ops.stores:stores",
+     "SQLite and PostgreSQL side by side in one run: post latency and throughput, post-to-visible, message-to-wake."),
     ("reliability", "bridge_ops.reliability.cli:reliability",
      "Drive real `bridge serve` and `bridge worker` processes on 127.0.0.1 through faults (kill -9, SIGSTOP, "
      "concurrent writers on one database, a full disk, a file-size limit, hostile input) and print what the "

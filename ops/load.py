@@ -41,6 +41,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bridge.domain.location import parse
 from bridge.testing.client import Client, new_thread, post
 from bridge.testing.inprocess import waitress_thread
 from bridge.testing.processes import cpu_seconds
@@ -65,7 +66,7 @@ class Server:
     """A running bridge: where it listens, its database, its process (None: this one)."""
 
     port: int
-    db: Path
+    db: Path | str  # the SQLite file or the PostgreSQL URL
     pid: int | None
 
 
@@ -75,26 +76,27 @@ def _server_settings(threads: int | None) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def subprocess_server(workdir: Path, threads: int | None = None,
-                      serve_args: tuple[str, ...] = ()) -> Iterator[Server]:
-    """`bridge serve` (with its worker unless `serve_args` says --no-worker) on 127.0.0.1, port 0, as a child
-    process of a harness `Stack` with the default timings; stopped by PID on exit."""
-    with Stack(workdir, env=_server_settings(threads), timings={}, tmux_prefix="bridge-load") as stack:
+def subprocess_server(workdir: Path, threads: int | None = None, serve_args: tuple[str, ...] = (),
+                      db: str = "bridge.db") -> Iterator[Server]:
+    """`bridge serve` (with its worker unless `serve_args` says --no-worker) on 127.0.0.1, port 0, on `db`, as a
+    child process of a harness `Stack` with the default timings; stopped by PID on exit."""
+    with Stack(workdir, env=_server_settings(threads), timings={}, tmux_prefix="bridge-load", db=db) as stack:
         proc = stack.serve("server", *serve_args, worker=True)
         yield Server(port=proc.port, db=stack.db, pid=proc.pid)
 
 
 @contextlib.contextmanager
-def inprocess_server(workdir: Path, threads: int | None = None) -> Iterator[Server]:
+def inprocess_server(workdir: Path, threads: int | None = None, db: str = "bridge.db") -> Iterator[Server]:
     """The same server under waitress in a thread of this process (shares the GIL with thread clients)."""
     from bridge.settings import Settings
     from bridge.wiring import build
 
-    settings = Settings.load({"db": str(workdir / "bridge.db")}, env=_server_settings(threads))
+    location = db if "://" in db else str(workdir / db)
+    settings = Settings.load({"db": location}, env=_server_settings(threads))
     parts = build(settings)
     try:
         with waitress_thread(parts) as port:
-            yield Server(port=port, db=settings.db_path, pid=None)
+            yield Server(port=port, db=location, pid=None)
     finally:
         parts.close()
 
@@ -273,6 +275,7 @@ class LoadConfig:
     threads: int | None = None  # waitress threads (default: the bridge's default)
     serve_args: tuple[str, ...] = ()  # extra `bridge serve` arguments (subprocess server only), e.g. --no-worker
     scenarios: tuple[str, ...] = SCENARIOS
+    db: str = "bridge.db"  # a SQLite file in the run's temporary directory, or a PostgreSQL URL
 
 
 def commit_latency(directory: Path, commits: int = 200) -> dict[str, float]:
@@ -327,9 +330,9 @@ def run_load(config: LoadConfig | None = None, **overrides: Any) -> dict[str, An
     with tempfile.TemporaryDirectory(prefix="bridge-load-") as tmp:
         fsync_before = commit_latency(Path(tmp))
         if config.server == "subprocess":
-            opened = subprocess_server(Path(tmp), config.threads, serve_args=tuple(config.serve_args))
+            opened = subprocess_server(Path(tmp), config.threads, serve_args=tuple(config.serve_args), db=config.db)
         else:
-            opened = inprocess_server(Path(tmp), config.threads)
+            opened = inprocess_server(Path(tmp), config.threads, db=config.db)
         with opened as server:
             tokens, post_thread, read_thread = _prepare(server, agents)
             for round_no in range(config.repeat):
@@ -348,7 +351,7 @@ def run_load(config: LoadConfig | None = None, **overrides: Any) -> dict[str, An
         "environment": {"python": platform.python_version(), "platform": platform.platform(),
                         "cpus": os.cpu_count(), "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
                         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
-                        "synchronous": "FULL", "server_env": SERVER_ENV,
+                        "synchronous": "FULL", "server_env": SERVER_ENV, "store": parse(config.db).engine,
                         "full_commit_before": fsync_before, "full_commit_after": fsync_after},
         "runs": [asdict(r) for r in runs],
     }
@@ -445,6 +448,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scenarios", default=",".join(SCENARIOS), help="subset of health,post,read")
     parser.add_argument("--serve-arg", action="append", default=[], metavar="ARG",
                         help="extra argument for `bridge serve` (repeatable), e.g. --serve-arg=--no-worker")
+    parser.add_argument("--db", default="bridge.db",
+                        help="the database: a SQLite file in the run's temporary directory [bridge.db], or a "
+                             "PostgreSQL URL (an empty database is best: the run adds threads)")
     parser.add_argument("--out", default=None, help="write the JSON report to this file")
     args = parser.parse_args(argv)
     try:
@@ -460,7 +466,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--seconds must be in (0, 600], --repeat and --max-requests at least 1, --warmup >= 0")
     config = LoadConfig(clients=clients, seconds=args.seconds, max_requests=args.max_requests, warmup=args.warmup,
                         repeat=args.repeat, mode=args.mode, server=args.server, threads=args.threads,
-                        scenarios=scenarios, serve_args=tuple(args.serve_arg))
+                        scenarios=scenarios, serve_args=tuple(args.serve_arg), db=args.db)
     report = run_load(config)
     print(format_table(report))
     if args.out:

@@ -168,18 +168,18 @@ def _wait_for_wake(stack: ServiceStack, thread_id: str, seq: int,
     """(created_at, first typed attempt, cursor time) of a message, waiting (bounded) until `agent` acked it."""
     deadline = time.monotonic() + WAKE_TIMEOUT
     while True:
-        row = stack.query(
+        created, typed, acked = stack.query(
             "SELECT m.created_at,"
             " (SELECT MIN(a.finished_at) FROM trigger_attempts a WHERE a.thread_id = m.thread_id"
-            "  AND a.target_agent_id = ?1 AND a.outcome = 'typed'),"
-            " (SELECT r.updated_at FROM read_cursors r WHERE r.thread_id = m.thread_id AND r.agent_id = ?1"
-            "  AND r.last_read_seq >= m.seq),"
-            " (SELECT group_concat(j.status) FROM trigger_jobs j WHERE j.thread_id = m.thread_id"
-            "  AND j.target_agent_id = ?1)"
-            " FROM messages m WHERE m.thread_id = ?2 AND m.seq = ?3", (agent, thread_id, seq))[0]
-        created, typed, acked, jobs = row
+            "  AND a.target_agent_id = :agent AND a.outcome = 'typed'),"
+            " (SELECT r.updated_at FROM read_cursors r WHERE r.thread_id = m.thread_id AND r.agent_id = :agent"
+            "  AND r.last_read_seq >= m.seq)"
+            " FROM messages m WHERE m.thread_id = :thread AND m.seq = :seq",
+            {"agent": agent, "thread": thread_id, "seq": seq})[0]
         if (typed is not None and acked is not None) or time.monotonic() > deadline:
-            return created, typed, acked, jobs or "none"
+            jobs = stack.query("SELECT status FROM trigger_jobs WHERE thread_id = ? AND target_agent_id = ?",
+                               (thread_id, agent))
+            return created, typed, acked, ",".join(status for (status,) in jobs) or "none"
         time.sleep(0.002)
 
 
@@ -230,8 +230,9 @@ def _measure_wake(stack: ServiceStack, coord: Client, executioner: Client, rec: 
 
 
 def run_sli(iterations: int = 100, *, thresholds: Mapping[str, float] | None = None, workdir: Path | None = None,
-            on_progress: Callable[[int], None] | None = None) -> dict[str, Any]:
-    """Start the stack, measure `iterations` rounds, stop the stack; return the report (latencies in ms)."""
+            on_progress: Callable[[int], None] | None = None, db: str = "bridge.db") -> dict[str, Any]:
+    """Start the stack on `db` (a SQLite file in the workdir, or a PostgreSQL URL), measure `iterations` rounds,
+    stop the stack; return the report (latencies in ms)."""
     from bridge_ops.load import SERVER_ENV
 
     if iterations < 1:
@@ -243,7 +244,7 @@ def run_sli(iterations: int = 100, *, thresholds: Mapping[str, float] | None = N
     started, load_before = time.time(), os.getloadavg()
     rec = _Recorder()
     completed, aborted = 0, None
-    with service_stack(workdir, env=SERVER_ENV) as stack:
+    with service_stack(workdir, env=SERVER_ENV, db=db) as stack:
         for agent in STANDINS:
             stack.launch_standin(agent)
         coord = stack.client(stack.token("sli-coordinator", "coordinator"))
@@ -338,7 +339,8 @@ def format_report(report: dict[str, Any]) -> str:
     """The measurements and the verdicts as plain text."""
     lines = [f"SLI over {report['completed']}/{report['iterations']} iterations in {report['duration_s']} s "
              f"({report['stack']['url']}, server pid {report['stack']['server_pid']}, "
-             f"synchronous={report['stack']['synchronous']}, journal={report['stack']['journal_mode']})", ""]
+             f"{report['stack']['engine']} {report['stack']['db']}, synchronous={report['stack']['synchronous']}"
+             + (f", journal={report['stack']['journal_mode']}" if "journal_mode" in report["stack"] else "") + ")", ""]
     header = f"{'measure':<18}{'n':>6}{'failed':>8}{'p50 ms':>10}{'p95 ms':>10}{'p99 ms':>10}{'max ms':>10}"
     lines += [header, "-" * len(header)]
     for name in LATENCIES:
@@ -386,8 +388,11 @@ def parse_thresholds(values: tuple[str, ...]) -> dict[str, float]:
               help="Write the JSON report to this file.")
 @click.option("--threshold", "threshold_args", multiple=True, metavar="NAME=VALUE",
               help="Add or override a threshold, e.g. message_to_wake_p99_ms=500 (repeatable).")
+@click.option("--db", default="bridge.db", show_default=True,
+              help="The database: a SQLite file in the run's temporary directory, or a PostgreSQL URL (an empty "
+                   "database is best: the run adds threads).")
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON report instead of the table.")
-def sli(iterations: int, out: str | None, threshold_args: tuple[str, ...], as_json: bool) -> None:
+def sli(iterations: int, out: str | None, threshold_args: tuple[str, ...], db: str, as_json: bool) -> None:
     """Measure the service levels (docs/api.md) on the real stack (bridge serve, FULL, worker, tmux stand-ins).
 
     Exit 0 when every threshold holds, 1 on a breach, 2 on a usage error, 4 when the stack could not start.
@@ -395,7 +400,7 @@ def sli(iterations: int, out: str | None, threshold_args: tuple[str, ...], as_js
     thresholds = parse_thresholds(threshold_args)
     with Progress(1, as_json=as_json).bar(iterations, "sli iterations") as update:
         try:
-            report = run_sli(iterations, thresholds=thresholds, on_progress=update)
+            report = run_sli(iterations, thresholds=thresholds, on_progress=update, db=db)
         except RuntimeError as exc:  # the stack could not start (tmux missing, server refused to start)
             click.echo(f"error: the stack is unavailable: {exc}", err=True)
             sys.exit(4)

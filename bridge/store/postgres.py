@@ -212,7 +212,8 @@ class PgStore:
                     self._rollback(conn)
                     if attempt + 1 == WRITE_ATTEMPTS:
                         raise unavailable_from(exc) from exc
-                    time.sleep(random.uniform(0, min(0.05, 0.001 * 2 ** attempt)))
+                    if attempt >= 2:  # the winner has committed when we hear of it: retry at once, back off later
+                        time.sleep(random.uniform(0, min(0.05, 0.001 * 2 ** attempt)))
                     continue
                 except BaseException:
                     self._rollback(conn)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,16 +42,21 @@ def reading(db: Path | str | Parts) -> Iterator[Any]:
         conn.close()
 
 
-def query(db: Path | str | Parts, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+def _bound(params: Sequence[Any] | Mapping[str, Any]) -> Any:
+    """Parameters as the connections take them: a dict of named ones (`:name`), else a tuple (`?`)."""
+    return dict(params) if isinstance(params, Mapping) else tuple(params)
+
+
+def query(db: Path | str | Parts, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[tuple[Any, ...]]:
     """Rows of a query, as tuples."""
     with reading(db) as conn:
-        return [tuple(row) for row in conn.execute(sql, tuple(params))]
+        return [tuple(row) for row in conn.execute(sql, _bound(params))]
 
 
-def rows(db: Path | str | Parts, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+def rows(db: Path | str | Parts, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[dict[str, Any]]:
     """Rows of a query, each a dict of its column names."""
     with reading(db) as conn:
-        cursor = conn.execute(sql, tuple(params))
+        cursor = conn.execute(sql, _bound(params))
         return [dict(zip([d[0] for d in cursor.getdescription()], row, strict=True)) for row in cursor]
 
 

@@ -174,11 +174,11 @@ class Stack:
         path.write_text(token or self.token(agent_id))
         return path
 
-    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    def query(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[tuple[Any, ...]]:
         """A read of the database file from this process (`bridge.testing.database.query`)."""
         return database.query(self.db, sql, params)
 
-    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+    def rows(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[dict[str, Any]]:
         """`query` with each row as a dict of its column names."""
         return database.rows(self.db, sql, params)
 
