@@ -3,7 +3,8 @@ no host), and concurrent workers never claim one job twice.
 
 - through the services and stores, on both stores: a job for an agent on host B is left by host A's worker (not
   claimed, not attempted, not waited for) and claimed by host B's; a runtime with no host is served by any; the
-  host a runtime is registered on is the heartbeat's `host_id`, else the registering process's own; threads racing
+  host a runtime is registered on is the heartbeat's `host_id`, else the registering process's own (heartbeats,
+  launches, spawns); threads racing
   `claim_due` through two stores on one database never both claim a job, and a worker whose claim was taken over
   has its late result refused;
 - on PostgreSQL, with real processes: two `bridge serve` (no worker) and two `bridge worker --host-id` processes,
@@ -24,6 +25,7 @@ from conftest import call_as
 from helpers import create_thread
 
 from bridge.domain.models import HeartbeatSessionInput
+from bridge.services import runtimes as runtime_service
 from bridge.services.sessions import heartbeat_session
 from bridge.services.triggers import force_trigger
 from bridge.store import control as control_store
@@ -65,11 +67,16 @@ def host_of(parts: Parts, agent_id: str) -> str | None:
     return None if session is None else session["host_id"]
 
 
-def test_a_runtime_is_registered_on_the_heartbeats_host_else_on_the_registering_process(make_parts):
+def test_a_runtime_is_registered_on_the_heartbeats_host_else_on_the_registering_process(make_parts, private_tmux):
     host_a = make_parts(host_id="host-a")
     register(host_a, "alice")
     register(host_a, "bob", host_id="host-b")  # an agent may say where it runs
-    assert (host_of(host_a, "alice"), host_of(host_a, "bob")) == ("host-a", "host-b")
+    runtime_service.launch(host_a.bridge, OPERATOR, private_tmux, agent_id="carol", kind="generic",
+                           argv=["sleep", "30"], session_id="carol-s1", tmux_session=None, cwd=None, resumable=False)
+    runtime_service.register_spawned(host_a.bridge, None, agent_id="dave", kind="generic", session_id="",
+                                     trigger_id="trg_x", pane_id="%9", cwd=None, now=host_a.bridge.clock())
+    assert {r["agent_id"]: r["host_id"] for r in runtime_service.list_runtimes(host_a.bridge)} == \
+        {"alice": "host-a", "bob": "host-b", "carol": "host-a", "dave": "host-a"}
     with pytest.raises(ValueError):  # an identifier, as every other id
         HeartbeatSessionInput(session_id="s", runtime="generic", status="idle", resumable=False, host_id="a b")
 

@@ -23,12 +23,12 @@ def runtime() -> None:
 @runtime.command("list")
 @db_options
 def runtime_list(db: str | None, workspace: str | None, as_json: bool) -> None:
-    """Every registered agent runtime (status, tmux target, staleness, paused)."""
+    """Every registered agent runtime (status, tmux target, host, staleness, paused)."""
     settings = load_settings(db=db, workspace=workspace)
     with opened(settings, as_json) as parts:
         rows = runtime_service.list_runtimes(parts.bridge)
     emit({"runtimes": rows}, as_json, table(rows, ["agent_id", "kind", "status", "management_mode", "tmux_target",
-                                                   "paused", "stale", "last_heartbeat_at"]))
+                                                   "host_id", "paused", "stale", "last_heartbeat_at"]))
 
 
 def _pause_command(name: str, paused: bool, help_text: str) -> click.Command:

@@ -26,7 +26,7 @@ def runtime_view(session: dict[str, Any], now: int, stale_after: float) -> dict[
     return {
         "agent_id": session["agent_id"], "session_id": session["session_id"], "runtime": session["runtime"],
         "kind": session["runtime_kind"], "status": session["status"], "management_mode": session["management_mode"],
-        "tmux_target": session["tmux_target"], "resumable": bool(session["resumable"]),
+        "tmux_target": session["tmux_target"], "host_id": session["host_id"], "resumable": bool(session["resumable"]),
         "paused": bool(session["paused"]), "stale": wake.is_stale(session, now, stale_after),
         "last_heartbeat_at": iso(session["last_heartbeat_at"]), "cwd": session["cwd"],
     }
