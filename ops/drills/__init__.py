@@ -23,6 +23,7 @@ DRILL_MODULES: dict[str, str] = {
     "human-input-collision": "human_input_collision",
     "rollback": "rollback",
     "backup-restore": "backup_restore",
+    "store-move": "store_move",
 }
 
 
