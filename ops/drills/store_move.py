@@ -72,7 +72,9 @@ def run(ctx: DrillContext) -> None:
     with PostgresServer(durable=True) as postgres:
         url = postgres.create_database("bridge_pilot")
         ctx.observe("the PostgreSQL server (throwaway, this drill's own)", url=url, pid=postgres.pid)
+        ctx.fault("the pilot outgrows its file: a planned move to PostgreSQL while the clients keep working")
         _move(ctx, DB, url, "PostgreSQL", reviewer, thread_id, acked)
+        ctx.fault("the pilot moves back to a single file (a new SQLite database)")
         _move(ctx, url, BACK, "SQLite again", reviewer, thread_id, acked)
         ctx.step("6. The audit trail of the store the pilot ends on holds both moves")
         trail = ctx.bridge("audit", "--db", BACK, "--json").json()["events"]
