@@ -20,6 +20,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import psycopg
 import pytest
 from conftest import call_as
 from helpers import create_thread
@@ -28,12 +29,13 @@ from bridge.domain.models import HeartbeatSessionInput
 from bridge.services import runtimes as runtime_service
 from bridge.services.sessions import heartbeat_session
 from bridge.services.triggers import force_trigger
+from bridge.settings import Settings
 from bridge.store import control as control_store
 from bridge.store import triggers as trigger_store
 from bridge.testing.client import new_thread, post, read_thread
 from bridge.testing.processes import wait_until
 from bridge.testing.stack import Stack
-from bridge.wiring import Parts
+from bridge.wiring import Parts, build
 from bridge.worker.supervisor import Supervisor
 from bridge.worker.tmux import Tmux
 
@@ -148,6 +150,23 @@ def test_a_worker_whose_claim_was_taken_over_by_another_worker_has_its_late_resu
     job = host_b.bridge.store.read(lambda c: trigger_store.get_job(c, trigger_id))
     assert (job["status"], job["claim_token"]) == ("delivered", None)
 
+
+
+def test_on_postgresql_a_claim_skips_a_job_another_worker_holds_instead_of_waiting(postgres_url: str):
+    parts = build(Settings.load({"db": postgres_url, "host_id": "host-a"}, env={}))
+    try:
+        held, free = job_for(parts, "agent-1"), job_for(parts, "agent-2")
+        with psycopg.connect(postgres_url) as other:  # another worker, mid-claim: the row is locked
+            other.execute("SELECT 1 FROM trigger_jobs WHERE trigger_id = %s FOR UPDATE", (held,))
+            with ThreadPoolExecutor(1) as pool:
+                claiming = pool.submit(claim, parts, "worker-a")
+                try:
+                    assert claiming.result(timeout=3) == [free]  # at once, without the held job
+                finally:
+                    other.rollback()  # unblocks a claim that waited, so a failure ends
+        assert claim(parts, "worker-a2") == [held]  # released: claimable again
+    finally:
+        parts.close()
 
 # --- real processes on PostgreSQL: two hosts, each with its own server, worker, tmux server and agent ---------------
 
