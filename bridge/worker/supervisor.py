@@ -221,7 +221,8 @@ class Supervisor:
 
     # ------------------------------------------------------------------------------------------- reconcile
     def _reconcile(self, now: int) -> list[str]:
-        """Mark managed runtimes whose pane is missing or dead as offline."""
+        """Mark managed runtimes of this host (or of none) whose pane is missing or dead as offline (another
+        host's panes are on its own tmux server: only its worker can tell)."""
         sessions = self.bridge.store.read(lambda c: control_store.list_sessions(c, self.bridge.workspace,
                                                                                 host=self.host))
         gone = []
