@@ -10,7 +10,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -62,12 +61,6 @@ def read_all(api: ApiClient, token: str, thread_id: str) -> list[dict[str, Any]]
         since = page["next_seq"]
         if not page["has_more"]:
             return out
-
-
-@pytest.fixture
-def db(parts) -> Path:
-    """The database file shared by the `parts` fixture (whose key signs make_token's tokens) and the servers."""
-    return parts.bridge.settings.db_path
 
 
 def test_two_processes_allocate_gapless_unique_seqs(db, harness, make_token):
