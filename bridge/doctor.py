@@ -12,7 +12,8 @@ from typing import Any
 
 from bridge.auth.keys import KEY_FILE
 from bridge.settings import Settings
-from bridge.store.engines import CannotOpen, open_problem
+from bridge.store.engines import CannotOpen, open_problem, opened, store_type
+from bridge.wiring import signing_key
 
 # = pyproject.toml's dependencies (tests/test_operator_cli.py keeps them equal)
 DEPENDENCIES = ("apsw", "bottle", "waitress", "pydantic", "click", "prometheus-client", "PyJWT", "cryptography",
@@ -37,16 +38,33 @@ def run_checks(settings: Settings) -> list[dict[str, Any]]:
     except (OSError, subprocess.SubprocessError):
         out.append(_result("tmux", False, "not found: waking agents through panes is unavailable", required=False))
     out.append(_database(settings))
+    out.append(_key_in_database(settings) if store_type(settings.location).keeps_signing_key else _key_file(settings))
+    out.append(_port(settings.host, settings.port))
+    return out
+
+
+def _key_file(settings: Settings) -> dict[str, Any]:
     key = settings.data_dir / KEY_FILE
     if key.exists():
         mode = stat.S_IMODE(key.stat().st_mode)
-        out.append(_result("signing key", mode == 0o600, f"{key} mode {mode:o}" + ("" if mode == 0o600 else
-                                                                                   " (expected 600)")))
-    else:
-        out.append(_result("signing key", True, f"{key} will be created when bridge serve first starts on the database",
-                           required=False))
-    out.append(_port(settings.host, settings.port))
-    return out
+        return _result("signing key", mode == 0o600, f"{key} mode {mode:o}" + ("" if mode == 0o600 else
+                                                                               " (expected 600)"))
+    return _result("signing key", True, f"{key} will be created when bridge serve first starts on the database",
+                   required=False)
+
+
+def _key_in_database(settings: Settings) -> dict[str, Any]:
+    """The key a database keeps for every host (read without migrating or creating anything)."""
+    where = settings.location
+    try:
+        with opened(settings.db, create=False, migrate_schema=False) as store:
+            key = signing_key(store, settings.data_dir, create=False)
+    except Exception as exc:  # unreachable or not migrated: the database check says which
+        return _result("signing key", False, f"the key kept in {where} cannot be read: {exc}", required=False)
+    if key is None:
+        return _result("signing key", True, f"none in {where} yet: bridge serve creates it there on first start, "
+                                            "for every host", required=False)
+    return _result("signing key", True, f"kept in the database {where} (kid {key.kid}), shared by every host")
 
 
 def _database(settings: Settings) -> dict[str, Any]:

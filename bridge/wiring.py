@@ -6,12 +6,29 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bridge.auth.keys import SigningKey, load_key, load_or_create
+from bridge.auth.keys import KeyFile, SigningKey, from_pem, new_pem
 from bridge.auth.tokens import TokenVerifier
 from bridge.services.core import Bridge
 from bridge.settings import Settings
 from bridge.store import control as control_store
-from bridge.store.engines import open_database
+from bridge.store.engines import Database, open_database
+from bridge.store.keys import KeptKey
+
+
+def key_home(store: Database, data_dir: Path) -> KeptKey | KeyFile:
+    """Where the bridge on `store` keeps its signing key: in the database when the store keeps it (PostgreSQL, shared
+    by every host), else the file in `data_dir` (SQLite)."""
+    return KeptKey(store.query, store.write) if store.keeps_signing_key else KeyFile(data_dir)
+
+
+def signing_key(store: Database, data_dir: Path, *, create: bool) -> SigningKey | None:
+    """The bridge's signing key from its home (`key_home`); with `create`, a new one kept there when it has none
+    (None without `create`)."""
+    home = key_home(store, data_dir)
+    pem = home.read()
+    if pem is None and create:
+        pem = home.keep(new_pem())
+    return None if pem is None else from_pem(pem)
 
 
 @dataclass
@@ -25,9 +42,9 @@ class Parts:
 
     @property
     def key(self) -> SigningKey:
-        """The local signing key, created (mode 0600, next to the database) the first time one is needed."""
+        """The bridge's signing key, created (see `signing_key`) the first time one is needed."""
         if self._key is None:
-            self._key = load_or_create(self.data_dir)
+            self._key = signing_key(self.bridge.store, self.data_dir, create=True)
         return self._key
 
     def close(self) -> None:
@@ -37,7 +54,8 @@ class Parts:
 def build(settings: Settings, *, create: bool = True) -> Parts:
     """Open (and migrate) the database and build the verifier.
 
-    `create=True` (the server, migrations, tests) creates a missing database file and the signing key at once.
+    `create=True` (the server, migrations, tests) creates a missing database file and the signing key at once (in
+    its home: `key_home`).
     `create=False` opens an existing database only (`apsw.CantOpenError` if it is missing, nothing created) and
     creates the signing key only when a command first needs one (`Parts.key`); the verifier trusts the key that
     exists."""
@@ -45,7 +63,7 @@ def build(settings: Settings, *, create: bool = True) -> Parts:
                   write_batch=settings.write_batch, commit_poll=settings.commit_poll,
                   probe_interval=settings.storage_probe_interval, create=create)
     try:
-        key = load_or_create(settings.data_dir) if create else load_key(settings.data_dir)
+        key = signing_key(store, settings.data_dir, create=create)
     except BaseException:
         store.close()
         raise

@@ -97,9 +97,9 @@ def populate(parts: Parts) -> dict[str, str]:
 
 
 def contents(db: str | Path) -> dict[str, list[str]]:
-    """Every table's rows (but the engine-specific columns), as sorted JSON texts."""
+    """Every table's rows (but the engine-specific columns and the signing key's table), as sorted JSON texts."""
     with reading(db) as conn:
-        names = [n for n in table_names(conn) if n not in copy_store.BOOKKEEPING]
+        names = [n for n in table_names(conn) if n not in copy_store.BOOKKEEPING | copy_store.KEPT_APART]
     found = {}
     for name in names:
         skip = ENGINE_SPECIFIC.get(name, set())

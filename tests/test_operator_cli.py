@@ -730,6 +730,7 @@ def test_db_vacuum_keeps_the_content(db):
 
 
 # ------------------------------------------------------------------------------------------------- doctor
+@pytest.mark.sqlite_only  # the key file is SQLite's home of the key (PostgreSQL keeps it: tests/test_signing_key_homes)
 def test_doctor_passes_on_a_healthy_setup_and_fails_on_a_readable_key(tmp_path, db):
     seed_threads(db, "t")
     key = Settings.load({"db": str(db)}, env={}).data_dir / "signing-key.pem"

@@ -11,6 +11,7 @@ from typing import Any
 import apsw
 import click
 
+from bridge.auth.keys import KeyFile
 from bridge.cli.common import database_error, db_options, load_settings, opened, operator_call, require_database
 from bridge.cli.options import FullHelpGroup
 from bridge.cli.output import emit, fail, table
@@ -147,21 +148,19 @@ def copy(source: str, destination: str, as_json: bool) -> None:
     settings = {end: load_settings(db=value) for end, value in (("from", source), ("to", destination))}
     progress = Progress(1, as_json=as_json)
     try:
-        key = copy_store.key_plan(settings["from"].data_dir, settings["to"].data_dir)
-        report = copy_store.copy_database(source, destination, progress.note)
+        key_files = (KeyFile(settings["from"].data_dir), KeyFile(settings["to"].data_dir))
+        report = copy_store.copy_database(source, destination, key_files, progress.note)
     except BridgeError as error:
         fail(error, as_json)
     except CannotOpen as exc:
         fail(Unavailable(f"cannot use the database: {exc}", {"reason": exc.reason}), as_json)
-    if report["ok"] and key == "copied":
-        copy_store.copy_key(settings["from"].data_dir, settings["to"].data_dir)
-    report |= {"signing_key": key, "not_copied": [f"agent folders under {settings['from'].data_dir / 'agents'}"]}
+    report |= {"not_copied": [f"agent folders under {settings['from'].data_dir / 'agents'}"]}
     verdict = "ok: copied and verified" if report["ok"] else \
         f"FAILED: {', '.join(report['differing'])} differ; the destination was left empty"
     emit(report, as_json, "\n".join([
         table(report["tables"], ["table", "source_rows", "destination_rows", "checksum_equal", "how"]),
         f"reset: {', '.join(report['reset'])} (the worker folds every message once more)",
-        f"signing key: {key}", f"not copied: {report['not_copied'][0]}", verdict]))
+        f"signing key: {report['signing_key']}", f"not copied: {report['not_copied'][0]}", verdict]))
     sys.exit(0 if report["ok"] else 1)
 
 

@@ -8,7 +8,6 @@ import urllib.request
 
 import click
 
-from bridge.auth.keys import load_key
 from bridge.cli.common import (
     check_identifier,
     db_options,
@@ -24,6 +23,7 @@ from bridge.domain.vocabulary import TOKEN_ROLES, Reason
 from bridge.errors import Conflict, InvalidArgument, Unavailable
 from bridge.services import tokens as token_service
 from bridge.settings import Settings
+from bridge.wiring import Parts, signing_key
 
 
 @click.group(cls=FullHelpGroup)
@@ -50,7 +50,7 @@ def issue(agent_id: str, role: str, session_id: str | None, ttl: str | None, url
     url = url or os.environ.get("BRIDGE_URL") or None
     with opened(settings, as_json) as parts:
         if url is not None:
-            check_server_holds_key(url, settings, as_json)
+            check_server_holds_key(url, parts, settings, as_json)
         signed, claims = token_service.issue(parts.bridge, parts.key, agent_id=agent_id, role=role,
                                              session_id=session_id, ttl=lifetime)
     if as_json:
@@ -60,9 +60,9 @@ def issue(agent_id: str, role: str, session_id: str | None, ttl: str | None, url
         click.echo(f"signed with key {parts.key.kid} of the database {settings.location} ({db_source()})", err=True)
 
 
-def check_server_holds_key(url: str, settings: Settings, as_json: bool) -> None:
+def check_server_holds_key(url: str, parts: Parts, settings: Settings, as_json: bool) -> None:
     """Exit unless the bridge at `url` verifies with this database's signing key (nothing is created or minted)."""
-    local = load_key(settings.data_dir)
+    local = signing_key(parts.bridge.store, parts.data_dir, create=False)
     held = _server_key_ids(url, as_json)
     if local is None or local.kid not in held:
         mine = "no signing key" if local is None else f"the signing key {local.kid}"

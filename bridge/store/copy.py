@@ -13,6 +13,9 @@ in thread and seq order), read from the databases' own catalogues, except:
   message once more into `wake_addressed`: the fold only raises each row to the newest seq it sees (the copied rows
   already hold it), and `wake_marks` keep an agent from being woken twice for one message.
 - ENGINE_COLUMNS: `messages.commit_xid` exists only on PostgreSQL (there it takes its default).
+- KEPT_APART `signing_keys`: the signing key goes from the source's home to the destination's, wherever each store
+  keeps it (`keeps_signing_key`: PostgreSQL's table, in the copy's transaction; else the file in the data directory,
+  mode 0600, once the copy has committed). A destination holding a different key is refused before any row is copied.
 PostgreSQL identity columns are moved past the copied ids, so later inserts do not collide (SQLite's AUTOINCREMENT
 counter follows explicit ids by itself).
 """
@@ -20,27 +23,28 @@ counter follows explicit ids by itself).
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import itertools
 import json
-import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import apsw
 
-from bridge.auth.keys import KEY_FILE
 from bridge.domain.location import Location, parse
 from bridge.domain.vocabulary import Reason
 from bridge.errors import Conflict, InvalidArgument
 from bridge.store.db import connect
-from bridge.store.engines import CannotOpen, open_problem
+from bridge.store.engines import CannotOpen, open_problem, store_type
+from bridge.store.keys import KeptKey
 from bridge.store.migrate import latest_version, migrate, recorded_version
 from bridge.store.rows import dialect, scalar, table_names
 
 BOOKKEEPING = {"bridge_schema"}
+KEPT_APART = {"signing_keys"}  # the signing key moves between its homes (`_key_plan`), not as a table
 DERIVED = ("message_tallies", "event_tallies", "open_findings", "sender_marks", "addressed_marks")
 RESET = {"wake_folded": {"last_rowid": 0}}
 ENGINE_COLUMNS = {"messages": {"commit_xid"}}
@@ -232,7 +236,7 @@ def _require_current(conn: Any, location: Location) -> None:
 def _require_empty(conn: Any, location: Location) -> None:
     """Refuse a destination holding any row (the migrator's bookkeeping and the wake watermark aside)."""
     held = {name: scalar(conn, f'SELECT COUNT(*) FROM "{name}"')
-            for name in table_names(conn) if name not in BOOKKEEPING | set(RESET)}
+            for name in table_names(conn) if name not in BOOKKEEPING | KEPT_APART | set(RESET)}
     held = {name: count for name, count in held.items() if count}
     if held:
         raise Conflict(f"the destination {location} is not empty ({', '.join(f'{n}: {c}' for n, c in held.items())}"
@@ -252,10 +256,20 @@ def _identities(conn: Any, tables: Iterable[str]) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ the copy
-def copy_database(source: str, destination: str, note: Callable[[str], None] = lambda line: None) -> dict[str, Any]:
-    """Copy the bridge at `source` into the empty `destination` (see the module docstring); `note` is told each
-    table's progress. Returns the report (`ok`, per table rows and checksum verdicts); raises Conflict for a source
-    not at the latest schema or a destination that is not empty, CannotOpen for a database that cannot be used."""
+class KeyHome(Protocol):
+    """Where a bridge keeps its signing key (PEM text): a database that keeps it (`KeptKey`), or a file."""
+
+    def read(self) -> str | None: ...
+    def keep(self, pem: str) -> str: ...
+
+
+def copy_database(source: str, destination: str, key_files: tuple[KeyHome, KeyHome],
+                  note: Callable[[str], None] = lambda line: None) -> dict[str, Any]:
+    """Copy the bridge at `source` into the empty `destination` (see the module docstring); `key_files` are the
+    source's and the destination's key files, used by an end whose store does not keep its key; `note` is told each
+    table's progress. Returns the report (`ok`, per table rows and checksum verdicts, what became of the signing
+    key); raises Conflict for a source not at the latest schema, a destination that is not empty or holds another
+    signing key, CannotOpen for a database that cannot be used."""
     src_at, dst_at = parse(source), parse(destination)
     if src_at == dst_at:
         raise InvalidArgument("--from and --to name the same database")
@@ -270,20 +284,27 @@ def copy_database(source: str, destination: str, note: Callable[[str], None] = l
             with _connection(dst_at) as dst:
                 _require_empty(dst, dst_at)
                 migrate(dst)
-                report = _fill(src, dst, note)
+                source_key, destination_key = _key_home(src_at, src, key_files[0]), _key_home(dst_at, dst, key_files[1])
+                pem, plan = _key_plan(source_key, destination_key)
+                move_key = None if pem is None or plan != "copied" else functools.partial(destination_key.keep, pem)
+                in_database = isinstance(destination_key, KeptKey)  # then the key goes in with the rows
+                report = _fill(src, dst, note, move_key if in_database else None)
     except BaseException:
         if new_file:
             _remove(dst_at.path)
         raise
     if not report["ok"] and new_file:
         _remove(dst_at.path)
-    return {"from": str(src_at), "to": str(dst_at), "schema_version": latest_version(), **report}
+    if report["ok"] and move_key is not None and not in_database:
+        move_key()
+    return {"from": str(src_at), "to": str(dst_at), "schema_version": latest_version(), **report, "signing_key": plan}
 
 
-def _fill(src: Any, dst: Any, note: Callable[[str], None]) -> dict[str, Any]:
-    """Insert every copied table in one destination transaction, verify every table, commit only when all match."""
-    names = [n for n in table_names(src) if n not in BOOKKEEPING]
-    missing = set(names) ^ {n for n in table_names(dst) if n not in BOOKKEEPING}
+def _fill(src: Any, dst: Any, note: Callable[[str], None], move_key: Callable[[], Any] | None) -> dict[str, Any]:
+    """Insert every copied table (and the signing key, by `move_key` when given) in one destination transaction,
+    verify every table, commit only when all match."""
+    names = [n for n in table_names(src) if n not in BOOKKEEPING | KEPT_APART]
+    missing = set(names) ^ {n for n in table_names(dst) if n not in BOOKKEEPING | KEPT_APART}
     if missing:
         raise Conflict(f"the databases' tables differ ({sorted(missing)}): both must be at the same schema version")
     copied = [n for n in insert_order(dst, names) if n not in DERIVED]
@@ -293,6 +314,8 @@ def _fill(src: Any, dst: Any, note: Callable[[str], None]) -> dict[str, Any]:
             rows = _copy_table(src, dst, name)
             note(f"copied {name}: {rows} rows")
         _identities(dst, copied)
+        if move_key is not None:
+            move_key()
         tables = compare(src, dst, [*copied, *DERIVED])
         for entry in tables:
             entry["how"] = "rebuilt by the trigger" if entry["table"] in DERIVED else "copied"
@@ -333,28 +356,24 @@ def _remove(path: Path | None) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ the signing key
-def key_plan(source_dir: Path, destination_dir: Path) -> str:
-    """What becomes of the source's signing key (tokens it signed verify only where it is): "copied" (the
-    destination has none), "already there" (it has this one) or "none in the source"; Conflict when the destination
-    holds a different key (checked before anything is copied)."""
-    source, target = source_dir / KEY_FILE, destination_dir / KEY_FILE
-    if not source.is_file():
-        return "none in the source"
-    if not target.exists():
-        return "copied"
-    if target.read_bytes() == source.read_bytes():
-        return "already there"
-    raise Conflict(f"the destination's data directory {destination_dir} holds a different signing key: tokens "
-                   f"signed by the source's ({source}) would not verify; move one of them aside first",
-                   {"source_key": str(source), "destination_key": str(target)})
+def _key_home(location: Location, conn: Any, key_file: KeyHome) -> KeyHome:
+    """Where the bridge at `location` keeps its signing key: its database (read and written on `conn`) when its store
+    keeps it, else `key_file`."""
+    return KeptKey.on(conn) if store_type(location).keeps_signing_key else key_file
 
 
-def copy_key(source_dir: Path, destination_dir: Path) -> None:
-    """Put the source's signing key into the destination's data directory (mode 0600)."""
-    destination_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    target = destination_dir / KEY_FILE
-    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write((source_dir / KEY_FILE).read_bytes())
-        handle.flush()
-        os.fsync(handle.fileno())
+def _key_plan(source: KeyHome, destination: KeyHome) -> tuple[str | None, str]:
+    """(the source's PEM, what becomes of it): "copied" (the destination has none), "already there" (it has this
+    one) or "none in the source"; Conflict when the destination holds a different key (tokens the source signed
+    verify only where its key is)."""
+    pem = source.read()
+    if pem is None:
+        return None, "none in the source"
+    held = destination.read()
+    if held is None:
+        return pem, "copied"
+    if held.strip() == pem.strip():
+        return pem, "already there"
+    raise Conflict(f"the destination holds a different signing key (in {destination}): tokens signed by the "
+                   f"source's (in {source}) would not verify; move one of them aside first",
+                   {"source_key": str(source), "destination_key": str(destination)})

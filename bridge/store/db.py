@@ -139,6 +139,8 @@ class StorageFailure:
 class Store:
     """One SQLite database file shared by every thread (and process) of the bridge."""
 
+    keeps_signing_key = False  # the signing key is a file (mode 0600) beside it: backups copy this file as it is
+
     def __init__(self, path: Path | str, *, synchronous: str = DEFAULTS.synchronous,
                  busy_timeout: float = DEFAULTS.busy_timeout, write_batch: int = DEFAULTS.write_batch,
                  commit_poll: float = DEFAULTS.commit_poll, probe_interval: float = DEFAULTS.storage_probe_interval,

@@ -54,6 +54,15 @@ def open_problem(location: Location, *, create: bool) -> CannotOpen | None:
     return None if problem is None else CannotOpen(Reason.DATABASE_NOT_CREATABLE, problem)
 
 
+def store_type(location: Location) -> type[Database]:
+    """The store class for a location, for what it can do (`keeps_signing_key`) without opening anything."""
+    if location.is_postgres:
+        from bridge.store.postgres import PgStore
+
+        return PgStore
+    return Store
+
+
 def open_database(db: str, *, create: bool = True, **options: Any) -> Database:
     """The store for a `--db` value: `Store` (a SQLite file) or `PgStore` (a PostgreSQL URL), migrated. `options`
     are the store settings (synchronous, busy_timeout, ...); each engine takes those that apply to it. A database

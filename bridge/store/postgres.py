@@ -146,6 +146,7 @@ class PgStore:
     """A PostgreSQL database shared by every thread, process and host of the bridge."""
 
     dialect = "postgresql"
+    keeps_signing_key = True  # every server and CLI on every host signs with the one key in the database
 
     def __init__(self, url: str, *, busy_timeout: float = DEFAULTS.busy_timeout, pool_size: int = 20,
                  probe_interval: float = DEFAULTS.storage_probe_interval, migrate_schema: bool = True, **_: Any):

@@ -7,9 +7,10 @@ from typing import Any
 
 import jwt
 
-from bridge.auth.keys import SigningKey, load_or_create
+from bridge.auth.keys import SigningKey
 from bridge.auth.tokens import issue_token
 from bridge.settings import Settings
+from bridge.wiring import build
 
 DEFAULT_TTL = 3600.0  # an hour: longer than any harness run
 
@@ -22,10 +23,13 @@ class Minter:
 
     @classmethod
     def for_db(cls, db: Path | str) -> Minter:
-        """The minter of the bridge whose database is `db` (its key file next to it; created if absent, as the
-        first `bridge serve` would)."""
-        settings = Settings.load({"db": str(db)}, env={})
-        return cls(load_or_create(settings.data_dir), settings)
+        """The minter of the bridge whose database is `db` (the database and its key created if absent, as the first
+        `bridge serve` would; the key where that bridge keeps it: its database or the file next to it)."""
+        parts = build(Settings.load({"db": str(db)}, env={}))
+        try:
+            return cls(parts.key, parts.bridge.settings)
+        finally:
+            parts.close()
 
     def issue(self, agent_id: str, role: str = "participant", *, session_id: str | None = None,
               ttl: float = DEFAULT_TTL, workspace: str | None = None, claims: dict[str, Any] | None = None,
