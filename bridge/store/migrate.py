@@ -57,42 +57,26 @@ def record_version(conn: Any, number: int) -> None:
         conn.execute(f"PRAGMA user_version={int(number)}")
 
 
+# What opens a migration's transaction: SQLite takes the write lock at once; PostgreSQL queues servers starting
+# together on an advisory lock and creates its version table on first use.
+_BEGIN = {
+    "sqlite": ("BEGIN IMMEDIATE",),
+    "postgresql": ("BEGIN", f"SELECT pg_advisory_xact_lock({_LOCK})",
+                   "CREATE TABLE IF NOT EXISTS bridge_schema (version BIGINT NOT NULL)",
+                   "INSERT INTO bridge_schema (version) SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM bridge_schema)"),
+}
+
+
 def migrate(conn: Any) -> list[int]:
     """Apply pending migrations, each in its own transaction; refuse a newer database. Returns what was applied."""
-    if getattr(conn, "dialect", "sqlite") == "postgresql":
-        return _migrate_postgres(conn)
     if recorded_version(conn) == latest_version():
         return []  # current: take no write lock, so opening works (and reads go on) while another writer is busy
+    dialect = getattr(conn, "dialect", "sqlite")
     applied = []
-    for number, _name, sql in migrations():
-        conn.execute("BEGIN IMMEDIATE")
+    for number, _name, sql in migrations(dialect):
+        for statement in _BEGIN[dialect]:
+            conn.execute(statement)
         try:
-            current = recorded_version(conn)
-            if current > latest_version():
-                raise _too_new(current)
-            if current < number:
-                conn.execute(sql)
-                record_version(conn, number)
-                applied.append(number)
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-    return applied
-
-
-def _migrate_postgres(conn: Any) -> list[int]:
-    """PostgreSQL: the version lives in `bridge_schema`; each pending file runs in its own transaction under an
-    advisory lock, so servers starting at once apply each migration exactly once."""
-    if recorded_version(conn) == latest_version():
-        return []
-    applied = []
-    for number, _name, sql in migrations("postgresql"):
-        conn.execute("BEGIN")
-        try:
-            conn.execute(f"SELECT pg_advisory_xact_lock({_LOCK})")
-            conn.execute("CREATE TABLE IF NOT EXISTS bridge_schema (version BIGINT NOT NULL)")
-            conn.execute("INSERT INTO bridge_schema (version) SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM bridge_schema)")
             current = recorded_version(conn)
             if current > latest_version():
                 raise _too_new(current)
