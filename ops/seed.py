@@ -32,6 +32,10 @@ def seed(threads: int, messages: int, participants: int, seed_value: int, append
     the batches committed so far stay (each passes `bridge db check`); a power loss or OS crash during the seed can
     damage the file, so seed a scratch database, not one you cannot lose."""
     settings = load_settings(db=db, workspace=workspace)
+    if settings.location.is_postgres:  # the bulk path writes SQLite pages directly
+        fail(InvalidArgument(f"ops seed fills a SQLite file, not {settings.location}: seed a file, then move it "
+                             "with `bridge db copy --from FILE --to URL`", {"database": str(settings.location)}),
+             as_json)
     if settings.db_path.is_file() and not append and (existing := seeding.thread_count(settings.db_path)):
         fail(InvalidArgument(f"the database {settings.db_path} already has {existing} threads: pass --append to add "
                              "seeded threads to them", {"threads": existing}), as_json)

@@ -11,6 +11,7 @@ import pytest
 
 from bridge.store.seed import agent_ids
 from bridge.testing.client import read_thread
+from bridge.testing.database import query
 from bridge.testing.stack import Stack
 
 THREADS, MESSAGES = 3, 601  # 201 + 200 + 200: spread evenly, not exactly divisible
@@ -84,3 +85,11 @@ def test_a_database_with_threads_is_refused_unless_append(seeded):
     assert appended.returncode == 0, appended.stderr
     assert stack.query("SELECT COUNT(*) FROM threads")[0][0] == threads_before + 2
     assert stack.bridge("db", "check", "--db", str(stack.db)).returncode == 0
+
+
+def test_a_postgresql_database_is_refused_with_the_way_to_seed_it(seeded, postgres_url):
+    stack, _ = seeded
+    refused = stack.bridge("ops", "seed", "--db", postgres_url, "--threads", "1", "--messages", "5", "--json")
+    assert refused.returncode == 2, refused.stderr
+    assert "bridge db copy" in json.loads(refused.stderr)["error"]["message"]
+    assert query(postgres_url, "SELECT to_regclass('threads') IS NULL") == [(True,)]  # nothing was created
