@@ -13,6 +13,7 @@ from typing import Any
 from bridge.auth.keys import KEY_FILE
 from bridge.settings import Settings
 from bridge.store.engines import CannotOpen, open_problem, opened, store_type
+from bridge.store.migrate import latest_version
 from bridge.wiring import signing_key
 
 # = pyproject.toml's dependencies (tests/test_operator_cli.py keeps them equal)
@@ -58,8 +59,9 @@ def _key_in_database(settings: Settings) -> dict[str, Any]:
     where = settings.location
     try:
         with opened(settings.db, create=False, migrate_schema=False) as store:
-            key = signing_key(store, settings.data_dir, create=False)
-    except Exception as exc:  # unreachable or not migrated: the database check says which
+            current = store.schema_version() == latest_version()
+            key = signing_key(store, settings.data_dir, create=False) if current else None
+    except Exception as exc:  # unreachable: the database check says why
         return _result("signing key", False, f"the key kept in {where} cannot be read: {exc}", required=False)
     if key is None:
         return _result("signing key", True, f"none in {where} yet: bridge serve creates it there on first start, "

@@ -51,8 +51,8 @@ def db(request: pytest.FixtureRequest, tmp_path) -> str:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """A bridge on PostgreSQL keeps its signing key under $XDG_DATA_HOME: one temporary directory for the session
-    (children inherit it), so tests never write to the user's home."""
+    """A bridge on PostgreSQL keeps its data directory (agent folders) under $XDG_DATA_HOME: one temporary directory
+    for the session (children inherit it), so tests never write to the user's home."""
     os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="bridge-test-data-")
 
 

@@ -6,6 +6,7 @@ not check equal are refused, leaving the destination as it was (or empty)."""
 from __future__ import annotations
 
 import json
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +109,11 @@ def contents(db: str | Path) -> dict[str, list[str]]:
     return found
 
 
+def key_file(db: str | Path) -> Path:
+    """The signing key file of the SQLite bridge at `db`."""
+    return Settings.load({"db": str(db)}, env={}).data_dir / KEY_FILE
+
+
 def run_copy(source: str | Path, destination: str | Path) -> tuple[int, dict[str, Any]]:
     result = CliRunner().invoke(cli, ["db", "copy", "--from", str(source), "--to", str(destination), "--json"])
     return result.exit_code, json.loads(result.stdout or result.stderr)
@@ -144,11 +150,19 @@ def test_sqlite_to_postgresql_to_sqlite_keeps_every_row(original, postgres_url, 
     back = tmp_path / "back" / "copy.db"
     code, report = run_copy(postgres_url, back)
     assert code == 0, report
+    assert report["signing_key"] == "copied"
     for copy in (postgres_url, back):
         assert contents(copy) == before
         assert rows(copy, "SELECT last_rowid FROM wake_folded") == [{"last_rowid": 0}]
+    # the key went from the file into PostgreSQL's table and back into a file (mode 0600), never into SQLite
+    original_key = key_file(db)
+    assert rows(postgres_url, "SELECT name, private_pem FROM signing_keys") == [
+        {"name": "local", "private_pem": original_key.read_text()}]
+    assert key_file(back).read_bytes() == original_key.read_bytes()
+    assert stat.S_IMODE(key_file(back).stat().st_mode) == 0o600
+    assert rows(back, "SELECT name FROM signing_keys") == []
 
-    token = Minter(load_key(Settings.load({"db": str(db)}, env={}).data_dir), Settings.load({}, env={}))("rev")
+    token = Minter(load_key(original_key.parent), Settings.load({}, env={}))("rev")
     source, copied = open_parts(db), open_parts(back)
     pg = open_parts(postgres_url)
     try:
@@ -266,3 +280,32 @@ def test_the_reset_wake_watermark_refolds_to_the_same_addressed_rows(original, p
             parts.close()
         assert contents(copy)["wake_addressed"] == contents(db)["wake_addressed"]
         assert rows(copy, "SELECT last_rowid FROM wake_folded") != [{"last_rowid": 0}]
+
+
+def test_postgresql_to_postgresql_moves_the_key_table_to_table(original, postgres, postgres_url):
+    db, _ = original
+    assert run_copy(db, postgres_url)[0] == 0
+    second = postgres.create_database()
+    try:
+        code, report = run_copy(postgres_url, second)
+        assert code == 0 and report["signing_key"] == "copied", report
+        assert rows(second, "SELECT private_pem FROM signing_keys") == [{"private_pem": key_file(db).read_text()}]
+        token = Minter(load_key(key_file(db).parent), Settings.load({}, env={}))("rev")
+        parts = open_parts(second)
+        try:
+            assert parts.verifier.verify(token).agent_id == "rev"
+        finally:
+            parts.close()
+    finally:
+        postgres.drop_database(second.rsplit("/", 1)[1])
+
+
+def test_a_postgresql_destination_holding_another_key_is_refused_before_anything(original, postgres_url):
+    db, _ = original
+    open_parts(postgres_url).close()  # a server started there first: its own key, no rows
+    held = rows(postgres_url, "SELECT private_pem FROM signing_keys")
+    code, report = run_copy(db, postgres_url)
+    assert code == 1
+    assert report["error"]["code"] == "CONFLICT" and "signing key" in report["error"]["message"]
+    assert rows(postgres_url, "SELECT private_pem FROM signing_keys") == held
+    assert rows(postgres_url, "SELECT COUNT(*) AS n FROM threads") == [{"n": 0}]
