@@ -277,7 +277,8 @@ class Settings:
 
     @property
     def data_dir(self) -> Path:
-        """The directory holding the signing key and agent folders: BRIDGE_DATA_DIR, else next to a SQLite file
+        """The directory holding agent folders (and a SQLite bridge's signing key; PostgreSQL keeps its key in the
+        database): BRIDGE_DATA_DIR, else next to a SQLite file
         (`bridge.db` -> `bridge.data/`), else for PostgreSQL one per database in the user's data directory
         (`$XDG_DATA_HOME` or `~/.local/share`, then `agent-bridge/<host>-<port>-<database>`)."""
         if self.data:

@@ -64,10 +64,11 @@ SETTING_MEANINGS: dict[str, str] = {
     "BRIDGE_HOST": "Address to listen on.",
     "BRIDGE_PORT": "Port to listen on (0: any free port).",
     "BRIDGE_DB": "The database: a SQLite file (a path or `sqlite:///PATH`; its signing key and agent folders live in"
-                 " `<name>.data/` next to it) or a PostgreSQL URL (`postgresql://user@host/db`).",
-    "BRIDGE_DATA_DIR": "The directory of the signing key and agent folders (default: next to a SQLite file; for"
-                       " PostgreSQL `agent-bridge/<host>-<port>-<database>` under `$XDG_DATA_HOME` or"
-                       " `~/.local/share`).",
+                 " `<name>.data/` next to it) or a PostgreSQL URL (`postgresql://user@host/db`; the signing key is kept"
+                 " in the database).",
+    "BRIDGE_DATA_DIR": "The directory of agent folders, and on SQLite of the signing key (default: next to a SQLite"
+                       " file; for PostgreSQL, which keeps the key in the database for every host,"
+                       " `agent-bridge/<host>-<port>-<database>` under `$XDG_DATA_HOME` or `~/.local/share`).",
     "BRIDGE_WORKSPACE": "The workspace this bridge serves.",
     "BRIDGE_SYNCHRONOUS": "SQLite durability: `FULL` (every commit on disk) or `NORMAL`.",
     "BRIDGE_BUSY_TIMEOUT": "How long a write waits for another process's lock before `UNAVAILABLE` (`database_busy`).",
