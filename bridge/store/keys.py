@@ -43,7 +43,7 @@ class KeptKey:
         return cls(lambda fn: fn(conn), lambda fn: fn(conn))
 
     def __str__(self) -> str:
-        return "its database"
+        return "the database"
 
     def read(self) -> str | None:
         """The PEM kept, or None."""
