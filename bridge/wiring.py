@@ -54,15 +54,17 @@ class Parts:
 def build(settings: Settings, *, create: bool = True) -> Parts:
     """Open (and migrate) the database and build the verifier.
 
-    `create=True` (the server, migrations, tests) creates a missing database file and the signing key at once (in
-    its home: `key_home`).
+    `create=True` (the server, migrations, tests) creates a missing database file, the data directory and the
+    signing key at once (in its home: `key_home`).
     `create=False` opens an existing database only (`apsw.CantOpenError` if it is missing, nothing created) and
     creates the signing key only when a command first needs one (`Parts.key`); the verifier trusts the key that
     exists."""
     store = open_database(settings.db, synchronous=settings.synchronous, busy_timeout=settings.busy_timeout,
-                  write_batch=settings.write_batch, commit_poll=settings.commit_poll,
-                  probe_interval=settings.storage_probe_interval, create=create)
+                          write_batch=settings.write_batch, commit_poll=settings.commit_poll,
+                          probe_interval=settings.storage_probe_interval, create=create)
     try:
+        if create:  # the data directory holds agent folders (and, on SQLite, the key file): /ready checks it
+            settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         key = signing_key(store, settings.data_dir, create=create)
     except BaseException:
         store.close()
