@@ -26,7 +26,6 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -35,8 +34,8 @@ import apsw
 from bridge.domain.vocabulary import Reason
 from bridge.errors import Unavailable
 from bridge.settings import DEFAULTS
-from bridge.store import control as control_store
 from bridge.store.migrate import migrate
+from bridge.store.shared_base import StoreBase
 
 T = TypeVar("T")
 READER_CACHE_KIB = 512  # page cache of each thread's read connection (SQLite's default is 2 MiB): with 32 HTTP
@@ -123,20 +122,7 @@ def unavailable_from(exc: BaseException, conn: apsw.Connection | None = None) ->
 
 _STORAGE_ERRORS = (apsw.BusyError, apsw.LockedError, apsw.FullError, apsw.IOError, apsw.ReadOnlyError,
                    apsw.CantOpenError)
-# Reasons that say the disk or the file system refuses writes (not contention): they make the store degraded.
-DEGRADING_REASONS = frozenset({Reason.DISK_FULL, Reason.FILE_TOO_LARGE, Reason.READ_ONLY, Reason.STORAGE_ERROR})
-
-
-@dataclass(frozen=True)
-class StorageFailure:
-    """Writes are failing for a disk or I/O reason: since when (first failure), the latest one and its reason."""
-
-    reason: str
-    since: float  # unix time of the first failure since the last successful commit
-    last: float   # unix time of the latest failure
-
-
-class Store:
+class Store(StoreBase):
     """One SQLite database file shared by every thread (and process) of the bridge."""
 
     keeps_signing_key = False  # the signing key is a file (mode 0600) beside it: backups copy this file as it is
@@ -149,12 +135,12 @@ class Store:
         created); `create=True` also creates the file and its missing parent directories. `write_batch`: writes
         committed together at most; `commit_poll`: seconds between checks for other processes' commits while
         someone long-polls; `probe_interval`: seconds between storage probes while writes are failing."""
+        super().__init__(probe_interval)
         self.path = Path(path)
         self.synchronous = synchronous
         self.busy_timeout = busy_timeout
         self.write_batch = write_batch
         self.commit_poll = commit_poll
-        self.probe_interval = probe_interval
         if create:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
@@ -162,16 +148,7 @@ class Store:
         self._readers_lock = threading.Lock()
         self._queue: deque[tuple[Callable[[apsw.Connection], Any], Future[Any]]] = deque()
         self._queue_cv = threading.Condition()
-        self._commit_cv = threading.Condition()
-        self._commits = 0
-        self._waiters = 0
-        self._closed = False
-        self._waits_ended = False  # shutting down: long-polls answer with what they have
         self._writing = False  # a batch is committing (on the writer thread or inline on a caller's thread)
-        self.commit_listeners: list[Callable[[], None]] = []  # called after every COMMIT here; failures are logged
-        self._failure: StorageFailure | None = None
-        self._probe_lock = threading.Lock()
-        self._last_probe = 0.0
         writer_conn = connect(self.path, synchronous=synchronous, busy_timeout=busy_timeout, create=create)
         if migrate_schema:
             migrate(writer_conn)
@@ -301,7 +278,7 @@ class Store:
             for future, _, _ in outcomes:
                 future.set_exception(error)
             return
-        self._committed(outcomes)
+        self._answer(outcomes)
 
     def _run_operation(self, conn: apsw.Connection, fn: Callable[[apsw.Connection], Any],
                        future: Future[Any]) -> tuple[Future[Any], bool, Any]:
@@ -339,10 +316,9 @@ class Store:
             error = self._write_failed(exc, conn) if isinstance(exc, _STORAGE_ERRORS) else exc
             return future, False, error
 
-    def _committed(self, outcomes: list[tuple[Future[Any], bool, Any]]) -> None:
+    def _answer(self, outcomes: list[tuple[Future[Any], bool, Any]]) -> None:
         """After COMMIT: the rows are durable, so nothing here may turn the write into an error for its callers."""
-        self._failure = None
-        self._notify_commit()
+        self._committed()
         for future, ok, value in outcomes:
             if ok:
                 future.set_result(value)
@@ -351,74 +327,9 @@ class Store:
 
     def _write_failed(self, exc: BaseException, conn: apsw.Connection) -> Unavailable:
         """The UNAVAILABLE error of a failed write; a disk or I/O reason marks the store as degraded."""
-        error = unavailable_from(exc, conn)
-        reason = error.details["reason"]
-        if reason in DEGRADING_REASONS:
-            now = time.time()
-            failure = self._failure
-            self._failure = StorageFailure(reason, now, now) if failure is None else replace(
-                failure, reason=reason, last=now)
-        return error
-
-    # ------------------------------------------------------------------------------------------- health
-    @property
-    def storage_failure(self) -> StorageFailure | None:
-        """The disk/I/O failure the latest writes hit; None once a write commits again."""
-        return self._failure
-
-    def check_storage(self) -> StorageFailure | None:
-        """The current storage failure. While degraded, first try a tiny write (at most every `probe_interval`
-        seconds, whoever asks), so the store notices by itself when writes succeed again."""
-        if self._failure is None:
-            return None
-        with self._probe_lock:
-            now = time.monotonic()
-            due = now - self._last_probe >= self.probe_interval
-            if due:
-                self._last_probe = now
-        if due:
-            with contextlib.suppress(Unavailable):
-                self.write(lambda conn: control_store.set_flag(conn, "storage_probe", "ok", int(time.time() * 1000)))
-        return self._failure
+        return self._record_failure(unavailable_from(exc, conn))
 
     # ------------------------------------------------------------------------------------------- waiting
-    def _notify_commit(self) -> None:
-        self.committed_elsewhere()
-        for listener in self.commit_listeners:
-            try:
-                listener()
-            except Exception:  # a listener never turns a committed write into an error
-                log.exception("commit listener failed", extra={"event": "commit_listener_failed"})
-
-    def committed_elsewhere(self) -> None:
-        """Something committed (this process, or another one that says so): every waiting long-poll looks again."""
-        with self._commit_cv:
-            self._commits += 1
-            self._commit_cv.notify_all()
-
-    def wait_until(self, check: Callable[[], T | None], deadline: float) -> T | None:
-        """Re-run `check()` after every commit (this process or another) until it returns a value or time is up."""
-        with self._commit_cv:
-            seen = self._commits  # read before check(): a commit racing with check() still wakes us
-            self._waiters += 1
-            self._ensure_watcher()
-        try:
-            while True:
-                result = check()
-                if result is not None:
-                    return result
-                with self._commit_cv:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0 or self._closed or self._waits_ended:
-                        return None
-                    self._commit_cv.wait_for(lambda seen=seen: self._commits != seen or self._closed
-                                             or self._waits_ended,
-                                             timeout=remaining)
-                    seen = self._commits
-        finally:
-            with self._commit_cv:
-                self._waiters -= 1
-
     def _ensure_watcher(self) -> None:
         if self._watcher is None or not self._watcher.is_alive():
             self._watcher = threading.Thread(target=self._watch_data_version, name="bridge-store-watcher",
@@ -463,13 +374,6 @@ class Store:
         found = {name: conn.execute(f"PRAGMA {name}").fetchall()[0][0]
                  for name in ("journal_mode", "synchronous", "foreign_keys")}
         return {**found, "busy_timeout": round(self.busy_timeout * 1000)}  # ms, waited by BusyWait
-
-    def end_waits(self) -> None:
-        """Make every `wait_until` in progress (and any later one) return at once: a stopping server answers its
-        long-polls with what they have instead of holding them to their deadline."""
-        with self._commit_cv:
-            self._waits_ended = True
-            self._commit_cv.notify_all()
 
     def close(self) -> None:
         """Finish queued writes, stop the writer and close every connection."""

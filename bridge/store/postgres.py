@@ -19,7 +19,6 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import replace
 from decimal import Decimal
 from functools import lru_cache
 from typing import Any, TypeVar
@@ -33,9 +32,8 @@ from bridge.domain.location import redacted
 from bridge.domain.vocabulary import Reason
 from bridge.errors import Unavailable
 from bridge.settings import DEFAULTS
-from bridge.store import control as control_store
-from bridge.store.db import DEGRADING_REASONS, StorageFailure
 from bridge.store.migrate import migrate, recorded_version
+from bridge.store.shared_base import StoreBase
 
 T = TypeVar("T")
 log = logging.getLogger("bridge.store")
@@ -142,7 +140,7 @@ def unavailable_from(exc: BaseException) -> Unavailable:
 _STORAGE_ERRORS = (psycopg.OperationalError, PoolTimeout, errors.DiskFull, errors.ReadOnlySqlTransaction)
 
 
-class PgStore:
+class PgStore(StoreBase):
     """A PostgreSQL database shared by every thread, process and host of the bridge."""
 
     dialect = "postgresql"
@@ -151,10 +149,10 @@ class PgStore:
     def __init__(self, url: str, *, busy_timeout: float = DEFAULTS.busy_timeout, pool_size: int = 20,
                  probe_interval: float = DEFAULTS.storage_probe_interval, migrate_schema: bool = True, **_: Any):
         """`busy_timeout`: seconds a caller waits for a pooled connection; `pool_size`: connections at most."""
+        super().__init__(probe_interval)
         self.url = url
         self.display = redacted(url)
         self.busy_timeout = busy_timeout
-        self.probe_interval = probe_interval
         with psycopg.connect(url, autocommit=True, connect_timeout=10) as first:  # fail fast when unreachable
             configure(first)
             if migrate_schema:
@@ -162,15 +160,6 @@ class PgStore:
         self._pool = ConnectionPool(url, min_size=1, max_size=pool_size, timeout=busy_timeout,
                                     kwargs={"autocommit": True}, configure=configure, open=True,
                                     name="bridge-store")
-        self._commit_cv = threading.Condition()
-        self._commits = 0
-        self._waiters = 0
-        self._closed = False
-        self._waits_ended = False
-        self.commit_listeners: list[Callable[[], None]] = []
-        self._failure: StorageFailure | None = None
-        self._probe_lock = threading.Lock()
-        self._last_probe = 0.0
         self._listener: threading.Thread | None = None
 
     # ------------------------------------------------------------------------------------------- reading
@@ -228,74 +217,12 @@ class PgStore:
             if conn.in_transaction:
                 conn.raw.execute("ROLLBACK")
 
-    def _committed(self) -> None:
-        self._failure = None
-        self.committed_elsewhere()
-        for listener in self.commit_listeners:
-            try:
-                listener()
-            except Exception:  # a listener never turns a committed write into an error
-                log.exception("commit listener failed", extra={"event": "commit_listener_failed"})
-
     def _failed(self, exc: BaseException) -> Unavailable:
-        error = unavailable_from(exc)
-        reason = error.details["reason"]
-        if reason in DEGRADING_REASONS or reason == Reason.DATABASE_UNAVAILABLE:
-            now = time.time()
-            failure = self._failure
-            self._failure = StorageFailure(reason, now, now) if failure is None else replace(
-                failure, reason=reason, last=now)
-        return error
-
-    # ------------------------------------------------------------------------------------------- health
-    @property
-    def storage_failure(self) -> StorageFailure | None:
-        return self._failure
-
-    def check_storage(self) -> StorageFailure | None:
-        """The current failure; while degraded, first probe with a tiny write (at most every `probe_interval`)."""
-        if self._failure is None:
-            return None
-        with self._probe_lock:
-            now = time.monotonic()
-            due = now - self._last_probe >= self.probe_interval
-            if due:
-                self._last_probe = now
-        if due:
-            with contextlib.suppress(Unavailable):
-                self.write(lambda conn: control_store.set_flag(conn, "storage_probe", "ok", int(time.time() * 1000)))
-        return self._failure
+        return self._record_failure(unavailable_from(exc))
 
     # ------------------------------------------------------------------------------------------- waiting
-    def committed_elsewhere(self) -> None:
-        """Something committed: every waiting long-poll looks again."""
-        with self._commit_cv:
-            self._commits += 1
-            self._commit_cv.notify_all()
-
-    def wait_until(self, check: Callable[[], T | None], deadline: float) -> T | None:
-        """Re-run `check()` after every commit (by any server: LISTEN) until it returns a value or time is up."""
-        with self._commit_cv:
-            seen = self._commits
-            self._waiters += 1
-            self._ensure_listener()
-        try:
-            while True:
-                result = check()
-                if result is not None:
-                    return result
-                with self._commit_cv:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0 or self._closed or self._waits_ended:
-                        return None
-                    self._commit_cv.wait_for(lambda seen=seen: self._commits != seen or self._closed
-                                             or self._waits_ended, timeout=remaining)
-                    seen = self._commits
-        finally:
-            with self._commit_cv:
-                self._waiters -= 1
-
-    def _ensure_listener(self) -> None:
+    def _ensure_watcher(self) -> None:
+        """Long-polls wake on every commit of any server: LISTEN, on a connection of its own."""
         if self._listener is None or not self._listener.is_alive():
             self._listener = threading.Thread(target=self._listen, name="bridge-store-listener", daemon=True)
             self._listener.start()
@@ -325,12 +252,6 @@ class PgStore:
             return {name: conn.execute(f"SHOW {name}").fetchall()[0][0]
                     for name in ("server_version", "synchronous_commit", "fsync")}
         return {**self.query(read), "isolation": "serializable", "busy_timeout": round(self.busy_timeout * 1000)}
-
-    def end_waits(self) -> None:
-        """Make every `wait_until` return at once (a stopping server answers its long-polls)."""
-        with self._commit_cv:
-            self._waits_ended = True
-            self._commit_cv.notify_all()
 
     def close(self) -> None:
         self._closed = True
