@@ -111,16 +111,10 @@ def _connection(location: Location, *, read_only: bool = False) -> Iterator[Any]
     """A plain connection (no pool, no migration): PostgreSQL in autocommit, or a SQLite file (read-only, or
     created when missing); an unreachable or unopenable database raises CannotOpen."""
     if location.is_postgres:
-        import psycopg  # only copies involving PostgreSQL import it
+        from bridge.store.postgres import connection  # only copies involving PostgreSQL import psycopg
 
-        from bridge.store.postgres import PgConnection, configure
-        try:
-            raw = psycopg.connect(location.url or "", autocommit=True, connect_timeout=10)
-        except psycopg.OperationalError as exc:
-            raise CannotOpen(Reason.DATABASE_UNAVAILABLE, str(exc).strip()) from exc
-        with raw:
-            configure(raw)
-            yield PgConnection(raw)
+        with connection(location.url or "") as conn:
+            yield conn
         return
     try:
         if read_only:

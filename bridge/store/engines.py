@@ -13,6 +13,7 @@ import apsw
 
 from bridge.domain.location import Location, parse
 from bridge.domain.vocabulary import Reason
+from bridge.store.cannot_open import CannotOpen
 from bridge.store.db import Store, creation_problem
 
 if TYPE_CHECKING:
@@ -31,15 +32,6 @@ class Connection(Protocol):
 
     def execute(self, sql: str, params: Any = ...) -> Any: ...
     def changes(self) -> int: ...
-
-
-class CannotOpen(Exception):
-    """The database cannot be used: `reason` (database_missing, database_not_creatable, database_locked,
-    database_unavailable) and what the engine said."""
-
-    def __init__(self, reason: Reason, detail: str):
-        super().__init__(detail)
-        self.reason = reason
 
 
 def open_problem(location: Location, *, create: bool) -> CannotOpen | None:

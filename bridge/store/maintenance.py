@@ -13,11 +13,9 @@ from typing import Any
 
 import apsw
 
-from bridge.domain.location import Location, parse
-from bridge.domain.vocabulary import Reason
+from bridge.domain.location import parse
 from bridge.errors import InvalidArgument
 from bridge.store.db import connect
-from bridge.store.engines import CannotOpen
 from bridge.store.migrate import latest_version, recorded_version
 from bridge.store.rows import rows
 
@@ -45,7 +43,9 @@ def check(db: Path | str) -> dict[str, Any]:
     location = parse(str(db))
     if location.path is not None:
         return _check_sqlite(location.path)
-    with _postgres(location) as conn:
+    from bridge.store.postgres import connection  # only bridges on PostgreSQL import psycopg
+
+    with connection(location.url or "") as conn:
         return _verdict(conn, ["schema_version", *INVARIANTS], [])
 
 
@@ -71,20 +71,6 @@ def _snapshot(conn: Any) -> Iterator[None]:
         yield
     finally:
         conn.execute("ROLLBACK" if postgres else "COMMIT")
-
-
-@contextlib.contextmanager
-def _postgres(location: Location) -> Iterator[Any]:
-    """A plain connection to a PostgreSQL database (no pool, no migration); unreachable raises CannotOpen."""
-    import psycopg  # only bridges on PostgreSQL import it
-
-    from bridge.store.postgres import PgConnection, configure
-    try:
-        with psycopg.connect(location.url or "", autocommit=True, connect_timeout=10) as raw:
-            configure(raw)
-            yield PgConnection(raw)
-    except psycopg.OperationalError as exc:
-        raise CannotOpen(Reason.DATABASE_UNAVAILABLE, str(exc).strip()) from exc
 
 
 def _check_sqlite(path: Path) -> dict[str, Any]:

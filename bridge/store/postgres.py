@@ -32,6 +32,7 @@ from bridge.domain.location import redacted
 from bridge.domain.vocabulary import Reason
 from bridge.errors import Unavailable
 from bridge.settings import DEFAULTS
+from bridge.store.cannot_open import CannotOpen
 from bridge.store.migrate import migrate, recorded_version
 from bridge.store.shared_base import StoreBase
 
@@ -71,6 +72,19 @@ class _NumberLoader(NumericLoader):
 def configure(raw: psycopg.Connection[Any]) -> None:
     """Per-connection setup (the pool calls it for each new connection)."""
     raw.adapters.register_loader("numeric", _NumberLoader)
+
+
+@contextlib.contextmanager
+def connection(url: str) -> Iterator[PgConnection]:
+    """A plain connection (no pool, no migration) in autocommit, closed after; an unreachable database raises
+    CannotOpen. For tools that read or fill a database outside a running store (check, copy, tests)."""
+    try:
+        raw = psycopg.connect(url, autocommit=True, connect_timeout=10)
+    except psycopg.OperationalError as exc:
+        raise CannotOpen(Reason.DATABASE_UNAVAILABLE, str(exc).strip()) from exc
+    with raw:
+        configure(raw)
+        yield PgConnection(raw)
 
 
 class PgCursor:

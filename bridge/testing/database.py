@@ -27,12 +27,10 @@ def reading(db: Path | str | Parts) -> Iterator[Any]:
     """A plain connection to an existing database (never creates one), closed after."""
     location = parse(db.bridge.settings.db if hasattr(db, "bridge") else str(db))
     if location.is_postgres:
-        import psycopg
+        from bridge.store.postgres import connection
 
-        from bridge.store.postgres import PgConnection, configure
-        with psycopg.connect(location.url or "", autocommit=True) as raw:
-            configure(raw)
-            yield PgConnection(raw)
+        with connection(location.url or "") as conn:
+            yield conn
         return
     conn = apsw.Connection(str(location.path), flags=apsw.SQLITE_OPEN_READWRITE)
     conn.set_busy_timeout(5000)
