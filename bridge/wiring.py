@@ -56,7 +56,7 @@ def build(settings: Settings, *, create: bool = True) -> Parts:
 
     `create=True` (the server, migrations, tests) creates a missing database file, the data directory and the
     signing key at once (in its home: `key_home`).
-    `create=False` opens an existing database only (`apsw.CantOpenError` if it is missing, nothing created) and
+    `create=False` opens an existing database only (`CannotOpen` if it is missing, nothing created) and
     creates the signing key only when a command first needs one (`Parts.key`); the verifier trusts the key that
     exists."""
     store = open_database(settings.db, synchronous=settings.synchronous, busy_timeout=settings.busy_timeout,
