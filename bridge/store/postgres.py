@@ -40,6 +40,10 @@ T = TypeVar("T")
 log = logging.getLogger("bridge.store")
 
 COMMIT_CHANNEL = "bridge_commit"  # NOTIFY channel: one notification per committed write transaction
+# A write that lost a race runs again holding this lock, taken before its snapshot (LOCK TABLE needs none): the
+# retries of one hot row (posts to one thread) then follow each other instead of aborting each other again. Only
+# the migrator writes bridge_schema, so first attempts never wait for it.
+RETRY_QUEUE = "LOCK TABLE bridge_schema IN SHARE ROW EXCLUSIVE MODE"
 WRITE_ATTEMPTS = 30  # runs of one write before a persistent serialization conflict is reported as busy
 _RETRY = (errors.SerializationFailure, errors.DeadlockDetected, errors.UniqueViolation)
 _PARAMETER = re.compile(r"'(?:[^']|'')*'|\"[^\"]*\"|::|\?|:([A-Za-z_]\w*)|%")
@@ -209,6 +213,8 @@ class PgStore(StoreBase):
             with self._connection() as conn:
                 try:
                     conn.raw.execute("BEGIN ISOLATION LEVEL SERIALIZABLE")
+                    if attempt:  # lost a race once: queue behind the other retries before the snapshot is taken
+                        conn.raw.execute(RETRY_QUEUE)
                     result = fn(conn)
                     conn.raw.execute(f"NOTIFY {COMMIT_CHANNEL}; COMMIT")  # one round trip for both
                 except _RETRY as exc:
