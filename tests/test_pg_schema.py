@@ -7,6 +7,7 @@ and the digest triggers of 0007 keeping the same rows for the same inserts (and 
 from __future__ import annotations
 
 import re
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from importlib import resources
 from pathlib import Path
@@ -263,10 +264,12 @@ BEFORE_DIGESTS = 6  # the schema version before 0007 added the digests
 
 def digest_tables(conn: apsw.Connection) -> list[str]:
     """The tables and views migration 0007 adds, read from SQLite: a database at 0006 against one at 0007."""
-    before = apsw.Connection(":memory:")
-    migrate_sqlite(before, BEFORE_DIGESTS)
-    added = (sqlite_tables(conn) | sqlite_tables(conn, "view")) - sqlite_tables(before) - sqlite_tables(before, "view")
-    before.close()
+    with tempfile.TemporaryDirectory(prefix="bridge-schema-") as directory:
+        before = apsw.Connection(str(Path(directory) / "at-0006.db"))
+        migrate_sqlite(before, BEFORE_DIGESTS)
+        added = ((sqlite_tables(conn) | sqlite_tables(conn, "view")) - sqlite_tables(before)
+                 - sqlite_tables(before, "view"))
+        before.close()
     return sorted(added)
 
 
