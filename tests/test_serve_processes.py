@@ -21,10 +21,15 @@ from bridge.testing.stack import NO_LIMITS, Stack
 TEAM = ["rev", "exec"]
 
 
-def one_per_process(stack: Stack, token: str, count: int = 2, tries: int = 60) -> dict[int, Client]:
-    """Keep-alive clients, one connected to each serving process (keyed by its pid)."""
+def one_per_process(stack: Stack, token: str, count: int = 2, within: float = 20.0) -> dict[int, Client]:
+    """Keep-alive clients, one connected to each serving process (keyed by its pid). Which process accepts is the
+    kernel's choice, and on a busy machine one process can win many times in a row: keep trying (pausing a little,
+    so the other gets to wait in accept too) until `within` seconds have passed."""
     found: dict[int, Client] = {}
-    for _ in range(tries):
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if found:
+            time.sleep(0.02)
         client = connect(stack, token)
         pid = client.get("/health").body["pid"]
         if pid in found:
