@@ -115,12 +115,14 @@ class RealAgent:
 
 
 @contextlib.contextmanager
-def real_agent(kind: str, workdir: Path, env: dict[str, str] | None = None) -> Iterator[RealAgent]:
-    """A real stack with one real `kind` agent (fake model, `echo` persona) put on it with `bridge agent up`."""
+def real_agent(kind: str, workdir: Path, env: dict[str, str] | None = None,
+               db: str = "bridge.db") -> Iterator[RealAgent]:
+    """A real stack on `db` (a SQLite file in `workdir`, or a PostgreSQL URL) with one real `kind` agent (fake model,
+    `echo` persona) put on it with `bridge agent up`."""
     from bridge.demo.fake_anthropic import FakeAnthropic
     from bridge.demo.fake_openai import FakeOpenAI
 
-    with service_stack(workdir, env={**ENV, **(env or {})}) as stack:
+    with service_stack(workdir, env={**ENV, **(env or {})}, db=db) as stack:
         persona = Persona(agent_id=AGENT, role="echo")
         fake = FakeAnthropic if kind == "claude" else FakeOpenAI
         with fake(persona, log_path=stack.workdir / "model.jsonl") as model:

@@ -53,8 +53,8 @@ def model_env(kind: str, home: Path, repo: Path, model_url: str) -> dict[str, st
 
 
 @pytest.mark.parametrize("kind", ["claude", "codex"])
-def test_the_printed_http_setup_connects_the_real_cli(kind: str, tmp_path: Path):
-    with service_stack(tmp_path / "stack") as stack:
+def test_the_printed_http_setup_connects_the_real_cli(kind: str, tmp_path: Path, db: str):
+    with service_stack(tmp_path / "stack", db=db) as stack:
         fake = FakeAnthropic if kind == "claude" else FakeOpenAI
         with fake(Persona(agent_id="agent", role="echo"), log_path=tmp_path / "model.jsonl") as model:
             repo, home = tmp_path / "repo", tmp_path / "home"

@@ -25,8 +25,9 @@ RUNTIMES = ["claude", "codex"]
 
 
 @pytest.fixture(params=RUNTIMES)
-def rig(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RealAgent]:
-    with real_agent(request.param, tmp_path / "stack") as agent:
+def rig(request: pytest.FixtureRequest, tmp_path: Path, db: str) -> Iterator[RealAgent]:
+    """The real CLI on a bridge whose store is the test's `db` (SQLite or PostgreSQL)."""
+    with real_agent(request.param, tmp_path / "stack", db=db) as agent:
         yield agent
 
 
