@@ -9,6 +9,7 @@ from helpers import new_thread, post
 
 from bridge.settings import Settings
 from bridge.testing.database import query
+from bridge.testing.processes import wait_until
 from bridge.testing.tokens import Minter
 from bridge.wiring import build
 
@@ -19,6 +20,15 @@ def _cut_off(postgres, name: str, allow: bool) -> None:
         admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {str(allow).lower()}')
         if not allow:
             admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+
+
+def _post_once(client, token: str, thread_id: str, body: str) -> dict | None:
+    """The post's result, or None while the bridge still answers 503 UNAVAILABLE."""
+    reply = client.call("post_message", token, thread_id=thread_id, schema_version=1, kind="chat", body=body)
+    if reply.status == 503 and reply.code == "UNAVAILABLE":
+        return None
+    assert reply.status == 200, reply.body
+    return reply.body
 
 
 def test_an_unreachable_database_answers_503_and_the_bridge_recovers(postgres, postgres_url, serve_parts, tmp_path):
@@ -42,7 +52,9 @@ def test_an_unreachable_database_answers_503_and_the_bridge_recovers(postgres, p
         finally:
             _cut_off(postgres, name, allow=True)
 
-        assert post(live.client, rev, thread_id, "after")["seq"] == 2  # the refused post left no gap
+        # The pool reconnects with a backoff: clients retry a 503 (it carries Retry-After) until it answers again.
+        after = wait_until(lambda: _post_once(live.client, rev, thread_id, "after"), 30)
+        assert after is not None and after["seq"] == 2  # it recovered; the refused post left no gap
         assert live.client.raw("GET", "/ready").status == 200
         assert query(postgres_url, "SELECT body FROM messages WHERE thread_id = ? ORDER BY seq",
                      (thread_id,)) == [("before",), ("after",)]
