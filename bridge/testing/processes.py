@@ -40,6 +40,7 @@ def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """This environment without any `BRIDGE_*` variable and without TMUX/TMUX_PANE (a stray one must not redirect
     a child, and a stand-in started from inside tmux must not think it runs in the caller's pane), plus `extra`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_") and k not in ("TMUX", "TMUX_PANE")}
+    env["PYTHONFAULTHANDLER"] = "1"  # a Python child that will not stop prints every thread's stack (Proc.stop)
     env.update(extra or {})
     return env
 
@@ -152,6 +153,7 @@ class Proc:
                 self.argv, cwd=cwd, env=dict(env), stdin=stdin, stdout=log, stderr=log, start_new_session=True,
                 preexec_fn=preexec_fn)
         self.pid = self.popen.pid
+        self.dumps_stacks = bool(env.get("PYTHONFAULTHANDLER"))  # SIGABRT prints its threads' stacks to the log
         self.ready: str | None = None
         self.url: str | None = None
         self.paused = False
@@ -245,7 +247,7 @@ class Proc:
 
     def stop(self, timeout: float = 15.0) -> int | None:
         """SIGTERM (after SIGCONT if paused), bounded wait, then SIGKILL of its process group; reaped; the exit
-        code."""
+        code. A Python child that outlives the wait is sent SIGABRT first, so its log shows where it hung."""
         if self.alive():
             with contextlib.suppress(ProcessLookupError):
                 if self.paused:
@@ -254,9 +256,17 @@ class Proc:
             try:
                 self.popen.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
+                self._dump_stacks()
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(self.pid, signal.SIGKILL)
         return self._reap(30)
+
+    def _dump_stacks(self) -> None:
+        if self.dumps_stacks:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGABRT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.popen.wait(timeout=5)
 
     def _reap(self, timeout: float) -> int | None:
         try:
