@@ -71,7 +71,8 @@ SETTING_MEANINGS: dict[str, str] = {
                        " `agent-bridge/<host>-<port>-<database>` under `$XDG_DATA_HOME` or `~/.local/share`).",
     "BRIDGE_WORKSPACE": "The workspace this bridge serves.",
     "BRIDGE_SYNCHRONOUS": "SQLite durability: `FULL` (every commit on disk) or `NORMAL`.",
-    "BRIDGE_BUSY_TIMEOUT": "How long a write waits for another process's lock before `UNAVAILABLE` (`database_busy`).",
+    "BRIDGE_BUSY_TIMEOUT": "How long a write waits for another process's lock (on PostgreSQL: for any lock, and"
+                           " for a pooled connection) before `UNAVAILABLE` (`database_busy`).",
     "BRIDGE_THREADS": "HTTP worker threads of each serving process (long-polls hold one each).",
     "BRIDGE_PROCESSES": "Processes `bridge serve` runs on its one port and database (0: one per two cores, at most 4).",
     "BRIDGE_LONG_POLL_PER_AGENT": "Concurrent long-polls one agent may hold in one serving process.",

@@ -4,17 +4,21 @@ bridge wakes on a post made through the other."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import apsw
+import psycopg
 import pytest
 from conftest import call_as
 from helpers import create_thread
 
 from bridge.domain.models import PostMessageInput, ReadMessagesInput
-from bridge.errors import IdempotencyConflict
+from bridge.errors import IdempotencyConflict, Unavailable
 from bridge.services import messages as message_service
 from bridge.testing.database import query
 
@@ -85,3 +89,47 @@ def test_a_long_poll_on_one_bridge_wakes_on_a_post_through_the_other(two_bridges
     reader.join(timeout=10)  # well before the 20 s deadline: only a wake-up from the other bridge ends it this soon
     assert not reader.is_alive()
     assert [m["message_id"] for m in waiting["page"]["messages"]] == [posted["message_id"]]
+
+
+@contextlib.contextmanager
+def another_program_locks_the_messages(db: str) -> Iterator[None]:
+    """A transaction of another program that holds what a post must write (the SQLite file's write lock; the
+    PostgreSQL messages table), until the block ends."""
+    if db.startswith("postgresql://"):
+        with psycopg.connect(db, autocommit=True) as holder:
+            holder.execute("BEGIN")
+            holder.execute("LOCK TABLE messages IN EXCLUSIVE MODE")
+            yield
+            holder.execute("ROLLBACK")
+        return
+    holder = apsw.Connection(db)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        yield
+        holder.execute("ROLLBACK")
+    finally:
+        holder.close()
+
+
+def test_a_lock_held_by_another_program_makes_a_post_busy_then_it_goes_through(make_parts, db):
+    parts = make_parts(busy_timeout=0.5, **UNLIMITED)
+    thread_id = create_thread(parts, call_as("coord", "coordinator"), ("rev", "exec"))
+    outcome: dict[str, BaseException] = {}
+
+    def blocked_post() -> None:
+        try:
+            _post(parts, "rev", thread_id, "blocked")
+        except BaseException as exc:  # the test looks at what it was
+            outcome["error"] = exc
+
+    with another_program_locks_the_messages(db):
+        poster = threading.Thread(target=blocked_post, daemon=True)
+        poster.start()
+        poster.join(timeout=30)  # a wait bounded by BRIDGE_BUSY_TIMEOUT ends long before; an endless one does not
+        gave_up = not poster.is_alive()
+    poster.join(timeout=30)
+    assert gave_up, "the post waited for the lock without a bound"
+    assert isinstance(outcome.get("error"), Unavailable), outcome
+    assert outcome["error"].details["reason"] == "database_busy"
+    assert query(parts, "SELECT COUNT(*) FROM messages WHERE thread_id = ?", (thread_id,)) == [(0,)]
+    assert _post(parts, "rev", thread_id, "after")["seq"] == 1

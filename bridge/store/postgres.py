@@ -166,7 +166,8 @@ class PgStore(StoreBase):
 
     def __init__(self, url: str, *, busy_timeout: float = DEFAULTS.busy_timeout, pool_size: int = 20,
                  probe_interval: float = DEFAULTS.storage_probe_interval, migrate_schema: bool = True, **_: Any):
-        """`busy_timeout`: seconds a caller waits for a pooled connection; `pool_size`: connections at most."""
+        """`busy_timeout`: seconds a caller waits for a pooled connection, and a statement for a lock; `pool_size`:
+        connections at most."""
         super().__init__(probe_interval)
         self.url = url
         self.display = redacted(url)
@@ -175,9 +176,12 @@ class PgStore(StoreBase):
             configure(first)
             if migrate_schema:
                 migrate(PgConnection(first))
+        # A statement waits at most `busy_timeout` for a lock another transaction holds (a stuck client, an
+        # operator's open psql transaction), as a SQLite write waits for the file's lock: then 503 database_busy.
+        lock_timeout = f"-c lock_timeout={max(1, round(busy_timeout * 1000))}"
         self._pool = ConnectionPool(url, min_size=1, max_size=pool_size, timeout=busy_timeout,
-                                    kwargs={"autocommit": True}, configure=configure, open=True,
-                                    name="bridge-store")
+                                    kwargs={"autocommit": True, "options": lock_timeout}, configure=configure,
+                                    open=True, name="bridge-store")
         self._listener: threading.Thread | None = None
 
     # ------------------------------------------------------------------------------------------- reading
