@@ -38,13 +38,13 @@ MUTATIONS = {
 # An operator creates something new: audited with what was created (its arguments), no reason asked.
 CREATES = {"agent up", "runtime launch", "token issue", "mcp config"}
 # Database housekeeping: the file's content as a whole (confirmed with --yes where destructive).
-MAINTENANCE = {"db backup", "db migrate", "db restore", "db vacuum", "ops seed"}
+MAINTENANCE = {"db backup", "db copy", "db migrate", "db restore", "db vacuum", "ops seed"}
 READS = {
     "audit", "db check", "doctor", "get-escalation-owner", "inspect-thread", "runtime list", "threads",
     "token jwks", "triggers",
 }
 # Runs that report a result (drills, service levels, readiness, the demo).
-RUNS = {"db copy", "demo", "ops agent-wakes", "ops drill", "ops readiness", "ops scale", "ops sli", "ops stores"}
+RUNS = {"demo", "ops agent-wakes", "ops drill", "ops readiness", "ops scale", "ops sli", "ops stores"}
 # Processes that serve until stopped, or write their report to a file: no result document on stdout.
 PROCESSES = {"serve", "worker", "mcp", "ops reliability"}
 CLASSES = (MUTATIONS, CREATES, MAINTENANCE, READS, RUNS, PROCESSES)

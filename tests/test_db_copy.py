@@ -16,6 +16,7 @@ from conftest import call_as
 
 from bridge.auth.keys import KEY_FILE, load_key
 from bridge.cli.main import cli
+from bridge.domain.location import redacted
 from bridge.domain.models import (
     AckReadInput,
     CreateThreadInput,
@@ -38,7 +39,7 @@ from bridge.store import triggers as trigger_store
 from bridge.store.db import connect
 from bridge.store.migrate import latest_version, migrations
 from bridge.store.rows import table_names
-from bridge.testing.database import reading, rows
+from bridge.testing.database import audit_rows, reading, rows
 from bridge.testing.tokens import Minter
 from bridge.wiring import Parts, build
 
@@ -98,14 +99,15 @@ def populate(parts: Parts) -> dict[str, str]:
 
 
 def contents(db: str | Path) -> dict[str, list[str]]:
-    """Every table's rows (but the engine-specific columns and the signing key's table), as sorted JSON texts."""
+    """Every table's rows (but the engine-specific columns, the signing key's table and the audit events of copies),
+    as sorted JSON texts."""
     with reading(db) as conn:
         names = [n for n in table_names(conn) if n not in copy_store.BOOKKEEPING | copy_store.KEPT_APART]
     found = {}
     for name in names:
         skip = ENGINE_SPECIFIC.get(name, set())
         found[name] = sorted(json.dumps({k: v for k, v in row.items() if k not in skip}, sort_keys=True)
-                             for row in rows(db, f"SELECT * FROM {name}"))
+                             for row in rows(db, f"SELECT * FROM {name}") if row.get("operation") != "db_copy")
     return found
 
 
@@ -154,6 +156,16 @@ def test_sqlite_to_postgresql_to_sqlite_keeps_every_row(original, postgres_url, 
     for copy in (postgres_url, back):
         assert contents(copy) == before
         assert rows(copy, "SELECT last_rowid FROM wake_folded") == [{"last_rowid": 0}]
+    # each copy is audited in its destination (which the next copy carries along), the password never shown
+    first_copy = {"from": str(db), "to": redacted(postgres_url), "tables": len(before), "signing_key": "copied"}
+    second_copy = {"from": redacted(postgres_url), "to": str(back), "tables": len(before), "signing_key": "copied"}
+    assert [(e["actor_role"], e["outcome"], {k: e["details"][k] for k in first_copy})
+            for e in audit_rows(postgres_url, operation="db_copy")] == [("operator", "ok", first_copy)]
+    assert [{k: e["details"][k] for k in first_copy} for e in audit_rows(back, operation="db_copy")] == [
+        first_copy, second_copy]
+    source_rows = sum(len(table) for table in before.values())
+    assert [e["details"]["rows"] for e in audit_rows(back, operation="db_copy")] == [
+        source_rows, source_rows + 1]  # the second copy also carried the first one's audit event
     # the key went from the file into PostgreSQL's table and back into a file (mode 0600), never into SQLite
     original_key = key_file(db)
     assert rows(postgres_url, "SELECT name, private_pem FROM signing_keys") == [
@@ -178,7 +190,7 @@ def test_sqlite_to_postgresql_to_sqlite_keeps_every_row(original, postgres_url, 
     ids = rows(postgres_url, "SELECT escalation_id FROM escalations ORDER BY escalation_id")
     assert ids[-1]["escalation_id"] == len(before["escalations"]) + 1
     audits = rows(postgres_url, "SELECT audit_id, operation FROM audit_events ORDER BY audit_id")
-    assert audits[-1]["audit_id"] == len(before["audit_events"]) + 1
+    assert audits[-1]["audit_id"] == len(before["audit_events"]) + 2  # after the copy's own audit event
 
 
 def test_a_destination_with_rows_is_refused_and_unchanged(original, tmp_path):

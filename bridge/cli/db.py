@@ -140,12 +140,16 @@ def vacuum(db: str | None, workspace: str | None, as_json: bool) -> None:
 @click.option("--from", "source", required=True, help="The bridge's database: a SQLite file or a postgresql:// URL.")
 @click.option("--to", "destination", required=True,
               help="An empty database to copy it into: a new file, or a PostgreSQL database without bridge rows.")
+@click.option("--actor", default=None, help="Operator identity (default human:<os user>).")
+@click.option("--workspace", default=None,
+              help="The workspace whose audit trail records the copy [env BRIDGE_WORKSPACE; default: default].")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
-def copy(source: str, destination: str, as_json: bool) -> None:
+def copy(source: str, destination: str, actor: str | None, workspace: str | None, as_json: bool) -> None:
     """Copy a whole bridge between SQLite and PostgreSQL (either way) into an empty database, in one transaction,
     verified per table by row counts and checksums; exit 1 (nothing kept) if any table differs. Stop the bridge
-    first, or it keeps writing to the source only."""
-    settings = {end: load_settings(db=value) for end, value in (("from", source), ("to", destination))}
+    first, or it keeps writing to the source only. The copy is audited in the destination (`db_copy`)."""
+    settings = {end: load_settings(db=value, workspace=workspace)
+                for end, value in (("from", source), ("to", destination))}
     progress = Progress(1, as_json=as_json)
     try:
         key_files = (KeyFile(settings["from"].data_dir), KeyFile(settings["to"].data_dir))
@@ -155,6 +159,11 @@ def copy(source: str, destination: str, as_json: bool) -> None:
     except CannotOpen as exc:
         fail(Unavailable(f"cannot use the database: {exc}", {"reason": exc.reason}), as_json)
     report |= {"not_copied": [f"agent folders under {settings['from'].data_dir / 'agents'}"]}
+    if report["ok"]:
+        ends = {end: str(settings[end].location) for end in ("from", "to")}  # passwords shown as ***
+        _audited(settings["to"], as_json, actor, "db_copy", {
+            **ends, "tables": len(report["tables"]), "rows": sum(t["destination_rows"] for t in report["tables"]),
+            "signing_key": report["signing_key"]})
     verdict = "ok: copied and verified" if report["ok"] else \
         f"FAILED: {', '.join(report['differing'])} differ; the destination was left empty"
     emit(report, as_json, "\n".join([

@@ -9,5 +9,5 @@ from bridge.services.core import Bridge, Call, audit
 
 
 def record(bridge: Bridge, call: Call, operation: str, result: dict[str, Any]) -> None:
-    """Audit a finished maintenance operation (`db_backup`, `db_restore`) with what it reported."""
+    """Audit a finished maintenance operation (`db_backup`, `db_restore`, `db_copy`) with what it reported."""
     bridge.store.write(lambda conn: audit(conn, bridge, call, operation, details=result))

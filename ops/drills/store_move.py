@@ -64,7 +64,7 @@ def _move(ctx: DrillContext, source: str, target: str, shown: str, token: str, t
        verifies="posts during the move are refused (503 frozen), reads keep working; db copy checks every table; "
                 "db check passes on the copy; after each switch every acknowledged message reads back with its "
                 "id and seq, the signing key still verifies the clients' tokens, seqs continue gaplessly; the "
-                "freezes and unfreezes are audited in the store the pilot ends on")
+                "freezes, copies and unfreezes are audited in the store the pilot ends on")
 def run(ctx: DrillContext) -> None:
     ctx.env["XDG_DATA_HOME"] = str(ctx.workdir / "data-home")  # PostgreSQL bridges keep their key under it
     _, _, reviewer, thread_id = ctx.set_up("a pilot on its SQLite file", "before the move")
@@ -78,7 +78,7 @@ def run(ctx: DrillContext) -> None:
         _move(ctx, url, BACK, "SQLite again", reviewer, thread_id, acked)
         ctx.step("6. The audit trail of the store the pilot ends on holds both moves")
         trail = ctx.bridge("audit", "--db", BACK, "--json").json()["events"]
-        moves = [e["operation"] for e in trail if e["operation"] in ("freeze", "unfreeze")]
-        ctx.check(moves == ["freeze", "unfreeze", "freeze", "unfreeze"], "freeze/unfreeze of both moves, in order",
+        moves = [e["operation"] for e in trail if e["operation"] in ("freeze", "db_copy", "unfreeze")]
+        ctx.check(moves == ["freeze", "db_copy", "unfreeze"] * 2, "freeze, copy and unfreeze of both moves, in order",
                   operations=moves)
         ctx.stop(ctx.server)
