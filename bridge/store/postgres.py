@@ -112,18 +112,63 @@ class PgCursor:
         self._cursor.close()
 
 
+class _NoRows:
+    """The result of a statement that returns nothing and has not been sent yet (see `PgConnection.execute`)."""
+
+    def __iter__(self) -> Iterator[tuple[Any, ...]]:
+        return iter(())
+
+    def fetchall(self) -> list[tuple[Any, ...]]:
+        return []
+
+    def getdescription(self) -> tuple[tuple[str, str], ...]:
+        return ()
+
+    def close(self) -> None:
+        pass
+
+
+NO_ROWS = _NoRows()
+# Transaction control that returns nothing: held back and sent in one round trip with the next statement, so a
+# write's BEGIN and SAVEPOINT travel together, and its RELEASE with its COMMIT.
+_HELD_BACK = ("BEGIN", "SAVEPOINT", "RELEASE")
+
+
 class PgConnection:
     """A pooled psycopg connection with the apsw surface the query modules use."""
 
-    __slots__ = ("_changes", "raw")
+    __slots__ = ("_changes", "_held", "_raw")
     dialect = "postgresql"
 
     def __init__(self, raw: psycopg.Connection[Any]):
-        self.raw = raw
+        self._raw = raw
         self._changes = 0
+        self._held: list[str] = []
 
-    def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> PgCursor:
-        cursor = self.raw.execute(to_postgres(sql), params) if params else self.raw.execute(sql)
+    @property
+    def raw(self) -> psycopg.Connection[Any]:
+        """The psycopg connection, with every held-back statement sent (for cursors of its own)."""
+        if self._held:
+            self._raw.execute(self._take_held())
+        return self._raw
+
+    def _take_held(self) -> str:
+        held = "; ".join(self._held)
+        self._held.clear()
+        return held
+
+    def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> PgCursor | _NoRows:
+        """Run one statement. BEGIN, SAVEPOINT and RELEASE wait for the next statement: without parameters it goes
+        in the same round trip (the result is the last statement's); with them, the held ones go just before it."""
+        if not params and sql.startswith(_HELD_BACK):
+            self._held.append(sql)
+            return NO_ROWS
+        if self._held and not params:
+            sql = f"{self._take_held()}; {sql}"
+        raw = self.raw
+        cursor = raw.execute(to_postgres(sql), params) if params else raw.execute(sql)
+        while cursor.nextset():  # several statements: the result is the last one's
+            pass
         self._changes = cursor.rowcount
         return PgCursor(cursor)
 
@@ -133,7 +178,12 @@ class PgConnection:
 
     @property
     def in_transaction(self) -> bool:
-        return self.raw.info.transaction_status != pq.TransactionStatus.IDLE
+        return self._raw.info.transaction_status != pq.TransactionStatus.IDLE or any(
+            sql.startswith("BEGIN") for sql in self._held)
+
+    def discard_held(self) -> None:
+        """Forget the statements not sent yet (a rollback makes them moot)."""
+        self._held.clear()
 
 
 def storage_reason(exc: BaseException) -> Reason:
@@ -216,11 +266,11 @@ class PgStore(StoreBase):
         for attempt in range(WRITE_ATTEMPTS):
             with self._connection() as conn:
                 try:
-                    conn.raw.execute("BEGIN ISOLATION LEVEL SERIALIZABLE")
+                    conn.execute("BEGIN ISOLATION LEVEL SERIALIZABLE")  # sent with the first statement
                     if attempt:  # lost a race once: queue behind the other retries before the snapshot is taken
-                        conn.raw.execute(RETRY_QUEUE)
+                        conn.execute(RETRY_QUEUE)
                     result = fn(conn)
-                    conn.raw.execute(f"NOTIFY {COMMIT_CHANNEL}; COMMIT")  # one round trip for both
+                    conn.execute(f"NOTIFY {COMMIT_CHANNEL}; COMMIT")  # one round trip, with any RELEASE held back
                 except _RETRY as exc:
                     self._rollback(conn)
                     if attempt + 1 == WRITE_ATTEMPTS:
@@ -237,6 +287,7 @@ class PgStore(StoreBase):
 
     @staticmethod
     def _rollback(conn: PgConnection) -> None:
+        conn.discard_held()
         with contextlib.suppress(psycopg.Error):
             if conn.in_transaction:
                 conn.raw.execute("ROLLBACK")
